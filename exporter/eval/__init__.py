@@ -1,0 +1,1 @@
+"""Numerical comparison and (later) accuracy evaluation."""
