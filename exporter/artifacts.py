@@ -32,6 +32,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     version, or the complete new version, never a half-written file.
     """
     final = Path(path)
+    created = [p for p in [final.parent, *final.parent.parents] if not p.exists()]
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     try:
@@ -39,9 +40,12 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         if not tmp.exists():
             raise RuntimeError(f"stage wrote nothing to {tmp}")
         os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        for folder in created:  # innermost first: leave no empty run directory behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 def write_json(path: str | os.PathLike, value: object) -> None:

@@ -1,0 +1,1 @@
+"""Backends: `load(artifact) -> Runner` with `Runner.infer(batch) -> list of arrays`."""

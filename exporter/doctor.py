@@ -1,0 +1,86 @@
+"""Which backend libraries are usable on this machine, their versions, and why not."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from importlib import metadata
+
+
+@dataclass
+class Check:
+    name: str
+    version: str
+    usable: bool
+    note: str
+
+
+# (distribution, import name, role, how to get it)
+LIBRARIES = [
+    ("torch", "torch", "reference backend, fusion", "pip install torch"),
+    ("onnx", "onnx", "ONNX export", "pip install onnx"),
+    ("onnxsim", "onnxsim", "simplify stage", "pip install onnxsim"),
+    ("onnxruntime", "onnxruntime", "ONNX parity checks, CPU backend", "pip install onnxruntime"),
+    ("openvino", "openvino", "OpenVINO IR target", "pip install 'reparam-export[openvino]'"),
+    ("nncf", "nncf", "OpenVINO INT8 calibration", "pip install 'reparam-export[openvino]'"),
+    (
+        "tensorrt",
+        "tensorrt",
+        "TensorRT engine target",
+        "install TensorRT 10 from NVIDIA on the GPU host (its runtime libraries are not on PyPI)",
+    ),
+    ("pycocotools", "pycocotools", "COCO mAP", "pip install 'reparam-export[eval]'"),
+]
+
+REQUIRED = {"torch", "onnx", "onnxsim", "onnxruntime"}
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def check_library(dist: str, module: str, role: str, hint: str) -> Check:
+    version = _version(dist)
+    if version is None:
+        return Check(dist, "-", False, f"not installed: {hint}")
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001 - report any import failure
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return Check(dist, version, False, f"import failed: {type(exc).__name__}: {first[:160]}")
+    return Check(dist, version, True, role)
+
+
+def check_cuda() -> Check:
+    import torch
+
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        major, minor = torch.cuda.get_device_capability(0)
+        return Check("CUDA GPU", torch.version.cuda or "-", True, f"{name}, compute capability {major}.{minor}")
+    return Check("CUDA GPU", torch.version.cuda or "-", False, "no CUDA device visible: TensorRT engines cannot be built or timed here")
+
+
+def check_onnxruntime_providers() -> Check | None:
+    try:
+        import onnxruntime as ort
+    except Exception:  # noqa: BLE001 - already reported by check_library
+        return None
+    providers = ort.get_available_providers()
+    return Check("onnxruntime providers", ort.__version__, "CPUExecutionProvider" in providers, ", ".join(providers))
+
+
+def run_checks() -> list[Check]:
+    checks = [check_library(*entry) for entry in LIBRARIES]
+    providers = check_onnxruntime_providers()
+    if providers:
+        checks.append(providers)
+    checks.append(check_cuda())
+    return checks
+
+
+def required_missing(checks: list[Check]) -> list[str]:
+    return [c.name for c in checks if c.name in REQUIRED and not c.usable]

@@ -1,0 +1,100 @@
+"""Run directory and manifest: per-stage inputs/outputs with sha256, settings, versions, timing, checks.
+
+A stage whose input hashes, settings and library versions are unchanged, and whose output is still
+on disk with its recorded hash, is a cache hit and is not run again; an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from exporter import __version__
+from exporter.artifacts import atomic_output, sha256_file, sha256_json, write_json
+
+TRACKED_LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxsim", "numpy")
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "reparam-export": __version__}
+    for name in TRACKED_LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+@dataclass
+class StageResult:
+    name: str
+    output: Path
+    record: dict[str, Any]
+    cached: bool
+
+
+class RunDir:
+    """`runs/<name>/`: the artifacts of one recipe plus manifest.json."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.manifest_path = self.root / "manifest.json"
+
+    def manifest(self) -> dict[str, Any]:
+        if self.manifest_path.is_file():
+            return json.loads(self.manifest_path.read_text())
+        return {"stages": {}}
+
+    def _cache_hit(self, entry: dict[str, Any] | None, key: str, output: Path) -> bool:
+        return (
+            entry is not None
+            and entry.get("key") == key
+            and output.is_file()
+            and sha256_file(output) == entry["output"]["sha256"]
+        )
+
+    def run_stage(
+        self,
+        name: str,
+        output_name: str,
+        inputs: dict[str, Path],
+        settings: dict[str, Any],
+        func: Callable[[Path], dict[str, Any]],
+        force: bool = False,
+    ) -> StageResult:
+        """Run `func(tmp_output) -> record` unless cached; the output is renamed into place on success."""
+        output = self.root / output_name
+        input_hashes = {k: sha256_file(p) for k, p in inputs.items()}
+        versions = library_versions()
+        key = sha256_json({"inputs": input_hashes, "settings": settings, "versions": versions})
+        entry = self.manifest()["stages"].get(name)
+        if not force and self._cache_hit(entry, key, output):
+            return StageResult(name, output, entry, cached=True)
+        start = time.perf_counter()
+        with atomic_output(output) as tmp:
+            record = func(tmp)
+        entry = {
+            "key": key,
+            "inputs": {k: {"path": str(p), "sha256": input_hashes[k]} for k, p in inputs.items()},
+            "output": {"path": output_name, "sha256": sha256_file(output), "bytes": output.stat().st_size},
+            "settings": settings,
+            "versions": versions,
+            "wall_s": round(time.perf_counter() - start, 3),
+            **record,
+        }
+        manifest = self.manifest()
+        manifest["stages"][name] = entry
+        write_json(self.manifest_path, manifest)
+        return StageResult(name, output, entry, cached=False)
+
+    def note(self, **fields: Any) -> None:
+        """Record run-level fields (recipe, targets, skipped stages) in the manifest."""
+        manifest = self.manifest()
+        manifest.update(fields)
+        write_json(self.manifest_path, manifest)

@@ -1,0 +1,122 @@
+"""Build a model from a recipe: import the builder, call it, load a checkpoint safely."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from exporter.artifacts import sha256_file
+from exporter.errors import UserError
+from exporter.recipe import Recipe
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def resolve_builder(spec: str):
+    module_name, _, func_name = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - any import failure of user code is bad input
+        raise UserError(
+            f"model builder '{spec}': cannot import '{module_name}' ({_describe(exc)}); "
+            "check the module path and that its package is installed or on PYTHONPATH"
+        ) from None
+    builder = getattr(module, func_name, None)
+    if not callable(builder):
+        raise UserError(f"model builder '{spec}': '{module_name}' has no callable '{func_name}'")
+    return builder
+
+
+def builder_source_hash(spec: str) -> str | None:
+    """sha256 of the file defining the builder, so editing the model invalidates cached stages."""
+    source = inspect.getsourcefile(resolve_builder(spec))
+    return sha256_file(source) if source else None
+
+
+def extract_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """Accept a bare state dict or a dict holding one under 'model', 'state_dict' or 'ema'."""
+    if isinstance(obj, dict):
+        for key in ("model", "state_dict", "ema"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(
+            f"checkpoint {path}: expected a state dict (or a dict with one under 'model'), "
+            f"found {type(obj).__name__}"
+        )
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def require_checkpoint(path: Path) -> Path:
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}; pass an existing file with --checkpoint")
+    return path
+
+
+def load_checkpoint(model: nn.Module, path: Path) -> None:
+    require_checkpoint(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - corrupt or pickled files are bad input
+        raise UserError(
+            f"checkpoint {path} cannot be loaded with weights_only=True ({_describe(exc)}); "
+            "save it as a plain state dict"
+        ) from None
+    state = extract_state_dict(obj, path)
+    result = model.load_state_dict(state, strict=False)
+    problems = [f"missing {k}" for k in result.missing_keys] + [
+        f"unexpected {k}" for k in result.unexpected_keys
+    ]
+    if problems:
+        shown = ", ".join(problems[:3]) + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else "")
+        raise UserError(f"checkpoint {path} does not match the model: {shown}")
+
+
+def build_model(recipe: Recipe) -> nn.Module:
+    """The recipe's model in eval mode, with its checkpoint loaded when one is named."""
+    spec = recipe.model
+    builder = resolve_builder(spec.builder)
+    try:
+        model = builder(**spec.kwargs)
+    except Exception as exc:  # noqa: BLE001 - the user's builder failing is bad input
+        raise UserError(f"model builder '{spec.builder}' raised {_describe(exc)}") from None
+    if not isinstance(model, nn.Module):
+        raise UserError(
+            f"model builder '{spec.builder}' returned {type(model).__name__}, expected a torch nn.Module"
+        )
+    if spec.checkpoint is not None:
+        load_checkpoint(model, spec.checkpoint)
+    return model.eval()
+
+
+def probe_input(recipe: Recipe, batch: int = 2) -> torch.Tensor:
+    """Seeded random images (0–255 pixels) after the recipe's preprocessing, NCHW float32."""
+    height, width = recipe.input_size
+    generator = torch.Generator().manual_seed(recipe.seed)
+    pixels = torch.rand(batch, 3, height, width, generator=generator) * 255.0
+    pre = recipe.preprocess
+    mean = torch.tensor(pre.mean).view(1, 3, 1, 1)
+    std = torch.tensor(pre.std).view(1, 3, 1, 1)
+    return (pixels * pre.scale - mean) / std
+
+
+def run_forward(model: nn.Module, probe: torch.Tensor) -> Any:
+    """Forward pass whose failure is reported as bad input (wrong input size, broken model)."""
+    try:
+        with torch.no_grad():
+            return model(probe)
+    except Exception as exc:  # noqa: BLE001 - a model that cannot run on its declared input is bad input
+        shape = "x".join(str(d) for d in probe.shape)
+        raise UserError(
+            f"model forward failed on a {shape} input ({_describe(exc)}); "
+            "check input_size and the model builder"
+        ) from None

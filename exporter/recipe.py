@@ -1,0 +1,145 @@
+"""Recipes: YAML files describing a model and how to ship it, validated with pydantic."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from exporter.artifacts import sha256_json
+from exporter.errors import UserError
+
+Target = Literal["onnx", "openvino", "tensorrt"]
+Precision = Literal["fp32", "fp16", "int8"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(Strict):
+    builder: str = Field(description="'package.module:function' returning an nn.Module")
+    kwargs: dict[str, Any] = {}
+    checkpoint: Path | None = None
+
+    @field_validator("builder")
+    @classmethod
+    def _builder_form(cls, value: str) -> str:
+        module, _, func = value.partition(":")
+        if not module or not func:
+            raise ValueError("expected 'package.module:function'")
+        return value
+
+
+class Preprocess(Strict):
+    """How images become the model input: resize, colour order, then (x·scale − mean)/std."""
+
+    color: Literal["rgb", "bgr"] = "rgb"
+    resize: Literal["stretch", "letterbox"] = "stretch"
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+
+class ExportSpec(Strict):
+    opset: int = Field(17, ge=13, le=19)
+    dynamic_batch: bool = False
+    simplify: bool = True
+    output_names: list[str] | None = None
+
+
+class Thresholds(Strict):
+    """Numerical tolerances: max|y − y_ref| ≤ rtol·max(1, max|y_ref|)."""
+
+    fuse_rtol: float = Field(1e-4, gt=0)
+    onnx_rtol: float = Field(1e-4, gt=0)
+
+
+class Recipe(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    model: ModelSpec
+    input_size: tuple[int, int]
+    class_names: list[str] = []
+    preprocess: Preprocess = Preprocess()
+    targets: list[Target] = ["onnx"]
+    precisions: list[Precision] = ["fp32"]
+    export: ExportSpec = ExportSpec()
+    thresholds: Thresholds = Thresholds()
+    seed: int = 0
+
+    @field_validator("input_size", mode="before")
+    @classmethod
+    def _two_ints(cls, value: Any) -> Any:
+        ok = (
+            isinstance(value, (list, tuple))
+            and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+        )
+        if not ok:
+            raise ValueError("expected two integers")
+        return value
+
+    def digest(self) -> str:
+        """Hash of every field, recorded in exported models and the manifest."""
+        return sha256_json(self.model_dump(mode="json"))
+
+
+DEFAULT_RECIPE = Path(__file__).parent / "default_recipe.yaml"
+
+
+def _format_error(source: str, error: dict[str, Any], model: type[BaseModel]) -> str:
+    loc = ".".join(str(p) for p in error["loc"]) or "<top level>"
+    if error["type"] == "extra_forbidden":
+        parent: Any = model
+        for part in error["loc"][:-1]:
+            field = getattr(parent, "model_fields", {}).get(part)
+            parent = field.annotation if field else None
+        allowed = ", ".join(getattr(parent, "model_fields", {})) if parent else ""
+        return f"{source}: {loc}: unknown field (allowed: {allowed})"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{source}: {loc}: {message}"
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """data['a']['b'] = value for key 'a.b', creating dicts on the way."""
+    *parents, last = key.split(".")
+    for part in parents:
+        data = data.setdefault(part, {})
+    data[last] = value
+
+
+def recipe_from_dict(data: Any, source: str, overrides: dict[str, Any] | None = None) -> Recipe:
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: expected a mapping of recipe fields, got {type(data).__name__}")
+    for key, value in (overrides or {}).items():
+        set_dotted(data, key, value)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(_format_error(source, exc.errors()[0], Recipe)) from None
+
+
+def load_recipe(path: str | os.PathLike | None, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Read and validate a recipe (the embedded default when `path` is None); overrides win.
+
+    Relative checkpoint paths are resolved against the recipe's folder.
+    """
+    file = Path(path) if path is not None else DEFAULT_RECIPE
+    source = str(path) if path is not None else "embedded default recipe"
+    if not file.is_file():
+        raise UserError(f"recipe not found: {file}; pass an existing YAML file with --recipe")
+    try:
+        data = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{source}: invalid YAML{where}: {problem}") from None
+    recipe = recipe_from_dict(data, source, overrides)
+    checkpoint = recipe.model.checkpoint
+    if checkpoint is not None and not checkpoint.is_absolute() and "model.checkpoint" not in (overrides or {}):
+        recipe.model.checkpoint = file.parent / checkpoint
+    return recipe

@@ -1,0 +1,1 @@
+"""Stages: plain functions from artifacts and settings to one output artifact."""

@@ -1,0 +1,82 @@
+"""Export stage: fused model → ONNX with metadata, full checker, onnxruntime parity."""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+
+from exporter import __version__
+from exporter.backends import onnxruntime as ort_backend
+from exporter.errors import CheckFailed, UserError
+from exporter.eval.compare import Parity, compare
+from exporter.recipe import Recipe
+from exporter.stages.fuse import load_fused
+
+INPUT_NAME = "images"
+
+
+def metadata(recipe: Recipe) -> dict[str, str]:
+    return {
+        "producer": f"reparam-export {__version__}",
+        "model_name": recipe.name,
+        "class_names": json.dumps(recipe.class_names),
+        "input_size": json.dumps(list(recipe.input_size)),
+        "preprocessing": recipe.preprocess.model_dump_json(),
+        "recipe_hash": recipe.digest(),
+    }
+
+
+def check_batch(recipe: Recipe, probe: torch.Tensor, outputs: list[torch.Tensor]):
+    """The probe batch and reference outputs an export is checked on (batch 2 only when dynamic)."""
+    if recipe.export.dynamic_batch:
+        return probe, outputs
+    return probe[:1], [o[:1] for o in outputs]
+
+
+def ort_parity(path: Path, probe: torch.Tensor, outputs: list[torch.Tensor], rtol: float) -> Parity:
+    runner = ort_backend.load(path)
+    return compare([o.numpy() for o in outputs], runner.infer(probe.numpy()), rtol)
+
+
+def require_parity(what: str, parity: Parity) -> None:
+    if not parity.ok:
+        raise CheckFailed(f"{what} differs from the fused torch model: {parity.describe()}")
+
+
+def export_stage(recipe: Recipe, fused_pt: Path, out: Path) -> dict[str, Any]:
+    model, probe, outputs = load_fused(recipe, fused_pt)
+    spec = recipe.export
+    names = spec.output_names or [f"output{i}" for i in range(len(outputs))]
+    if len(names) != len(outputs):
+        raise UserError(
+            f"export.output_names has {len(names)} names but the model returns {len(outputs)} tensors"
+        )
+    dynamic = {n: {0: "batch"} for n in [INPUT_NAME, *names]} if spec.dynamic_batch else None
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of dynamo, but it is the one that
+        # targets opsets 13–19 directly and supports custom symbolic nodes.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (probe[:1],),
+            buffer,
+            dynamo=False,
+            opset_version=spec.opset,
+            input_names=[INPUT_NAME],
+            output_names=names,
+            dynamic_axes=dynamic,
+        )
+    proto = onnx.load_from_string(buffer.getvalue())
+    onnx.helper.set_model_props(proto, metadata(recipe))
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, out)
+    parity = ort_parity(out, *check_batch(recipe, probe, outputs), recipe.thresholds.onnx_rtol)
+    require_parity("onnxruntime output of the exported model", parity)
+    return {"check": parity.as_dict(), "nodes": len(proto.graph.node), "opset": spec.opset}

@@ -1,0 +1,51 @@
+"""Fuse stage: model → deploy form, proved equal; writes fused.pt (weights, probe, reference outputs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from exporter.blocks.fuse import FuseReport, fuse_model
+from exporter.errors import CheckFailed, UserError
+from exporter.eval.compare import flatten_outputs
+from exporter.models.loader import build_model, probe_input, run_forward
+from exporter.recipe import Recipe
+
+
+def fuse_recipe_model(recipe: Recipe) -> tuple[nn.Module, FuseReport, torch.Tensor]:
+    """Build the recipe's model, fuse it and prove it; a mismatch raises CheckFailed."""
+    model = build_model(recipe)
+    probe = probe_input(recipe)
+    run_forward(model, probe)
+    fused, report = fuse_model(model, probe, recipe.thresholds.fuse_rtol)
+    offender = report.offender
+    if offender is not None:
+        raise CheckFailed(
+            f"fusion changed the output of module '{offender.path or '<root>'}' ({offender.kind}): "
+            f"{offender.parity.describe()}"
+        )
+    if not report.ok:
+        raise CheckFailed(f"fused model output differs: {report.model_parity.describe()}")
+    return fused, report, probe
+
+
+def fuse_stage(recipe: Recipe, out: Path) -> dict[str, Any]:
+    fused, report, probe = fuse_recipe_model(recipe)
+    with torch.no_grad():
+        outputs = [torch.from_numpy(a).float() for a in flatten_outputs(fused(probe))]
+    torch.save({"state_dict": fused.state_dict(), "probe": probe, "outputs": outputs}, out)
+    return {"check": report.as_dict()}
+
+
+def load_fused(recipe: Recipe, fused_pt: Path) -> tuple[nn.Module, torch.Tensor, list[torch.Tensor]]:
+    """The fused model with the weights of fused.pt, plus the probe and reference outputs stored there."""
+    fused, _, _ = fuse_recipe_model(recipe)
+    blob = torch.load(fused_pt, map_location="cpu", weights_only=True)
+    try:
+        fused.load_state_dict(blob["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise UserError(f"{fused_pt} does not match the recipe's fused model; rerun with --force") from exc
+    return fused.eval(), blob["probe"], blob["outputs"]

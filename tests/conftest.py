@@ -1,0 +1,24 @@
+import os
+
+import pytest
+import torch
+from hypothesis import settings
+
+from exporter.cli import main
+
+settings.register_profile("deterministic", derandomize=True, deadline=None, max_examples=25, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
+torch.set_num_threads(2)
+
+
+@pytest.fixture
+def run_cli(capsys, monkeypatch, tmp_path):
+    """Run the CLI in-process from a temp cwd; returns (exit code, stdout, stderr)."""
+    monkeypatch.chdir(tmp_path)
+
+    def run(*argv: str):
+        code = main(list(argv))
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run

@@ -1,0 +1,138 @@
+"""CLI behaviour: exit codes, one-line errors without tracebacks, no artifact left on bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+USER = "tests.fixture_models:"
+
+
+def assert_one_line_error(code, err, expected_code, pattern):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == expected_code, err
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert pattern in lines[0], lines[0]
+
+
+@pytest.fixture
+def user_recipe(tmp_path):
+    def make(builder, extra=""):
+        path = tmp_path / "r.yaml"
+        path.write_text(f"name: r\nmodel: {{builder: '{builder}'}}\ninput_size: [32, 32]\n{extra}")
+        return str(path)
+
+    return make
+
+
+@pytest.mark.parametrize(
+    "case, pattern",
+    [
+        ("missing_checkpoint", "checkpoint not found:"),
+        ("corrupt_yaml", "invalid YAML at line"),
+        ("unknown_field", "colour: unknown field"),
+        ("bad_input_size", "input_size: expected two integers"),
+        ("builder_raises", "raised RuntimeError: weights server unreachable"),
+        ("builder_missing", "has no callable 'nope'"),
+        ("module_missing", "cannot import 'no_such_pkg.models'"),
+        ("not_a_module", "returned dict, expected a torch nn.Module"),
+        ("forward_fails", "model forward failed on a 2x3x32x32 input"),
+        ("pickled_checkpoint", "cannot be loaded with weights_only=True"),
+        ("wrong_checkpoint", "does not match the model: missing"),
+    ],
+)
+def test_bad_input_exit_2_no_artifact(run_cli, user_recipe, tmp_path, case, pattern):
+    args = ["export", "--run-dir", str(tmp_path / "run")]
+    if case == "missing_checkpoint":
+        args += ["--model", USER + "build_user_model", "--checkpoint", "missing.pth"]
+    elif case == "corrupt_yaml":
+        (tmp_path / "c.yaml").write_text("name: [unclosed\n")
+        args += ["--recipe", str(tmp_path / "c.yaml")]
+    elif case == "unknown_field":
+        args += ["--recipe", user_recipe(USER + "build_user_model", "preprocess: {colour: rgb}\n")]
+    elif case == "bad_input_size":
+        args += ["--recipe", user_recipe(USER + "build_user_model").replace("r.yaml", "r.yaml")]
+        Path(args[-1]).write_text(Path(args[-1]).read_text().replace("[32, 32]", "[32]"))
+    elif case == "builder_raises":
+        args += ["--model", USER + "build_raising"]
+    elif case == "builder_missing":
+        args += ["--model", USER + "nope"]
+    elif case == "module_missing":
+        args += ["--model", "no_such_pkg.models:build"]
+    elif case == "not_a_module":
+        args += ["--model", USER + "build_not_a_module"]
+    elif case == "forward_fails":
+        args += ["--recipe", user_recipe(USER + "build_bad_forward")]
+    elif case == "pickled_checkpoint":
+        torch.save({"model": torch.nn.Linear(2, 2)}, tmp_path / "pickled.pth")
+        args += ["--model", USER + "build_user_model", "--checkpoint", str(tmp_path / "pickled.pth")]
+    elif case == "wrong_checkpoint":
+        torch.save({"model": {"x": torch.zeros(1)}}, tmp_path / "wrong.pth")
+        args += ["--model", USER + "build_user_model", "--checkpoint", str(tmp_path / "wrong.pth")]
+    code, _, err = run_cli(*args)
+    assert_one_line_error(code, err, 2, pattern)
+    assert not (tmp_path / "run").exists()
+
+
+def test_fusion_mismatch_exit_1_names_module(run_cli, tmp_path):
+    code, _, err = run_cli("fuse", "--model", USER + "build_blog_model", "--input-size", "32", "32",
+                           "--run-dir", str(tmp_path / "run"))
+    assert_one_line_error(code, err, 1, "check failed: fusion changed the output of module '1' "
+                                        "(BlogRepConv.switch_to_deploy()): max abs err")
+    assert not (tmp_path / "run" / "fused.pt").exists()
+
+
+def test_user_model_fuse_and_export(run_cli, tmp_path):
+    run = tmp_path / "run"
+    code, _, err = run_cli("fuse", "--model", USER + "build_user_model", "--input-size", "48", "64",
+                           "--run-dir", str(run))
+    assert code == 0, err
+    assert "SwitchToDeploy.switch_to_deploy()" in err and "params" in err and "tolerance" in err
+    code, _, err = run_cli("export", "--model", USER + "build_user_model", "--input-size", "48", "64",
+                           "--run-dir", str(run), "--opset", "13")
+    assert code == 0, err
+    assert "fuse" in err and "[cached]" in err
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert set(manifest["stages"]) == {"fuse", "export", "simplify"}
+    assert manifest["stages"]["export"]["opset"] == 13
+
+
+def test_unavailable_target_is_refused_before_any_work(run_cli, tmp_path):
+    code, _, err = run_cli("build", "--target", "openvino", "--run-dir", str(tmp_path / "run"))
+    assert_one_line_error(code, err, 2, "target 'openvino' is not available in this version")
+    assert not (tmp_path / "run").exists()
+
+
+def test_help_shows_examples(run_cli):
+    for command in ("build", "fuse", "export", "doctor"):
+        code, out, _ = run_cli(command, "--help")
+        assert code == 0 and "Examples:" in out and f"reparam-export {command}" in out
+
+
+def test_doctor_lists_backends(run_cli):
+    code, out, _ = run_cli("doctor", "--json")
+    assert code == 0
+    checks = {c["name"]: c for c in json.loads(out)}
+    for name in ("torch", "onnx", "onnxsim", "onnxruntime", "openvino", "nncf", "tensorrt", "CUDA GPU"):
+        assert name in checks
+    assert checks["torch"]["usable"] and checks["onnxruntime"]["usable"]
+    if not checks["tensorrt"]["usable"]:
+        assert "not installed" in checks["tensorrt"]["note"] or "import failed" in checks["tensorrt"]["note"]
+
+
+@pytest.mark.slow
+def test_console_script_end_to_end(tmp_path):
+    """The installed entry point: real process exit codes, no traceback on bad input."""
+    exe = Path(sys.executable).with_name("reparam-export")
+    ok = subprocess.run([str(exe), "build", "--run-dir", str(tmp_path / "run")], cwd=tmp_path,
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "run" / "model.sim.onnx").is_file()
+    bad = subprocess.run([str(exe), "build", "--input-size", "0", "32"], cwd=tmp_path, capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip() == "error: embedded default recipe: input_size: expected two integers"
