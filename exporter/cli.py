@@ -20,16 +20,29 @@ console = Console(stderr=True, highlight=False)
 def _model_options(func):
     """Options shared by build/fuse/export: which recipe and model, and recipe overrides."""
     options = [
-        click.option("--recipe", "recipe_path", type=click.Path(path_type=Path),
-                     help="Recipe YAML (default: the embedded demo recipe)."),
-        click.option("--model", "builder", metavar="PKG.MODULE:FUNC",
-                     help="Builder returning an nn.Module; overrides the recipe's model.builder."),
-        click.option("--checkpoint", type=click.Path(path_type=Path),
-                     help="State dict to load (torch.load with weights_only=True)."),
+        click.option(
+            "--recipe",
+            "recipe_path",
+            type=click.Path(path_type=Path),
+            help="Recipe YAML (default: the embedded demo recipe).",
+        ),
+        click.option(
+            "--model",
+            "builder",
+            metavar="PKG.MODULE:FUNC",
+            help="Builder returning an nn.Module; overrides the recipe's model.builder.",
+        ),
+        click.option(
+            "--checkpoint",
+            type=click.Path(path_type=Path),
+            help="State dict to load (torch.load with weights_only=True).",
+        ),
         click.option("--input-size", nargs=2, type=int, metavar="H W", help="Input height and width."),
         click.option("--opset", type=int, help="ONNX opset, 13–19 (default 17)."),
         click.option("--dynamic-batch/--static-batch", default=None, help="Dynamic batch axis in the ONNX."),
-        click.option("--run-dir", type=click.Path(path_type=Path), help="Run directory (default runs/<recipe name>)."),
+        click.option(
+            "--run-dir", type=click.Path(path_type=Path), help="Run directory (default runs/<recipe name>)."
+        ),
         click.option("--force", is_flag=True, help="Rerun every stage even when cached."),
     ]
     for option in reversed(options):
@@ -78,11 +91,23 @@ def cli():
 
 @cli.command()
 @_model_options
-@click.option("--target", "targets", multiple=True, type=click.Choice(["onnx", "openvino", "tensorrt"]),
-              help="Target(s) to build; repeatable (default: the recipe's).")
-@click.option("--precision", "precisions", multiple=True, type=click.Choice(["fp32", "fp16", "int8"]),
-              help="Precision(s) to build; repeatable (default: the recipe's).")
-def build(recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, run_dir, force, targets, precisions):
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    type=click.Choice(["onnx", "openvino", "tensorrt"]),
+    help="Target(s) to build; repeatable (default: the recipe's).",
+)
+@click.option(
+    "--precision",
+    "precisions",
+    multiple=True,
+    type=click.Choice(["fp32", "fp16", "int8"]),
+    help="Precision(s) to build; repeatable (default: the recipe's).",
+)
+def build(
+    recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, run_dir, force, targets, precisions
+):
     """Run every stage: fuse, export ONNX, simplify, then the targets.
 
     \b

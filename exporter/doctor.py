@@ -60,8 +60,15 @@ def check_cuda() -> Check:
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name(0)
         major, minor = torch.cuda.get_device_capability(0)
-        return Check("CUDA GPU", torch.version.cuda or "-", True, f"{name}, compute capability {major}.{minor}")
-    return Check("CUDA GPU", torch.version.cuda or "-", False, "no CUDA device visible: TensorRT engines cannot be built or timed here")
+        return Check(
+            "CUDA GPU", torch.version.cuda or "-", True, f"{name}, compute capability {major}.{minor}"
+        )
+    return Check(
+        "CUDA GPU",
+        torch.version.cuda or "-",
+        False,
+        "no CUDA device visible: TensorRT engines cannot be built or timed here",
+    )
 
 
 def check_onnxruntime_providers() -> Check | None:
@@ -70,7 +77,9 @@ def check_onnxruntime_providers() -> Check | None:
     except Exception:  # noqa: BLE001 - already reported by check_library
         return None
     providers = ort.get_available_providers()
-    return Check("onnxruntime providers", ort.__version__, "CPUExecutionProvider" in providers, ", ".join(providers))
+    return Check(
+        "onnxruntime providers", ort.__version__, "CPUExecutionProvider" in providers, ", ".join(providers)
+    )
 
 
 def run_checks() -> list[Check]:

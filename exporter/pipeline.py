@@ -36,11 +36,7 @@ def summarize(result: StageResult) -> str:
     """One line per stage: what it did and the numerical check it passed."""
     record, check = result.record, result.record.get("check") or {}
     parity = check.get("model_parity", check)
-    error = (
-        f"max abs err {parity['max_abs_err']:.3g} (tolerance {parity['tolerance']:.3g})"
-        if parity
-        else ""
-    )
+    error = f"max abs err {parity['max_abs_err']:.3g} (tolerance {parity['tolerance']:.3g})" if parity else ""
     if result.name == "fuse":
         counts = ", ".join(f"{n}×{k}" for k, n in sorted(check["counts"].items())) or "nothing to fuse"
         detail = f"{counts}; params {check['params_before']:,} → {check['params_after']:,}; {error}"
@@ -92,7 +88,9 @@ class Pipeline:
 
     def fuse(self) -> StageResult:
         inputs, settings = self._model_source()
-        return self._stage("fuse", "fused.pt", inputs, settings, lambda out: fuse.fuse_stage(self.recipe, out))
+        return self._stage(
+            "fuse", "fused.pt", inputs, settings, lambda out: fuse.fuse_stage(self.recipe, out)
+        )
 
     def export(self) -> StageResult:
         fused = self.fuse()
@@ -120,7 +118,10 @@ class Pipeline:
             self.run.note(simplify="skipped: export.simplify is false")
             return exported
         fused = self.run.root / "fused.pt"
-        settings = {"onnx_rtol": self.recipe.thresholds.onnx_rtol, "dynamic_batch": self.recipe.export.dynamic_batch}
+        settings = {
+            "onnx_rtol": self.recipe.thresholds.onnx_rtol,
+            "dynamic_batch": self.recipe.export.dynamic_batch,
+        }
         return self._stage(
             "simplify",
             "model.sim.onnx",
@@ -133,6 +134,9 @@ class Pipeline:
         """Every stage the recipe's targets need; returns the final ONNX stage."""
         check_targets(self.recipe)
         final = self.simplify()
-        self.run.note(recipe=self.recipe.model_dump(mode="json"), recipe_hash=self.recipe.digest(),
-                      artifacts={"onnx": str(final.output)})
+        self.run.note(
+            recipe=self.recipe.model_dump(mode="json"),
+            recipe_hash=self.recipe.digest(),
+            artifacts={"onnx": str(final.output)},
+        )
         return final

@@ -140,6 +140,10 @@ def load_recipe(path: str | os.PathLike | None, overrides: dict[str, Any] | None
         raise UserError(f"{source}: invalid YAML{where}: {problem}") from None
     recipe = recipe_from_dict(data, source, overrides)
     checkpoint = recipe.model.checkpoint
-    if checkpoint is not None and not checkpoint.is_absolute() and "model.checkpoint" not in (overrides or {}):
+    if (
+        checkpoint is not None
+        and not checkpoint.is_absolute()
+        and "model.checkpoint" not in (overrides or {})
+    ):
         recipe.model.checkpoint = file.parent / checkpoint
     return recipe

@@ -46,8 +46,17 @@ def single_conv(fused: nn.Module) -> nn.Conv2d:
 
 @given(geometry(), st.booleans(), st.booleans())
 def test_convbn(g, bias, affine):
-    block = ConvBN(g["in_channels"], g["out_channels"], g["kernel_size"], g["stride"], g["groups"],
-                   g["dilation"], bias=bias, act=nn.SiLU(), bn_affine=affine)
+    block = ConvBN(
+        g["in_channels"],
+        g["out_channels"],
+        g["kernel_size"],
+        g["stride"],
+        g["groups"],
+        g["dilation"],
+        bias=bias,
+        act=nn.SiLU(),
+        bn_affine=affine,
+    )
     conv = single_conv(assert_fuses(block, g))
     assert conv.dilation == (g["dilation"],) * 2
 
@@ -55,8 +64,17 @@ def test_convbn(g, bias, affine):
 @given(geometry(), st.booleans(), st.booleans())
 def test_repconv(g, identity, affine):
     square = dict(g, out_channels=g["in_channels"]) if identity else g
-    block = RepConv(square["in_channels"], square["out_channels"], g["kernel_size"], g["stride"],
-                    g["groups"], g["dilation"], identity=identity, act=nn.ReLU(), bn_affine=affine)
+    block = RepConv(
+        square["in_channels"],
+        square["out_channels"],
+        g["kernel_size"],
+        g["stride"],
+        g["groups"],
+        g["dilation"],
+        identity=identity,
+        act=nn.ReLU(),
+        bn_affine=affine,
+    )
     has_identity = identity and g["stride"] == 1
     assert (block.rbr_identity is not None) == has_identity
     conv = single_conv(assert_fuses(block, square))
@@ -75,15 +93,32 @@ def test_yolov7_repconv(g):
 def test_qarepvgg(g, identity, affine):
     c = g["in_channels"]
     out = c if identity else g["out_channels"]
-    block = QARepVGG(c, out, g["kernel_size"], g["stride"], g["groups"], g["dilation"],
-                     identity=identity, act=nn.ReLU(), bn_affine=affine)
+    block = QARepVGG(
+        c,
+        out,
+        g["kernel_size"],
+        g["stride"],
+        g["groups"],
+        g["dilation"],
+        identity=identity,
+        act=nn.ReLU(),
+        bn_affine=affine,
+    )
     single_conv(assert_fuses(block, dict(g, out_channels=out)))
 
 
 @given(geometry(kernels=(3, 5)), st.sampled_from([1, 3]), st.booleans())
 def test_refconv_then_bn(g, map_k, affine):
-    ref = RefConv(g["in_channels"], g["out_channels"], g["kernel_size"], g["stride"], None,
-                  g["groups"], g["dilation"], map_k)
+    ref = RefConv(
+        g["in_channels"],
+        g["out_channels"],
+        g["kernel_size"],
+        g["stride"],
+        None,
+        g["groups"],
+        g["dilation"],
+        map_k,
+    )
     bn = nn.BatchNorm2d(g["out_channels"], affine=affine)
     model = randomized(nn.Sequential(ref, bn), g["seed"])
     x = torch.randn(2, g["in_channels"], *g["size"], generator=torch.Generator().manual_seed(g["seed"]))

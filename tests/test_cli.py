@@ -80,21 +80,44 @@ def test_bad_input_exit_2_no_artifact(run_cli, user_recipe, tmp_path, case, patt
 
 
 def test_fusion_mismatch_exit_1_names_module(run_cli, tmp_path):
-    code, _, err = run_cli("fuse", "--model", USER + "build_blog_model", "--input-size", "32", "32",
-                           "--run-dir", str(tmp_path / "run"))
-    assert_one_line_error(code, err, 1, "check failed: fusion changed the output of module '1' "
-                                        "(BlogRepConv.switch_to_deploy()): max abs err")
+    code, _, err = run_cli(
+        "fuse",
+        "--model",
+        USER + "build_blog_model",
+        "--input-size",
+        "32",
+        "32",
+        "--run-dir",
+        str(tmp_path / "run"),
+    )
+    assert_one_line_error(
+        code,
+        err,
+        1,
+        "check failed: fusion changed the output of module '1' (BlogRepConv.switch_to_deploy()): max abs err",
+    )
     assert not (tmp_path / "run" / "fused.pt").exists()
 
 
 def test_user_model_fuse_and_export(run_cli, tmp_path):
     run = tmp_path / "run"
-    code, _, err = run_cli("fuse", "--model", USER + "build_user_model", "--input-size", "48", "64",
-                           "--run-dir", str(run))
+    code, _, err = run_cli(
+        "fuse", "--model", USER + "build_user_model", "--input-size", "48", "64", "--run-dir", str(run)
+    )
     assert code == 0, err
     assert "SwitchToDeploy.switch_to_deploy()" in err and "params" in err and "tolerance" in err
-    code, _, err = run_cli("export", "--model", USER + "build_user_model", "--input-size", "48", "64",
-                           "--run-dir", str(run), "--opset", "13")
+    code, _, err = run_cli(
+        "export",
+        "--model",
+        USER + "build_user_model",
+        "--input-size",
+        "48",
+        "64",
+        "--run-dir",
+        str(run),
+        "--opset",
+        "13",
+    )
     assert code == 0, err
     assert "fuse" in err and "[cached]" in err
     manifest = json.loads((run / "manifest.json").read_text())
@@ -129,10 +152,13 @@ def test_doctor_lists_backends(run_cli):
 def test_console_script_end_to_end(tmp_path):
     """The installed entry point: real process exit codes, no traceback on bad input."""
     exe = Path(sys.executable).with_name("reparam-export")
-    ok = subprocess.run([str(exe), "build", "--run-dir", str(tmp_path / "run")], cwd=tmp_path,
-                        capture_output=True, text=True)
+    ok = subprocess.run(
+        [str(exe), "build", "--run-dir", str(tmp_path / "run")], cwd=tmp_path, capture_output=True, text=True
+    )
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "run" / "model.sim.onnx").is_file()
-    bad = subprocess.run([str(exe), "build", "--input-size", "0", "32"], cwd=tmp_path, capture_output=True, text=True)
+    bad = subprocess.run(
+        [str(exe), "build", "--input-size", "0", "32"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip() == "error: embedded default recipe: input_size: expected two integers"

@@ -43,7 +43,9 @@ def test_input_size_error_message(tmp_path, value):
 
 def test_unknown_field_lists_allowed(tmp_path):
     path = write(tmp_path, BASE + "export: {opset: 17, dynamc_batch: true}\n")
-    with pytest.raises(UserError, match=r"export\.dynamc_batch: unknown field \(allowed: opset, dynamic_batch"):
+    with pytest.raises(
+        UserError, match=r"export\.dynamc_batch: unknown field \(allowed: opset, dynamic_batch"
+    ):
         load_recipe(path)
 
 
@@ -69,7 +71,9 @@ def test_overrides_win_and_change_the_hash(tmp_path):
 
 
 def test_relative_checkpoint_resolved_against_recipe(tmp_path):
-    path = write(tmp_path, BASE.replace("build_embedded_detector}", "build_embedded_detector, checkpoint: w.pt}"))
+    path = write(
+        tmp_path, BASE.replace("build_embedded_detector}", "build_embedded_detector, checkpoint: w.pt}")
+    )
     assert load_recipe(path).model.checkpoint == path.parent / "w.pt"
 
 

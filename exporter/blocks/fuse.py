@@ -147,9 +147,7 @@ def plan_blocks(root: nn.Module) -> list[Step]:
 
 def _is_conv_bn(conv: nn.Module, bn: nn.Module) -> bool:
     return (
-        isinstance(conv, CONV_TYPES)
-        and isinstance(bn, _BatchNorm)
-        and conv.out_channels == bn.num_features
+        isinstance(conv, CONV_TYPES) and isinstance(bn, _BatchNorm) and conv.out_channels == bn.num_features
     )
 
 
@@ -176,7 +174,7 @@ def plan_conv_bn(root: nn.Module) -> list[Step]:
         skip: set[str] = set()
         if isinstance(module, nn.Sequential):
             children = list(module.children())
-            if any(_is_conv_bn(a, b) for a, b in zip(children, children[1:])):
+            if any(_is_conv_bn(a, b) for a, b in zip(children, children[1:], strict=False)):
                 steps.append(Step(path, "Conv+BN", _fold_sequential))
         elif _is_conv_bn(getattr(module, "conv", None), getattr(module, "bn", None)):
             kind = f"{type(module).__name__} conv/bn"
@@ -251,9 +249,7 @@ def _run_steps(
     return root
 
 
-def fuse_model(
-    model: nn.Module, probe: torch.Tensor, rtol: float = 1e-4
-) -> tuple[nn.Module, FuseReport]:
+def fuse_model(model: nn.Module, probe: torch.Tensor, rtol: float = 1e-4) -> tuple[nn.Module, FuseReport]:
     """Return a fused copy of `model` and the report proving (or refuting) its equality.
 
     Tolerance: max|y_fused − y| ≤ rtol·max(1, max|y|), per rewritten module and for the model.

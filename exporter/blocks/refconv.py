@@ -37,9 +37,7 @@ class RefConv(nn.Module):
         nn.init.kaiming_uniform_(base, a=5**0.5)
         self.register_buffer("weight", base)
         kernels = out_channels * in_channels // groups
-        self.convmap = nn.Conv2d(
-            kernels, kernels, map_k, 1, map_k // 2, groups=kernels // groups, bias=False
-        )
+        self.convmap = nn.Conv2d(kernels, kernels, map_k, 1, map_k // 2, groups=kernels // groups, bias=False)
 
     def kernel(self) -> torch.Tensor:
         """The effective kernel W_b + convmap(W_b)."""

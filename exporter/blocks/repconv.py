@@ -31,9 +31,7 @@ def conv_bn(
     named: bool = True,
 ) -> nn.Sequential:
     """Conv (no bias) + BN branch; `named` gives keys conv/bn (RepVGG) instead of 0/1 (YOLOv7)."""
-    conv = nn.Conv2d(
-        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias=False
-    )
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias=False)
     bn = nn.BatchNorm2d(out_channels, eps=bn_eps, affine=bn_affine)
     if named:
         return nn.Sequential(OrderedDict(conv=conv, bn=bn))
@@ -109,9 +107,7 @@ class RepConv(_MultiBranch):
         )
         self.rbr_1x1 = conv_bn(in_channels, out_channels, 1, stride, 0, 1, groups, bn_affine, bn_eps)
         self.rbr_identity = (
-            nn.BatchNorm2d(in_channels, eps=bn_eps, affine=bn_affine)
-            if identity and can_identity
-            else None
+            nn.BatchNorm2d(in_channels, eps=bn_eps, affine=bn_affine) if identity and can_identity else None
         )
         self.nonlinearity = make_act(act)
 

@@ -50,9 +50,9 @@ def compare(reference: Any, candidate: Any, rtol: float) -> Parity:
     """Compare two (possibly nested) outputs; a structural difference counts as infinite error."""
     refs, cands = flatten_outputs(reference), flatten_outputs(candidate)
     max_ref = max((float(np.abs(r).max()) for r in refs if r.size), default=0.0)
-    if len(refs) != len(cands) or any(r.shape != c.shape for r, c in zip(refs, cands)):
+    if len(refs) != len(cands) or any(r.shape != c.shape for r, c in zip(refs, cands, strict=False)):
         return Parity(float("inf"), max_ref, rtol)
-    errors = [float(np.abs(r - c).max()) for r, c in zip(refs, cands) if r.size]
+    errors = [float(np.abs(r - c).max()) for r, c in zip(refs, cands, strict=True) if r.size]
     err = max(errors, default=0.0)
     if not np.isfinite(err):
         err = float("inf")

@@ -67,7 +67,7 @@ class EmbeddedDetector(nn.Module):
         p5 = self.lateral(c5)
         p4 = self.merge16(torch.cat([F.interpolate(p5, scale_factor=2.0), c4], 1))
         p3 = self.merge8(torch.cat([F.interpolate(p4, scale_factor=2.0), c3], 1))
-        outs = [head(p, s) for head, p, s in zip(self.heads, (p3, p4, p5), self.strides)]
+        outs = [head(p, s) for head, p, s in zip(self.heads, (p3, p4, p5), self.strides, strict=True)]
         return torch.cat([o[0] for o in outs], 1), torch.cat([o[1] for o in outs], 1)
 
 
