@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from exporter import __version__
-from exporter.errors import ExporterError, UserError
+from exporter.errors import CheckFailed, ExporterError, UserError
 
 console = Console(stderr=True, highlight=False)
 
@@ -41,6 +41,11 @@ def _model_options(func):
         click.option("--opset", type=int, help="ONNX opset, 13–19 (default 17)."),
         click.option("--dynamic-batch/--static-batch", default=None, help="Dynamic batch axis in the ONNX."),
         click.option(
+            "--akconv-lowering",
+            type=click.Choice(["auto", "gather", "gridsample", "plugin"]),
+            help="How AKConv sampling is exported (default auto: the fastest exact one per backend).",
+        ),
+        click.option(
             "--run-dir", type=click.Path(path_type=Path), help="Run directory (default runs/<recipe name>)."
         ),
         click.option("--force", is_flag=True, help="Rerun every stage even when cached."),
@@ -50,7 +55,7 @@ def _model_options(func):
     return func
 
 
-def _load(recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, extra=None):
+def _load(recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, akconv_lowering, extra=None):
     from exporter.recipe import load_recipe
 
     overrides: dict[str, Any] = dict(extra or {})
@@ -69,6 +74,8 @@ def _load(recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, ex
         overrides["export.opset"] = opset
     if dynamic_batch is not None:
         overrides["export.dynamic_batch"] = dynamic_batch
+    if akconv_lowering is not None:
+        overrides["export.akconv_lowering"] = akconv_lowering
     return load_recipe(recipe_path, overrides)
 
 
@@ -106,7 +113,17 @@ def cli():
     help="Precision(s) to build; repeatable (default: the recipe's).",
 )
 def build(
-    recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, run_dir, force, targets, precisions
+    recipe_path,
+    builder,
+    checkpoint,
+    input_size,
+    opset,
+    dynamic_batch,
+    akconv_lowering,
+    run_dir,
+    force,
+    targets,
+    precisions,
 ):
     """Run every stage: fuse, export ONNX, simplify, then the targets.
 
@@ -121,14 +138,14 @@ def build(
         extra["targets"] = list(targets)
     if precisions:
         extra["precisions"] = list(precisions)
-    recipe = _load(recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, extra)
+    recipe = _load(recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, akconv_lowering, extra)
     final = _pipeline(recipe, run_dir, force).build()
     console.print(f"built {recipe.name}: {final.output}", markup=False)
 
 
 @cli.command()
 @_model_options
-def fuse(recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, run_dir, force):
+def fuse(recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, akconv_lowering, run_dir, force):
     """Fuse every re-parameterizable block and prove the output unchanged.
 
     Writes fused.pt (deploy-form state dict). Fails with exit 1 naming the first module whose
@@ -140,13 +157,15 @@ def fuse(recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, run
       reparam-export fuse --model mypkg.models:build_repvgg --input-size 224 224
       reparam-export fuse --recipe recipes/embedded_demo.yaml --checkpoint weights.pth
     """
-    recipe = _load(recipe_path, builder, checkpoint, input_size, opset, dynamic_batch)
+    recipe = _load(recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, akconv_lowering)
     _pipeline(recipe, run_dir, force).fuse()
 
 
 @cli.command()
 @_model_options
-def export(recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, run_dir, force):
+def export(
+    recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, akconv_lowering, run_dir, force
+):
     """Fuse, export ONNX and simplify it, checking onnxruntime against torch after each step.
 
     \b
@@ -154,8 +173,51 @@ def export(recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, r
       reparam-export export --opset 19 --dynamic-batch
       reparam-export export --model mypkg.models:build_yolo --input-size 640 640 --run-dir out/yolo
     """
-    recipe = _load(recipe_path, builder, checkpoint, input_size, opset, dynamic_batch)
+    recipe = _load(recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, akconv_lowering)
     _pipeline(recipe, run_dir, force).simplify()
+
+
+@cli.command("bench-akconv")
+@click.option("--channels", default=64, show_default=True, help="Input and output channels.")
+@click.option("--size", default=80, show_default=True, help="Feature map height and width.")
+@click.option("--num-param", default=5, show_default=True, help="AKConv sampling points N.")
+@click.option("--stride", default=1, show_default=True, type=click.IntRange(1, 2), help="AKConv stride.")
+@click.option("--threads", default=0, show_default=True, help="CPU threads per backend (0: backend default).")
+@click.option("--min-seconds", default=1.0, show_default=True, help="Timed seconds per measurement.")
+def bench_akconv(channels, size, num_param, stride, threads, min_seconds):
+    """Time one AKConv layer under each lowering on onnxruntime and OpenVINO CPU, side by side.
+
+    Prints p50 latency, the speed ratio against the gather lowering, the error against the torch
+    module, and whether `--akconv-lowering auto` picks the fastest exact lowering per backend.
+    Exit 1 if any lowering is not exact (max abs err > 1e-4).
+
+    \b
+    Examples:
+      reparam-export bench-akconv
+      reparam-export bench-akconv --channels 128 --size 40 --num-param 9 --threads 1
+    """
+    from exporter.doctor import check_library
+    from exporter.lowering import bench, capability
+
+    backends = ["onnxruntime"]
+    if check_library("openvino", "openvino", "", "").usable:
+        backends.append("openvino")
+    else:
+        console.print("openvino is not usable here: timing onnxruntime only", markup=False)
+    with console.status("timing AKConv lowerings…"):
+        rows = bench.run(channels, size, num_param, stride, threads, min_seconds, tuple(backends))
+    table = Table(title=f"AKConv {channels}ch {size}x{size} N={num_param} stride {stride}, batch 1, CPU")
+    for column in ("backend", "lowering", "p50 ms", "speed vs gather", "max abs err", "note"):
+        table.add_column(column)
+    for row in bench.table(rows):
+        table.add_row(*row)
+    Console(highlight=False).print(table)
+    for backend in backends:
+        chosen, best = capability.auto(backend, 17).lowering, bench.fastest(rows, backend)
+        verdict = "fastest measured" if chosen == best else f"NOT the fastest measured here ({best})"
+        click.echo(f"auto on {backend}: {chosen} — {verdict}")
+    if not bench.exact(rows):
+        raise CheckFailed("a lowering differs from the torch module by more than 1e-4")
 
 
 @cli.command()

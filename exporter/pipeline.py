@@ -46,6 +46,9 @@ def summarize(result: StageResult) -> str:
             detail += f"; NOT simplified, kept the exported model: {record['failure']}"
     else:
         detail = f"opset {record.get('opset')}, {record.get('nodes')} nodes; onnxruntime {error}"
+        akconv = record.get("akconv") or {}
+        if akconv.get("layers"):
+            detail += f"; AKConv×{akconv['layers']} → {akconv['lowering']} ({akconv['reason']})"
     state = "cached" if result.cached else f"{record['wall_s']:.1f} s"
     return f"{result.name:<9} {detail}  [{state}] → {result.output}"
 
@@ -100,6 +103,8 @@ class Pipeline:
             opset=spec.opset,
             dynamic_batch=spec.dynamic_batch,
             output_names=spec.output_names,
+            akconv_lowering=spec.akconv_lowering,
+            backend="onnxruntime",
             metadata=export_onnx.metadata(self.recipe),
             onnx_rtol=self.recipe.thresholds.onnx_rtol,
         )

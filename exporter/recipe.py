@@ -49,6 +49,7 @@ class ExportSpec(Strict):
     dynamic_batch: bool = False
     simplify: bool = True
     output_names: list[str] | None = None
+    akconv_lowering: Literal["auto", "gather", "gridsample", "plugin"] = "auto"
 
 
 class Thresholds(Strict):

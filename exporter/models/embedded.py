@@ -1,8 +1,9 @@
 """Embedded default: a small, untrained, detector-shaped model holding every block type.
 
 Backbone (ConvBN stem, RefConv, RepConv, QARepVGG, YOLOv7RepConv), a two-level top-down neck of
-RepConvs, and a GFL-style head giving sigmoid class scores and decoded xyxy boxes. Weights and
-BatchNorm statistics are random but seeded, so fusion is exercised with non-trivial numbers.
+RepConvs with an AKConv refining the middle level, and a GFL-style head giving sigmoid class
+scores and decoded xyxy boxes. Weights, BatchNorm statistics and AKConv offsets are random but
+seeded, so fusion and the AKConv lowerings are exercised with non-trivial numbers.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from exporter.blocks import ConvBN, QARepVGG, RefConv, RepConv, YOLOv7RepConv
+from exporter.blocks.akconv import AKConv
 
 
 class Head(nn.Module):
@@ -57,6 +59,7 @@ class EmbeddedDetector(nn.Module):
         self.lateral = ConvBN(8 * w, 4 * w, 1, act=nn.SiLU())
         self.merge16 = RepConv(12 * w, 4 * w, 3, act=nn.SiLU())
         self.merge8 = RepConv(8 * w, 4 * w, 5, identity=True, act=nn.SiLU())
+        self.refine16 = AKConv(4 * w, 4 * w, num_param=5)
         self.heads = nn.ModuleList(Head(4 * w, num_classes) for _ in range(3))
         self.strides = (8, 16, 32)
 
@@ -67,6 +70,7 @@ class EmbeddedDetector(nn.Module):
         p5 = self.lateral(c5)
         p4 = self.merge16(torch.cat([F.interpolate(p5, scale_factor=2.0), c4], 1))
         p3 = self.merge8(torch.cat([F.interpolate(p4, scale_factor=2.0), c3], 1))
+        p4 = self.refine16(p4)
         outs = [head(p, s) for head, p, s in zip(self.heads, (p3, p4, p5), self.strides, strict=True)]
         return torch.cat([o[0] for o in outs], 1), torch.cat([o[1] for o in outs], 1)
 
@@ -87,6 +91,13 @@ def build_embedded_detector(num_classes: int = 3, width: int = 16, seed: int = 0
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = EmbeddedDetector(num_classes, width)
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        randomize_batchnorm(model, torch.Generator().manual_seed(seed))
+        randomize_batchnorm(model, generator)
+        for module in model.modules():  # offsets of a few pixels, some leaving the map
+            if isinstance(module, AKConv):
+                module.p_conv.weight.copy_(
+                    torch.randn(module.p_conv.weight.shape, generator=generator) * 0.02
+                )
+                module.p_conv.bias.copy_(torch.randn(module.p_conv.bias.shape, generator=generator) * 3)
     return model.eval()

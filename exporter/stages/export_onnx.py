@@ -15,6 +15,8 @@ from exporter import __version__
 from exporter.backends import onnxruntime as ort_backend
 from exporter.errors import CheckFailed, UserError
 from exporter.eval.compare import Parity, compare
+from exporter.lowering import capability
+from exporter.lowering.akconv import PLUGIN_DOMAIN
 from exporter.recipe import Recipe
 from exporter.stages.fuse import load_fused
 
@@ -49,9 +51,23 @@ def require_parity(what: str, parity: Parity) -> None:
         raise CheckFailed(f"{what} differs from the fused torch model: {parity.describe()}")
 
 
-def export_stage(recipe: Recipe, fused_pt: Path, out: Path) -> dict[str, Any]:
+def apply_akconv_lowering(model: torch.nn.Module, recipe: Recipe, backend: str) -> dict[str, Any]:
+    """Set every AKConv layer to the lowering chosen for `backend`; returns what to record."""
+    from exporter.blocks.akconv import AKConv
+
+    layers = [m for m in model.modules() if isinstance(m, AKConv)]
+    if not layers:
+        return {"layers": 0}
+    choice = capability.choose(recipe.export.akconv_lowering, backend, recipe.export.opset)
+    for layer in layers:
+        layer.set_lowering(choice.lowering)
+    return {"layers": len(layers), "lowering": choice.lowering, "reason": choice.reason}
+
+
+def export_stage(recipe: Recipe, fused_pt: Path, out: Path, backend: str = "onnxruntime") -> dict[str, Any]:
     model, probe, outputs = load_fused(recipe, fused_pt)
     spec = recipe.export
+    akconv = apply_akconv_lowering(model, recipe, backend)
     names = spec.output_names or [f"output{i}" for i in range(len(outputs))]
     if len(names) != len(outputs):
         raise UserError(
@@ -72,6 +88,7 @@ def export_stage(recipe: Recipe, fused_pt: Path, out: Path) -> dict[str, Any]:
             input_names=[INPUT_NAME],
             output_names=names,
             dynamic_axes=dynamic,
+            custom_opsets={PLUGIN_DOMAIN: 1} if akconv.get("lowering") == "plugin" else None,
         )
     proto = onnx.load_from_string(buffer.getvalue())
     onnx.helper.set_model_props(proto, metadata(recipe))
@@ -79,4 +96,4 @@ def export_stage(recipe: Recipe, fused_pt: Path, out: Path) -> dict[str, Any]:
     onnx.save(proto, out)
     parity = ort_parity(out, *check_batch(recipe, probe, outputs), recipe.thresholds.onnx_rtol)
     require_parity("onnxruntime output of the exported model", parity)
-    return {"check": parity.as_dict(), "nodes": len(proto.graph.node), "opset": spec.opset}
+    return {"check": parity.as_dict(), "nodes": len(proto.graph.node), "opset": spec.opset, "akconv": akconv}

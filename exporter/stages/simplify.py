@@ -5,6 +5,11 @@ If onnxsim fails, the unsimplified model is kept as this stage's output and the 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,22 +20,46 @@ from exporter.recipe import Recipe
 from exporter.stages.export_onnx import check_batch, ort_parity, require_parity
 
 
-def run_onnxsim(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
-    """(simplified model, None) or (the original model, why onnxsim failed)."""
+@contextlib.contextmanager
+def native_output(lines: list[str]) -> Iterator[None]:
+    """Collect into `lines` what native code prints on stdout/stderr (onnxsim's folding notes)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            sink.seek(0)
+            lines.extend(line for line in sink.read().decode(errors="replace").splitlines() if line.strip())
+
+
+def run_onnxsim(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None, list[str]]:
+    """(simplified model, None, notes) or (the original model, why onnxsim failed, notes)."""
     import onnxsim
 
+    notes: list[str] = []
     try:
-        simplified, check_ok = onnxsim.simplify(model)
+        with native_output(notes):
+            simplified, check_ok = onnxsim.simplify(model)
     except Exception as exc:  # noqa: BLE001 - any onnxsim failure falls back to the original
-        return model, f"onnxsim raised {type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+        return model, f"onnxsim raised {type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}", notes
     if not check_ok:
-        return model, "onnxsim's own output check failed"
-    return simplified, None
+        return model, "onnxsim's own output check failed", notes
+    return simplified, None, notes
 
 
 def simplify_stage(recipe: Recipe, onnx_path: Path, fused_pt: Path, out: Path) -> dict[str, Any]:
     model = onnx.load(onnx_path)
-    simplified, failure = run_onnxsim(model)
+    simplified, failure, notes = run_onnxsim(model)
     onnx.checker.check_model(simplified, full_check=True)
     onnx.save(simplified, out)
     blob = torch.load(fused_pt, map_location="cpu", weights_only=True)
@@ -43,4 +72,5 @@ def simplify_stage(recipe: Recipe, onnx_path: Path, fused_pt: Path, out: Path) -
         "nodes_after": len(simplified.graph.node),
         "simplified": failure is None,
         "failure": failure,
+        "onnxsim_notes": notes[:50],
     }

@@ -1,0 +1,45 @@
+"""Latency measurement shared by benchmarks: warm-up, then timed calls until count and time are met."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Latency:
+    iterations: int
+    mean_ms: float
+    std_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def measure(
+    call: Callable[[], object], warmup: int = 5, min_iters: int = 20, min_seconds: float = 0.5
+) -> Latency:
+    """Time `call` (synchronous, batch as given) after `warmup` untimed calls."""
+    for _ in range(warmup):
+        call()
+    samples: list[float] = []
+    start = time.perf_counter()
+    while len(samples) < min_iters or time.perf_counter() - start < min_seconds:
+        t0 = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    ms = np.asarray(samples)
+    return Latency(
+        iterations=len(ms),
+        mean_ms=float(ms.mean()),
+        std_ms=float(ms.std()),
+        p50_ms=float(np.percentile(ms, 50)),
+        p90_ms=float(np.percentile(ms, 90)),
+        p99_ms=float(np.percentile(ms, 99)),
+    )

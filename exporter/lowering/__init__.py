@@ -1,0 +1,1 @@
+"""How blocks without a plain deploy form (AKConv's offset sampling) become ONNX, per target."""

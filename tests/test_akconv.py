@@ -1,0 +1,210 @@
+"""AKConv: official semantics, the three exact lowerings in onnxruntime, the capability table."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from exporter.blocks.akconv import AKConv
+from exporter.errors import UserError
+from exporter.lowering import capability
+from exporter.lowering.akconv import coordinates, initial_grid, sample_gather, sample_gridsample
+from exporter.lowering.bench import export
+from exporter.lowering.ort_ops import akconv_sample_reference
+
+NS = (2, 3, 5, 6, 9, 11, 13)
+SHAPES = ((7, 11), (1, 9), (8, 1))
+
+
+def grid_points(n):
+    g = initial_grid(n).view(2, n)
+    return list(zip(g[0].int().tolist(), g[1].int().tolist(), strict=True))
+
+
+def test_initial_grid_layout():
+    assert grid_points(1) == [(0, 0)]
+    assert grid_points(2) == [(0, 0), (1, 0)]  # base round(√2)=1: one column
+    assert grid_points(3) == [(0, 0), (0, 1), (1, 0)]
+    assert grid_points(5) == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0)]
+    assert grid_points(9) == [(r, c) for r in range(3) for c in range(3)]
+    assert grid_points(11) == [(r, c) for r in range(3) for c in range(3)] + [(3, 0), (3, 1)]
+
+
+def test_border_counts_twice_and_interior_is_bilinear():
+    x = torch.arange(12, dtype=torch.float32).view(1, 1, 3, 4)  # x[r, c] = 4r + c
+    cases = {  # (row, col) unclamped -> expected sample
+        (0.5, 1.25): 4 * 0.5 + 1.25,
+        (-0.7, 1.25): 2 * 1.25,  # above the map: 2x the border row
+        (5.0, 1.0): 2 * (8 + 1),  # below
+        (1.0, -3.0): 2 * 4,  # left
+        (1.5, 3.0): 2 * (6 + 3),  # exactly the last column counts twice too
+        (-1.0, 9.0): 4 * 3,  # a corner: 2x2
+    }
+    for (r, c), expected in cases.items():
+        p = torch.tensor([r, c]).view(1, 2, 1, 1)
+        for sampler in (sample_gather, sample_gridsample):
+            assert sampler(x, p).item() == pytest.approx(expected, abs=1e-5), (sampler.__name__, r, c)
+        assert akconv_sample_reference(
+            x.numpy(), (p - initial_grid(1)).numpy(), 1, 1
+        ).item() == pytest.approx(expected, abs=1e-5)
+
+
+def layer_pushing_outside(n, stride, height, width, seed):
+    """An AKConv whose offsets send samples past every side of an height x width map."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        layer = AKConv(3, 4, n, stride).eval()
+    reach = max(height, width) + 3
+    with torch.no_grad():
+        layer.p_conv.weight.copy_(torch.randn(layer.p_conv.weight.shape, generator=generator) * reach / 5)
+        layer.p_conv.bias.copy_(torch.randn(2 * n, generator=generator))
+        bn = layer.conv[1]
+        bn.running_mean.copy_(torch.randn(4, generator=generator) * 0.1)
+        bn.running_var.copy_(torch.rand(4, generator=generator) + 0.5)
+    x = torch.randn(2, 3, height, width, generator=generator)
+    with torch.no_grad():
+        p = coordinates(layer.p_conv(x), layer.p_n, stride)
+    rows, cols = p[:, :n], p[:, n:]
+    sides = [(rows < 0).any(), (rows >= height - 1).any(), (cols < 0).any(), (cols >= width - 1).any()]
+    assert all(sides), "the test must push samples outside on every side"
+    if height > 2 and width > 2:
+        inside = (rows > 0) & (rows < height - 1) & (cols > 0) & (cols < width - 1)
+        assert inside.any(), "and keep some samples inside"
+    return layer, x
+
+
+@pytest.mark.parametrize("lowering", ["gather", "gridsample", "plugin"])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("n", NS)
+def test_onnx_lowering_equals_torch_module(tmp_path, n, stride, lowering):
+    from exporter.backends import onnxruntime as ort_backend
+
+    for i, (height, width) in enumerate(SHAPES):
+        layer, x = layer_pushing_outside(n, stride, height, width, seed=100 * n + 10 * stride + i)
+        with torch.no_grad():
+            expected = layer(x).numpy()
+        path = tmp_path / f"{lowering}_{height}x{width}.onnx"
+        export(layer, lowering, x, path)
+        got = ort_backend.load(path).infer(x.numpy())[0]
+        assert np.abs(got - expected).max() <= 1e-5, (height, width)
+
+
+@pytest.mark.parametrize("n", NS)
+def test_torch_samplers_agree(n):
+    for stride in (1, 2):
+        for i, (height, width) in enumerate(SHAPES):
+            layer, x = layer_pushing_outside(n, stride, height, width, seed=7 * n + i)
+            with torch.no_grad():
+                offset = layer.p_conv(x)
+                p = coordinates(offset, layer.p_n, stride)
+                gather = sample_gather(x, p)
+                assert (sample_gridsample(x, p) - gather).abs().max() <= 1e-5
+                ref = akconv_sample_reference(x.numpy(), offset.numpy(), n, stride)
+                assert np.abs(ref - gather.numpy()).max() <= 1e-5
+
+
+def test_plugin_node_is_a_tensorrt_plugin_not_a_builtin(tmp_path):
+    layer, x = layer_pushing_outside(5, 1, 6, 6, seed=0)
+    export(layer, "plugin", x, tmp_path / "p.onnx")
+    model = onnx.load(tmp_path / "p.onnx")
+    (node,) = [n for n in model.graph.node if n.op_type == "AKConvSample"]
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    assert node.domain == "reparam_export"
+    assert attrs == {"num_param": 5, "stride": 1, "plugin_version": b"1", "plugin_namespace": b""}
+    assert not onnx.defs.has("AKConvSample"), "never named like a built-in op"
+    onnx.checker.check_model(model, full_check=True)
+
+
+def test_gridsample_graph_uses_native_op(tmp_path):
+    layer, x = layer_pushing_outside(5, 1, 6, 6, seed=0)
+    export(layer, "gridsample", x, tmp_path / "g.onnx", opset=17)
+    ops = {n.op_type for n in onnx.load(tmp_path / "g.onnx").graph.node}
+    assert "GridSample" in ops and "GatherElements" not in ops
+
+
+def test_openvino_runs_native_lowerings_exactly(tmp_path):
+    ov = pytest.importorskip("openvino")
+    layer, x = layer_pushing_outside(5, 2, 7, 11, seed=3)
+    expected = layer(x).detach().numpy()
+    for lowering in ("gather", "gridsample"):
+        export(layer, lowering, x, tmp_path / f"{lowering}.onnx")
+        compiled = ov.Core().compile_model(
+            str(tmp_path / f"{lowering}.onnx"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+        )
+        assert np.abs(compiled({0: x.numpy()})[0] - expected).max() <= 1e-5, lowering
+
+
+def test_checkpoints_with_and_without_p_n_load_strict():
+    source = AKConv(4, 6, 5)
+    with_buffer = source.state_dict()
+    without = {k: v for k, v in with_buffer.items() if k != "p_n"}
+    assert "p_n" in with_buffer and set(with_buffer) - set(without) == {"p_n"}
+    for state in (with_buffer, without):
+        AKConv(4, 6, 5).load_state_dict(state, strict=True)
+    keys = {k for k in with_buffer if not k.endswith("num_batches_tracked")}
+    assert keys == {
+        "p_n",
+        "p_conv.weight",
+        "p_conv.bias",
+        "conv.0.weight",
+        "conv.1.weight",
+        "conv.1.bias",
+        "conv.1.running_mean",
+        "conv.1.running_var",
+    }
+
+
+@pytest.mark.parametrize(
+    "backend, opset, trt, expected",
+    [
+        ("onnxruntime", 17, None, "gather"),
+        ("onnxruntime", 13, None, "gather"),
+        ("openvino", 17, None, "gridsample"),
+        ("openvino", 15, None, "gather"),
+        ("tensorrt", 17, "10.3", "gridsample"),
+        ("tensorrt", 17, "8.5", "gridsample"),
+        ("tensorrt", 17, "8.4", "plugin"),
+        ("tensorrt", 17, "8.2.1", "plugin"),
+        ("tensorrt", 13, "8.6", "gather"),
+    ],
+)
+def test_capability_table(backend, opset, trt, expected):
+    choice = capability.choose("auto", backend, opset, trt)
+    assert choice.lowering == expected and choice.reason
+
+
+def test_explicit_requests_validated():
+    assert capability.choose("plugin", "tensorrt", 17).lowering == "plugin"
+    with pytest.raises(UserError, match="needs opset >= 16"):
+        capability.choose("gridsample", "onnxruntime", 15)
+    with pytest.raises(UserError, match="OpenVINO cannot run the AKConvSample plugin"):
+        capability.choose("plugin", "openvino", 17)
+    with pytest.raises(UserError, match="not of the form MAJOR.MINOR"):
+        capability.choose("auto", "tensorrt", 17, "ten")
+
+
+@pytest.mark.parametrize("lowering", ["auto", "gather", "gridsample", "plugin"])
+def test_pipeline_records_choice_and_proves_parity(tmp_path, lowering):
+    from exporter.pipeline import Pipeline
+    from exporter.recipe import load_recipe
+
+    recipe = load_recipe(None, {"input_size": [64, 96], "export.akconv_lowering": lowering})
+    Pipeline(recipe, tmp_path).build()
+    export_record = json.loads((tmp_path / "manifest.json").read_text())["stages"]["export"]
+    akconv = export_record["akconv"]
+    assert akconv["layers"] == 1
+    assert akconv["lowering"] == ("gather" if lowering == "auto" else lowering)
+    assert akconv["reason"] and export_record["check"]["ok"]
+    ops = {n.op_type for n in onnx.load(tmp_path / "model.sim.onnx").graph.node}
+    assert ("AKConvSample" in ops) == (lowering == "plugin")
+    assert ("GridSample" in ops) == (lowering == "gridsample")
+
+
+def test_bench_command_reports_ratios_and_auto_verdict(run_cli):
+    code, out, _ = run_cli("bench-akconv", "--channels", "8", "--size", "12", "--min-seconds", "0.02")
+    assert code == 0
+    assert "1.00x" in out and "gridsample" in out and "plugin" in out
+    assert "auto on onnxruntime: gather" in out
