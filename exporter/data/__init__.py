@@ -1,0 +1,1 @@
+"""Datasets: the synthetic shapes set, COCO-format reading, preprocessing."""

@@ -1,0 +1,93 @@
+"""COCO-format detection datasets: an instances json plus an image folder."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from exporter.errors import UserError
+
+
+@dataclass(frozen=True)
+class Sample:
+    image_id: int
+    path: Path
+    height: int
+    width: int
+    boxes: np.ndarray  # (n, 4) xyxy in image pixels
+    labels: np.ndarray  # (n,) 0-based class index
+
+
+@dataclass(frozen=True)
+class CocoDataset:
+    annotations: Path
+    samples: list[Sample]
+    category_ids: list[int]  # class index -> COCO category id
+    class_names: list[str]
+
+
+def find_split(data: str | Path) -> tuple[Path, Path]:
+    """(instances json, image folder) for a dataset given as a json file or a folder.
+
+    A folder holds `val.json` beside `val/` (the demo set) or COCO's
+    `annotations/instances_val2017.json` beside `val2017/`; a json file names its images' folder
+    by its stem (`calib.json` → `calib/`, `instances_val2017.json` → `val2017/`).
+    """
+    path = Path(data)
+    if path.is_dir():
+        for candidate in (path / "val.json", path / "annotations" / "instances_val2017.json"):
+            if candidate.is_file():
+                return find_split(candidate)
+        raise UserError(f"{path}: no val.json or annotations/instances_val2017.json in this folder")
+    if path.is_file():
+        stem = path.stem.removeprefix("instances_")
+        for folder in (path.parent / stem, path.parent.parent / stem):
+            if folder.is_dir():
+                return path, folder
+        raise UserError(f"{path}: no image folder '{stem}/' beside it or beside its parent")
+    raise UserError(f"dataset not found: {path}; pass a COCO instances json or a folder holding one")
+
+
+def load_coco(data: str | Path) -> CocoDataset:
+    annotations, folder = find_split(data)
+    try:
+        content = json.loads(annotations.read_text())
+        categories = sorted(content["categories"], key=lambda c: c["id"])
+        images = content["images"]
+        anns = content.get("annotations", [])
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise UserError(f"{annotations}: not a COCO instances file ({type(exc).__name__}: {exc})") from None
+    index = {c["id"]: i for i, c in enumerate(categories)}
+    per_image: dict[int, list[dict]] = {}
+    for ann in anns:
+        if not ann.get("iscrowd", 0):
+            per_image.setdefault(ann["image_id"], []).append(ann)
+    samples = []
+    for image in sorted(images, key=lambda i: i["id"]):
+        objects = per_image.get(image["id"], [])
+        boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (o["bbox"] for o in objects)], np.float32)
+        labels = np.array([index[o["category_id"]] for o in objects], np.int64)
+        samples.append(
+            Sample(
+                image["id"],
+                folder / image["file_name"],
+                image["height"],
+                image["width"],
+                boxes.reshape(-1, 4),
+                labels,
+            )
+        )
+    return CocoDataset(annotations, samples, [c["id"] for c in categories], [c["name"] for c in categories])
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """HxWx3 uint8 RGB; a missing or unreadable image is bad input."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read image {path}: {exc}") from None

@@ -1,0 +1,21 @@
+"""Image preprocessing shared by training, evaluation and calibration (one place)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def resize_stretch(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """HxWx3 uint8 RGB → 3xHxW float32 at `size` (height, width), values 0–255, rounded to integers.
+
+    Plain (stretch) resize, bilinear with half-pixel centres and no antialiasing, like OpenCV's
+    INTER_LINEAR used by DAMO-YOLO's evaluation.
+    """
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 RGB image, got shape {image.shape}")
+    x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None]
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+    return x[0].round().clamp(0, 255).numpy().astype(np.float32)

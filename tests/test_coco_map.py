@@ -1,0 +1,105 @@
+"""COCO mAP on hand-built ground truth with known answers."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from exporter.data.coco import load_coco
+from exporter.errors import UserError
+from exporter.eval.coco_map import Detections, evaluate, score, to_coco_results
+
+# Two images, one 100x100 object each, categories with non-contiguous COCO ids.
+BOXES = {1: (50.0, 40.0, 150.0, 140.0), 2: (20.0, 30.0, 120.0, 130.0)}
+LABELS = {1: 0, 2: 1}
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    (tmp_path / "val").mkdir()
+    images, annotations = [], []
+    for image_id, (x0, y0, x1, y1) in BOXES.items():
+        Image.new("RGB", (200, 160), (90, 90, 90)).save(tmp_path / "val" / f"{image_id}.jpg")
+        images.append({"id": image_id, "file_name": f"{image_id}.jpg", "width": 200, "height": 160})
+        annotations.append(
+            {
+                "id": image_id,
+                "image_id": image_id,
+                "category_id": [3, 7][LABELS[image_id]],
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "area": (x1 - x0) * (y1 - y0),
+                "iscrowd": 0,
+            }
+        )
+    categories = [{"id": 3, "name": "a"}, {"id": 7, "name": "b"}]
+    (tmp_path / "val.json").write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories})
+    )
+    return load_coco(tmp_path)
+
+
+def predictions(dataset, shift=0.0, label_offset=0):
+    results = []
+    for image_id, box in BOXES.items():
+        det = Detections(
+            np.array([box]) + [shift, 0, shift, 0],
+            np.array([0.9]),
+            np.array([(LABELS[image_id] + label_offset) % 2]),
+        )
+        results.extend(to_coco_results(dataset, image_id, det))
+    return results
+
+
+def test_perfect_predictions_score_one(dataset):
+    metrics = score(dataset, predictions(dataset), list(BOXES))
+    assert metrics["map"] == pytest.approx(1.0) and metrics["map50"] == pytest.approx(1.0)
+
+
+def test_known_shift(dataset):
+    # Shift by 10 px: IoU = 90·100 / (110·100) = 0.818 → matched at IoU 0.50 … 0.80 (7 of 10 thresholds).
+    metrics = score(dataset, predictions(dataset, shift=10.0), list(BOXES))
+    assert metrics["map"] == pytest.approx(0.7, abs=1e-6)
+    assert metrics["map50"] == pytest.approx(1.0) and metrics["map75"] == pytest.approx(1.0)
+
+
+def test_category_ids_are_mapped(dataset):
+    assert dataset.category_ids == [3, 7] and dataset.class_names == ["a", "b"]
+    assert score(dataset, predictions(dataset, label_offset=1), list(BOXES))["map"] == 0.0
+
+
+def test_no_detections_scores_zero(dataset):
+    assert score(dataset, [], list(BOXES))["map"] == 0.0
+
+
+def test_evaluate_round_trip_through_resize_and_rescale(dataset):
+    """An oracle that returns the ground truth at input resolution must score 1.0 after rescaling."""
+    size = (64, 96)
+    truth = {s.image_id: (s.boxes, s.labels) for s in dataset.samples}
+    order = iter(dataset.samples)
+
+    def infer(batch):
+        assert batch.shape[1:] == (3, *size) and batch.dtype == np.float32
+        return [next(order) for _ in range(len(batch))]
+
+    def postprocess(samples, image_sizes):
+        out = []
+        for sample, (h, w) in zip(samples, image_sizes, strict=True):
+            boxes, labels = truth[sample.image_id]
+            at_input = boxes * ([size[1] / w, size[0] / h] * 2)
+            out.append(Detections(at_input * ([w / size[1], h / size[0]] * 2), np.ones(len(labels)), labels))
+        return out
+
+    metrics = evaluate(dataset, infer, postprocess, size, batch=1, progress=False)
+    assert metrics["map"] == pytest.approx(1.0) and metrics["images"] == 2
+
+
+def test_dataset_errors(tmp_path):
+    with pytest.raises(UserError, match="dataset not found"):
+        load_coco(tmp_path / "missing")
+    (tmp_path / "val.json").write_text("{}")
+    with pytest.raises(UserError, match="no image folder 'val/'"):
+        load_coco(tmp_path)
+    (tmp_path / "val").mkdir()
+    with pytest.raises(UserError, match="not a COCO instances file"):
+        load_coco(tmp_path)
