@@ -25,23 +25,28 @@ def sha256_json(value: object) -> str:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling of `path`; rename it onto `path` only if the block succeeds.
+def atomic_output(path: str | os.PathLike, companions: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Yield a temporary sibling of `path` (same suffix); rename it onto `path` only if the block
+    succeeds. `companions` are suffixes of files written beside it (an IR's ".bin"), renamed first.
 
-    A crash inside the block removes the temporary file, so `path` is either absent, the old
+    A crash inside the block removes the temporary files, so `path` is either absent, the old
     version, or the complete new version, never a half-written file.
     """
     final = Path(path)
     created = [p for p in [final.parent, *final.parent.parents] if not p.exists()]
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    tmp = final.with_name(f".tmp-{os.getpid()}-{final.name}")
+    pairs = [(tmp.with_suffix(s), final.with_suffix(s)) for s in companions] + [(tmp, final)]
     try:
         yield tmp
-        if not tmp.exists():
-            raise RuntimeError(f"stage wrote nothing to {tmp}")
-        os.replace(tmp, final)
+        for written, _ in pairs:
+            if not written.exists():
+                raise RuntimeError(f"stage wrote nothing to {written}")
+        for written, target in pairs:
+            os.replace(written, target)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        for written, _ in pairs:
+            written.unlink(missing_ok=True)
         for folder in created:  # innermost first: leave no empty run directory behind
             with contextlib.suppress(OSError):
                 folder.rmdir()

@@ -17,6 +17,11 @@ from exporter.errors import CheckFailed, ExporterError, UserError
 console = Console(stderr=True, highlight=False)
 
 
+def out_console() -> Console:
+    """Tables on stdout; wide when piped to a file so no column is truncated."""
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
 def _model_options(func):
     """Options shared by build/fuse/export: which recipe and model, and recipe overrides."""
     options = [
@@ -112,6 +117,8 @@ def cli():
     type=click.Choice(["fp32", "fp16", "int8"]),
     help="Precision(s) to build; repeatable (default: the recipe's).",
 )
+@click.option("--calib-data", help="INT8 calibration images: a folder, a COCO json, or 'demo'.")
+@click.option("--calib-count", type=int, help="Number of calibration images (default 300).")
 def build(
     recipe_path,
     builder,
@@ -124,12 +131,15 @@ def build(
     force,
     targets,
     precisions,
+    calib_data,
+    calib_count,
 ):
     """Run every stage: fuse, export ONNX, simplify, then the targets.
 
     \b
     Examples:
       reparam-export build                                  # embedded demo model
+      reparam-export build --target openvino --precision fp32 --precision int8 --calib-data demo
       reparam-export build --recipe recipes/embedded_demo.yaml --dynamic-batch
       reparam-export build --model mypkg.models:build_yolo --input-size 640 640
     """
@@ -138,9 +148,14 @@ def build(
         extra["targets"] = list(targets)
     if precisions:
         extra["precisions"] = list(precisions)
+    if calib_data:
+        extra["calibration.source"] = calib_data
+    if calib_count is not None:
+        extra["calibration.count"] = calib_count
     recipe = _load(recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, akconv_lowering, extra)
-    final = _pipeline(recipe, run_dir, force).build()
-    console.print(f"built {recipe.name}: {final.output}", markup=False)
+    artifacts = _pipeline(recipe, run_dir, force).build()
+    for key, result in artifacts.items():
+        console.print(f"built {recipe.name} {key}: {result.output}", markup=False)
 
 
 @cli.command()
@@ -175,6 +190,45 @@ def export(
     """
     recipe = _load(recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, akconv_lowering)
     _pipeline(recipe, run_dir, force).simplify()
+
+
+@cli.command()
+@click.option("--artifacts", "run", required=True, type=click.Path(path_type=Path), help="Run directory.")
+@click.option("--threads", default=0, show_default=True, help="CPU threads per backend (0: backend default).")
+@click.option("--min-iters", default=50, show_default=True, help="Timed calls per artifact, at least.")
+@click.option("--min-seconds", default=2.0, show_default=True, help="Timed seconds per artifact, at least.")
+@click.option(
+    "--throughput", "workers", default=0, help="Also measure throughput with this many parallel requests."
+)
+def bench(run, threads, min_iters, min_seconds, workers):
+    """Latency of every artifact of a run: batch 1, synchronous, after warm-up (p50/p90/p99/mean/std).
+
+    Results go to RUN/bench.json with the thread count and CPU model.
+
+    \b
+    Examples:
+      reparam-export bench --artifacts runs/embedded-demo
+      reparam-export bench --artifacts runs/demo --threads 1 --throughput 2
+    """
+    from exporter.bench import bench_run
+
+    with console.status("timing artifacts…"):
+        report = bench_run(run, threads, min_iters, min_seconds, workers)
+    table = Table(title=f"{run} — {report['mode']}, {report['threads']} threads, {report['cpu']}")
+    columns = ["artifact", "p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "fps (batch 1)"]
+    if workers:
+        columns.append(f"fps ({workers} parallel)")
+    for column in columns:
+        table.add_column(column)
+    for key, r in report["results"].items():
+        row = [
+            key,
+            *(f"{r[k]:.2f}" for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "fps_batch1")),
+        ]
+        if workers:
+            row.append(f"{r['throughput_fps']:.1f}")
+        table.add_row(*row)
+    out_console().print(table)
 
 
 @cli.command("demo-data")
@@ -250,7 +304,7 @@ def bench_akconv(channels, size, num_param, stride, threads, min_seconds):
         table.add_column(column)
     for row in bench.table(rows):
         table.add_row(*row)
-    Console(highlight=False).print(table)
+    out_console().print(table)
     for backend in backends:
         chosen, best = capability.auto(backend, 17).lowering, bench.fastest(rows, backend)
         verdict = "fastest measured" if chosen == best else f"NOT the fastest measured here ({best})"
@@ -280,7 +334,7 @@ def doctor(as_json):
             table.add_column(column)
         for c in checks:
             table.add_row(c.name, c.version, "[green]yes[/green]" if c.usable else "[red]no[/red]", c.note)
-        Console(highlight=False).print(table)
+        out_console().print(table)
     missing = required_missing(checks)
     if missing:
         raise UserError(f"required libraries unusable: {', '.join(missing)}; reinstall with `make demo`")

@@ -51,12 +51,16 @@ class RunDir:
             return json.loads(self.manifest_path.read_text())
         return {"stages": {}}
 
-    def _cache_hit(self, entry: dict[str, Any] | None, key: str, output: Path) -> bool:
-        return (
-            entry is not None
-            and entry.get("key") == key
-            and output.is_file()
-            and sha256_file(output) == entry["output"]["sha256"]
+    @staticmethod
+    def _files(output: Path, companions: tuple[str, ...]) -> list[Path]:
+        return [output, *(output.with_suffix(s) for s in companions)]
+
+    def _cache_hit(self, entry: dict[str, Any] | None, key: str, files: list[Path]) -> bool:
+        if entry is None or entry.get("key") != key:
+            return False
+        recorded = [entry["output"], *entry["output"].get("companions", [])]
+        return len(recorded) == len(files) and all(
+            f.is_file() and sha256_file(f) == r["sha256"] for f, r in zip(files, recorded, strict=True)
         )
 
     def run_stage(
@@ -67,22 +71,30 @@ class RunDir:
         settings: dict[str, Any],
         func: Callable[[Path], dict[str, Any]],
         force: bool = False,
+        companions: tuple[str, ...] = (),
+        versions: dict[str, str] | None = None,
     ) -> StageResult:
-        """Run `func(tmp_output) -> record` unless cached; the output is renamed into place on success."""
+        """Run `func(tmp_output) -> record` unless cached; the output (and its companion files, by
+        suffix) is renamed into place on success. `versions` adds library versions to the key."""
         output = self.root / output_name
+        files = self._files(output, companions)
         input_hashes = {k: sha256_file(p) for k, p in inputs.items()}
-        versions = library_versions()
+        versions = {**library_versions(), **(versions or {})}
         key = sha256_json({"inputs": input_hashes, "settings": settings, "versions": versions})
         entry = self.manifest()["stages"].get(name)
-        if not force and self._cache_hit(entry, key, output):
+        if not force and self._cache_hit(entry, key, files):
             return StageResult(name, output, entry, cached=True)
         start = time.perf_counter()
-        with atomic_output(output) as tmp:
+        with atomic_output(output, companions) as tmp:
             record = func(tmp)
+        described = [
+            {"path": str(f.relative_to(self.root)), "sha256": sha256_file(f), "bytes": f.stat().st_size}
+            for f in files
+        ]
         entry = {
             "key": key,
             "inputs": {k: {"path": str(p), "sha256": input_hashes[k]} for k, p in inputs.items()},
-            "output": {"path": output_name, "sha256": sha256_file(output), "bytes": output.stat().st_size},
+            "output": {**described[0], **({"companions": described[1:]} if companions else {})},
             "settings": settings,
             "versions": versions,
             "wall_s": round(time.perf_counter() - start, 3),

@@ -1,4 +1,9 @@
-"""The build pipeline: fuse → export → simplify (→ targets), each stage cached in the run directory."""
+"""The build pipeline: fuse → per backend export → simplify → target artifacts, each stage cached
+in the run directory.
+
+The onnx target's files sit at the run directory's root (model.onnx, model.sim.onnx); each other
+backend gets its own folder, because the AKConv lowering it runs best may differ.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,17 @@ from typing import Any
 
 from rich.console import Console
 
+from exporter.artifacts import sha256_file
+from exporter.data import calibration
 from exporter.errors import UserError
 from exporter.manifest import RunDir, StageResult
 from exporter.models.loader import builder_source_hash, require_checkpoint
 from exporter.recipe import Recipe
 from exporter.stages import export_onnx, fuse, simplify
 
-AVAILABLE = {"onnx": {"fp32"}}  # target -> precisions this version builds
+AVAILABLE = {"onnx": {"fp32"}, "openvino": {"fp32", "fp16", "int8"}}  # target -> precisions built here
+BACKEND = {"onnx": "onnxruntime", "openvino": "openvino"}
+FOLDER = {"onnxruntime": "", "openvino": "openvino/"}
 
 
 def check_targets(recipe: Recipe) -> None:
@@ -22,35 +31,57 @@ def check_targets(recipe: Recipe) -> None:
         if target not in AVAILABLE:
             raise UserError(
                 f"target '{target}' is not available in this version (available: "
-                f"{', '.join(AVAILABLE)}); use --target onnx"
+                f"{', '.join(AVAILABLE)}); use --target onnx or --target openvino"
             )
-        for precision in recipe.precisions:
-            if precision not in AVAILABLE[target]:
-                raise UserError(
-                    f"precision '{precision}' is not available for target '{target}' "
-                    f"(available: {', '.join(sorted(AVAILABLE[target]))})"
-                )
+        if target == "openvino":
+            from exporter.doctor import check_library
+
+            for library in ("openvino", "nncf"):
+                status = check_library(library, library, "", "pip install 'reparam-export[openvino]'")
+                if not status.usable and (library == "openvino" or "int8" in recipe.precisions):
+                    raise UserError(f"target openvino needs {library}: {status.note}")
+    for precision in recipe.precisions:
+        if not any(precision in AVAILABLE[t] for t in recipe.targets):
+            raise UserError(
+                f"precision '{precision}' is not available for target(s) {', '.join(recipe.targets)} "
+                f"(onnx: fp32; openvino: fp32, fp16, int8)"
+            )
+
+
+def _error(parity: dict[str, Any] | None, label: str = "max abs err") -> str:
+    if not parity:
+        return ""
+    return f"{label} {parity['max_abs_err']:.3g} (tolerance {parity['tolerance']:.3g})"
 
 
 def summarize(result: StageResult) -> str:
     """One line per stage: what it did and the numerical check it passed."""
     record, check = result.record, result.record.get("check") or {}
-    parity = check.get("model_parity", check)
-    error = f"max abs err {parity['max_abs_err']:.3g} (tolerance {parity['tolerance']:.3g})" if parity else ""
-    if result.name == "fuse":
+    kind = result.name.rpartition(".")[2]
+    if kind == "fuse":
         counts = ", ".join(f"{n}×{k}" for k, n in sorted(check["counts"].items())) or "nothing to fuse"
-        detail = f"{counts}; params {check['params_before']:,} → {check['params_after']:,}; {error}"
-    elif result.name == "simplify":
-        detail = f"nodes {record['nodes_before']} → {record['nodes_after']}; {error}"
+        detail = f"{counts}; params {check['params_before']:,} → {check['params_after']:,}; "
+        detail += _error(check["model_parity"])
+    elif kind == "simplify":
+        detail = f"nodes {record['nodes_before']} → {record['nodes_after']}; {_error(check)}"
         if record.get("failure"):
             detail += f"; NOT simplified, kept the exported model: {record['failure']}"
-    else:
-        detail = f"opset {record.get('opset')}, {record.get('nodes')} nodes; onnxruntime {error}"
+    elif kind == "export":
+        detail = f"opset {record.get('opset')}, {record.get('nodes')} nodes; onnxruntime {_error(check)}"
         akconv = record.get("akconv") or {}
         if akconv.get("layers"):
             detail += f"; AKConv×{akconv['layers']} → {akconv['lowering']} ({akconv['reason']})"
+    else:  # an IR precision: FP32 must pass, FP16/INT8 report their error against the FP32 reference
+        label = "max abs err" if record["precision"] == "fp32" else "max abs err vs FP32 reference"
+        detail = f"{record['precision'].upper()} IR; {_error(check, label)}"
+        if record["precision"] != "fp32":
+            detail = detail.replace(" (tolerance", " (FP32 tolerance")
+        if "int8" in record:
+            int8 = record["int8"]
+            detail += f"; {int8['calibration_images']} calibration images"
+            detail += f", {int8['float_ops']} head ops kept in float"
     state = "cached" if result.cached else f"{record['wall_s']:.1f} s"
-    return f"{result.name:<9} {detail}  [{state}] → {result.output}"
+    return f"{result.name:<16} {detail}  [{state}] → {result.output}"
 
 
 class Pipeline:
@@ -82,12 +113,21 @@ class Pipeline:
         }
         return inputs, settings
 
-    def _stage(self, name, output, inputs, settings, func) -> StageResult:
+    def _stage(self, name, output, inputs, settings, func, companions=(), versions=None) -> StageResult:
+        done = next((r for r in self.results if r.name == name), None)
+        if done is not None:  # already run (or found cached) by this pipeline
+            return done
         with self.console.status(f"[bold]{name}[/bold] running…"):
-            result = self.run.run_stage(name, output, inputs, settings, func, self.force)
+            result = self.run.run_stage(
+                name, output, inputs, settings, func, self.force, companions, versions
+            )
         self.results.append(result)
         self.console.print(summarize(result), markup=False, highlight=False, soft_wrap=True)
         return result
+
+    @staticmethod
+    def _name(backend: str, stage: str) -> str:
+        return stage if backend == "onnxruntime" else f"{backend}.{stage}"
 
     def fuse(self) -> StageResult:
         inputs, settings = self._model_source()
@@ -95,7 +135,7 @@ class Pipeline:
             "fuse", "fused.pt", inputs, settings, lambda out: fuse.fuse_stage(self.recipe, out)
         )
 
-    def export(self) -> StageResult:
+    def export(self, backend: str = "onnxruntime") -> StageResult:
         fused = self.fuse()
         inputs, settings = self._model_source()
         spec = self.recipe.export
@@ -104,20 +144,20 @@ class Pipeline:
             dynamic_batch=spec.dynamic_batch,
             output_names=spec.output_names,
             akconv_lowering=spec.akconv_lowering,
-            backend="onnxruntime",
+            backend=backend,
             metadata=export_onnx.metadata(self.recipe),
             onnx_rtol=self.recipe.thresholds.onnx_rtol,
         )
         return self._stage(
-            "export",
-            "model.onnx",
+            self._name(backend, "export"),
+            f"{FOLDER[backend]}model.onnx",
             {**inputs, "fused": fused.output},
             settings,
-            lambda out: export_onnx.export_stage(self.recipe, fused.output, out),
+            lambda out: export_onnx.export_stage(self.recipe, fused.output, out, backend),
         )
 
-    def simplify(self) -> StageResult:
-        exported = self.export()
+    def simplify(self, backend: str = "onnxruntime") -> StageResult:
+        exported = self.export(backend)
         if not self.recipe.export.simplify:
             self.console.print("simplify  skipped: export.simplify is false in the recipe", markup=False)
             self.run.note(simplify="skipped: export.simplify is false")
@@ -128,20 +168,65 @@ class Pipeline:
             "dynamic_batch": self.recipe.export.dynamic_batch,
         }
         return self._stage(
-            "simplify",
-            "model.sim.onnx",
+            self._name(backend, "simplify"),
+            f"{FOLDER[backend]}model.sim.onnx",
             {"onnx": exported.output, "fused": fused},
             settings,
             lambda out: simplify.simplify_stage(self.recipe, exported.output, fused, out),
         )
 
-    def build(self) -> StageResult:
-        """Every stage the recipe's targets need; returns the final ONNX stage."""
+    def calibration_set(self, model: Path) -> tuple[calibration.CalibrationSet, Path]:
+        """The seeded calibration images for `model`, and the manifest recording them."""
+        spec = self.recipe.calibration
+        chosen, warnings = calibration.select(
+            spec.source,
+            spec.count,
+            spec.seed,
+            self.recipe.input_size,
+            self.recipe.preprocess,
+            spec.allow_fewer,
+        )
+        for warning in warnings:
+            self.console.print(f"warning: {warning}", markup=False)
+        if warnings:
+            self.run.note(calibration_warnings=warnings)
+        return chosen, chosen.record(spec.folder, sha256_file(model))
+
+    def openvino(self, precision: str) -> StageResult:
+        from exporter.stages import openvino
+
+        model = self.simplify("openvino").output
+        fused = self.run.root / "fused.pt"
+        inputs: dict[str, Path] = {"onnx": model, "fused": fused}
+        settings: dict[str, Any] = {"precision": precision, "onnx_rtol": self.recipe.thresholds.onnx_rtol}
+        chosen = None
+        if precision == "int8":
+            chosen, record = self.calibration_set(model)
+            inputs["calibration"] = record
+            settings["calibration"] = self.recipe.calibration.model_dump(mode="json")
+        return self._stage(
+            f"openvino.{precision}",
+            f"openvino/model_{precision}.xml",
+            inputs,
+            settings,
+            lambda out: openvino.openvino_stage(self.recipe, model, fused, precision, out, chosen),
+            companions=(".bin",),
+            versions=openvino.library_versions(),
+        )
+
+    def build(self) -> dict[str, StageResult]:
+        """Every stage the recipe's targets need; returns the final artifact per target/precision."""
         check_targets(self.recipe)
-        final = self.simplify()
+        artifacts: dict[str, StageResult] = {}
+        for target in self.recipe.targets:
+            if target == "onnx":
+                artifacts["onnx.fp32"] = self.simplify()
+            elif target == "openvino":
+                for precision in self.recipe.precisions:
+                    artifacts[f"openvino.{precision}"] = self.openvino(precision)
         self.run.note(
             recipe=self.recipe.model_dump(mode="json"),
             recipe_hash=self.recipe.digest(),
-            artifacts={"onnx": str(final.output)},
+            artifacts={key: str(result.output) for key, result in artifacts.items()},
         )
-        return final
+        return artifacts

@@ -52,6 +52,16 @@ class ExportSpec(Strict):
     akconv_lowering: Literal["auto", "gather", "gridsample", "plugin"] = "auto"
 
 
+class CalibrationSpec(Strict):
+    """INT8 calibration images: a folder, a COCO json, or 'demo' (the demo dataset's calib split)."""
+
+    source: str = "demo"
+    count: int = Field(300, ge=1)
+    seed: int = 0
+    allow_fewer: bool = False  # True: use a smaller set and record a warning instead of failing
+    folder: Path = Path("calibration")
+
+
 class Thresholds(Strict):
     """Numerical tolerances: max|y − y_ref| ≤ rtol·max(1, max|y_ref|)."""
 
@@ -69,6 +79,7 @@ class Recipe(Strict):
     precisions: list[Precision] = ["fp32"]
     export: ExportSpec = ExportSpec()
     thresholds: Thresholds = Thresholds()
+    calibration: CalibrationSpec = CalibrationSpec()
     seed: int = 0
 
     @field_validator("input_size", mode="before")

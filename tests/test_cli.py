@@ -126,8 +126,11 @@ def test_user_model_fuse_and_export(run_cli, tmp_path):
 
 
 def test_unavailable_target_is_refused_before_any_work(run_cli, tmp_path):
-    code, _, err = run_cli("build", "--target", "openvino", "--run-dir", str(tmp_path / "run"))
-    assert_one_line_error(code, err, 2, "target 'openvino' is not available in this version")
+    code, _, err = run_cli("build", "--target", "tensorrt", "--run-dir", str(tmp_path / "run"))
+    assert_one_line_error(code, err, 2, "target 'tensorrt' is not available in this version")
+    assert not (tmp_path / "run").exists()
+    code, _, err = run_cli("build", "--precision", "int8", "--run-dir", str(tmp_path / "run"))
+    assert_one_line_error(code, err, 2, "precision 'int8' is not available for target(s) onnx")
     assert not (tmp_path / "run").exists()
 
 

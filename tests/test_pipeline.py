@@ -131,7 +131,7 @@ def test_simplify_disabled_is_recorded_not_silent(tmp_path, capsys):
     from rich.console import Console
 
     final = Pipeline(recipe(**{"export.simplify": False}), tmp_path, console=Console(stderr=True)).build()
-    assert final.output.name == "model.onnx"
+    assert final["onnx.fp32"].output.name == "model.onnx"
     assert "simplify  skipped" in capsys.readouterr().err
     assert "skipped" in json.loads((tmp_path / "manifest.json").read_text())["simplify"]
 

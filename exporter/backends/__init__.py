@@ -1,1 +1,23 @@
-"""Backends: `load(artifact) -> Runner` with `Runner.infer(batch) -> list of arrays`."""
+"""Backends: `load(artifact) -> Runner` with `Runner.infer(batch) -> list of arrays`.
+
+Artifacts are named `<target>.<precision>` in a run's manifest (onnx.fp32 → onnxruntime,
+openvino.fp32/fp16/int8 → OpenVINO CPU).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def load_artifact(key: str, path: str | Path, threads: int = 0, mode: str = "LATENCY"):
+    """A runner for the artifact `key` (e.g. 'openvino.int8') stored at `path`."""
+    target, _, precision = key.partition(".")
+    if target == "onnx":
+        from exporter.backends import onnxruntime
+
+        return onnxruntime.load(path, threads)
+    if target == "openvino":
+        from exporter.backends import openvino
+
+        return openvino.load(path, precision, threads, mode)
+    raise ValueError(f"no CPU runner for artifact '{key}'")

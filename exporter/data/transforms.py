@@ -19,3 +19,11 @@ def resize_stretch(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if tuple(x.shape[-2:]) != tuple(size):
         x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
     return x[0].round().clamp(0, 255).numpy().astype(np.float32)
+
+
+def normalize(pixels: np.ndarray, preprocess) -> np.ndarray:
+    """Stretch-resized 0–255 RGB pixels (N, 3, H, W) → model input: colour order, then (x·scale − mean)/std."""
+    x = pixels[:, ::-1] if preprocess.color == "bgr" else pixels
+    mean = np.asarray(preprocess.mean, np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(preprocess.std, np.float32).reshape(1, 3, 1, 1)
+    return np.ascontiguousarray((x * np.float32(preprocess.scale) - mean) / std, dtype=np.float32)

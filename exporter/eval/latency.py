@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -43,3 +44,26 @@ def measure(
         p90_ms=float(np.percentile(ms, 90)),
         p99_ms=float(np.percentile(ms, 99)),
     )
+
+
+def throughput(make_call: Callable[[], Callable[[], object]], workers: int, seconds: float = 2.0) -> float:
+    """Images per second with `workers` threads each calling its own `make_call()` (batch 1) for
+    `seconds` after one warm-up call each."""
+    calls = [make_call() for _ in range(workers)]
+    for call in calls:
+        call()
+    counts = [0] * workers
+    deadline = time.perf_counter() + seconds
+
+    def work(i: int) -> None:
+        while time.perf_counter() < deadline:
+            calls[i]()
+            counts[i] += 1
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - start)

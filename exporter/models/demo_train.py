@@ -234,6 +234,7 @@ def train(config: TrainConfig) -> Path:
                 step += 1
                 text = f"epoch {epoch + 1} " + " ".join(f"{k} {v:.3f}" for k, v in parts.items())
                 progress.update(task, advance=1, loss=text)
+            progress.console.print(f"{text} lr {lr:.2e} [{time.perf_counter() - start:.0f} s]", markup=False)
     meta = {**asdict(config), "train_seconds": round(time.perf_counter() - start, 1), "iterations": total}
     out = Path(config.out)
     with atomic_output(out) as tmp:

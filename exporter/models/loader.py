@@ -100,13 +100,12 @@ def build_model(recipe: Recipe) -> nn.Module:
 
 def probe_input(recipe: Recipe, batch: int = 2) -> torch.Tensor:
     """Seeded random images (0–255 pixels) after the recipe's preprocessing, NCHW float32."""
+    from exporter.data.transforms import normalize
+
     height, width = recipe.input_size
     generator = torch.Generator().manual_seed(recipe.seed)
     pixels = torch.rand(batch, 3, height, width, generator=generator) * 255.0
-    pre = recipe.preprocess
-    mean = torch.tensor(pre.mean).view(1, 3, 1, 1)
-    std = torch.tensor(pre.std).view(1, 3, 1, 1)
-    return (pixels * pre.scale - mean) / std
+    return torch.from_numpy(normalize(pixels.numpy(), recipe.preprocess))
 
 
 def run_forward(model: nn.Module, probe: torch.Tensor) -> Any:

@@ -1,0 +1,81 @@
+"""`reparam-export bench`: latency of every artifact of a run, measured side by side."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from exporter.artifacts import write_json
+from exporter.backends import load_artifact
+from exporter.errors import UserError
+from exporter.eval.latency import measure, throughput
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_artifacts(run: Path) -> dict[str, Path]:
+    manifest = run / "manifest.json"
+    if not manifest.is_file():
+        raise UserError(
+            f"{run} is not a run directory (no manifest.json); build it first with `reparam-export build`"
+        )
+    artifacts = json.loads(manifest.read_text()).get("artifacts", {})
+    if not artifacts:
+        raise UserError(f"{run} has no built artifacts; run `reparam-export build` for it first")
+    return {key: Path(path) for key, path in artifacts.items()}
+
+
+def bench_run(
+    run: Path, threads: int = 0, min_iters: int = 50, min_seconds: float = 2.0, throughput_workers: int = 0
+) -> dict[str, Any]:
+    """Batch-1 synchronous latency per artifact (and optional throughput); written to run/bench.json."""
+    import torch
+
+    blob = torch.load(run / "fused.pt", map_location="cpu", weights_only=True)
+    batch = np.ascontiguousarray(blob["probe"][:1].numpy())
+    results: dict[str, Any] = {}
+    for key, path in run_artifacts(run).items():
+        runner = load_artifact(key, path, threads)
+        latency = measure(
+            lambda runner=runner: runner.infer(batch), min_iters=min_iters, min_seconds=min_seconds
+        )
+        entry: dict[str, Any] = {
+            "artifact": str(path),
+            "bytes": sum(f.stat().st_size for f in _files(path)),
+            **latency.as_dict(),
+            "fps_batch1": 1000.0 / latency.mean_ms,
+        }
+        if throughput_workers:
+
+            def make(key=key, path=path):
+                worker = load_artifact(key, path, 1, "THROUGHPUT")
+                return lambda: worker.infer(batch)
+
+            entry["throughput_fps"] = throughput(make, throughput_workers, min_seconds)
+            entry["throughput_workers"] = throughput_workers
+        results[key] = entry
+    report = {
+        "mode": "batch 1, synchronous",
+        "threads": threads or os.cpu_count(),
+        "cpu": cpu_name(),
+        "results": results,
+    }
+    write_json(run / "bench.json", report)
+    return report
+
+
+def _files(path: Path) -> list[Path]:
+    return [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]

@@ -1,0 +1,96 @@
+"""OpenVINO IR stage: simplified ONNX → IR (.xml + .bin) in FP32, FP16 (compressed weights) or INT8
+(nncf.quantize on the shared calibration stream, the detection head's decode kept in float).
+
+FP32 is checked against the fused torch model (pass/fail); FP16 and INT8 errors against the same
+FP32 reference are measured and recorded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from exporter.backends import openvino as ov_backend
+from exporter.data.calibration import CalibrationSet
+from exporter.eval.compare import compare
+from exporter.recipe import Recipe
+from exporter.stages.export_onnx import check_batch, require_parity
+
+COMPUTE_TYPES = {"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData"}
+
+
+def head_tail(model) -> list[str]:
+    """Names of the ops after the last convolution on every path to an output: the head's box
+    decoding, distribution (softmax) and sigmoid, which INT8 keeps in float."""
+    ops = model.get_ordered_ops()
+    feeds_compute: dict[str, bool] = {}
+    for op in reversed(ops):
+        consumers = [t.get_node() for out in op.outputs() for t in out.get_target_inputs()]
+        feeds_compute[op.get_friendly_name()] = any(
+            c.get_type_name() in COMPUTE_TYPES or feeds_compute.get(c.get_friendly_name(), False)
+            for c in consumers
+        )
+    skip = {"Parameter", "Constant", "Result"}
+    return [
+        op.get_friendly_name()
+        for op in ops
+        if not feeds_compute[op.get_friendly_name()] and op.get_type_name() not in skip | COMPUTE_TYPES
+    ]
+
+
+def quantize(model, calibration: CalibrationSet, preset: str = "mixed"):
+    import logging
+
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # nncf imports it; no GPU here
+    import nncf
+
+    nncf.set_log_level(logging.WARNING)
+    dataset = nncf.Dataset(list(calibration.batches()))
+    ignored = head_tail(model)
+    quantized = nncf.quantize(
+        model,
+        dataset,
+        preset=nncf.QuantizationPreset.MIXED if preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE,
+        subset_size=len(calibration.images),
+        ignored_scope=nncf.IgnoredScope(names=ignored, validate=False),
+    )
+    return quantized, ignored
+
+
+def openvino_stage(
+    recipe: Recipe,
+    onnx_path: Path,
+    fused_pt: Path,
+    precision: str,
+    out: Path,
+    calibration: CalibrationSet | None = None,
+) -> dict[str, Any]:
+    import openvino as ov
+
+    model = ov.convert_model(str(onnx_path))
+    record: dict[str, Any] = {"precision": precision}
+    if precision == "int8":
+        model, ignored = quantize(model, calibration)
+        record["int8"] = {
+            "calibration_images": len(calibration.images),
+            "preset": "mixed",
+            "float_ops": len(ignored),
+            "ignored_scope": ignored,
+        }
+    ov.save_model(model, str(out), compress_to_fp16=precision == "fp16")
+    blob = torch.load(fused_pt, map_location="cpu", weights_only=True)
+    probe, reference = check_batch(recipe, blob["probe"], blob["outputs"])
+    runner = ov_backend.load(out, precision)
+    parity = compare([r.numpy() for r in reference], runner.infer(probe.numpy()), recipe.thresholds.onnx_rtol)
+    if precision == "fp32":
+        require_parity("OpenVINO FP32 IR output", parity)
+    record.update(check=parity.as_dict(), runtime=runner.config)
+    return record
+
+
+def library_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    return {name: metadata.version(name) for name in ("openvino", "nncf")}

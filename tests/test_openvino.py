@@ -1,0 +1,160 @@
+"""OpenVINO target: IR in three precisions, FP32 parity, INT8 with the head in float, calibration."""
+
+import json
+
+import numpy as np
+import pytest
+
+from exporter.data import calibration
+from exporter.data.shapes import write_split
+from exporter.errors import UserError
+from exporter.recipe import Preprocess, load_recipe
+
+pytest.importorskip("openvino")
+pytest.importorskip("nncf")
+
+
+@pytest.fixture(scope="module")
+def calib_json(tmp_path_factory):
+    return write_split(tmp_path_factory.mktemp("shapes"), "calib", 24, seed=3)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, calib_json):
+    from exporter.pipeline import Pipeline
+
+    run = tmp_path_factory.mktemp("run")
+    recipe = load_recipe(
+        None,
+        {
+            "input_size": [96, 128],
+            "targets": ["openvino"],
+            "precisions": ["fp32", "fp16", "int8"],
+            "calibration.source": str(calib_json),
+            "calibration.count": 16,
+            "calibration.folder": str(run / "calibration"),
+        },
+    )
+    artifacts = Pipeline(recipe, run).build()
+    return run, artifacts
+
+
+def test_ir_in_three_precisions(built):
+    run, artifacts = built
+    assert set(artifacts) == {"openvino.fp32", "openvino.fp16", "openvino.int8"}
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    for precision in ("fp32", "fp16", "int8"):
+        xml = run / "openvino" / f"model_{precision}.xml"
+        assert xml.is_file() and xml.with_suffix(".bin").is_file()
+        record = stages[f"openvino.{precision}"]
+        assert record["output"]["companions"][0]["path"].endswith(f"model_{precision}.bin")
+        assert record["runtime"]["INFERENCE_PRECISION_HINT"] == "f32", "never silently bf16"
+    fp32, fp16, int8 = (stages[f"openvino.{p}"]["check"] for p in ("fp32", "fp16", "int8"))
+    assert fp32["ok"] and fp32["max_abs_err"] <= fp32["tolerance"]
+    assert 0 < fp16["max_abs_err"] < int8["max_abs_err"], "errors against the one FP32 reference"
+    sizes = {p: (run / "openvino" / f"model_{p}.bin").stat().st_size for p in ("fp32", "fp16", "int8")}
+    assert sizes["int8"] < sizes["fp16"] < sizes["fp32"]
+
+
+def test_int8_keeps_head_decode_in_float(built):
+    run, _ = built
+    record = json.loads((run / "manifest.json").read_text())["stages"]["openvino.int8"]
+    ignored = record["int8"]["ignored_scope"]
+    assert record["int8"]["calibration_images"] == 16
+    assert any("Sigmoid" in name for name in ignored) and any("Softmax" in n or "Add" in n for n in ignored)
+    assert not any("Conv" in name and "heads" not in name for name in ignored)
+    assert record["inputs"]["calibration"]["sha256"]
+
+
+def test_openvino_runs_the_gridsample_lowering(built):
+    run, _ = built
+    export = json.loads((run / "manifest.json").read_text())["stages"]["openvino.export"]
+    assert export["akconv"]["lowering"] == "gridsample"
+
+
+def test_calibration_manifest_records_images_per_model(built, calib_json):
+    run, _ = built
+    (folder,) = (run / "calibration").iterdir()
+    content = json.loads((folder / "images.json").read_text())
+    assert content["count"] == 16 and len(content["images"]) == 16
+    assert all(len(i["sha256"]) == 64 for i in content["images"])
+    chosen, _ = calibration.select(calib_json, 16, 0, (96, 128), Preprocess())
+    assert chosen.key("a" * 64) != chosen.key("b" * 64), "keyed by model"
+    other, _ = calibration.select(calib_json, 16, 0, (96, 96), Preprocess())
+    assert chosen.key("a" * 64) != other.key("a" * 64), "keyed by preprocessing"
+
+
+def test_bench_writes_latency_per_artifact(built, run_cli):
+    run, _ = built
+    code, out, err = run_cli(
+        "bench", "--artifacts", str(run), "--min-iters", "5", "--min-seconds", "0.05", "--throughput", "2"
+    )
+    assert code == 0, err
+    report = json.loads((run / "bench.json").read_text())
+    assert set(report["results"]) == {"openvino.fp32", "openvino.fp16", "openvino.int8"}
+    for r in report["results"].values():
+        assert r["iterations"] >= 5 and 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
+        assert r["throughput_fps"] > 0
+    assert report["threads"] >= 1 and report["cpu"]
+    assert "openvino.int8" in out
+
+
+def test_calibration_selection_is_seeded(calib_json):
+    a, _ = calibration.select(calib_json, 10, 0, (64, 64), Preprocess())
+    b, _ = calibration.select(calib_json, 10, 0, (64, 64), Preprocess())
+    c, _ = calibration.select(calib_json, 10, 1, (64, 64), Preprocess())
+    assert a.images == b.images and a.images != c.images
+    batch = next(a.batches(4))
+    assert batch.shape == (4, 3, 64, 64) and batch.dtype == np.float32 and batch.max() <= 1.0
+
+
+def test_calibration_bad_sources(tmp_path, calib_json):
+    pre = Preprocess()
+    with pytest.raises(UserError, match="calibration source not found"):
+        calibration.select(tmp_path / "nope", 4, 0, (64, 64), pre)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="holds no images"):
+        calibration.select(tmp_path / "empty", 4, 0, (64, 64), pre)
+    with pytest.raises(UserError, match="has 24 images, fewer than the 50 asked for; pass --calib-count 24"):
+        calibration.select(calib_json, 50, 0, (64, 64), pre)
+    chosen, warnings = calibration.select(calib_json, 50, 0, (64, 64), pre, allow_fewer=True)
+    assert len(chosen.images) == 24 and "fewer than the 50" in warnings[0]
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(UserError, match=r"cannot read image .*a\.jpg"):
+        calibration.select(folder, 1, 0, (64, 64), pre)
+    with pytest.raises(UserError, match="at least 1"):
+        calibration.select(calib_json, 0, 0, (64, 64), pre)
+
+
+def test_image_folder_source(tmp_path, calib_json):
+    images = sorted((calib_json.parent / "calib").iterdir())[:5]
+    folder = tmp_path / "imgs" / "nested"
+    folder.mkdir(parents=True)
+    for image in images:
+        (folder / image.name).write_bytes(image.read_bytes())
+    chosen, _ = calibration.select(tmp_path / "imgs", 5, 0, (64, 64), Preprocess())
+    assert [p.name for p in chosen.images] == [p.name for p in images]
+
+
+def test_head_tail_finds_ops_after_last_conv():
+    import openvino as ov
+    import torch
+
+    from exporter.stages.openvino import head_tail
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Conv2d(3, 4, 3)
+            self.b = torch.nn.Conv2d(4, 2, 1)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x))).sigmoid() * 2.0
+
+    model = ov.convert_model(Tiny().eval(), example_input=torch.rand(1, 3, 8, 8))
+    tail = head_tail(model)
+    types = {op.get_friendly_name(): op.get_type_name() for op in model.get_ordered_ops()}
+    assert {types[n] for n in tail} >= {"Sigmoid", "Multiply"}
+    assert "Relu" not in {types[n] for n in tail}
