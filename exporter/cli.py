@@ -231,6 +231,77 @@ def bench(run, threads, min_iters, min_seconds, workers):
     out_console().print(table)
 
 
+@cli.command()
+@click.option("--artifacts", "run", required=True, type=click.Path(path_type=Path), help="Run directory.")
+@click.option("--out", type=click.Path(path_type=Path), help="Output folder (default RUN/report).")
+def report(run, out):
+    """Write report.md, a self-contained report.html (plots embedded) and report.json for a run.
+
+    Per artifact: mAP, mAP50, latency p50/p90/p99, throughput, size, error vs the FP32 reference;
+    DAMO-YOLO models get the published targets beside them.
+
+    \b
+    Examples:
+      reparam-export report --artifacts runs/demo
+      reparam-export report --artifacts runs/damoyolo_ns --out reports/damoyolo_ns
+    """
+    from exporter.report.render import write_report
+
+    for kind, path in write_report(run, out).items():
+        console.print(f"{kind:<8} {path}", markup=False)
+
+
+@cli.command()
+@click.option("--artifacts", "run", required=True, type=click.Path(path_type=Path), help="Run directory.")
+@click.option(
+    "--baseline",
+    type=click.Path(path_type=Path),
+    default=Path("reports/baseline.json"),
+    show_default=True,
+    help="Baseline metrics (JSON).",
+)
+@click.option(
+    "--tolerances",
+    type=click.Path(path_type=Path),
+    default=Path("reports/tolerances.yaml"),
+    show_default=True,
+    help="Per-metric one-sided tolerances (YAML).",
+)
+@click.option("--update-baseline", is_flag=True, help="Accept the run's metrics as the new baseline.")
+def check(run, baseline, tolerances, update_baseline):
+    """Compare a run with the baseline; exit 1 with a table of what regressed.
+
+    \b
+    Examples:
+      reparam-export check --artifacts runs/demo
+      reparam-export check --artifacts runs/demo --update-baseline
+    """
+    from exporter.report import check as checking
+
+    limits = checking.load_tolerances(tolerances)
+    if update_baseline:
+        metrics = checking.update_baseline(run, baseline, limits)
+        console.print(
+            f"baseline updated: {baseline} ({sum(len(v) for v in metrics.values())} values)", markup=False
+        )
+        return
+    expected = checking.load_baseline(baseline)
+    findings = checking.compare(expected, checking.current_metrics(run, list(limits)), limits)
+    table = Table(title=f"{run} vs {baseline}")
+    for column in ("artifact", "metric", "baseline", "current", "limit", "status"):
+        table.add_column(column)
+    for f in findings:
+        current = "missing" if f.current is None else f"{f.current:.4g}"
+        status = "[red]REGRESSED[/red]" if f.regressed else "[green]ok[/green]"
+        table.add_row(f.artifact, f.metric, f"{f.baseline:.4g}", current, f"{f.limit:.4g}", status)
+    out_console().print(table)
+    regressed = [f for f in findings if f.regressed]
+    if regressed:
+        raise CheckFailed(f"{len(regressed)} of {len(findings)} metrics regressed beyond their tolerance")
+    if not findings:
+        raise UserError(f"{baseline} shares no artifact/metric with {run}; nothing was checked")
+
+
 @cli.command("demo-data")
 @click.option(
     "--out",

@@ -18,9 +18,10 @@ class Latency:
     p50_ms: float
     p90_ms: float
     p99_ms: float
+    samples_ms: tuple[float, ...] = ()
 
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
+    def as_dict(self) -> dict[str, object]:
+        return {**asdict(self), "samples_ms": [round(v, 3) for v in self.samples_ms]}
 
 
 def measure(
@@ -43,6 +44,7 @@ def measure(
         p50_ms=float(np.percentile(ms, 50)),
         p90_ms=float(np.percentile(ms, 90)),
         p99_ms=float(np.percentile(ms, 99)),
+        samples_ms=tuple(float(v) for v in ms),
     )
 
 

@@ -1,0 +1,1 @@
+"""Reports (Markdown, self-contained HTML, JSON, plots) and the regression check."""

@@ -1,0 +1,99 @@
+"""`reparam-export check`: compare a run's metrics with a stored baseline under one-sided tolerances.
+
+The baseline (JSON) holds per artifact the metric values accepted last time. The tolerances (YAML)
+say per metric which direction is better and how far it may move the wrong way:
+    map:    {better: higher, abs: 0.005}     # fails when map < baseline − 0.005
+    p50_ms: {better: lower, rel: 1.0}        # fails when p50_ms > baseline × 2
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from exporter.artifacts import write_json
+from exporter.errors import UserError
+from exporter.report.metrics import collect
+
+
+class Tolerance(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    better: Literal["higher", "lower"]
+    abs: float = Field(0.0, ge=0)
+    rel: float = Field(0.0, ge=0)
+
+
+@dataclass
+class Finding:
+    artifact: str
+    metric: str
+    baseline: float
+    current: float | None
+    limit: float
+    regressed: bool
+
+
+def load_tolerances(path: str | Path) -> dict[str, Tolerance]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"tolerances not found: {path}; pass an existing YAML with --tolerances")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict) or not data:
+        raise UserError(f"{path}: expected a mapping of metric -> {{better, abs, rel}}")
+    tolerances = {}
+    for metric, spec in data.items():
+        try:
+            tolerances[metric] = Tolerance.model_validate(spec)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            raise UserError(f"{path}: {metric}.{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
+    return tolerances
+
+
+def load_baseline(path: str | Path) -> dict[str, dict[str, float]]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"baseline not found: {path}; create one with --update-baseline")
+    try:
+        data = json.loads(path.read_text())
+        metrics = data["metrics"]
+        if not isinstance(metrics, dict) or not all(isinstance(v, dict) for v in metrics.values()):
+            raise TypeError("metrics must map artifact -> {metric: value}")
+        return {a: {m: float(v) for m, v in values.items()} for a, values in metrics.items()}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{path}: not a baseline file ({type(exc).__name__}: {exc})") from None
+
+
+def current_metrics(run: str | Path, names: list[str]) -> dict[str, dict[str, float]]:
+    return {
+        row["artifact"]: {m: row[m] for m in names if row.get(m) is not None} for row in collect(run)["rows"]
+    }
+
+
+def compare(baseline: dict, current: dict, tolerances: dict[str, Tolerance]) -> list[Finding]:
+    findings = []
+    for artifact, values in baseline.items():
+        for metric, base in values.items():
+            tolerance = tolerances.get(metric)
+            if tolerance is None:
+                continue
+            slack = tolerance.abs + tolerance.rel * abs(base)
+            limit = base - slack if tolerance.better == "higher" else base + slack
+            now = current.get(artifact, {}).get(metric)
+            regressed = now is None or (now < limit if tolerance.better == "higher" else now > limit)
+            findings.append(Finding(artifact, metric, base, now, limit, regressed))
+    return findings
+
+
+def update_baseline(run: str | Path, path: str | Path, tolerances: dict[str, Tolerance]) -> dict:
+    metrics = current_metrics(run, list(tolerances))
+    write_json(path, {"model": collect(run)["model"], "metrics": metrics})
+    return metrics

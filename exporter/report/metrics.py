@@ -1,0 +1,67 @@
+"""Collect a run's measurements into one table: per artifact mAP, latency, size, error vs FP32."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from exporter.errors import UserError
+
+# artifact key -> the manifest stage whose check holds its output error
+ERROR_STAGE = {"onnx.fp32": "simplify"}
+
+
+def _read(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def collect(run: str | Path) -> dict[str, Any]:
+    run = Path(run)
+    manifest = _read(run / "manifest.json")
+    if not manifest:
+        raise UserError(
+            f"{run} is not a run directory (no manifest.json); build it with `reparam-export build`"
+        )
+    stages = manifest.get("stages", {})
+    evaluation, bench = _read(run / "eval.json"), _read(run / "bench.json")
+    rows = []
+    for key in [
+        *(["torch.fp32"] if "torch.fp32" in evaluation.get("results", {}) else []),
+        *manifest.get("artifacts", {}),
+    ]:
+        backend, _, precision = key.partition(".")
+        stage = stages.get(ERROR_STAGE.get(key, key), {})
+        check = stage.get("check") or {}
+        accuracy = evaluation.get("results", {}).get(key, {})
+        timing = bench.get("results", {}).get(key, {})
+        rows.append(
+            {
+                "artifact": key,
+                "backend": backend,
+                "precision": precision,
+                "map": accuracy.get("map"),
+                "map50": accuracy.get("map50"),
+                "p50_ms": timing.get("p50_ms"),
+                "p90_ms": timing.get("p90_ms"),
+                "p99_ms": timing.get("p99_ms"),
+                "fps": timing.get("throughput_fps", timing.get("fps_batch1")),
+                "bytes": timing.get("bytes", (stage.get("output") or {}).get("bytes")),
+                "max_abs_err": check.get("max_abs_err"),
+                "samples_ms": timing.get("samples_ms", []),
+            }
+        )
+    fuse = (stages.get("fuse") or {}).get("check", {})
+    return {
+        "model": manifest.get("recipe", {}).get("name", run.name),
+        "recipe_hash": manifest.get("recipe_hash"),
+        "rows": rows,
+        "fused": {
+            "params_before": fuse.get("params_before"),
+            "params_after": fuse.get("params_after"),
+            "gflops": (stages.get("fuse") or {}).get("gflops"),
+        },
+        "stage_seconds": {name: s.get("wall_s") for name, s in stages.items()},
+        "eval": {k: evaluation.get(k) for k in ("data", "images")} if evaluation else {},
+        "bench": {k: bench.get(k) for k in ("mode", "threads", "cpu")} if bench else {},
+    }

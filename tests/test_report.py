@@ -1,0 +1,180 @@
+"""Reports from a fixture run directory, and the regression check's exit codes."""
+
+import json
+import re
+
+import pytest
+
+from exporter.report.render import write_report
+
+
+def make_run(root, name="damoyolo_ns", map_int8=0.300, p50_int8=3.0):
+    root.mkdir(parents=True, exist_ok=True)
+    stages = {
+        "fuse": {"wall_s": 1.2, "check": {"params_before": 1500000, "params_after": 1410000}},
+        "openvino.fp32": {"wall_s": 2.0, "check": {"max_abs_err": 1e-5}, "output": {"bytes": 5_600_000}},
+        "openvino.int8": {"wall_s": 9.0, "check": {"max_abs_err": 0.08}, "output": {"bytes": 1_500_000}},
+    }
+    artifacts = {
+        "openvino.fp32": str(root / "openvino/model_fp32.xml"),
+        "openvino.int8": str(root / "openvino/model_int8.xml"),
+    }
+    (root / "manifest.json").write_text(
+        json.dumps({"recipe": {"name": name}, "recipe_hash": "abc", "stages": stages, "artifacts": artifacts})
+    )
+    (root / "eval.json").write_text(
+        json.dumps(
+            {
+                "data": "val",
+                "images": 100,
+                "results": {
+                    "torch.fp32": {"map": 0.310, "map50": 0.5},
+                    "openvino.fp32": {"map": 0.310, "map50": 0.5},
+                    "openvino.int8": {"map": map_int8, "map50": 0.49},
+                },
+            }
+        )
+    )
+    samples = [4.0, 4.1, 4.3, 5.0]
+    (root / "bench.json").write_text(
+        json.dumps(
+            {
+                "mode": "batch 1, synchronous",
+                "threads": 2,
+                "cpu": "test cpu",
+                "results": {
+                    "openvino.fp32": {
+                        "p50_ms": 4.1,
+                        "p90_ms": 4.5,
+                        "p99_ms": 5.0,
+                        "fps_batch1": 240.0,
+                        "bytes": 5_600_000,
+                        "samples_ms": samples,
+                    },
+                    "openvino.int8": {
+                        "p50_ms": p50_int8,
+                        "p90_ms": p50_int8 + 0.4,
+                        "p99_ms": p50_int8 + 1,
+                        "fps_batch1": 330.0,
+                        "bytes": 1_500_000,
+                        "samples_ms": [v * p50_int8 / 4.1 for v in samples],
+                    },
+                },
+            }
+        )
+    )
+    return root
+
+
+def test_report_all_formats_self_contained(tmp_path):
+    paths = write_report(make_run(tmp_path / "run"), tmp_path / "out")
+    markdown = paths["markdown"].read_text()
+    assert "| openvino.int8 | 30.0 | 49.0 | 3.00 |" in markdown
+    assert "| torch.fp32 | 31.0 |" in markdown and "not measured" in markdown
+    assert "DAMO-YOLO-NS CPU OpenVINO | 32.3 | 4.08 |" in markdown
+    page = paths["html"].read_text()
+    assert page.count("data:image/png;base64,") == 2
+    assert not re.search(r"(src|href)=[\"'](?!data:)", page), "no external files"
+    content = json.loads(paths["json"].read_text())
+    assert {r["artifact"] for r in content["rows"]} == {"torch.fp32", "openvino.fp32", "openvino.int8"}
+    assert content["fused"]["params_after"] == 1410000 and content["targets"]
+
+
+def test_t4_targets_say_not_measured(tmp_path):
+    paths = write_report(make_run(tmp_path / "run", name="damoyolo_s"), tmp_path / "out")
+    assert "T4 TensorRT FP16 | 46.0 | 3.83 | not measured: no T4 GPU with TensorRT on this host" in (
+        paths["markdown"].read_text()
+    )
+
+
+@pytest.fixture
+def baseline(tmp_path, run_cli):
+    run = make_run(tmp_path / "good")
+    path = tmp_path / "baseline.json"
+    tolerances = tmp_path / "tol.yaml"
+    tolerances.write_text("map: {better: higher, abs: 0.003}\np50_ms: {better: lower, rel: 0.5}\n")
+    code, _, err = run_cli(
+        "check",
+        "--artifacts",
+        str(run),
+        "--baseline",
+        str(path),
+        "--tolerances",
+        str(tolerances),
+        "--update-baseline",
+    )
+    assert code == 0, err
+    return path, tolerances
+
+
+def test_check_passes_unchanged(tmp_path, run_cli, baseline):
+    path, tolerances = baseline
+    code, out, _ = run_cli(
+        "check",
+        "--artifacts",
+        str(make_run(tmp_path / "same")),
+        "--baseline",
+        str(path),
+        "--tolerances",
+        str(tolerances),
+    )
+    assert code == 0 and "REGRESSED" not in out and out.count("ok") >= 4
+
+
+@pytest.mark.parametrize("worse, metric", [({"map_int8": 0.290}, "map"), ({"p50_int8": 5.0}, "p50_ms")])
+def test_check_fails_on_regression(tmp_path, run_cli, baseline, worse, metric):
+    path, tolerances = baseline
+    code, out, err = run_cli(
+        "check",
+        "--artifacts",
+        str(make_run(tmp_path / "worse", **worse)),
+        "--baseline",
+        str(path),
+        "--tolerances",
+        str(tolerances),
+    )
+    assert code == 1 and "1 of 5 metrics regressed" in err
+    (line,) = [line for line in out.splitlines() if "REGRESSED" in line]
+    assert "openvino.int8" in line and metric in line
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "not a baseline file"),
+        ('{"model": "x"}', "not a baseline file (KeyError"),
+        ('{"metrics": {"a": 3}}', "not a baseline file (TypeError"),
+        (None, "baseline not found"),
+    ],
+)
+def test_bad_baseline_exit_2(tmp_path, run_cli, baseline, content, message):
+    _, tolerances = baseline
+    bad = tmp_path / "bad.json"
+    if content is not None:
+        bad.write_text(content)
+    code, _, err = run_cli(
+        "check",
+        "--artifacts",
+        str(make_run(tmp_path / "r")),
+        "--baseline",
+        str(bad),
+        "--tolerances",
+        str(tolerances),
+    )
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_bad_tolerances_exit_2(tmp_path, run_cli, baseline):
+    path, _ = baseline
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("map: {better: sideways}\n")
+    code, _, err = run_cli(
+        "check",
+        "--artifacts",
+        str(make_run(tmp_path / "r")),
+        "--baseline",
+        str(path),
+        "--tolerances",
+        str(bad),
+    )
+    assert code == 2 and "map.better" in err
