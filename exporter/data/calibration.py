@@ -62,7 +62,9 @@ class CalibrationSet:
     def batches(self, batch: int = 1) -> Iterator[np.ndarray]:
         """NCHW float32 model inputs, preprocessed exactly like evaluation."""
         for start in range(0, len(self.images), batch):
-            pixels = np.stack([resize_stretch(read_rgb(p), self.input_size) for p in self.images[start:start + batch]])
+            pixels = np.stack(
+                [resize_stretch(read_rgb(p), self.input_size) for p in self.images[start : start + batch]]
+            )
             yield normalize(pixels, self.preprocess)
 
     def key(self, model_sha256: str) -> str:
@@ -73,16 +75,26 @@ class CalibrationSet:
     def record(self, folder: Path, model_sha256: str) -> Path:
         """Write the manifest of images used (paths + sha256) under folder/<key>/images.json."""
         path = folder / self.key(model_sha256) / "images.json"
-        write_json(path, {
-            "source": self.source, "seed": self.seed, "count": len(self.images),
-            "input_size": list(self.input_size), "preprocess": self.preprocess.model_dump(mode="json"),
-            "images": [{"path": str(p), "sha256": sha256_file(p)} for p in self.images],
-        })
+        write_json(
+            path,
+            {
+                "source": self.source,
+                "seed": self.seed,
+                "count": len(self.images),
+                "input_size": list(self.input_size),
+                "preprocess": self.preprocess.model_dump(mode="json"),
+                "images": [{"path": str(p), "sha256": sha256_file(p)} for p in self.images],
+            },
+        )
         return path
 
 
 def select(
-    source: str | Path, count: int, seed: int, input_size: tuple[int, int], preprocess: Preprocess,
+    source: str | Path,
+    count: int,
+    seed: int,
+    input_size: tuple[int, int],
+    preprocess: Preprocess,
     allow_fewer: bool = False,
 ) -> tuple[CalibrationSet, list[str]]:
     """A seeded selection of `count` images; fewer available is an error unless `allow_fewer`,

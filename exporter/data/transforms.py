@@ -22,7 +22,7 @@ def resize_stretch(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def normalize(pixels: np.ndarray, preprocess) -> np.ndarray:
-    """Stretch-resized 0–255 RGB pixels (N, 3, H, W) → model input: colour order, then (x·scale − mean)/std."""
+    """Stretch-resized 0–255 RGB pixels (N, 3, H, W) → model input: colour order, (x·scale − mean)/std."""
     x = pixels[:, ::-1] if preprocess.color == "bgr" else pixels
     mean = np.asarray(preprocess.mean, np.float32).reshape(1, 3, 1, 1)
     std = np.asarray(preprocess.std, np.float32).reshape(1, 3, 1, 1)

@@ -1,0 +1,286 @@
+"""Explicit INT8 quantization for TensorRT: simplified FP32 ONNX → Q/DQ ONNX (onnxruntime.quantization).
+
+TensorRT-compatible settings: int8 only, symmetric (every zero point 0), weights per channel (axis 0 for
+Conv), activations per tensor. Only Conv, MatMul and Gemm are quantized, on their inputs: their outputs and
+biases stay float, so TensorRT keeps fusing Conv + activation and never sees an int32 DequantizeLinear.
+Weights stay float behind a QuantizeLinear → DequantizeLinear pair, which TensorRT folds when it builds.
+The head's decode tail (every node after the last Conv on all of its paths to an output) stays float.
+
+Activation ranges come from the shared calibration stream. onnxruntime's calibrators are run here with
+explicit settings, because quantize_static's defaults make the entropy method degenerate (128 histogram
+bins and 128 quantized bins leave one candidate threshold: the min-max one); entropy uses 2048 bins and
+128 quantized bins, like TensorRT's entropy calibrator. The ranges are cached in a file named by the model,
+the calibration images, the preprocessing and the method, so a later run that only changes
+`nodes_to_exclude` (partial quantization) does not calibrate again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from exporter.artifacts import sha256_file, sha256_json
+from exporter.backends import onnxruntime as ort_backend
+from exporter.data.calibration import CalibrationSet
+from exporter.errors import CheckFailed, UserError
+from exporter.eval.compare import compare
+from exporter.recipe import Recipe
+from exporter.stages.export_onnx import check_batch
+
+METHODS = ("minmax", "entropy", "percentile")
+QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
+ENTROPY_BINS, ENTROPY_QUANTIZED_BINS = 2048, 128
+PERCENTILE = 99.999
+
+
+class CalibrationReader:
+    """onnxruntime CalibrationDataReader over a CalibrationSet: one preprocessed image per step."""
+
+    def __init__(self, calibration: CalibrationSet, input_name: str):
+        self.calibration = calibration
+        self.input_name = input_name
+        self._batches = iter(calibration.batches())
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        return None if batch is None else {self.input_name: batch}
+
+    def __len__(self) -> int:
+        return len(self.calibration.images)
+
+
+def decode_tail(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes after the last Conv on every path to an output (Constants left out)."""
+    nodes = list(model.graph.node)
+    consumers: dict[str, list[int]] = {}
+    for index, node in enumerate(nodes):
+        for name in node.input:
+            consumers.setdefault(name, []).append(index)
+    feeds_conv = [False] * len(nodes)
+    for index in reversed(range(len(nodes))):  # ONNX nodes are topologically sorted
+        feeds_conv[index] = any(
+            nodes[c].op_type == "Conv" or feeds_conv[c]
+            for out in nodes[index].output
+            for c in consumers.get(out, [])
+        )
+    return [
+        n.name
+        for n, f in zip(nodes, feeds_conv, strict=True)
+        if not f and n.op_type not in ("Conv", "Constant")
+    ]
+
+
+def _ort_method(method: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[method]
+
+
+def _calibrate(model_path: Path, reader: CalibrationReader, method: str, work: Path):
+    from onnxruntime.quantization import create_calibrator
+
+    options: dict[str, Any] = {"symmetric": True}
+    if method == "entropy":
+        options.update(num_bins=ENTROPY_BINS, num_quantized_bins=ENTROPY_QUANTIZED_BINS)
+    elif method == "percentile":
+        options.update(num_bins=ENTROPY_BINS, percentile=PERCENTILE)
+    calibrator = create_calibrator(
+        model_path,
+        list(QUANTIZED_OPS),
+        augmented_model_path=str(work / "augmented.onnx"),
+        calibrate_method=_ort_method(method),
+        extra_options=options,
+    )
+    with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print progress
+        calibrator.collect_data(reader)
+        return calibrator.compute_data()
+
+
+def ranges_file(onnx_path: Path, calibration: CalibrationSet, method: str) -> str:
+    """Cache file name of the activation ranges: model, images, preprocessing, method and its settings."""
+    key = {
+        "model": sha256_file(onnx_path),
+        "images": [str(p) for p in calibration.images],
+        "input_size": list(calibration.input_size),
+        "preprocess": calibration.preprocess.model_dump(mode="json"),
+        "method": method,
+        "bins": [ENTROPY_BINS, ENTROPY_QUANTIZED_BINS, PERCENTILE],
+    }
+    return f"qdq_ranges-{method}-{sha256_json(key)[:16]}.json"
+
+
+def _named(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Give unnamed nodes a name, so that they can be excluded by name."""
+    for index, node in enumerate(model.graph.node):
+        node.name = node.name or f"unnamed_{node.op_type}_{index}"
+    return model
+
+
+def quantize_qdq(
+    onnx_path: Path,
+    out: Path,
+    calibration: CalibrationSet,
+    method: str = "minmax",
+    nodes_to_exclude: Iterable[str] = (),
+    ranges_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Write the Q/DQ model of `onnx_path` to `out`; returns the record for the manifest.
+
+    `ranges_dir`: folder of the activation-range cache (e.g. calibration/<CalibrationSet.key>/); None
+    calibrates without keeping the ranges.
+    """
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import save_tensors_data
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method not in METHODS:
+        raise UserError(f"calibration method '{method}' is not one of {', '.join(METHODS)}")
+    excluded = list(dict.fromkeys(nodes_to_exclude))
+    with tempfile.TemporaryDirectory(prefix="qdq-") as tmp:
+        work = Path(tmp)
+        prepared = work / "prepared.onnx"
+        quant_pre_process(str(onnx_path), str(prepared), skip_optimization=True)  # shape inference only
+        model = _named(onnx.load(str(prepared)))
+        onnx.save(model, str(prepared))
+        names = {n.name for n in model.graph.node}
+        unknown = [n for n in excluded if n not in names]
+        if unknown:
+            raise UserError(f"nodes_to_exclude: no node named {unknown[0]!r} in {onnx_path}")
+        tail = decode_tail(model)
+        cache = (ranges_dir or work) / ranges_file(onnx_path, calibration, method)
+        reused = cache.is_file()
+        if not reused:
+            reader = CalibrationReader(calibration, model.graph.input[0].name)
+            save_tensors_data(_calibrate(prepared, reader, method, work), cache)
+        settings = {
+            "format": "QDQ",
+            "activation_type": "QInt8",
+            "weight_type": "QInt8",
+            "per_channel": True,
+            "ActivationSymmetric": True,
+            "WeightSymmetric": True,
+            "QuantizeBias": False,
+            "AddQDQPairToWeight": True,
+            "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS),
+        }
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # quantize_static logs advice as warnings on the root logger
+        try:
+            quantize_static(
+                str(prepared),
+                str(out),
+                calibration_data_reader=None,
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=list(QUANTIZED_OPS),
+                per_channel=True,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=excluded + [n for n in tail if n not in excluded],
+                calibrate_method=_ort_method(method),
+                calibration_cache_path=str(cache),
+                extra_options={k: v for k, v in settings.items() if k[0].isupper()},
+            )
+        finally:
+            root.setLevel(level)
+    quantized = onnx.load(str(out))
+    onnx.checker.check_model(quantized, full_check=True)
+    structure = check_qdq_structure(quantized)
+    return {
+        "method": method,
+        "calibration_images": len(calibration.images),
+        "settings": {**settings, "op_types_to_quantize": list(QUANTIZED_OPS), "calibrate_method": method},
+        "qdq_pairs": structure["qdq_pairs"],
+        "quantized_nodes": structure["quantized_nodes"],
+        "excluded_nodes": excluded,
+        "float_tail": tail,
+        "ranges": {"cache": str(cache) if ranges_dir else None, "reused": reused},
+    }
+
+
+def check_qdq_structure(model: onnx.ModelProto) -> dict[str, Any]:
+    """Prove the TensorRT form: every quantized Conv/Gemm/MatMul reads a DequantizeLinear on its data and
+    weight inputs, weights per channel (axis 0, one scale per output channel), activations per tensor, every
+    zero point an int8 0, and every QuantizeLinear followed by a DequantizeLinear. Raises CheckFailed."""
+    init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    producer = {out: node for node in model.graph.node for out in node.output}
+
+    def fail(message: str):
+        raise CheckFailed(f"Q/DQ model: {message}")
+
+    def attr(node: onnx.NodeProto, name: str, default: int) -> int:
+        return next((a.i for a in node.attribute if a.name == name), default)
+
+    pairs = 0
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        zero_point = init.get(node.input[2]) if len(node.input) > 2 else None
+        if zero_point is None or zero_point.dtype != np.int8 or np.any(zero_point != 0):
+            fail(f"{node.name}: zero point must be an int8 0 initializer")
+        if node.op_type == "DequantizeLinear":
+            source = producer.get(node.input[0])
+            pairs += source is not None and source.op_type == "QuantizeLinear"
+    quantized = []
+    for node in model.graph.node:
+        if node.op_type not in QUANTIZED_OPS:
+            continue
+        feeds = [producer.get(name) for name in node.input[:2]]
+        if not all(f is not None and f.op_type == "DequantizeLinear" for f in feeds):
+            if any(f is not None and f.op_type == "DequantizeLinear" for f in feeds):
+                fail(f"{node.name}: only some inputs are dequantized")
+            continue
+        data_dq, weight_dq = feeds
+        data_q = producer.get(data_dq.input[0])
+        if data_q is None or data_q.op_type != "QuantizeLinear":
+            fail(f"{node.name}: activation input must be quantized (Q → DQ)")
+        if init[data_dq.input[1]].size != 1:
+            fail(f"{node.name}: activation scale must be per tensor")
+        weight_q = producer.get(weight_dq.input[0])
+        weight = init.get(weight_q.input[0]) if weight_q is not None else None
+        if weight is None:
+            fail(f"{node.name}: weight must be a float initializer behind Q → DQ")
+        channels = weight.shape[0] if node.op_type == "Conv" else None
+        if node.op_type == "Conv" and (
+            attr(weight_dq, "axis", 1) != 0 or init[weight_dq.input[1]].shape != (channels,)
+        ):
+            fail(f"{node.name}: weight must be quantized per output channel (axis 0, {channels} scales)")
+        quantized.append(node.name)
+    if pairs != sum(n.op_type == "QuantizeLinear" for n in model.graph.node):
+        fail("a QuantizeLinear is not followed by a DequantizeLinear")
+    return {"qdq_pairs": pairs, "quantized_nodes": quantized}
+
+
+def qdq_stage(
+    recipe: Recipe,
+    onnx_path: Path,
+    fused_pt: Path,
+    out: Path,
+    calibration: CalibrationSet,
+    method: str = "minmax",
+    nodes_to_exclude: Iterable[str] = (),
+    ranges_dir: Path | None = None,
+) -> dict[str, Any]:
+    """The Q/DQ model and its onnxruntime CPU error against the FP32 reference in fused.pt (recorded,
+    like every INT8 error: INT8 is compared with the one FP32 reference, never gated by the FP32 rtol)."""
+    import torch
+
+    record = quantize_qdq(onnx_path, out, calibration, method, nodes_to_exclude, ranges_dir)
+    blob = torch.load(fused_pt, map_location="cpu", weights_only=True)
+    probe, reference = check_batch(recipe, blob["probe"], blob["outputs"])
+    outputs = ort_backend.load(out).infer(probe.numpy())
+    record["check"] = compare([r.numpy() for r in reference], outputs, recipe.thresholds.onnx_rtol).as_dict()
+    return record
