@@ -45,6 +45,7 @@ def _model_options(func):
         click.option("--input-size", nargs=2, type=int, metavar="H W", help="Input height and width."),
         click.option("--opset", type=int, help="ONNX opset, 13–19 (default 17)."),
         click.option("--dynamic-batch/--static-batch", default=None, help="Dynamic batch axis in the ONNX."),
+        click.option("--trt-version", help="TensorRT the engine is for, e.g. 8.6 or 10.x (default 10.x)."),
         click.option(
             "--akconv-lowering",
             type=click.Choice(["auto", "gather", "gridsample", "plugin"]),
@@ -60,7 +61,17 @@ def _model_options(func):
     return func
 
 
-def _load(recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, akconv_lowering, extra=None):
+def _load(
+    recipe_path,
+    builder,
+    checkpoint,
+    input_size,
+    opset,
+    dynamic_batch,
+    trt_version,
+    akconv_lowering,
+    extra=None,
+):
     from exporter.recipe import load_recipe
 
     overrides: dict[str, Any] = dict(extra or {})
@@ -81,6 +92,8 @@ def _load(recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, ak
         overrides["export.dynamic_batch"] = dynamic_batch
     if akconv_lowering is not None:
         overrides["export.akconv_lowering"] = akconv_lowering
+    if trt_version is not None:
+        overrides["tensorrt.version"] = trt_version
     return load_recipe(recipe_path, overrides)
 
 
@@ -126,6 +139,7 @@ def build(
     input_size,
     opset,
     dynamic_batch,
+    trt_version,
     akconv_lowering,
     run_dir,
     force,
@@ -152,15 +166,78 @@ def build(
         extra["calibration.source"] = calib_data
     if calib_count is not None:
         extra["calibration.count"] = calib_count
-    recipe = _load(recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, akconv_lowering, extra)
-    artifacts = _pipeline(recipe, run_dir, force).build()
+    recipe = _load(
+        recipe_path,
+        builder,
+        checkpoint,
+        input_size,
+        opset,
+        dynamic_batch,
+        trt_version,
+        akconv_lowering,
+        extra,
+    )
+    pipeline = _pipeline(recipe, run_dir, force)
+    artifacts = pipeline.build()
     for key, result in artifacts.items():
         console.print(f"built {recipe.name} {key}: {result.output}", markup=False)
+    deferred = pipeline.run.manifest().get("tensorrt", {})
+    if "tensorrt" in recipe.targets and deferred.get("deferred"):
+        console.print(
+            f"no TensorRT engine was built on this machine ({deferred['reason']}); "
+            f"build it where TensorRT runs with: bash {deferred['bundle']}",
+            markup=False,
+            soft_wrap=True,
+        )
+    if recipe.evaluation.data:
+        _print_eval(pipeline.run.root)
+
+
+def _print_eval(run: Path, data=None, limit=None) -> None:
+    from exporter.eval.run_eval import evaluate_run
+
+    report = evaluate_run(run, data, limit)
+    table = Table(title=f"COCO mAP on {report['images']} images of {report['data']}")
+    for column in ("artifact", "mAP", "mAP50", "mAP75", "vs torch"):
+        table.add_column(column)
+    reference = report["results"]["torch.fp32"]["map"]
+    for key, m in report["results"].items():
+        delta = f"{100 * (m['map'] - reference):+.2f}" if key != "torch.fp32" else ""
+        table.add_row(
+            key, f"{100 * m['map']:.2f}", f"{100 * m['map50']:.2f}", f"{100 * m['map75']:.2f}", delta
+        )
+    out_console().print(table)
+
+
+@cli.command("eval")
+@click.option("--artifacts", "run", required=True, type=click.Path(path_type=Path), help="Run directory.")
+@click.option("--data", help="COCO instances json or dataset folder, or 'demo' (default: the recipe's).")
+@click.option("--limit", type=int, help="Only the first N images.")
+def eval_command(run, data, limit):
+    """COCO mAP of the fused torch model and every built artifact of a run (written to RUN/eval.json).
+
+    \b
+    Examples:
+      reparam-export eval --artifacts runs/demo --data demo
+      reparam-export eval --artifacts runs/damoyolo_s --data /data/coco   # annotations/ + val2017/
+    """
+    _print_eval(run, data, limit)
 
 
 @cli.command()
 @_model_options
-def fuse(recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, akconv_lowering, run_dir, force):
+def fuse(
+    recipe_path,
+    builder,
+    checkpoint,
+    input_size,
+    opset,
+    dynamic_batch,
+    trt_version,
+    akconv_lowering,
+    run_dir,
+    force,
+):
     """Fuse every re-parameterizable block and prove the output unchanged.
 
     Writes fused.pt (deploy-form state dict). Fails with exit 1 naming the first module whose
@@ -172,14 +249,25 @@ def fuse(recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, akc
       reparam-export fuse --model mypkg.models:build_repvgg --input-size 224 224
       reparam-export fuse --recipe recipes/embedded_demo.yaml --checkpoint weights.pth
     """
-    recipe = _load(recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, akconv_lowering)
+    recipe = _load(
+        recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, trt_version, akconv_lowering
+    )
     _pipeline(recipe, run_dir, force).fuse()
 
 
 @cli.command()
 @_model_options
 def export(
-    recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, akconv_lowering, run_dir, force
+    recipe_path,
+    builder,
+    checkpoint,
+    input_size,
+    opset,
+    dynamic_batch,
+    trt_version,
+    akconv_lowering,
+    run_dir,
+    force,
 ):
     """Fuse, export ONNX and simplify it, checking onnxruntime against torch after each step.
 
@@ -188,7 +276,9 @@ def export(
       reparam-export export --opset 19 --dynamic-batch
       reparam-export export --model mypkg.models:build_yolo --input-size 640 640 --run-dir out/yolo
     """
-    recipe = _load(recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, akconv_lowering)
+    recipe = _load(
+        recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, trt_version, akconv_lowering
+    )
     _pipeline(recipe, run_dir, force).simplify()
 
 
@@ -386,13 +476,18 @@ def bench_akconv(channels, size, num_param, stride, threads, min_seconds):
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
-def doctor(as_json):
+@click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), help="Also check this ONNX against TensorRT.")
+@click.option("--trt-version", default="10.x", show_default=True, help="TensorRT version for --onnx.")
+def doctor(as_json, onnx_path, trt_version):
     """List each backend library, its version, and whether it is usable here (and why not).
+
+    With --onnx, also check every op of that graph against what the chosen TensorRT parses.
 
     \b
     Examples:
       reparam-export doctor
       reparam-export doctor --json
+      reparam-export doctor --onnx runs/demo/tensorrt/model.sim.onnx --trt-version 8.6
     """
     from exporter.doctor import required_missing, run_checks
 
@@ -406,6 +501,15 @@ def doctor(as_json):
         for c in checks:
             table.add_row(c.name, c.version, "[green]yes[/green]" if c.usable else "[red]no[/red]", c.note)
         out_console().print(table)
+    if onnx_path is not None:
+        from exporter.lowering.trt_compat import check_model
+
+        if not onnx_path.is_file():
+            raise UserError(f"ONNX not found: {onnx_path}")
+        report = check_model(onnx_path, trt_version)
+        click.echo(report.describe())
+        if not report.ok:
+            raise CheckFailed(f"{onnx_path} is not compatible with TensorRT {trt_version}")
     missing = required_missing(checks)
     if missing:
         raise UserError(f"required libraries unusable: {', '.join(missing)}; reinstall with `make demo`")

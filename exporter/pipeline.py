@@ -20,9 +20,9 @@ from exporter.models.loader import builder_source_hash, require_checkpoint
 from exporter.recipe import Recipe
 from exporter.stages import export_onnx, fuse, simplify
 
-AVAILABLE = {"onnx": {"fp32"}, "openvino": {"fp32", "fp16", "int8"}}  # target -> precisions built here
-BACKEND = {"onnx": "onnxruntime", "openvino": "openvino"}
-FOLDER = {"onnxruntime": "", "openvino": "openvino/"}
+ALL_PRECISIONS = {"fp32", "fp16", "int8"}
+AVAILABLE = {"onnx": {"fp32"}, "openvino": ALL_PRECISIONS, "tensorrt": ALL_PRECISIONS}  # target -> precisions
+FOLDER = {"onnxruntime": "", "openvino": "openvino/", "tensorrt": "tensorrt/"}
 
 
 def check_targets(recipe: Recipe) -> None:
@@ -44,13 +44,16 @@ def check_targets(recipe: Recipe) -> None:
         if not any(precision in AVAILABLE[t] for t in recipe.targets):
             raise UserError(
                 f"precision '{precision}' is not available for target(s) {', '.join(recipe.targets)} "
-                f"(onnx: fp32; openvino: fp32, fp16, int8)"
+                "(onnx: fp32; openvino and tensorrt: fp32, fp16, int8)"
             )
 
 
 def _error(parity: dict[str, Any] | None, label: str = "max abs err") -> str:
+    """A pass/fail check shows its tolerance; an error measured against the FP32 reference does not."""
     if not parity:
         return ""
+    if "reference" in label:
+        return f"{label} {parity['max_abs_err']:.3g} (output scale {parity['max_abs_ref']:.3g})"
     return f"{label} {parity['max_abs_err']:.3g} (tolerance {parity['tolerance']:.3g})"
 
 
@@ -71,11 +74,19 @@ def summarize(result: StageResult) -> str:
         akconv = record.get("akconv") or {}
         if akconv.get("layers"):
             detail += f"; AKConv×{akconv['layers']} → {akconv['lowering']} ({akconv['reason']})"
-    else:  # an IR precision: FP32 must pass, FP16/INT8 report their error against the FP32 reference
+    elif kind == "qdq":
+        detail = (
+            f"Q/DQ ONNX, {record['qdq_pairs']} Q/DQ pairs, {record['calibration_images']} calibration images"
+        )
+        detail += f" ({record['method']}); onnxruntime {_error(check, 'max abs err vs FP32 reference')}"
+    elif kind == "bundle":
+        detail = (
+            f"NO ENGINE BUILT here ({record['reason']}); trtexec bundle for {', '.join(record['precisions'])}"
+        )
+    else:  # IR or engine: FP32 must pass, FP16/INT8 report their error against the FP32 reference
         label = "max abs err" if record["precision"] == "fp32" else "max abs err vs FP32 reference"
-        detail = f"{record['precision'].upper()} IR; {_error(check, label)}"
-        if record["precision"] != "fp32":
-            detail = detail.replace(" (tolerance", " (FP32 tolerance")
+        what = "engine" if result.name.startswith("tensorrt") else "IR"
+        detail = f"{record['precision'].upper()} {what}; {_error(check, label)}"
         if "int8" in record:
             int8 = record["int8"]
             detail += f"; {int8['calibration_images']} calibration images"
@@ -214,6 +225,79 @@ class Pipeline:
             versions=openvino.library_versions(),
         )
 
+    def _qdq(self, model: Path, fused: Path) -> StageResult:
+        """The Q/DQ ONNX for TensorRT explicit INT8, from the shared calibration stream."""
+        from exporter.stages import quantize_qdq
+
+        method = self.recipe.tensorrt.calibration_method
+        chosen, record = self.calibration_set(model)
+        settings = {"method": method, "calibration": self.recipe.calibration.model_dump(mode="json")}
+        return self._stage(
+            "tensorrt.qdq",
+            "tensorrt/model.qdq.onnx",
+            {"onnx": model, "fused": fused, "calibration": record},
+            settings,
+            lambda out: quantize_qdq.qdq_stage(
+                self.recipe, model, fused, out, chosen, method, ranges_dir=record.parent
+            ),
+        )
+
+    def _qdq(self, model: Path, fused: Path) -> StageResult:
+        """The Q/DQ ONNX for TensorRT explicit INT8, from the shared calibration stream."""
+        from exporter.stages import quantize_qdq
+
+        method = self.recipe.tensorrt.calibration_method
+        chosen, record = self.calibration_set(model)
+        settings = {"method": method, "calibration": self.recipe.calibration.model_dump(mode="json")}
+        return self._stage(
+            "tensorrt.qdq",
+            "tensorrt/model.qdq.onnx",
+            {"onnx": model, "fused": fused, "calibration": record},
+            settings,
+            lambda out: quantize_qdq.qdq_stage(
+                self.recipe, model, fused, out, chosen, method, ranges_dir=record.parent
+            ),
+        )
+
+    def tensorrt(self) -> dict[str, StageResult]:
+        """Engines where TensorRT and a GPU exist; otherwise a deferred trtexec bundle (no engine)."""
+        from exporter.stages import tensorrt as trt_stage
+
+        spec = self.recipe.tensorrt
+        model = self.simplify("tensorrt").output
+        trt_stage.require_compatible(model, spec.version)
+        fused = self.run.root / "fused.pt"
+        models = {p: self._qdq(model, fused).output if p == "int8" else model for p in self.recipe.precisions}
+        batch = (1, 1, 8) if self.recipe.export.dynamic_batch else None
+        engine_settings = trt_stage.EngineSettings(workspace_mib=spec.workspace_mib, batch=batch)
+        settings = {**engine_settings.as_dict(), "version": spec.version}
+        reason = trt_stage.unavailable()
+        if reason:
+            bundle = self._stage(
+                "tensorrt.bundle",
+                "tensorrt/bundle/build_engine.sh",
+                dict(models),
+                {**settings, "reason": reason},
+                lambda out: trt_stage.write_bundle(out, models, engine_settings, reason, spec.version),
+            )
+            self.run.note(
+                tensorrt={"engine": None, "deferred": True, "reason": reason, "bundle": str(bundle.output)}
+            )
+            return {}
+        timing_cache = self.run.root / "tensorrt" / "timing.cache"
+        return {
+            f"tensorrt.{precision}": self._stage(
+                f"tensorrt.{precision}",
+                f"tensorrt/model_{precision}.engine",
+                {"onnx": onnx_path, "fused": fused},
+                {**settings, "precision": precision},
+                lambda out, p=precision, m=onnx_path: trt_stage.engine_stage(
+                    self.recipe, m, fused, p, out, engine_settings, timing_cache
+                ),
+            )
+            for precision, onnx_path in models.items()
+        }
+
     def build(self) -> dict[str, StageResult]:
         """Every stage the recipe's targets need; returns the final artifact per target/precision."""
         check_targets(self.recipe)
@@ -224,6 +308,8 @@ class Pipeline:
             elif target == "openvino":
                 for precision in self.recipe.precisions:
                     artifacts[f"openvino.{precision}"] = self.openvino(precision)
+            elif target == "tensorrt":
+                artifacts.update(self.tensorrt())
         self.run.note(
             recipe=self.recipe.model_dump(mode="json"),
             recipe_hash=self.recipe.digest(),

@@ -62,6 +62,32 @@ class CalibrationSpec(Strict):
     folder: Path = Path("calibration")
 
 
+class TensorRTSpec(Strict):
+    """TensorRT build settings (the same for the Python builder and the deferred trtexec bundle)."""
+
+    version: str = "10.x"  # the TensorRT the engine is built with: lowering choice and op compatibility
+    workspace_mib: int = Field(4096, ge=64)
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+
+
+class PostprocessSpec(Strict):
+    """How model outputs become detections (GFL heads: DAMO-YOLO and the demo detector)."""
+
+    head: Literal["decoded", "raw", "nms"] = "decoded"
+    reg_max: int = Field(16, ge=1)
+    score_threshold: float = Field(0.05, ge=0, le=1)
+    iou_threshold: float = Field(0.7, gt=0, le=1)
+    top_k: int = Field(500, ge=1)
+
+
+class EvaluationSpec(Strict):
+    """COCO evaluation after a build: a dataset (COCO json or folder, or 'demo' for the demo val
+    split) and optionally only its first `limit` images."""
+
+    data: str | None = None
+    limit: int | None = Field(None, ge=1)
+
+
 class Thresholds(Strict):
     """Numerical tolerances: max|y − y_ref| ≤ rtol·max(1, max|y_ref|)."""
 
@@ -80,6 +106,9 @@ class Recipe(Strict):
     export: ExportSpec = ExportSpec()
     thresholds: Thresholds = Thresholds()
     calibration: CalibrationSpec = CalibrationSpec()
+    tensorrt: TensorRTSpec = TensorRTSpec()
+    postprocess: PostprocessSpec = PostprocessSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
     seed: int = 0
 
     @field_validator("input_size", mode="before")

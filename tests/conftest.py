@@ -1,10 +1,13 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import settings
 
 from exporter.cli import main
+
+EMBEDDED = Path(__file__).resolve().parents[1] / "recipes" / "embedded_demo.yaml"
 
 settings.register_profile("deterministic", derandomize=True, deadline=None, max_examples=25, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))

@@ -13,6 +13,7 @@ from exporter.lowering import capability
 from exporter.lowering.akconv import coordinates, initial_grid, sample_gather, sample_gridsample
 from exporter.lowering.bench import export
 from exporter.lowering.ort_ops import akconv_sample_reference
+from tests.conftest import EMBEDDED
 
 NS = (2, 3, 5, 6, 9, 11, 13)
 SHAPES = ((7, 11), (1, 9), (8, 1))
@@ -191,7 +192,7 @@ def test_pipeline_records_choice_and_proves_parity(tmp_path, lowering):
     from exporter.pipeline import Pipeline
     from exporter.recipe import load_recipe
 
-    recipe = load_recipe(None, {"input_size": [64, 96], "export.akconv_lowering": lowering})
+    recipe = load_recipe(EMBEDDED, {"input_size": [64, 96], "export.akconv_lowering": lowering})
     Pipeline(recipe, tmp_path).build()
     export_record = json.loads((tmp_path / "manifest.json").read_text())["stages"]["export"]
     akconv = export_record["akconv"]

@@ -9,6 +9,7 @@ from exporter.data import calibration
 from exporter.data.shapes import write_split
 from exporter.errors import UserError
 from exporter.recipe import Preprocess, load_recipe
+from tests.conftest import EMBEDDED
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
@@ -25,7 +26,7 @@ def built(tmp_path_factory, calib_json):
 
     run = tmp_path_factory.mktemp("run")
     recipe = load_recipe(
-        None,
+        EMBEDDED,
         {
             "input_size": [96, 128],
             "targets": ["openvino"],

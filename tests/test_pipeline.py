@@ -14,12 +14,13 @@ from exporter.errors import CheckFailed
 from exporter.pipeline import Pipeline
 from exporter.recipe import load_recipe
 from exporter.stages import simplify
+from tests.conftest import EMBEDDED
 
 
 def recipe(**overrides):
     base = {"input_size": [96, 128]}
     base.update(overrides)
-    return load_recipe(None, base)
+    return load_recipe(EMBEDDED, base)
 
 
 def hashes(run):

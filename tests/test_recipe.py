@@ -25,7 +25,7 @@ input_size: [64, 64]
 
 
 def test_shipped_recipe_matches_embedded_default():
-    assert load_recipe(REPO / "recipes" / "embedded_demo.yaml") == load_recipe(None)
+    assert load_recipe(REPO / "recipes" / "demo.yaml") == load_recipe(None)
 
 
 def test_every_shipped_recipe_is_valid():

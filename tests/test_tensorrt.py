@@ -3,6 +3,7 @@ trtexec bundle, end-to-end NMS node; engine build and runner where TensorRT and 
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -23,6 +24,7 @@ from exporter.lowering import efficient_nms, trt_compat
 from exporter.recipe import Preprocess, load_recipe
 from exporter.stages import quantize_qdq
 from exporter.stages import tensorrt as trt_stage
+from tests.conftest import EMBEDDED
 
 SIZE = (96, 128)
 
@@ -52,7 +54,7 @@ def demo(tmp_path_factory):
     from exporter.pipeline import Pipeline
 
     run = tmp_path_factory.mktemp("run")
-    recipe = load_recipe(None, {"input_size": list(SIZE)})
+    recipe = load_recipe(EMBEDDED, {"input_size": list(SIZE)})
     sim = Pipeline(recipe, run).simplify().output
     return recipe, run, sim, run / "fused.pt"
 
@@ -533,7 +535,7 @@ def test_engine_build_and_runner(precision, demo, qdq, tmp_path):
 def test_dynamic_batch_engine(calib_set, tmp_path):
     from exporter.pipeline import Pipeline
 
-    recipe = load_recipe(None, {"input_size": list(SIZE), "export.dynamic_batch": True})
+    recipe = load_recipe(EMBEDDED, {"input_size": list(SIZE), "export.dynamic_batch": True})
     sim = Pipeline(recipe, tmp_path / "run").simplify().output
     engine = tmp_path / "dyn.engine"
     settings = trt_stage.EngineSettings(batch=(1, 2, 4))
@@ -557,3 +559,59 @@ def test_end2end_nms_engine(demo, tmp_path):
     assert num.shape == (1, 1) and 0 < n <= 20 and boxes.shape == (1, 20, 4)
     assert (boxes[0, :n, 2] >= boxes[0, :n, 0]).all() and (boxes[0, :n, 3] >= boxes[0, :n, 1]).all()
     assert (np.diff(scores[0, :n]) <= 0).all() and ((classes[0, :n] >= 0) & (classes[0, :n] < 3)).all()
+
+
+def test_build_tensorrt_target_defers_without_tensorrt(run_cli, tmp_path):
+    """Without TensorRT: the Q/DQ ONNX and a trtexec bundle, an explicit 'no engine' line, exit 0."""
+    pytest.importorskip("onnxruntime")
+    if trt_stage.unavailable() is None:
+        pytest.skip("TensorRT and a GPU are available: engines are built instead")
+    calib = write_split(tmp_path / "shapes", "calib", 8, seed=3)
+    run = tmp_path / "run"
+    code, _, err = run_cli(
+        "build",
+        "--recipe",
+        str(EMBEDDED),
+        "--target",
+        "tensorrt",
+        "--precision",
+        "fp16",
+        "--precision",
+        "int8",
+        "--input-size",
+        "96",
+        "128",
+        "--calib-data",
+        str(calib),
+        "--calib-count",
+        "8",
+        "--run-dir",
+        str(run),
+    )
+    assert code == 0, err
+    assert "no TensorRT engine was built on this machine" in err and "NO ENGINE BUILT" in err
+    assert not list(run.rglob("*.engine")) and not list(run.rglob("*.plan"))
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["tensorrt"]["deferred"] is True and manifest["tensorrt"]["engine"] is None
+    assert manifest["artifacts"] == {}
+    script = (run / "tensorrt" / "bundle" / "build_engine.sh").read_text()
+    assert "--fp16" in script and "model.qdq.onnx" in script
+
+
+def test_build_refuses_graph_the_tensorrt_version_cannot_parse(run_cli, tmp_path):
+    code, _, err = run_cli(
+        "build",
+        "--recipe",
+        str(EMBEDDED),
+        "--target",
+        "tensorrt",
+        "--trt-version",
+        "8.2",
+        "--input-size",
+        "96",
+        "128",
+        "--run-dir",
+        str(tmp_path / "run"),
+    )
+    assert code == 2 and "TensorRT 8.2 cannot take" in err and "AKConvSample" in err
+    assert "Traceback" not in err

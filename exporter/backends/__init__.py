@@ -1,7 +1,7 @@
 """Backends: `load(artifact) -> Runner` with `Runner.infer(batch) -> list of arrays`.
 
 Artifacts are named `<target>.<precision>` in a run's manifest (onnx.fp32 → onnxruntime,
-openvino.fp32/fp16/int8 → OpenVINO CPU).
+openvino.fp32/fp16/int8 → OpenVINO CPU, tensorrt.* → TensorRT engines on a GPU).
 """
 
 from __future__ import annotations
@@ -20,4 +20,9 @@ def load_artifact(key: str, path: str | Path, threads: int = 0, mode: str = "LAT
         from exporter.backends import openvino
 
         return openvino.load(path, precision, threads, mode)
-    raise ValueError(f"no CPU runner for artifact '{key}'")
+    if target == "tensorrt":
+        from exporter.backends import tensorrt
+
+        plugin = Path(path).parent / "plugin" / "build" / "libakconv_plugin.so"
+        return tensorrt.load(path, plugin if plugin.is_file() else None)
+    raise ValueError(f"no runner for artifact '{key}'")

@@ -23,10 +23,12 @@ class Choice:
 
 
 def parse_version(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.split(".")[:3])
-    except ValueError:
-        raise UserError(f"TensorRT version '{text}' is not of the form MAJOR.MINOR (e.g. 8.6)") from None
+    """'8.6' → (8, 6); '10.x' → (10,); anything else is bad input."""
+    parts = text.split(".")[:3]
+    numbers = [int(p) for p in parts if p.isdigit()]
+    if not numbers or any(not p.isdigit() and p != "x" for p in parts):
+        raise UserError(f"TensorRT version '{text}' is not of the form MAJOR.MINOR (e.g. 8.6 or 10.x)")
+    return tuple(numbers)
 
 
 def auto(backend: str, opset: int, trt_version: str | None = None) -> Choice:

@@ -11,6 +11,8 @@ what the training loss needs.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -126,5 +128,16 @@ class DemoDetector(nn.Module):
         return logits.sigmoid(), self.decode(dist, centres, strides)
 
 
-def build_demo_detector(num_classes: int = 5, checkpoint_free: bool = True) -> DemoDetector:
-    return DemoDetector(num_classes).eval()
+WEIGHTS = Path(__file__).parent / "weights" / "demo_shapes.pt"
+
+
+def build_demo_detector(pretrained: bool = True) -> DemoDetector:
+    """The demo detector, with the weights trained on the shapes dataset shipped in the package."""
+    model = DemoDetector()
+    if pretrained:
+        if not WEIGHTS.is_file():
+            raise FileNotFoundError(
+                f"{WEIGHTS} is missing; train it with `python -m exporter.models.demo_train`"
+            )
+        model.load_state_dict(torch.load(WEIGHTS, map_location="cpu", weights_only=True)["model"])
+    return model.eval()

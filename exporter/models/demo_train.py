@@ -34,14 +34,14 @@ class TrainConfig:
     data: str = "data/shapes"
     out: str = "exporter/models/weights/demo_shapes.pt"
     input_size: int = 320
-    epochs: int = 14
+    epochs: int = 12
     batch: int = 16
     lr: float = 2e-3
     weight_decay: float = 5e-4
     warmup_iters: int = 300
     ema_decay: float = 0.9995
     seed: int = 0
-    threads: int = 2
+    threads: int = 1  # one thread: reproducible weights, and no OpenMP oversubscription on a shared CPU
 
 
 def load_split(json_path: Path, size: int) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:

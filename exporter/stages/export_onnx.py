@@ -58,7 +58,9 @@ def apply_akconv_lowering(model: torch.nn.Module, recipe: Recipe, backend: str) 
     layers = [m for m in model.modules() if isinstance(m, AKConv)]
     if not layers:
         return {"layers": 0}
-    choice = capability.choose(recipe.export.akconv_lowering, backend, recipe.export.opset)
+    choice = capability.choose(
+        recipe.export.akconv_lowering, backend, recipe.export.opset, recipe.tensorrt.version
+    )
     for layer in layers:
         layer.set_lowering(choice.lowering)
     return {"layers": len(layers), "lowering": choice.lowering, "reason": choice.reason}

@@ -1,0 +1,106 @@
+"""`reparam-export eval`: COCO mAP of the fused torch reference and every built artifact of a run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from exporter.artifacts import write_json
+from exporter.backends import load_artifact
+from exporter.data.coco import load_coco
+from exporter.data.transforms import normalize
+from exporter.errors import UserError
+from exporter.eval.coco_map import evaluate
+from exporter.eval.compare import flatten_outputs
+from exporter.recipe import Recipe
+
+DEMO_DATA = "demo"
+
+
+def demo_val_json() -> Path:
+    """The demo dataset's val split, written into data/shapes on first use."""
+    from exporter.data.shapes import SPLITS, write_split
+
+    path = Path("data/shapes/val.json")
+    if not path.is_file():
+        count, seed = SPLITS["val"]
+        write_split(path.parent, "val", count, seed)
+    return path
+
+
+def run_recipe(run: Path) -> Recipe:
+    manifest = run / "manifest.json"
+    if not manifest.is_file():
+        raise UserError(
+            f"{run} is not a run directory (no manifest.json); build it with `reparam-export build`"
+        )
+    content = json.loads(manifest.read_text())
+    if "recipe" not in content:
+        raise UserError(f"{run} has no finished build; run `reparam-export build` for it first")
+    return Recipe.model_validate(content["recipe"])
+
+
+def torch_infer(recipe: Recipe, run: Path):
+    from exporter.stages.fuse import load_fused
+
+    model, _, _ = load_fused(recipe, run / "fused.pt")
+
+    def infer(batch: np.ndarray) -> list[np.ndarray]:
+        with torch.no_grad():
+            return [a.astype(np.float32) for a in flatten_outputs(model(torch.from_numpy(batch)))]
+
+    return infer
+
+
+def evaluate_run(
+    run: str | Path, data: str | Path | None = None, limit: int | None = None, progress: bool = True
+) -> dict[str, Any]:
+    from exporter.models.damoyolo.postprocess import postprocess
+
+    run = Path(run)
+    recipe = run_recipe(run)
+    source = data or recipe.evaluation.data
+    if source is None:
+        raise UserError("no evaluation data: pass --data or set evaluation.data in the recipe")
+    dataset = load_coco(demo_val_json() if str(source) == DEMO_DATA else source)
+    spec = recipe.postprocess
+
+    def post(outputs, sizes):
+        return postprocess(
+            outputs,
+            spec.head,
+            recipe.input_size,
+            sizes,
+            spec.reg_max,
+            spec.score_threshold,
+            spec.iou_threshold,
+            spec.top_k,
+        )
+
+    artifacts = json.loads((run / "manifest.json").read_text()).get("artifacts", {})
+    runners = {"torch.fp32": (torch_infer(recipe, run), 8)}
+    batch = 8 if recipe.export.dynamic_batch else 1
+    runners.update({key: (load_artifact(key, path).infer, batch) for key, path in artifacts.items()})
+    results = {}
+    for key, (infer, size) in runners.items():
+        results[key] = evaluate(
+            dataset,
+            infer,
+            post,
+            recipe.input_size,
+            lambda p: normalize(p, recipe.preprocess),
+            size,
+            limit or recipe.evaluation.limit,
+            progress,
+        )
+    report = {
+        "data": str(dataset.annotations),
+        "images": next(iter(results.values()))["images"],
+        "results": results,
+    }
+    write_json(run / "eval.json", report)
+    return report
