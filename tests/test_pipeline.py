@@ -169,5 +169,5 @@ def test_export_parity_failure_is_a_check_failure(tmp_path, monkeypatch):
 def test_fused_artifact_loads_without_pickle(tmp_path):
     Pipeline(recipe(), tmp_path).fuse()
     blob = torch.load(tmp_path / "fused.pt", weights_only=True)
-    assert set(blob) == {"state_dict", "probe", "outputs"}
+    assert set(blob) == {"state_dict", "probe", "outputs", "first_outputs"}
     assert not any("rbr_1x1" in key for key in blob["state_dict"]), "deploy form has no branches"

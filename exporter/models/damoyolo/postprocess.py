@@ -103,22 +103,27 @@ def nms_detections(
     scores: torch.Tensor, boxes: torch.Tensor, score_threshold: float, iou_threshold: float, top_k: int
 ) -> torch.Tensor:
     """Batched end-to-end NMS: scores (B, A, C), boxes (B, A, 4) → (K, 7) rows
-    [batch, x1, y1, x2, y2, score, class], per image the top_k by score, images in order."""
-    num_classes, num_boxes = scores.shape[2], scores.shape[1]
+    [batch, x1, y1, x2, y2, score, class]: per image the top_k by score after class-wise NMS.
+
+    Rows are ordered by image, class, then anchor (not by score), so that scores equal to within
+    rounding cannot reorder them between two runtimes.
+    """
+    num_boxes, num_classes = scores.shape[1], scores.shape[2]
     selected = _NonMaxSuppression.apply(
         boxes, scores.transpose(1, 2).contiguous(), top_k, iou_threshold, score_threshold
     )
     batch, label, index = selected[:, 0], selected[:, 1], selected[:, 2]
     kept_scores = scores.reshape(-1).index_select(0, (batch * num_boxes + index) * num_classes + label)
-    kept_boxes = boxes.reshape(-1, 4).index_select(0, batch * num_boxes + index)
-    order = torch.argsort(batch.to(scores.dtype) * 2 + (1 - kept_scores))  # by image, then score desc
-    batch, label, kept_scores, kept_boxes = batch[order], label[order], kept_scores[order], kept_boxes[order]
+    by_score = torch.argsort(batch.to(scores.dtype) * 2 + (1 - kept_scores))  # by image, then score desc
     images = torch.arange(scores.shape[0], device=scores.device)
     counts = (batch[:, None] == images[None]).sum(0)
-    first = torch.cumsum(counts, 0) - counts  # index of each image's first row
-    rank = torch.arange(batch.shape[0], device=scores.device) - first[batch]
-    rows = torch.cat([batch[:, None].to(scores.dtype), kept_boxes, kept_scores[:, None], label[:, None]], 1)
-    return rows[rank < top_k]
+    first = torch.cumsum(counts, 0) - counts  # position of each image's first row in by_score
+    rank = torch.arange(batch.shape[0], device=scores.device) - first[batch[by_score]]
+    top = by_score[rank < top_k]
+    top = top[torch.argsort((batch[top] * num_classes + label[top]) * num_boxes + index[top])]
+    kept_boxes = boxes.reshape(-1, 4).index_select(0, batch[top] * num_boxes + index[top])
+    columns = [batch[top, None].to(scores.dtype), kept_boxes, kept_scores[top, None], label[top, None]]
+    return torch.cat([c.to(scores.dtype) for c in columns], 1)
 
 
 @dataclass
@@ -147,13 +152,15 @@ def postprocess(
     iou_threshold: float,
     top_k: int = MAX_DETECTIONS,
 ) -> list[Detections]:
-    """Outputs of any head mode (torch tensors or numpy arrays, batch of images) → Detections per image."""
+    """Outputs of any head mode (torch tensors or numpy arrays, batch of images) → Detections per image,
+    by descending score."""
     tensors = [torch.as_tensor(np.asarray(o)) for o in outputs]
     results = []
     if head_mode == "nms":
         (rows,) = tensors
         for b, size in enumerate(image_sizes):
             mine = rows[rows[:, 0] == b]
+            mine = mine[torch.argsort(mine[:, 5], descending=True)]
             results.append((mine[:, 1:5], mine[:, 5], mine[:, 6].long(), size))
     else:
         if head_mode == "raw":
