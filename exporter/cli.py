@@ -158,6 +158,49 @@ def export(recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, r
     _pipeline(recipe, run_dir, force).simplify()
 
 
+@cli.command("eval")
+@click.option(
+    "--artifacts",
+    "run_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Run directory written by `build` (holds manifest.json and the ONNX model).",
+)
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="COCO-format folder: instances_*.json (in it or in annotations/) and an image folder.",
+)
+@click.option(
+    "--annotations", type=click.Path(path_type=Path), help="Instances JSON (default: found in --data)."
+)
+@click.option("--images", type=click.Path(path_type=Path), help="Image folder (default: found in --data).")
+@click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N images (by id).")
+def eval_(run_dir, data, annotations, images, limit):
+    """COCO box mAP of the built ONNX model (onnxruntime), scored with pycocotools.
+
+    Pre- and post-processing follow the recipe (DAMO-YOLO: stretch resize, 0–255 pixels,
+    multi-label NMS, top 500). Writes coco_eval.json into the run directory.
+
+    \b
+    Examples:
+      reparam-export eval --artifacts runs/damoyolo_s --data /data/coco
+      reparam-export eval --artifacts runs/damoyolo_ns --data /data/coco --limit 500
+    """
+    from exporter.eval.coco_map import METRICS, evaluate_run, locate_dataset
+
+    dataset = locate_dataset(data, annotations, images)
+    report = evaluate_run(run_dir, dataset, limit, console)
+    table = Table(title=f"COCO bbox: {report['images']} images, {report['detections']} detections")
+    for column in ("metric", "value"):
+        table.add_column(column)
+    for name in METRICS:
+        table.add_row(name, f"{report['metrics'][name]:.4f}")
+    Console(highlight=False).print(table)
+    console.print(f"wrote {run_dir / 'coco_eval.json'}", markup=False)
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 def doctor(as_json):

@@ -15,6 +15,8 @@ from exporter.models.damoyolo import VARIANTS, build_damoyolo
 from exporter.models.embedded import randomize_batchnorm
 from exporter.models.loader import load_checkpoint
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 # Layout of the official models (tinyvision/damo-yolo at 319572e, built from its configs with
 # build_local_model): (number of keys, number of elements, sha256[:16] of the sorted "key:shape" lines).
 OFFICIAL_LAYOUT = {

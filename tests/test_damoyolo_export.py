@@ -15,6 +15,8 @@ from exporter.models.embedded import randomize_batchnorm
 from exporter.pipeline import Pipeline
 from exporter.recipe import load_recipe
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 160
 OUTPUT_NAMES = {

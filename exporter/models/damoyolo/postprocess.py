@@ -29,7 +29,7 @@ def preprocess(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 RGB image, got shape {image.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None]
     if tuple(x.shape[-2:]) != tuple(size):
         x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
     return x[0].round().clamp(0, 255).numpy().astype(np.float32)
