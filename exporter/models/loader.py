@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from exporter.artifacts import sha256_file
+from exporter.artifacts import sha256_file, sha256_json
 from exporter.errors import UserError
 from exporter.recipe import Recipe
 
@@ -36,9 +36,14 @@ def resolve_builder(spec: str):
 
 
 def builder_source_hash(spec: str) -> str | None:
-    """sha256 of the file defining the builder, so editing the model invalidates cached stages."""
+    """sha256 of the source defining the builder, so editing the model invalidates cached stages: the
+    file, or every .py file beside it when it is part of a package (a model split over modules)."""
     source = inspect.getsourcefile(resolve_builder(spec))
-    return sha256_file(source) if source else None
+    if not source:
+        return None
+    folder = Path(source).parent
+    files = sorted(folder.glob("*.py")) if (folder / "__init__.py").is_file() else [Path(source)]
+    return sha256_json({f.name: sha256_file(f) for f in files})
 
 
 def extract_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
