@@ -103,18 +103,11 @@ def model_input(image: np.ndarray, recipe: Recipe) -> np.ndarray:
 
 def decoder(recipe: Recipe) -> Callable[[list[np.ndarray], list[tuple[int, int]]], list[Detections]]:
     """How the recipe's outputs become detections: the DAMO-YOLO head modes and thresholds."""
-    from exporter.models.damoyolo import variant_config
+    from exporter.models.damoyolo import head_settings
 
-    kwargs = recipe.model.kwargs
     if recipe.model.builder != DAMO_BUILDER:
         raise UserError(f"eval supports DAMO-YOLO recipes ({DAMO_BUILDER}); got {recipe.model.builder}")
-    cfg = variant_config(kwargs.get("variant", "s"))
-    settings = {
-        "head_mode": kwargs.get("head_mode", "decoded"),
-        "reg_max": cfg["reg_max"],
-        "score_threshold": kwargs.get("score_threshold", cfg["score_threshold"]),
-        "iou_threshold": kwargs.get("iou_threshold", cfg["iou_threshold"]),
-    }
+    settings = head_settings(**recipe.model.kwargs)
 
     def decode(outputs: list[np.ndarray], image_sizes: list[tuple[int, int]]) -> list[Detections]:
         return postprocess(outputs, input_size=recipe.input_size, image_sizes=image_sizes, **settings)

@@ -45,6 +45,26 @@ def variant_config(variant: str) -> dict:
     return VARIANTS[key]
 
 
+def head_settings(
+    variant: str = "s",
+    head_mode: str = "decoded",
+    score_threshold: float | None = None,
+    iou_threshold: float | None = None,
+    **_other_kwargs,
+) -> dict:
+    """Head mode, reg_max and NMS thresholds of the model `build_damoyolo(**kwargs)` builds; thresholds
+    default to the variant's official evaluation values."""
+    cfg = variant_config(variant)
+    if head_mode not in HEAD_MODES:
+        raise UserError(f"head_mode must be one of {', '.join(HEAD_MODES)}, got {head_mode!r}")
+    return {
+        "head_mode": head_mode,
+        "reg_max": cfg["reg_max"],
+        "score_threshold": cfg["score_threshold"] if score_threshold is None else score_threshold,
+        "iou_threshold": cfg["iou_threshold"] if iou_threshold is None else iou_threshold,
+    }
+
+
 def build_damoyolo(
     variant: str = "s",
     num_classes: int = 80,
@@ -56,12 +76,10 @@ def build_damoyolo(
     """DAMO-YOLO T/S/M/L/Ns/Nm/Nl (variant t, s, m, l, ns, nm, nl) in training form, eval mode.
 
     Official checkpoints load strictly; `legacy=True` for those whose class conv has num_classes + 1
-    outputs. `head_mode`: raw | decoded | nms (see ZeroHead). Thresholds default to the variant's
-    official evaluation values and only matter for head_mode nms.
+    outputs. `head_mode`: raw | decoded | nms (see ZeroHead); the thresholds only act in nms mode.
     """
     cfg = variant_config(variant)
-    if head_mode not in HEAD_MODES:
-        raise UserError(f"head_mode must be one of {', '.join(HEAD_MODES)}, got {head_mode!r}")
+    head = head_settings(variant, head_mode, score_threshold, iou_threshold)
     backbone = BACKBONES[cfg["backbone"]](STRUCTURES[cfg["structure"]], cfg["act"])
     neck = GiraffeNeckV2(
         cfg["in_channels"],
@@ -71,14 +89,17 @@ def build_damoyolo(
         cfg["act"],
         cfg["depthwise"],
     )
-    head = ZeroHead(
-        cfg["out_channels"],
-        num_classes,
-        cfg["reg_max"],
-        cfg["last_kernel_size"],
-        head_mode,
-        cfg["score_threshold"] if score_threshold is None else score_threshold,
-        cfg["iou_threshold"] if iou_threshold is None else iou_threshold,
-        legacy,
-    )
-    return DamoYolo(backbone, neck, head).eval()
+    return DamoYolo(
+        backbone,
+        neck,
+        ZeroHead(
+            cfg["out_channels"],
+            num_classes,
+            head["reg_max"],
+            cfg["last_kernel_size"],
+            head["head_mode"],
+            head["score_threshold"],
+            head["iou_threshold"],
+            legacy,
+        ),
+    ).eval()

@@ -32,7 +32,7 @@ def preprocess(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None]
     if tuple(x.shape[-2:]) != tuple(size):
         x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
-    return x[0].round().clamp(0, 255).numpy().astype(np.float32)
+    return x[0].round().clamp(0, 255).numpy()
 
 
 def decode(
@@ -122,7 +122,7 @@ def nms_detections(
     top = by_score[rank < top_k]
     top = top[torch.argsort((batch[top] * num_classes + label[top]) * num_boxes + index[top])]
     kept_boxes = boxes.reshape(-1, 4).index_select(0, batch[top] * num_boxes + index[top])
-    columns = [batch[top, None].to(scores.dtype), kept_boxes, kept_scores[top, None], label[top, None]]
+    columns = [batch[top, None], kept_boxes, kept_scores[top, None], label[top, None]]
     return torch.cat([c.to(scores.dtype) for c in columns], 1)
 
 
