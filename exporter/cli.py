@@ -476,7 +476,9 @@ def bench_akconv(channels, size, num_param, stride, threads, min_seconds):
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
-@click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), help="Also check this ONNX against TensorRT.")
+@click.option(
+    "--onnx", "onnx_path", type=click.Path(path_type=Path), help="Also check this ONNX against TensorRT."
+)
 @click.option("--trt-version", default="10.x", show_default=True, help="TensorRT version for --onnx.")
 def doctor(as_json, onnx_path, trt_version):
     """List each backend library, its version, and whether it is usable here (and why not).

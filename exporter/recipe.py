@@ -70,16 +70,6 @@ class TensorRTSpec(Strict):
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
 
 
-class PostprocessSpec(Strict):
-    """How model outputs become detections (GFL heads: DAMO-YOLO and the demo detector)."""
-
-    head: Literal["decoded", "raw", "nms"] = "decoded"
-    reg_max: int = Field(16, ge=1)
-    score_threshold: float = Field(0.05, ge=0, le=1)
-    iou_threshold: float = Field(0.7, gt=0, le=1)
-    top_k: int = Field(500, ge=1)
-
-
 class EvaluationSpec(Strict):
     """COCO evaluation after a build: a dataset (COCO json or folder, or 'demo' for the demo val
     split) and optionally only its first `limit` images."""
@@ -107,7 +97,6 @@ class Recipe(Strict):
     thresholds: Thresholds = Thresholds()
     calibration: CalibrationSpec = CalibrationSpec()
     tensorrt: TensorRTSpec = TensorRTSpec()
-    postprocess: PostprocessSpec = PostprocessSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
     seed: int = 0
 

@@ -25,3 +25,13 @@ def run_cli(capsys, monkeypatch, tmp_path):
         return code, out.out, out.err
 
     return run
+
+
+@pytest.fixture
+def single_thread():
+    """One torch thread for heavy model tests: on a shared 2-core machine two spinning worker threads
+    make them several times slower whenever another process is busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

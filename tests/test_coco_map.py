@@ -103,3 +103,32 @@ def test_dataset_errors(tmp_path):
     (tmp_path / "val").mkdir()
     with pytest.raises(UserError, match="not a COCO instances file"):
         load_coco(tmp_path)
+
+
+def test_eval_command_scores_torch_and_every_artifact(run_cli, tmp_path):
+    """A real build of the embedded model, evaluated on a small shapes split: the ONNX artifact must
+    score what the fused torch model scores (same outputs up to float error)."""
+    from exporter.data.shapes import write_split
+    from tests.conftest import EMBEDDED
+
+    data = write_split(tmp_path / "shapes", "val", 6, seed=2)
+    run = tmp_path / "run"
+    code, _, err = run_cli("build", "--recipe", str(EMBEDDED), "--run-dir", str(run))
+    assert code == 0, err
+    code, out, err = run_cli("eval", "--artifacts", str(run), "--data", str(data))
+    assert code == 0, err
+    report = json.loads((run / "eval.json").read_text())
+    assert set(report["results"]) == {"torch.fp32", "onnx.fp32"} and report["images"] == 6
+    assert report["results"]["onnx.fp32"]["map"] == pytest.approx(
+        report["results"]["torch.fp32"]["map"], abs=1e-3
+    )
+    assert "onnx.fp32" in out
+
+
+def test_eval_needs_data(run_cli, tmp_path):
+    from tests.conftest import EMBEDDED
+
+    run = tmp_path / "run"
+    assert run_cli("build", "--recipe", str(EMBEDDED), "--run-dir", str(run))[0] == 0
+    code, _, err = run_cli("eval", "--artifacts", str(run))
+    assert code == 2 and "no evaluation data" in err

@@ -11,6 +11,7 @@ import torch
 from exporter.artifacts import atomic_output, sha256_file
 from exporter.backends import onnxruntime as ort_backend
 from exporter.errors import CheckFailed
+from exporter.models.loader import builder_source_hash
 from exporter.pipeline import Pipeline
 from exporter.recipe import load_recipe
 from exporter.stages import simplify
@@ -170,5 +171,20 @@ def test_export_parity_failure_is_a_check_failure(tmp_path, monkeypatch):
 def test_fused_artifact_loads_without_pickle(tmp_path):
     Pipeline(recipe(), tmp_path).fuse()
     blob = torch.load(tmp_path / "fused.pt", weights_only=True)
-    assert set(blob) == {"state_dict", "probe", "outputs"}
+    assert set(blob) == {"state_dict", "probe", "outputs", "first_outputs"}
     assert not any("rbr_1x1" in key for key in blob["state_dict"]), "deploy form has no branches"
+
+
+def test_builder_hash_covers_the_builders_package(tmp_path, monkeypatch):
+    package = tmp_path / "hashed_model_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "model.py").write_text(
+        "from torch import nn\n\nfrom hashed_model_pkg.parts import WIDTH\n\n\n"
+        "def build():\n    return nn.Conv2d(3, WIDTH, 1)\n"
+    )
+    (package / "parts.py").write_text("WIDTH = 4\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = builder_source_hash("hashed_model_pkg.model:build")
+    (package / "parts.py").write_text("WIDTH = 8\n")
+    assert builder_source_hash("hashed_model_pkg.model:build") != before

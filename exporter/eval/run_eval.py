@@ -44,10 +44,23 @@ def run_recipe(run: Path) -> Recipe:
     return Recipe.model_validate(content["recipe"])
 
 
+def head_settings(recipe: Recipe) -> dict:
+    """Head mode, reg_max and NMS thresholds from the builder's module (`head_settings(**kwargs)`)."""
+    import importlib
+
+    module = importlib.import_module(recipe.model.builder.partition(":")[0])
+    settings = getattr(module, "head_settings", None)
+    if settings is None:
+        raise UserError(
+            f"eval needs {module.__name__}.head_settings(**kwargs) describing the model's GFL head outputs"
+        )
+    return settings(**recipe.model.kwargs)
+
+
 def torch_infer(recipe: Recipe, run: Path):
     from exporter.stages.fuse import load_fused
 
-    model, _, _ = load_fused(recipe, run / "fused.pt")
+    model, _ = load_fused(recipe, run / "fused.pt")
 
     def infer(batch: np.ndarray) -> list[np.ndarray]:
         with torch.no_grad():
@@ -67,19 +80,10 @@ def evaluate_run(
     if source is None:
         raise UserError("no evaluation data: pass --data or set evaluation.data in the recipe")
     dataset = load_coco(demo_val_json() if str(source) == DEMO_DATA else source)
-    spec = recipe.postprocess
+    settings = head_settings(recipe)
 
     def post(outputs, sizes):
-        return postprocess(
-            outputs,
-            spec.head,
-            recipe.input_size,
-            sizes,
-            spec.reg_max,
-            spec.score_threshold,
-            spec.iou_threshold,
-            spec.top_k,
-        )
+        return postprocess(outputs, input_size=recipe.input_size, image_sizes=sizes, **settings)
 
     artifacts = json.loads((run / "manifest.json").read_text()).get("artifacts", {})
     runners = {"torch.fp32": (torch_infer(recipe, run), 8)}

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
-from exporter.artifacts import atomic_output
+from exporter.artifacts import atomic_output, write_json
 from exporter.data.coco import load_coco, read_rgb
 from exporter.data.transforms import resize_stretch
 from exporter.models.demo import DemoDetector
@@ -242,14 +242,61 @@ def train(config: TrainConfig) -> Path:
     return out
 
 
+SUBSET = 100  # the first val images, scored in CI against the recorded figure
+
+
+def demo_map(model: nn.Module, data: Path, limit: int | None = None) -> dict[str, float]:
+    """COCO mAP of a demo detector (torch, unfused or fused) on a shapes split."""
+    from exporter.data.coco import load_coco
+    from exporter.eval.coco_map import evaluate
+    from exporter.models.damoyolo.postprocess import postprocess
+    from exporter.models.demo import head_settings
+
+    settings, size = head_settings(), (320, 320)
+
+    def infer(batch: np.ndarray) -> list[np.ndarray]:
+        with torch.no_grad():
+            return [o.numpy() for o in model(torch.from_numpy(batch))]
+
+    def post(outputs, sizes):
+        return postprocess(outputs, input_size=size, image_sizes=sizes, **settings)
+
+    return evaluate(load_coco(data), infer, post, size, batch=16, limit=limit)
+
+
+def record(weights: Path, data: Path, meta: dict) -> Path:
+    """Write <weights>.json: val mAP of the unfused model (all, and the CI subset) and how it was made."""
+    model = DemoDetector()
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True)["model"])
+    model.eval()
+    path = weights.with_suffix(".json")
+    write_json(
+        path,
+        {
+            "val": demo_map(model, data / "val.json"),
+            f"val_first_{SUBSET}": demo_map(model, data / "val.json", SUBSET),
+            "training": meta,
+            "command": "reparam-export demo-data --out data/shapes && python -m exporter.models.demo_train",
+        },
+    )
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     for field, default in asdict(TrainConfig()).items():
         parser.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default)
-    config = TrainConfig(**vars(parser.parse_args(argv)))
-    print(f"wrote {train(config)}")
+    parser.add_argument("--record-only", action="store_true", help="Only evaluate existing weights.")
+    args = vars(parser.parse_args(argv))
+    record_only = args.pop("record_only")
+    config = TrainConfig(**args)
+    weights = Path(config.out)
+    if not record_only:
+        print(f"wrote {train(config)}")
+    meta = torch.load(weights, map_location="cpu", weights_only=True).get("meta", {})
+    print(f"wrote {record(weights, Path(config.data), meta)}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from exporter.artifacts import sha256_file
+from exporter.artifacts import sha256_file, sha256_json
 from exporter.errors import UserError
 from exporter.recipe import Recipe
 
@@ -36,9 +36,14 @@ def resolve_builder(spec: str):
 
 
 def builder_source_hash(spec: str) -> str | None:
-    """sha256 of the file defining the builder, so editing the model invalidates cached stages."""
+    """sha256 of the source defining the builder, so editing the model invalidates cached stages: the
+    file, or every .py file beside it when it is part of a package (a model split over modules)."""
     source = inspect.getsourcefile(resolve_builder(spec))
-    return sha256_file(source) if source else None
+    if not source:
+        return None
+    folder = Path(source).parent
+    files = sorted(folder.glob("*.py")) if (folder / "__init__.py").is_file() else [Path(source)]
+    return sha256_json({f.name: sha256_file(f) for f in files})
 
 
 def extract_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -72,13 +77,21 @@ def load_checkpoint(model: nn.Module, path: Path) -> None:
             "save it as a plain state dict"
         ) from None
     state = extract_state_dict(obj, path)
-    result = model.load_state_dict(state, strict=False)
-    problems = [f"missing {k}" for k in result.missing_keys] + [
-        f"unexpected {k}" for k in result.unexpected_keys
+    expected = model.state_dict()
+    problems = [f"missing {k}" for k in expected if k not in state]
+    problems += [f"unexpected {k}" for k in state if k not in expected]
+    problems += [
+        f"{k} has shape {tuple(v.shape)}, the model {tuple(expected[k].shape)}"
+        for k, v in state.items()
+        if k in expected and v.shape != expected[k].shape
     ]
     if problems:
         shown = ", ".join(problems[:3]) + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else "")
-        raise UserError(f"checkpoint {path} does not match the model: {shown}")
+        hint = getattr(model, "checkpoint_hint", lambda _state: "")(state)
+        raise UserError(
+            f"checkpoint {path} does not match the model: {shown}" + (f"; {hint}" if hint else "")
+        )
+    model.load_state_dict(state, strict=True)
 
 
 def build_model(recipe: Recipe) -> nn.Module:

@@ -34,11 +34,12 @@ def metadata(recipe: Recipe) -> dict[str, str]:
     }
 
 
-def check_batch(recipe: Recipe, probe: torch.Tensor, outputs: list[torch.Tensor]):
-    """The probe batch and reference outputs an export is checked on (batch 2 only when dynamic)."""
+def check_batch(recipe: Recipe, blob: dict[str, Any]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The probe batch and reference outputs of fused.pt an export is checked on (batch 2 only when
+    dynamic; outputs need not be batch-first, e.g. a list of detections)."""
     if recipe.export.dynamic_batch:
-        return probe, outputs
-    return probe[:1], [o[:1] for o in outputs]
+        return blob["probe"], blob["outputs"]
+    return blob["probe"][:1], blob["first_outputs"]
 
 
 def ort_parity(path: Path, probe: torch.Tensor, outputs: list[torch.Tensor], rtol: float) -> Parity:
@@ -67,7 +68,8 @@ def apply_akconv_lowering(model: torch.nn.Module, recipe: Recipe, backend: str) 
 
 
 def export_stage(recipe: Recipe, fused_pt: Path, out: Path, backend: str = "onnxruntime") -> dict[str, Any]:
-    model, probe, outputs = load_fused(recipe, fused_pt)
+    model, blob = load_fused(recipe, fused_pt)
+    probe, outputs = blob["probe"], blob["outputs"]
     spec = recipe.export
     akconv = apply_akconv_lowering(model, recipe, backend)
     names = spec.output_names or [f"output{i}" for i in range(len(outputs))]
@@ -96,6 +98,6 @@ def export_stage(recipe: Recipe, fused_pt: Path, out: Path, backend: str = "onnx
     onnx.helper.set_model_props(proto, metadata(recipe))
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, out)
-    parity = ort_parity(out, *check_batch(recipe, probe, outputs), recipe.thresholds.onnx_rtol)
+    parity = ort_parity(out, *check_batch(recipe, blob), recipe.thresholds.onnx_rtol)
     require_parity("onnxruntime output of the exported model", parity)
     return {"check": parity.as_dict(), "nodes": len(proto.graph.node), "opset": spec.opset, "akconv": akconv}

@@ -34,18 +34,23 @@ def fuse_recipe_model(recipe: Recipe) -> tuple[nn.Module, FuseReport, torch.Tens
 
 def fuse_stage(recipe: Recipe, out: Path) -> dict[str, Any]:
     fused, report, probe = fuse_recipe_model(recipe)
-    with torch.no_grad():
-        outputs = [torch.from_numpy(a).float() for a in flatten_outputs(fused(probe))]
-    torch.save({"state_dict": fused.state_dict(), "probe": probe, "outputs": outputs}, out)
+
+    def reference(batch: torch.Tensor) -> list[torch.Tensor]:
+        with torch.no_grad():
+            return [torch.from_numpy(a).float() for a in flatten_outputs(fused(batch))]
+
+    # Outputs of the first image alone too: outputs need not be batch-first (e.g. detection lists).
+    blob = {"probe": probe, "outputs": reference(probe), "first_outputs": reference(probe[:1])}
+    torch.save({"state_dict": fused.state_dict(), **blob}, out)
     return {"check": report.as_dict()}
 
 
-def load_fused(recipe: Recipe, fused_pt: Path) -> tuple[nn.Module, torch.Tensor, list[torch.Tensor]]:
-    """The fused model with the weights of fused.pt, plus the probe and reference outputs stored there."""
+def load_fused(recipe: Recipe, fused_pt: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The fused model with the weights of fused.pt, plus that file's contents (probe, reference outputs)."""
     fused, _, _ = fuse_recipe_model(recipe)
     blob = torch.load(fused_pt, map_location="cpu", weights_only=True)
     try:
         fused.load_state_dict(blob["state_dict"], strict=True)
     except RuntimeError as exc:
         raise UserError(f"{fused_pt} does not match the recipe's fused model; rerun with --force") from exc
-    return fused.eval(), blob["probe"], blob["outputs"]
+    return fused.eval(), blob

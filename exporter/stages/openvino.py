@@ -81,7 +81,7 @@ def openvino_stage(
         }
     ov.save_model(model, str(out), compress_to_fp16=precision == "fp16")
     blob = torch.load(fused_pt, map_location="cpu", weights_only=True)
-    probe, reference = check_batch(recipe, blob["probe"], blob["outputs"])
+    probe, reference = check_batch(recipe, blob)
     runner = ov_backend.load(out, precision)
     parity = compare([r.numpy() for r in reference], runner.infer(probe.numpy()), recipe.thresholds.onnx_rtol)
     if precision == "fp32":

@@ -280,7 +280,7 @@ def qdq_stage(
 
     record = quantize_qdq(onnx_path, out, calibration, method, nodes_to_exclude, ranges_dir)
     blob = torch.load(fused_pt, map_location="cpu", weights_only=True)
-    probe, reference = check_batch(recipe, blob["probe"], blob["outputs"])
+    probe, reference = check_batch(recipe, blob)
     outputs = ort_backend.load(out).infer(probe.numpy())
     record["check"] = compare([r.numpy() for r in reference], outputs, recipe.thresholds.onnx_rtol).as_dict()
     return record

@@ -63,7 +63,7 @@ def simplify_stage(recipe: Recipe, onnx_path: Path, fused_pt: Path, out: Path) -
     onnx.checker.check_model(simplified, full_check=True)
     onnx.save(simplified, out)
     blob = torch.load(fused_pt, map_location="cpu", weights_only=True)
-    probe, outputs = check_batch(recipe, blob["probe"], blob["outputs"])
+    probe, outputs = check_batch(recipe, blob)
     parity = ort_parity(out, probe, outputs, recipe.thresholds.onnx_rtol)
     require_parity("onnxruntime output of the simplified model", parity)
     return {

@@ -378,7 +378,7 @@ def engine_stage(
         onnx_path, out, precision, settings, timing_cache, plugin_library, calibration, calibration_cache
     )
     blob = torch.load(fused_pt, map_location="cpu", weights_only=True)
-    probe, reference = check_batch(recipe, blob["probe"], blob["outputs"])
+    probe, reference = check_batch(recipe, blob)
     runner = trt_backend.load(out, plugin_library if record["plan"]["plugin"] else None)
     parity = compare([r.numpy() for r in reference], runner.infer(probe.numpy()), recipe.thresholds.onnx_rtol)
     if precision == "fp32":

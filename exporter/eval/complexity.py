@@ -1,0 +1,65 @@
+"""Model size and compute per image: parameters, multiply-accumulates, and the ops thop adds to them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from exporter.blocks.convbn import CONV_TYPES
+
+
+@dataclass(frozen=True)
+class Complexity:
+    params: int
+    macs: int  # multiply-accumulates of Conv1d/2d/3d and Linear calls
+    bias_adds: int  # one add per output element of a conv/linear with bias
+    norm_elements: int  # output elements of BatchNorm calls
+
+    @property
+    def gflops(self) -> float:
+        """2 × MACs, in 1e9."""
+        return 2 * self.macs / 1e9
+
+    @property
+    def gflops_thop(self) -> float:
+        """2 × the ops thop (0.0.31) counts: MACs, bias adds and 2 per BatchNorm element, in 1e9.
+
+        The convention of published numbers measured with thop on models that keep their BatchNorms.
+        """
+        return 2 * (self.macs + self.bias_adds + 2 * self.norm_elements) / 1e9
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def profile(model: nn.Module, example: torch.Tensor) -> Complexity:
+    """Count, per image of `example`, what one forward pass computes."""
+    counts = {"macs": 0, "bias_adds": 0, "norm_elements": 0}
+
+    def on_layer(module, _inputs, output):
+        per_image = output.numel() // output.shape[0]
+        if isinstance(module, _BatchNorm):
+            counts["norm_elements"] += per_image
+            return
+        fan_in = (
+            module.in_channels // module.groups * math.prod(module.kernel_size)
+            if isinstance(module, CONV_TYPES)
+            else module.in_features
+        )
+        counts["macs"] += per_image * fan_in
+        counts["bias_adds"] += per_image if module.bias is not None else 0
+
+    layers = (*CONV_TYPES, nn.Linear, _BatchNorm)
+    handles = [m.register_forward_hook(on_layer) for m in model.modules() if isinstance(m, layers)]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return Complexity(count_params(model), **counts)
