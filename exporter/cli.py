@@ -283,6 +283,55 @@ def export(
 
 
 @cli.command()
+@_model_options
+@click.option("--calib-data", help="Calibration images: a folder, a COCO json, or 'demo'.")
+@click.option("--calib-count", type=int, help="Number of calibration images (default 300).")
+def calibrate(
+    recipe_path,
+    builder,
+    checkpoint,
+    input_size,
+    opset,
+    dynamic_batch,
+    trt_version,
+    akconv_lowering,
+    run_dir,
+    force,
+    calib_data,
+    calib_count,
+):
+    """Select and check the INT8 calibration images alone, and record them (paths + sha256).
+
+    The record goes to calibration/<model>-<preprocessing>/images.json, the key every INT8 path
+    (OpenVINO, TensorRT) uses, so a stale cache is never reused for another model.
+
+    \b
+    Examples:
+      reparam-export calibrate --calib-data demo
+      reparam-export calibrate --recipe recipes/damoyolo_s.yaml --calib-data /data/coco/val2017
+    """
+    extra = {}
+    if calib_data:
+        extra["calibration.source"] = calib_data
+    if calib_count is not None:
+        extra["calibration.count"] = calib_count
+    recipe = _load(
+        recipe_path,
+        builder,
+        checkpoint,
+        input_size,
+        opset,
+        dynamic_batch,
+        trt_version,
+        akconv_lowering,
+        extra,
+    )
+    pipeline = _pipeline(recipe, run_dir, force)
+    chosen, record = pipeline.calibration_set(pipeline.simplify("openvino").output)
+    console.print(f"calibration: {len(chosen.images)} images from {chosen.source} → {record}", markup=False)
+
+
+@cli.command()
 @click.option("--artifacts", "run", required=True, type=click.Path(path_type=Path), help="Run directory.")
 @click.option("--threads", default=0, show_default=True, help="CPU threads per backend (0: backend default).")
 @click.option("--min-iters", default=50, show_default=True, help="Timed calls per artifact, at least.")

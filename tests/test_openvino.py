@@ -159,3 +159,38 @@ def test_head_tail_finds_ops_after_last_conv():
     types = {op.get_friendly_name(): op.get_type_name() for op in model.get_ordered_ops()}
     assert {types[n] for n in tail} >= {"Sigmoid", "Multiply"}
     assert "Relu" not in {types[n] for n in tail}
+
+
+def test_calibrate_command_records_the_images(run_cli, tmp_path, calib_json):
+    code, _, err = run_cli(
+        "calibrate",
+        "--recipe",
+        str(EMBEDDED),
+        "--input-size",
+        "96",
+        "128",
+        "--calib-data",
+        str(calib_json),
+        "--calib-count",
+        "5",
+        "--run-dir",
+        str(tmp_path / "run"),
+    )
+    assert code == 0, err
+    (record,) = (tmp_path / "calibration").glob("*/images.json")
+    assert json.loads(record.read_text())["count"] == 5 and "5 images" in err
+    code, _, err = run_cli(
+        "calibrate",
+        "--recipe",
+        str(EMBEDDED),
+        "--input-size",
+        "96",
+        "128",
+        "--calib-data",
+        str(calib_json),
+        "--calib-count",
+        "500",
+        "--run-dir",
+        str(tmp_path / "run"),
+    )
+    assert code == 2 and "fewer than the 500 asked for" in err
