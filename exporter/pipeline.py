@@ -292,7 +292,7 @@ class Pipeline:
                 {"onnx": onnx_path, "fused": fused},
                 {**settings, "precision": precision},
                 lambda out, p=precision, m=onnx_path: trt_stage.engine_stage(
-                    self.recipe, m, fused, p, out, engine_settings, timing_cache
+                    self.recipe, m, fused, p, out, engine_settings, timing_cache, spec.plugin_library
                 ),
             )
             for precision, onnx_path in models.items()

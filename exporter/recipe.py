@@ -68,6 +68,7 @@ class TensorRTSpec(Strict):
     version: str = "10.x"  # the TensorRT the engine is built with: lowering choice and op compatibility
     workspace_mib: int = Field(4096, ge=64)
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    plugin_library: Path | None = None  # libakconv_plugin.so, for graphs lowered with the AKConv plugin
 
 
 class EvaluationSpec(Strict):

@@ -282,7 +282,7 @@ def build_engine(
         if plugin_library is None or not Path(plugin_library).is_file():
             raise UserError(
                 f"{onnx_path} has AKConvSample nodes: build libakconv_plugin.so "
-                f"({PLUGIN_DIR}/README.md) and pass its path"
+                f"({PLUGIN_DIR}/README.md) and set tensorrt.plugin_library in the recipe to its path"
             )
         trt.get_plugin_registry().load_library(str(plugin_library))
     builder = trt.Builder(logger)
