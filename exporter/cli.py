@@ -132,6 +132,7 @@ def cli():
 )
 @click.option("--calib-data", help="INT8 calibration images: a folder, a COCO json, or 'demo'.")
 @click.option("--calib-count", type=int, help="Number of calibration images (default 300).")
+@click.option("--eval-limit", type=int, help="Evaluate only the first N images of the recipe's data.")
 def build(
     recipe_path,
     builder,
@@ -147,6 +148,7 @@ def build(
     precisions,
     calib_data,
     calib_count,
+    eval_limit,
 ):
     """Run every stage: fuse, export ONNX, simplify, then the targets.
 
@@ -166,6 +168,8 @@ def build(
         extra["calibration.source"] = calib_data
     if calib_count is not None:
         extra["calibration.count"] = calib_count
+    if eval_limit is not None:
+        extra["evaluation.limit"] = eval_limit
     recipe = _load(
         recipe_path,
         builder,
@@ -439,6 +443,55 @@ def check(run, baseline, tolerances, update_baseline):
         raise CheckFailed(f"{len(regressed)} of {len(findings)} metrics regressed beyond their tolerance")
     if not findings:
         raise UserError(f"{baseline} shares no artifact/metric with {run}; nothing was checked")
+
+
+@cli.command("bench-cpu")
+@click.option(
+    "--recipe",
+    "recipes",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Recipe(s) to benchmark; repeatable (default: the demo and recipes/damoyolo_ns.yaml).",
+)
+@click.option("--threads", default=2, show_default=True, help="CPU threads for every backend.")
+@click.option("--min-seconds", default=2.0, show_default=True, help="Timed seconds per measurement.")
+@click.option("--calib-count", default=64, show_default=True, help="INT8 calibration images.")
+@click.option("--eval-limit", default=100, show_default=True, help="Val images for the INT8 mAP check.")
+def bench_cpu(recipes, threads, min_seconds, calib_count, eval_limit):
+    """PyTorch eager, onnxruntime and OpenVINO (unfused, fused FP32/FP16/INT8) side by side, with
+    ratios against PyTorch eager and the goals: fused vs unfused OpenVINO FP32 >= 1.2x, INT8 vs FP32
+    IR >= 1.5x, INT8 mAP within 1.0 point of FP32 (models with evaluation data).
+
+    \b
+    Examples:
+      reparam-export bench-cpu
+      reparam-export bench-cpu --recipe recipes/damoyolo_nm.yaml --threads 1
+    """
+    from exporter.bench import cpu_name
+    from exporter.bench_cpu import bench_recipe, met
+    from exporter.recipe import load_recipe
+
+    paths = list(recipes) or [None, Path(__file__).resolve().parents[1] / "recipes" / "damoyolo_ns.yaml"]
+    out = out_console()
+    for path in paths:
+        recipe = load_recipe(path)
+        with console.status(f"benchmarking {recipe.name}…"):
+            rows, goals = bench_recipe(recipe, threads, min_seconds, calib_count, eval_limit)
+        table = Table(
+            title=f"{recipe.name} {recipe.input_size[0]}x{recipe.input_size[1]}, batch 1, "
+            f"{threads} threads, {cpu_name()}"
+        )
+        for column in ("runtime", "p50 ms", "speed vs PyTorch eager"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(row.name, f"{row.p50_ms:.2f}", f"{row.ratio_vs_torch:.2f}x")
+        out.print(table)
+        for name, value in goals.items():
+            if isinstance(value, tuple):
+                out.print(f"  {name}: {100 * value[0]:.2f} / {100 * value[1]:.2f}", highlight=False)
+                continue
+            verdict = {True: "met", False: "NOT met", None: ""}[met(name, value)]
+            out.print(f"  {name}: {value:.2f} {verdict}", highlight=False)
 
 
 @cli.command("demo-data")

@@ -1,0 +1,102 @@
+"""`reparam-export bench-cpu`: the CPU story in one run on one machine.
+
+For each recipe: PyTorch eager (unfused, FP32), onnxruntime on the unfused export, OpenVINO on the
+unfused export, and OpenVINO on the fused model in FP32, FP16 and INT8 — batch 1, synchronous,
+p50 latency, with ratios against PyTorch eager. It checks the goals fused-vs-unfused OpenVINO FP32
+≥ 1.2x and INT8-vs-FP32 IR ≥ 1.5x, and, where the recipe names evaluation data, INT8 mAP within
+1.0 point of FP32.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from exporter.backends import onnxruntime as ort_backend
+from exporter.backends import openvino as ov_backend
+from exporter.eval.latency import measure
+from exporter.models.loader import build_model, probe_input
+from exporter.recipe import Recipe
+
+
+@dataclass
+class Row:
+    model: str
+    name: str
+    p50_ms: float
+    ratio_vs_torch: float
+
+
+def export_unfused(model: torch.nn.Module, probe: torch.Tensor, path: Path, opset: int) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (probe,), str(path), dynamo=False, opset_version=opset, input_names=["images"]
+        )
+
+
+def bench_recipe(recipe: Recipe, threads: int, min_seconds: float, calib_count: int, eval_limit: int | None):
+    """Rows for one model and its goal checks (ratios and, with evaluation data, the INT8 mAP drop)."""
+    from exporter.pipeline import Pipeline
+
+    torch.set_num_threads(threads)
+    model = build_model(recipe)
+    probe = probe_input(recipe, batch=1)
+    batch = probe.numpy()
+    timings: dict[str, float] = {}
+
+    def timed(name: str, call) -> None:
+        timings[name] = measure(call, min_seconds=min_seconds).p50_ms
+
+    with torch.no_grad():
+        timed("PyTorch eager, unfused FP32", lambda: model(probe))
+    with tempfile.TemporaryDirectory() as tmp:
+        unfused = Path(tmp) / "unfused.onnx"
+        export_unfused(model, probe, unfused, recipe.export.opset)
+        ort = ort_backend.load(unfused, threads)
+        timed("onnxruntime, unfused FP32", lambda: ort.infer(batch))
+        ov_unfused = ov_backend.load(unfused, "fp32", threads)
+        timed("OpenVINO, unfused FP32", lambda: ov_unfused.infer(batch))
+        built = recipe.model_copy(deep=True)
+        built.targets, built.precisions = ["openvino"], ["fp32", "fp16", "int8"]
+        built.calibration.count, built.calibration.folder = calib_count, Path(tmp) / "calibration"
+        pipeline = Pipeline(built, Path(tmp) / "run")
+        artifacts = pipeline.build()
+        for precision in ("fp32", "fp16", "int8"):
+            runner = ov_backend.load(artifacts[f"openvino.{precision}"].output, precision, threads)
+            timed(f"OpenVINO, fused {precision.upper()}", lambda runner=runner: runner.infer(batch))
+        accuracy = None
+        if recipe.evaluation.data:
+            from exporter.eval.run_eval import evaluate_run
+
+            results = evaluate_run(pipeline.run.root, limit=eval_limit, progress=False)["results"]
+            accuracy = {k: results[k]["map"] for k in ("openvino.fp32", "openvino.int8")}
+    base = timings["PyTorch eager, unfused FP32"]
+    rows = [Row(recipe.name, name, ms, base / ms) for name, ms in timings.items()]
+    goals: dict[str, Any] = {
+        "fused vs unfused OpenVINO FP32": timings["OpenVINO, unfused FP32"] / timings["OpenVINO, fused FP32"],
+        "INT8 vs FP32 IR": timings["OpenVINO, fused FP32"] / timings["OpenVINO, fused INT8"],
+    }
+    if accuracy:
+        goals["INT8 mAP drop (points)"] = 100 * (accuracy["openvino.fp32"] - accuracy["openvino.int8"])
+        goals["mAP FP32 / INT8"] = (accuracy["openvino.fp32"], accuracy["openvino.int8"])
+    return rows, goals
+
+
+GOALS = {
+    "fused vs unfused OpenVINO FP32": (">=", 1.2),
+    "INT8 vs FP32 IR": (">=", 1.5),
+    "INT8 mAP drop (points)": ("<=", 1.0),
+}
+
+
+def met(name: str, value: float) -> bool | None:
+    if name not in GOALS:
+        return None
+    op, bound = GOALS[name]
+    return value >= bound if op == ">=" else value <= bound
