@@ -133,6 +133,12 @@ def cli():
 @click.option("--calib-data", help="INT8 calibration images: a folder, a COCO json, or 'demo'.")
 @click.option("--calib-count", type=int, help="Number of calibration images (default 300).")
 @click.option("--eval-limit", type=int, help="Evaluate only the first N images of the recipe's data.")
+@click.option(
+    "--trt-end2end-nms",
+    is_flag=True,
+    default=None,
+    help="TensorRT: append EfficientNMS_TRT (corner boxes) to a decoded scores/boxes head.",
+)
 def build(
     recipe_path,
     builder,
@@ -149,6 +155,7 @@ def build(
     calib_data,
     calib_count,
     eval_limit,
+    trt_end2end_nms,
 ):
     """Run every stage: fuse, export ONNX, simplify, then the targets.
 
@@ -170,6 +177,8 @@ def build(
         extra["calibration.count"] = calib_count
     if eval_limit is not None:
         extra["evaluation.limit"] = eval_limit
+    if trt_end2end_nms:
+        extra["tensorrt.end2end_nms"] = True
     recipe = _load(
         recipe_path,
         builder,

@@ -79,6 +79,9 @@ def summarize(result: StageResult) -> str:
             f"Q/DQ ONNX, {record['qdq_pairs']} Q/DQ pairs, {record['calibration_images']} calibration images"
         )
         detail += f" ({record['method']}); onnxruntime {_error(check, 'max abs err vs FP32 reference')}"
+    elif result.name.startswith("tensorrt.end2end"):
+        coding = record["attributes"]["box_coding"]
+        detail = f"EfficientNMS_TRT appended, box_coding {coding} (corners); {record['note']}"
     elif kind == "bundle":
         detail = (
             f"NO ENGINE BUILT here ({record['reason']}); trtexec bundle for {', '.join(record['precisions'])}"
@@ -259,6 +262,26 @@ class Pipeline:
             ),
         )
 
+    def _end2end(self, precision: str, model: Path) -> StageResult:
+        """The model with EfficientNMS_TRT appended (it runs only inside TensorRT: no CPU check)."""
+        from exporter.eval.run_eval import head_settings
+        from exporter.lowering import efficient_nms
+
+        head = head_settings(self.recipe)
+        settings = {k: head[k] for k in ("score_threshold", "iou_threshold")}
+        settings["max_output_boxes"] = self.recipe.tensorrt.max_output_boxes
+        return self._stage(
+            f"tensorrt.end2end.{precision}",
+            f"tensorrt/model.{precision}.end2end.onnx",
+            {"onnx": model},
+            settings,
+            lambda out: {
+                **efficient_nms.end2end_stage(model, out, **settings),
+                "check": None,
+                "note": "EfficientNMS_TRT runs only inside TensorRT: not checked on CPU",
+            },
+        )
+
     def tensorrt(self) -> dict[str, StageResult]:
         """Engines where TensorRT and a GPU exist; otherwise a deferred trtexec bundle (no engine)."""
         from exporter.stages import tensorrt as trt_stage
@@ -268,6 +291,8 @@ class Pipeline:
         trt_stage.require_compatible(model, spec.version)
         fused = self.run.root / "fused.pt"
         models = {p: self._qdq(model, fused).output if p == "int8" else model for p in self.recipe.precisions}
+        if spec.end2end_nms:
+            models = {p: self._end2end(p, m).output for p, m in models.items()}
         batch = (1, 1, 8) if self.recipe.export.dynamic_batch else None
         engine_settings = trt_stage.EngineSettings(workspace_mib=spec.workspace_mib, batch=batch)
         settings = {**engine_settings.as_dict(), "version": spec.version}

@@ -69,6 +69,8 @@ class TensorRTSpec(Strict):
     workspace_mib: int = Field(4096, ge=64)
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     plugin_library: Path | None = None  # libakconv_plugin.so, for graphs lowered with the AKConv plugin
+    end2end_nms: bool = False  # append EfficientNMS_TRT (corner box coding) to decoded scores/boxes outputs
+    max_output_boxes: int = Field(100, ge=1)
 
 
 class EvaluationSpec(Strict):

@@ -615,3 +615,35 @@ def test_build_refuses_graph_the_tensorrt_version_cannot_parse(run_cli, tmp_path
     )
     assert code == 2 and "TensorRT 8.2 cannot take" in err and "AKConvSample" in err
     assert "Traceback" not in err
+
+
+def test_build_with_end2end_nms_declares_corner_boxes(run_cli, tmp_path):
+    if trt_stage.unavailable() is None:
+        pytest.skip("TensorRT and a GPU are available: engines are built instead")
+    run = tmp_path / "run"
+    code, _, err = run_cli(
+        "build",
+        "--recipe",
+        str(EMBEDDED),
+        "--target",
+        "tensorrt",
+        "--precision",
+        "fp16",
+        "--trt-end2end-nms",
+        "--input-size",
+        "96",
+        "128",
+        "--run-dir",
+        str(run),
+    )
+    assert code == 0, err
+    model = onnx.load(run / "tensorrt" / "model.fp16.end2end.onnx")
+    (node,) = [n for n in model.graph.node if n.op_type == "EfficientNMS_TRT"]
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    assert attrs["box_coding"] == 0 and attrs["score_threshold"] == pytest.approx(0.05)
+    assert attrs["iou_threshold"] == pytest.approx(0.65), "thresholds from the model's head_settings"
+    assert [o.name for o in model.graph.output][0] == "num_dets"
+    bundled = onnx.load(run / "tensorrt" / "bundle" / "model.onnx")
+    assert any(n.op_type == "EfficientNMS_TRT" for n in bundled.graph.node), (
+        "the bundle builds the end-to-end model"
+    )
