@@ -61,40 +61,42 @@ def _model_options(func):
     return func
 
 
-def _load(
-    recipe_path,
-    builder,
-    checkpoint,
-    input_size,
-    opset,
-    dynamic_batch,
-    trt_version,
-    akconv_lowering,
-    extra=None,
-):
+# CLI option -> recipe field it overrides
+OVERRIDES = {
+    "checkpoint": "model.checkpoint",
+    "input_size": "input_size",
+    "opset": "export.opset",
+    "dynamic_batch": "export.dynamic_batch",
+    "akconv_lowering": "export.akconv_lowering",
+    "trt_version": "tensorrt.version",
+    "trt_end2end_nms": "tensorrt.end2end_nms",
+    "targets": "targets",
+    "precisions": "precisions",
+    "calib_data": "calibration.source",
+    "calib_count": "calibration.count",
+    "eval_limit": "evaluation.limit",
+}
+
+
+def _load(options: dict[str, Any]):
+    """The recipe (or the embedded default) with every option the user passed applied on top."""
     from exporter.recipe import load_recipe
 
-    overrides: dict[str, Any] = dict(extra or {})
+    overrides: dict[str, Any] = {}
+    for option, field in OVERRIDES.items():
+        value = options.get(option)
+        if value is None or value == ():
+            continue
+        if isinstance(value, tuple):
+            value = list(value)
+        overrides[field] = str(value) if isinstance(value, Path) else value
+    builder = options.get("builder")
     if builder:
-        overrides["model.builder"] = builder
-        overrides["model.kwargs"] = {}
-        if recipe_path is None:
-            overrides["name"] = builder.rpartition(":")[2] or "model"
-            overrides["class_names"] = []
-            overrides["export.output_names"] = None
-    if checkpoint is not None:
-        overrides["model.checkpoint"] = str(checkpoint)
-    if input_size:
-        overrides["input_size"] = list(input_size)
-    if opset is not None:
-        overrides["export.opset"] = opset
-    if dynamic_batch is not None:
-        overrides["export.dynamic_batch"] = dynamic_batch
-    if akconv_lowering is not None:
-        overrides["export.akconv_lowering"] = akconv_lowering
-    if trt_version is not None:
-        overrides["tensorrt.version"] = trt_version
-    return load_recipe(recipe_path, overrides)
+        overrides.update({"model.builder": builder, "model.kwargs": {}})
+        if options.get("recipe_path") is None:
+            name = builder.rpartition(":")[2] or "model"
+            overrides.update({"name": name, "class_names": [], "export.output_names": None})
+    return load_recipe(options.get("recipe_path"), overrides)
 
 
 def _pipeline(recipe, run_dir, force):
@@ -139,24 +141,7 @@ def cli():
     default=None,
     help="TensorRT: append EfficientNMS_TRT (corner boxes) to a decoded scores/boxes head.",
 )
-def build(
-    recipe_path,
-    builder,
-    checkpoint,
-    input_size,
-    opset,
-    dynamic_batch,
-    trt_version,
-    akconv_lowering,
-    run_dir,
-    force,
-    targets,
-    precisions,
-    calib_data,
-    calib_count,
-    eval_limit,
-    trt_end2end_nms,
-):
+def build(**options):
     """Run every stage: fuse, export ONNX, simplify, then the targets.
 
     \b
@@ -166,31 +151,8 @@ def build(
       reparam-export build --recipe recipes/embedded_demo.yaml --dynamic-batch
       reparam-export build --model mypkg.models:build_yolo --input-size 640 640
     """
-    extra = {}
-    if targets:
-        extra["targets"] = list(targets)
-    if precisions:
-        extra["precisions"] = list(precisions)
-    if calib_data:
-        extra["calibration.source"] = calib_data
-    if calib_count is not None:
-        extra["calibration.count"] = calib_count
-    if eval_limit is not None:
-        extra["evaluation.limit"] = eval_limit
-    if trt_end2end_nms:
-        extra["tensorrt.end2end_nms"] = True
-    recipe = _load(
-        recipe_path,
-        builder,
-        checkpoint,
-        input_size,
-        opset,
-        dynamic_batch,
-        trt_version,
-        akconv_lowering,
-        extra,
-    )
-    pipeline = _pipeline(recipe, run_dir, force)
+    recipe = _load(options)
+    pipeline = _pipeline(recipe, options["run_dir"], options["force"])
     artifacts = pipeline.build()
     for key, result in artifacts.items():
         console.print(f"built {recipe.name} {key}: {result.output}", markup=False)
@@ -239,18 +201,7 @@ def eval_command(run, data, limit):
 
 @cli.command()
 @_model_options
-def fuse(
-    recipe_path,
-    builder,
-    checkpoint,
-    input_size,
-    opset,
-    dynamic_batch,
-    trt_version,
-    akconv_lowering,
-    run_dir,
-    force,
-):
+def fuse(**options):
     """Fuse every re-parameterizable block and prove the output unchanged.
 
     Writes fused.pt (deploy-form state dict). Fails with exit 1 naming the first module whose
@@ -262,26 +213,13 @@ def fuse(
       reparam-export fuse --model mypkg.models:build_repvgg --input-size 224 224
       reparam-export fuse --recipe recipes/embedded_demo.yaml --checkpoint weights.pth
     """
-    recipe = _load(
-        recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, trt_version, akconv_lowering
-    )
-    _pipeline(recipe, run_dir, force).fuse()
+    recipe = _load(options)
+    _pipeline(recipe, options["run_dir"], options["force"]).fuse()
 
 
 @cli.command()
 @_model_options
-def export(
-    recipe_path,
-    builder,
-    checkpoint,
-    input_size,
-    opset,
-    dynamic_batch,
-    trt_version,
-    akconv_lowering,
-    run_dir,
-    force,
-):
+def export(**options):
     """Fuse, export ONNX and simplify it, checking onnxruntime against torch after each step.
 
     \b
@@ -289,30 +227,15 @@ def export(
       reparam-export export --opset 19 --dynamic-batch
       reparam-export export --model mypkg.models:build_yolo --input-size 640 640 --run-dir out/yolo
     """
-    recipe = _load(
-        recipe_path, builder, checkpoint, input_size, opset, dynamic_batch, trt_version, akconv_lowering
-    )
-    _pipeline(recipe, run_dir, force).simplify()
+    recipe = _load(options)
+    _pipeline(recipe, options["run_dir"], options["force"]).simplify()
 
 
 @cli.command()
 @_model_options
 @click.option("--calib-data", help="Calibration images: a folder, a COCO json, or 'demo'.")
 @click.option("--calib-count", type=int, help="Number of calibration images (default 300).")
-def calibrate(
-    recipe_path,
-    builder,
-    checkpoint,
-    input_size,
-    opset,
-    dynamic_batch,
-    trt_version,
-    akconv_lowering,
-    run_dir,
-    force,
-    calib_data,
-    calib_count,
-):
+def calibrate(**options):
     """Select and check the INT8 calibration images alone, and record them (paths + sha256).
 
     The record goes to calibration/<model>-<preprocessing>/images.json, the key every INT8 path
@@ -323,23 +246,8 @@ def calibrate(
       reparam-export calibrate --calib-data demo
       reparam-export calibrate --recipe recipes/damoyolo_s.yaml --calib-data /data/coco/val2017
     """
-    extra = {}
-    if calib_data:
-        extra["calibration.source"] = calib_data
-    if calib_count is not None:
-        extra["calibration.count"] = calib_count
-    recipe = _load(
-        recipe_path,
-        builder,
-        checkpoint,
-        input_size,
-        opset,
-        dynamic_batch,
-        trt_version,
-        akconv_lowering,
-        extra,
-    )
-    pipeline = _pipeline(recipe, run_dir, force)
+    recipe = _load(options)
+    pipeline = _pipeline(recipe, options["run_dir"], options["force"])
     chosen, record = pipeline.calibration_set(pipeline.simplify("openvino").output)
     console.print(f"calibration: {len(chosen.images)} images from {chosen.source} → {record}", markup=False)
 

@@ -34,7 +34,7 @@ class TrainConfig:
     data: str = "data/shapes"
     out: str = "exporter/models/weights/demo_shapes.pt"
     input_size: int = 320
-    epochs: int = 12
+    epochs: int = 10
     batch: int = 16
     lr: float = 2e-3
     weight_decay: float = 5e-4
