@@ -310,6 +310,7 @@ class Pipeline:
             )
             return {}
         timing_cache = self.run.root / "tensorrt" / "timing.cache"
+        self.run.note(tensorrt={"deferred": False})
         return {
             f"tensorrt.{precision}": self._stage(
                 f"tensorrt.{precision}",
