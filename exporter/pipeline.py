@@ -245,23 +245,6 @@ class Pipeline:
             ),
         )
 
-    def _qdq(self, model: Path, fused: Path) -> StageResult:
-        """The Q/DQ ONNX for TensorRT explicit INT8, from the shared calibration stream."""
-        from exporter.stages import quantize_qdq
-
-        method = self.recipe.tensorrt.calibration_method
-        chosen, record = self.calibration_set(model)
-        settings = {"method": method, "calibration": self.recipe.calibration.model_dump(mode="json")}
-        return self._stage(
-            "tensorrt.qdq",
-            "tensorrt/model.qdq.onnx",
-            {"onnx": model, "fused": fused, "calibration": record},
-            settings,
-            lambda out: quantize_qdq.qdq_stage(
-                self.recipe, model, fused, out, chosen, method, ranges_dir=record.parent
-            ),
-        )
-
     def _end2end(self, precision: str, model: Path) -> StageResult:
         """The model with EfficientNMS_TRT appended (it runs only inside TensorRT: no CPU check)."""
         from exporter.eval.run_eval import head_settings

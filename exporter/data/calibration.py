@@ -22,24 +22,14 @@ from exporter.recipe import Preprocess
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 DEMO_SOURCE = "demo"
-DEFAULT_COUNT = 300
-
-
-def demo_calib_json() -> Path:
-    """The demo dataset's calib split, written into data/shapes on first use."""
-    from exporter.data.shapes import SPLITS, write_split
-
-    path = Path("data/shapes/calib.json")
-    if not path.is_file():
-        count, seed = SPLITS["calib"]
-        write_split(path.parent, "calib", count, seed)
-    return path
 
 
 def list_images(source: str | Path) -> list[Path]:
     """Every candidate image of a source, in a stable order."""
     if str(source) == DEMO_SOURCE:
-        source = demo_calib_json()
+        from exporter.data.shapes import demo_split
+
+        source = demo_split("calib")
     path = Path(source)
     if not path.exists():
         raise UserError(f"calibration source not found: {path}; pass an image folder, a COCO json or 'demo'")

@@ -21,17 +21,6 @@ from exporter.recipe import Recipe
 DEMO_DATA = "demo"
 
 
-def demo_val_json() -> Path:
-    """The demo dataset's val split, written into data/shapes on first use."""
-    from exporter.data.shapes import SPLITS, write_split
-
-    path = Path("data/shapes/val.json")
-    if not path.is_file():
-        count, seed = SPLITS["val"]
-        write_split(path.parent, "val", count, seed)
-    return path
-
-
 def run_recipe(run: Path) -> Recipe:
     manifest = run / "manifest.json"
     if not manifest.is_file():
@@ -79,7 +68,11 @@ def evaluate_run(
     source = data or recipe.evaluation.data
     if source is None:
         raise UserError("no evaluation data: pass --data or set evaluation.data in the recipe")
-    dataset = load_coco(demo_val_json() if str(source) == DEMO_DATA else source)
+    if str(source) == DEMO_DATA:
+        from exporter.data.shapes import demo_split
+
+        source = demo_split("val")
+    dataset = load_coco(source)
     settings = head_settings(recipe)
 
     def post(outputs, sizes):
