@@ -78,10 +78,18 @@ def evaluate_run(
     def post(outputs, sizes):
         return postprocess(outputs, input_size=recipe.input_size, image_sizes=sizes, **settings)
 
-    artifacts = json.loads((run / "manifest.json").read_text()).get("artifacts", {})
+    manifest = json.loads((run / "manifest.json").read_text())
     runners = {"torch.fp32": (torch_infer(recipe, run), 8)}
     batch = 8 if recipe.export.dynamic_batch else 1
-    runners.update({key: (load_artifact(key, path).infer, batch) for key, path in artifacts.items()})
+    runners.update(
+        {key: (load_artifact(key, path).infer, batch) for key, path in manifest.get("artifacts", {}).items()}
+    )
+    qdq = manifest["stages"].get("tensorrt.qdq")
+    if qdq:  # TensorRT's explicit-INT8 model, run here by onnxruntime's Q/DQ kernels
+        runners["tensorrt.qdq (onnxruntime)"] = (
+            load_artifact("onnx.int8", run / qdq["output"]["path"]).infer,
+            batch,
+        )
     results = {}
     for key, (infer, size) in runners.items():
         results[key] = evaluate(
