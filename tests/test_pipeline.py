@@ -157,12 +157,13 @@ def test_dynamic_batch_runs_any_batch(tmp_path):
 def test_export_parity_failure_is_a_check_failure(tmp_path, monkeypatch):
     from exporter.stages import export_onnx
 
-    real = export_onnx.ort_parity
+    real = export_onnx.reference_parity
 
-    def skewed(path, probe, outputs, rtol):
-        return real(path, probe, [o + 1.0 for o in outputs], rtol)
+    def skewed(recipe, blob, infer):
+        shifted = {k: [o + 1.0 for o in blob[k]] for k in ("outputs", "first_outputs")}
+        return real(recipe, {**blob, **shifted}, infer)
 
-    monkeypatch.setattr(export_onnx, "ort_parity", skewed)
+    monkeypatch.setattr(export_onnx, "reference_parity", skewed)
     with pytest.raises(CheckFailed, match="onnxruntime output of the exported model differs"):
         Pipeline(recipe(), tmp_path).build()
     assert not (tmp_path / "model.onnx").exists()

@@ -42,9 +42,15 @@ def check_batch(recipe: Recipe, blob: dict[str, Any]) -> tuple[torch.Tensor, lis
     return blob["probe"][:1], blob["first_outputs"]
 
 
-def ort_parity(path: Path, probe: torch.Tensor, outputs: list[torch.Tensor], rtol: float) -> Parity:
-    runner = ort_backend.load(path)
-    return compare([o.numpy() for o in outputs], runner.infer(probe.numpy()), rtol)
+def load_reference(fused_pt: Path) -> dict[str, Any]:
+    """fused.pt: the fused weights, the probe batch and the FP32 reference outputs."""
+    return torch.load(fused_pt, map_location="cpu", weights_only=True)
+
+
+def reference_parity(recipe: Recipe, blob: dict[str, Any], infer) -> Parity:
+    """A runner's outputs on the probe against the FP32 reference outputs stored in fused.pt."""
+    probe, reference = check_batch(recipe, blob)
+    return compare([r.numpy() for r in reference], infer(probe.numpy()), recipe.thresholds.onnx_rtol)
 
 
 def require_parity(what: str, parity: Parity) -> None:
@@ -98,6 +104,6 @@ def export_stage(recipe: Recipe, fused_pt: Path, out: Path, backend: str = "onnx
     onnx.helper.set_model_props(proto, metadata(recipe))
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, out)
-    parity = ort_parity(out, *check_batch(recipe, blob), recipe.thresholds.onnx_rtol)
+    parity = reference_parity(recipe, blob, ort_backend.load(out).infer)
     require_parity("onnxruntime output of the exported model", parity)
     return {"check": parity.as_dict(), "nodes": len(proto.graph.node), "opset": spec.opset, "akconv": akconv}

@@ -10,13 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from exporter.backends import openvino as ov_backend
 from exporter.data.calibration import CalibrationSet
-from exporter.eval.compare import compare
 from exporter.recipe import Recipe
-from exporter.stages.export_onnx import check_batch, require_parity
+from exporter.stages.export_onnx import load_reference, reference_parity, require_parity
 
 COMPUTE_TYPES = {"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData"}
 
@@ -83,10 +80,8 @@ def openvino_stage(
             "ignored_scope": ignored,
         }
     ov.save_model(model, str(out), compress_to_fp16=precision == "fp16")
-    blob = torch.load(fused_pt, map_location="cpu", weights_only=True)
-    probe, reference = check_batch(recipe, blob)
     runner = ov_backend.load(out, precision)
-    parity = compare([r.numpy() for r in reference], runner.infer(probe.numpy()), recipe.thresholds.onnx_rtol)
+    parity = reference_parity(recipe, load_reference(fused_pt), runner.infer)
     if precision == "fp32":
         require_parity("OpenVINO FP32 IR output", parity)
     record.update(check=parity.as_dict(), runtime=runner.config)

@@ -32,9 +32,8 @@ from exporter.artifacts import sha256_file, sha256_json
 from exporter.backends import onnxruntime as ort_backend
 from exporter.data.calibration import CalibrationSet
 from exporter.errors import CheckFailed, UserError
-from exporter.eval.compare import compare
 from exporter.recipe import Recipe
-from exporter.stages.export_onnx import check_batch
+from exporter.stages.export_onnx import load_reference, reference_parity
 
 METHODS = ("minmax", "entropy", "percentile")
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
@@ -284,12 +283,9 @@ def qdq_stage(
     like every INT8 error: INT8 is compared with the one FP32 reference, never gated by the FP32 rtol).
 
     The prediction convolutions stay in float (on the demo model quantizing them cost 1.5 mAP points)."""
-    import torch
-
     excluded = [*prediction_convs(onnx.load(str(onnx_path))), *nodes_to_exclude]
     record = quantize_qdq(onnx_path, out, calibration, method, excluded, ranges_dir)
-    blob = torch.load(fused_pt, map_location="cpu", weights_only=True)
-    probe, reference = check_batch(recipe, blob)
-    outputs = ort_backend.load(out).infer(probe.numpy())
-    record["check"] = compare([r.numpy() for r in reference], outputs, recipe.thresholds.onnx_rtol).as_dict()
+    record["check"] = reference_parity(
+        recipe, load_reference(fused_pt), ort_backend.load(out).infer
+    ).as_dict()
     return record

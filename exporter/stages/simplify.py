@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-import torch
 
+from exporter.backends import onnxruntime as ort_backend
 from exporter.recipe import Recipe
-from exporter.stages.export_onnx import check_batch, ort_parity, require_parity
+from exporter.stages.export_onnx import load_reference, reference_parity, require_parity
 
 
 @contextlib.contextmanager
@@ -62,9 +62,7 @@ def simplify_stage(recipe: Recipe, onnx_path: Path, fused_pt: Path, out: Path) -
     simplified, failure, notes = run_onnxsim(model)
     onnx.checker.check_model(simplified, full_check=True)
     onnx.save(simplified, out)
-    blob = torch.load(fused_pt, map_location="cpu", weights_only=True)
-    probe, outputs = check_batch(recipe, blob)
-    parity = ort_parity(out, probe, outputs, recipe.thresholds.onnx_rtol)
+    parity = reference_parity(recipe, load_reference(fused_pt), ort_backend.load(out).infer)
     require_parity("onnxruntime output of the simplified model", parity)
     return {
         "check": parity.as_dict(),

@@ -368,19 +368,14 @@ def engine_stage(
 ) -> dict[str, Any]:
     """Build the engine and measure it on the probe against the FP32 reference in fused.pt: FP32 must
     pass the recipe's tolerance; FP16 and INT8 errors are recorded."""
-    import torch
-
     from exporter.backends import tensorrt as trt_backend
-    from exporter.eval.compare import compare
-    from exporter.stages.export_onnx import check_batch, require_parity
+    from exporter.stages.export_onnx import load_reference, reference_parity, require_parity
 
     record = build_engine(
         onnx_path, out, precision, settings, timing_cache, plugin_library, calibration, calibration_cache
     )
-    blob = torch.load(fused_pt, map_location="cpu", weights_only=True)
-    probe, reference = check_batch(recipe, blob)
     runner = trt_backend.load(out, plugin_library if record["plan"]["plugin"] else None)
-    parity = compare([r.numpy() for r in reference], runner.infer(probe.numpy()), recipe.thresholds.onnx_rtol)
+    parity = reference_parity(recipe, load_reference(fused_pt), runner.infer)
     if precision == "fp32":
         require_parity("TensorRT FP32 engine output", parity)
     record["check"] = parity.as_dict()
