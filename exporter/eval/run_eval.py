@@ -58,26 +58,52 @@ def torch_infer(recipe: Recipe, run: Path):
     return infer
 
 
+class Scorer:
+    """The recipe's COCO evaluation for any runner: `scorer(infer, batch)` -> stats (mAP, …) on `data`
+    (default evaluation.data; 'demo' is the demo val split), its first `limit` images (default
+    evaluation.limit)."""
+
+    def __init__(
+        self, recipe: Recipe, data: str | Path | None = None, limit: int | None = None, progress: bool = False
+    ):
+        source = data or recipe.evaluation.data
+        if source is None:
+            raise UserError("no evaluation data: pass --data or set evaluation.data in the recipe")
+        if str(source) == DEMO_DATA:
+            from exporter.data.shapes import demo_split
+
+            source = demo_split("val")
+        self.dataset = load_coco(source)
+        self.recipe = recipe
+        self.settings = head_settings(recipe)
+        self.limit = limit or recipe.evaluation.limit
+        self.progress = progress
+
+    def _post(self, outputs, sizes):
+        from exporter.models.damoyolo.postprocess import postprocess
+
+        return postprocess(outputs, input_size=self.recipe.input_size, image_sizes=sizes, **self.settings)
+
+    def __call__(self, infer, batch: int) -> dict[str, float]:
+        recipe = self.recipe
+        return evaluate(
+            self.dataset,
+            infer,
+            self._post,
+            recipe.input_size,
+            lambda p: normalize(p, recipe.preprocess),
+            batch,
+            self.limit,
+            self.progress,
+        )
+
+
 def evaluate_run(
     run: str | Path, data: str | Path | None = None, limit: int | None = None, progress: bool = True
 ) -> dict[str, Any]:
-    from exporter.models.damoyolo.postprocess import postprocess
-
     run = Path(run)
     recipe = run_recipe(run)
-    source = data or recipe.evaluation.data
-    if source is None:
-        raise UserError("no evaluation data: pass --data or set evaluation.data in the recipe")
-    if str(source) == DEMO_DATA:
-        from exporter.data.shapes import demo_split
-
-        source = demo_split("val")
-    dataset = load_coco(source)
-    settings = head_settings(recipe)
-
-    def post(outputs, sizes):
-        return postprocess(outputs, input_size=recipe.input_size, image_sizes=sizes, **settings)
-
+    score = Scorer(recipe, data, limit, progress)
     manifest = json.loads((run / "manifest.json").read_text())
     runners = {"torch.fp32": (torch_infer(recipe, run), 8)}
     batch = 8 if recipe.export.dynamic_batch else 1
@@ -90,20 +116,9 @@ def evaluate_run(
             load_artifact("onnx.int8", run / qdq["output"]["path"]).infer,
             batch,
         )
-    results = {}
-    for key, (infer, size) in runners.items():
-        results[key] = evaluate(
-            dataset,
-            infer,
-            post,
-            recipe.input_size,
-            lambda p: normalize(p, recipe.preprocess),
-            size,
-            limit or recipe.evaluation.limit,
-            progress,
-        )
+    results = {key: score(infer, size) for key, (infer, size) in runners.items()}
     report = {
-        "data": str(dataset.annotations),
+        "data": str(score.dataset.annotations),
         "images": next(iter(results.values()))["images"],
         "results": results,
     }

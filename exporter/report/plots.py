@@ -44,8 +44,21 @@ def latency_distribution(rows: list[dict[str, Any]]) -> bytes:
     figure, axis = plt.subplots(figsize=(6, 3.5))
     timed = [r for r in rows if r["samples_ms"]]
     if timed:
-        axis.boxplot([r["samples_ms"] for r in timed], vert=False, showfliers=True)
+        axis.boxplot([r["samples_ms"] for r in timed], orientation="horizontal", showfliers=True)
         axis.set_yticks(range(1, len(timed) + 1), [r["artifact"] for r in timed])
     axis.set_xlabel("latency per call (ms, batch 1)")
+    axis.grid(alpha=0.3, axis="x")
+    return _png(figure)
+
+
+def sensitivity(layers: list[dict[str, Any]], float_layers: set[str], top: int = 20) -> bytes:
+    """Output SNR per layer when it alone is INT8 (most sensitive at the top); layers the accuracy
+    search kept in float are drawn in orange."""
+    shown = layers[:top][::-1]
+    figure, axis = plt.subplots(figsize=(6, 0.25 * len(shown) + 1))
+    colours = ["tab:orange" if row["layer"] in float_layers else "tab:blue" for row in shown]
+    axis.barh([row["layer"] for row in shown], [row["snr_db"] for row in shown], color=colours)
+    axis.set_xlabel("output SNR with only this layer in INT8 (dB; lower = more sensitive)")
+    axis.tick_params(axis="y", labelsize=7)
     axis.grid(alpha=0.3, axis="x")
     return _png(figure)
