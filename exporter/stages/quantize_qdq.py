@@ -201,7 +201,8 @@ def quantize_qdq(
             )
         finally:
             root.setLevel(level)
-    quantized = onnx.load(str(out))
+    quantized = float_inputs_for(onnx.load(str(out)), set(excluded))
+    onnx.save(quantized, str(out))
     onnx.checker.check_model(quantized, full_check=True)
     structure = check_qdq_structure(quantized)
     return {
@@ -214,6 +215,32 @@ def quantize_qdq(
         "float_tail": tail,
         "ranges": {"cache": str(cache) if ranges_dir else None, "reused": reused},
     }
+
+
+def float_inputs_for(model: onnx.ModelProto, excluded: set[str]) -> onnx.ModelProto:
+    """Excluded nodes read the float tensor, not a Q → DQ pair shared with a quantized consumer of the
+    same tensor (quantize_static inserts one pair per tensor); pairs left without readers go."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+    for node in model.graph.node:
+        if node.name not in excluded:
+            continue
+        for index, name in enumerate(node.input):
+            dq = producer.get(name)
+            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[index] = q.input[0]
+    graph_outputs = {o.name for o in model.graph.output}
+    while True:
+        read = {name for node in model.graph.node for name in node.input} | graph_outputs
+        dead = [
+            n
+            for n in model.graph.node
+            if n.op_type in ("QuantizeLinear", "DequantizeLinear") and not set(n.output) & read
+        ]
+        if not dead:
+            return model
+        for node in dead:
+            model.graph.node.remove(node)
 
 
 def check_qdq_structure(model: onnx.ModelProto) -> dict[str, Any]:
