@@ -75,6 +75,9 @@ OVERRIDES = {
     "calib_data": "calibration.source",
     "calib_count": "calibration.count",
     "eval_limit": "evaluation.limit",
+    "eval_data": "evaluation.data",
+    "int8_accuracy_budget": "int8.accuracy_budget",
+    "sensitivity_images": "int8.sensitivity_images",
 }
 
 
@@ -134,7 +137,15 @@ def cli():
 )
 @click.option("--calib-data", help="INT8 calibration images: a folder, a COCO json, or 'demo'.")
 @click.option("--calib-count", type=int, help="Number of calibration images (default 300).")
-@click.option("--eval-limit", type=int, help="Evaluate only the first N images of the recipe's data.")
+@click.option(
+    "--eval-data", help="Evaluation data: a COCO json or folder, or 'demo' (default: the recipe's)."
+)
+@click.option("--eval-limit", type=int, help="Evaluate only the first N images of the evaluation data.")
+@click.option(
+    "--int8-accuracy-budget",
+    type=float,
+    help="INT8 may lose at most this many mAP points vs FP32: keep the fewest sensitive layers in float.",
+)
 @click.option(
     "--trt-end2end-nms",
     is_flag=True,
@@ -148,6 +159,7 @@ def build(**options):
     Examples:
       reparam-export build                                  # embedded demo model
       reparam-export build --target openvino --precision fp32 --precision int8 --calib-data demo
+      reparam-export build --target openvino --precision int8 --int8-accuracy-budget 0.5
       reparam-export build --recipe recipes/embedded_demo.yaml --dynamic-batch
       reparam-export build --model mypkg.models:build_yolo --input-size 640 640
     """
@@ -255,49 +267,127 @@ def calibrate(**options):
 @cli.command()
 @_model_options
 @click.option("--calib-data", help="Calibration images: a folder, a COCO json, or 'demo'.")
-@click.option("--calib-count", type=int, default=32, show_default=True, help="Calibration images scored.")
+@click.option("--calib-count", type=int, help="Calibration images selected (default 300).")
+@click.option("--images", "sensitivity_images", type=int, help="Of those, images scored (default 32).")
 @click.option("--top", default=15, show_default=True, help="Rows to print.")
 def sensitivity(**options):
     """Rank the fused model's convolutions by the error each causes when it alone is in INT8.
 
     Per layer: output SNR with only that layer fake-quantized (INT8 per-channel weights, per-tensor
     input on calibrated ranges; lower is worse) and weight statistics of the fused kernel (per-channel
-    range spread, share of 6-sigma outliers). Written to RUN/sensitivity.json.
+    range spread, share of 6-sigma outliers). Written to RUN/sensitivity.json (cached like any stage).
 
     \b
     Examples:
       reparam-export sensitivity --calib-data demo
       reparam-export sensitivity --recipe recipes/damoyolo_s.yaml --checkpoint damoyolo_s.pth
     """
-    from exporter.artifacts import write_json
-    from exporter.data import calibration
-    from exporter.eval.sensitivity import layer_sensitivity
-    from exporter.stages.fuse import load_fused
+    from exporter.stages.sensitivity import ranking
 
     recipe = _load(options)
-    pipeline = _pipeline(recipe, options["run_dir"], options["force"])
-    fused = pipeline.fuse().output
-    model, _ = load_fused(recipe, fused)
-    spec = recipe.calibration
-    chosen, _ = calibration.select(
-        spec.source, spec.count, spec.seed, recipe.input_size, recipe.preprocess, spec.allow_fewer
-    )
-    with console.status("scoring each convolution in INT8…"):
-        scores = layer_sensitivity(model, list(chosen.batches(4)))
-    path = pipeline.run.root / "sensitivity.json"
-    write_json(path, {"calibration_images": len(chosen.images), "layers": [s.as_dict() for s in scores]})
+    result = _pipeline(recipe, options["run_dir"], options["force"]).sensitivity()
     table = Table(title=f"{recipe.name}: INT8 sensitivity per layer (most sensitive first)")
     for column in ("layer", "SNR dB", "channel range max/median", "6σ outliers"):
         table.add_column(column)
-    for score in scores[: options["top"]]:
+    for row in ranking(result.output)[: options["top"]]:
         table.add_row(
-            score.layer,
-            f"{score.snr_db:.1f}",
-            f"{score.channel_range_ratio:.2f}",
-            f"{100 * score.outlier_share:.2f}%",
+            row["layer"],
+            f"{row['snr_db']:.1f}",
+            f"{row['channel_range_ratio']:.2f}",
+            f"{100 * row['outlier_share']:.2f}%",
         )
     out_console().print(table)
-    console.print(f"wrote {path}", markup=False)
+
+
+@cli.command("bench-int8")
+@_model_options
+@click.option(
+    "--target",
+    "backend",
+    type=click.Choice(["openvino", "tensorrt"]),
+    default="openvino",
+    show_default=True,
+    help="Whose INT8 to search: OpenVINO (NNCF) or the TensorRT Q/DQ ONNX (scored by onnxruntime).",
+)
+@click.option(
+    "--int8-accuracy-budget", type=float, default=0.5, show_default=True, help="mAP points vs FP32."
+)
+@click.option("--calib-data", help="INT8 calibration images: a folder, a COCO json, or 'demo'.")
+@click.option("--calib-count", type=int, help="Number of calibration images (default 300).")
+@click.option(
+    "--eval-data", help="Evaluation data: a COCO json or folder, or 'demo' (default: the recipe's)."
+)
+@click.option("--eval-limit", type=int, help="Evaluate only the first N images of the evaluation data.")
+def bench_int8(backend, **options):
+    """FP32 vs full INT8 vs partial INT8 (fewest float layers within the budget): mAP and latency.
+
+    The search measures all three in one run on this machine (OpenVINO CPU latency, p50, batch 1);
+    its record is cached in the run directory: --force measures again. Goal: partial INT8 within
+    the budget of FP32 while keeping at least 80% of the full-INT8 speedup.
+
+    \b
+    Examples:
+      reparam-export bench-int8
+      reparam-export bench-int8 --int8-accuracy-budget 0.1 --eval-limit 200
+      reparam-export bench-int8 --recipe recipes/damoyolo_s.yaml --checkpoint damoyolo_s.pth
+    """
+    from exporter.pipeline import check_targets
+
+    recipe = _load({**options, "targets": (backend,), "precisions": ("int8",)})
+    check_targets(recipe)
+    pipeline = _pipeline(recipe, options["run_dir"], options["force"])
+    model = pipeline.simplify(backend).output
+    chosen, record = pipeline.calibration_set(model)
+    result = pipeline.int8_search(backend, model, chosen, record)
+    _print_int8_search(recipe.name, result.record, result.cached)
+
+
+def _print_int8_search(name: str, record: dict[str, Any], cached: bool) -> None:
+    latency = record.get("latency_ms") or {}
+    fp32_ms = latency.get("fp32")
+    table = Table(
+        title=f"{name}: INT8 on {record['backend']}, budget {record['budget_points']:g} mAP points, "
+        f"{record['evaluation']['images']} images"
+    )
+    for column in ("model", "float layers", "mAP", "vs FP32", "p50 ms", "speedup vs FP32"):
+        table.add_column(column)
+    rows = [
+        ("FP32", "all", record["fp32_map"], "fp32"),
+        ("full INT8", "0", record["full_int8_map"], "int8_full"),
+        ("partial INT8", str(len(record["float_layers"])), record["partial_int8_map"], "int8_partial"),
+    ]
+    for label, floats, map_, key in rows:
+        ms = latency.get(key)
+        table.add_row(
+            label,
+            floats,
+            f"{100 * map_:.2f}",
+            f"{100 * (map_ - record['fp32_map']):+.2f}" if key != "fp32" else "",
+            f"{ms:.2f}" if ms is not None else "not measured",
+            f"{fp32_ms / ms:.2f}x" if ms and fp32_ms else "",
+        )
+    out = out_console()
+    out.print(table)
+    if record["float_layers"]:
+        out.print(f"float layers: {', '.join(record['float_layers'])}", markup=False, soft_wrap=True)
+    met = record["drop_points"] <= record["budget_points"]
+    out.print(
+        f"goal: partial INT8 within {record['budget_points']:g} points of FP32: "
+        f"{record['drop_points']:.2f} points below, {'met' if met else 'NOT met'}",
+        markup=False,
+    )
+    kept = record.get("speedup_kept")
+    verdict = "" if kept is None else ("met" if kept >= 0.8 else "NOT met")
+    out.print(
+        f"goal: ≥ 80% of the full-INT8 speedup kept: {100 * kept:.0f}%, {verdict}"
+        if kept is not None
+        else f"goal: speedup kept: not measured ({record.get('latency_note', 'no latency')})",
+        markup=False,
+    )
+    if cached:
+        console.print(
+            "(cached search from an earlier run of this recipe; --force measures again)", markup=False
+        )
 
 
 @cli.command()

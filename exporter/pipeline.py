@@ -40,6 +40,14 @@ def check_targets(recipe: Recipe) -> None:
                 status = check_library(library, library, "", "pip install 'reparam-export[openvino]'")
                 if not status.usable and (library == "openvino" or "int8" in recipe.precisions):
                     raise UserError(f"target openvino needs {library}: {status.note}")
+    if recipe.int8.accuracy_budget is not None:
+        if "int8" not in recipe.precisions:
+            raise UserError("--int8-accuracy-budget applies to INT8 builds; add --precision int8")
+        if recipe.evaluation.data is None:
+            raise UserError(
+                "--int8-accuracy-budget needs evaluation data: set evaluation.data in the recipe "
+                "(a COCO json, a COCO folder or 'demo')"
+            )
     for precision in recipe.precisions:
         if not any(precision in AVAILABLE[t] for t in recipe.targets):
             raise UserError(
@@ -79,6 +87,16 @@ def summarize(result: StageResult) -> str:
             f"Q/DQ ONNX, {record['qdq_pairs']} Q/DQ pairs, {record['calibration_images']} calibration images"
         )
         detail += f" ({record['method']}); onnxruntime {_error(check, 'max abs err vs FP32 reference')}"
+    elif kind == "sensitivity":
+        detail = (
+            f"{record['layers']} convolutions ranked on {record['calibration_images']} calibration images"
+        )
+    elif kind == "int8_search":
+        detail = (
+            f"{len(record['float_layers'])} of {record['candidates']} layers kept in float; mAP FP32 "
+            f"{100 * record['fp32_map']:.2f}, full INT8 {100 * record['full_int8_map']:.2f}, partial INT8 "
+            f"{100 * record['partial_int8_map']:.2f} (budget {record['budget_points']:g} points)"
+        )
     elif result.name.startswith("tensorrt.end2end"):
         coding = record["attributes"]["box_coding"]
         detail = f"EfficientNMS_TRT appended, box_coding {coding} (corners); {record['note']}"
@@ -94,6 +112,8 @@ def summarize(result: StageResult) -> str:
             int8 = record["int8"]
             detail += f"; {int8['calibration_images']} calibration images"
             detail += f", {int8['float_ops']} head ops kept in float"
+            if int8.get("float_layers"):
+                detail += f", {len(int8['float_layers'])} layers in float by the accuracy search"
     state = "cached" if result.cached else f"{record['wall_s']:.1f} s"
     return f"{result.name:<16} {detail}  [{state}] → {result.output}"
 
@@ -213,17 +233,24 @@ class Pipeline:
         fused = self.run.root / "fused.pt"
         inputs: dict[str, Path] = {"onnx": model, "fused": fused}
         settings: dict[str, Any] = {"precision": precision, "onnx_rtol": self.recipe.thresholds.onnx_rtol}
-        chosen = None
+        chosen, float_nodes = None, []
         if precision == "int8":
             chosen, record = self.calibration_set(model)
             inputs["calibration"] = record
             settings["calibration"] = self.recipe.calibration.model_dump(mode="json")
+            if self.recipe.int8.accuracy_budget is not None:
+                search = self.int8_search("openvino", model, chosen, record)
+                float_nodes = search.record["float_nodes"]
+                inputs["int8_search"] = search.output
+                settings["float_nodes"] = float_nodes
         return self._stage(
             f"openvino.{precision}",
             f"openvino/model_{precision}.xml",
             inputs,
             settings,
-            lambda out: openvino.openvino_stage(self.recipe, model, fused, precision, out, chosen),
+            lambda out: openvino.openvino_stage(
+                self.recipe, model, fused, precision, out, chosen, float_nodes
+            ),
             companions=(".bin",),
             versions=openvino.library_versions(),
         )
@@ -235,14 +262,86 @@ class Pipeline:
         method = self.recipe.tensorrt.calibration_method
         chosen, record = self.calibration_set(model)
         settings = {"method": method, "calibration": self.recipe.calibration.model_dump(mode="json")}
+        inputs = {"onnx": model, "fused": fused, "calibration": record}
+        float_nodes: list[str] = []
+        if self.recipe.int8.accuracy_budget is not None:
+            search = self.int8_search("tensorrt", model, chosen, record)
+            float_nodes = search.record["float_nodes"]
+            inputs["int8_search"] = search.output
+            settings["float_nodes"] = float_nodes
         return self._stage(
             "tensorrt.qdq",
             "tensorrt/model.qdq.onnx",
-            {"onnx": model, "fused": fused, "calibration": record},
+            inputs,
             settings,
             lambda out: quantize_qdq.qdq_stage(
-                self.recipe, model, fused, out, chosen, method, ranges_dir=record.parent
+                self.recipe, model, fused, out, chosen, method, float_nodes, ranges_dir=record.parent
             ),
+        )
+
+    def sensitivity(self) -> StageResult:
+        """Every convolution of the fused model ranked by the error it causes alone in INT8."""
+        from exporter.stages.sensitivity import sensitivity_stage
+
+        fused = self.fuse().output
+        chosen, record = self.calibration_set(fused)
+        settings = {
+            "images": self.recipe.int8.sensitivity_images,
+            "calibration": self.recipe.calibration.model_dump(mode="json"),
+        }
+        return self._stage(
+            "sensitivity",
+            "sensitivity.json",
+            {"fused": fused, "calibration": record},
+            settings,
+            lambda out: sensitivity_stage(self.recipe, fused, chosen, out),
+        )
+
+    def int8_search(
+        self, backend: str, model: Path, chosen: calibration.CalibrationSet, record: Path
+    ) -> StageResult:
+        """The fewest most-sensitive layers kept in float for INT8 to meet int8.accuracy_budget."""
+        from exporter.eval.run_eval import Scorer
+        from exporter.stages import partial_int8
+
+        sensitivity = self.sensitivity().output
+        fused = self.run.root / "fused.pt"
+        method = self.recipe.tensorrt.calibration_method
+        settings = {
+            "int8": self.recipe.int8.model_dump(mode="json"),
+            "evaluation": self.recipe.evaluation.model_dump(mode="json"),
+            "calibration": self.recipe.calibration.model_dump(mode="json"),
+            **({"method": method} if backend == "tensorrt" else {}),
+        }
+        inputs = {
+            "onnx": model,
+            "fused": fused,
+            "sensitivity": sensitivity,
+            "calibration": record,
+            "evaluation": Scorer(self.recipe).dataset.annotations,
+        }
+
+        def run(out: Path) -> dict[str, Any]:
+            quantizer = (
+                partial_int8.OpenVinoQuantizer(model, chosen)
+                if backend == "openvino"
+                else partial_int8.QdqQuantizer(model, chosen, method, record.parent)
+            )
+            say = lambda line: self.console.print(line, markup=False, highlight=False)  # noqa: E731
+            return partial_int8.partial_int8_stage(self.recipe, quantizer, fused, sensitivity, out, say)
+
+        versions = None
+        if backend == "openvino":
+            from exporter.stages.openvino import library_versions
+
+            versions = library_versions()
+        return self._stage(
+            f"{backend}.int8_search",
+            f"{FOLDER[backend]}int8_search.json",
+            inputs,
+            settings,
+            run,
+            versions=versions,
         )
 
     def _end2end(self, precision: str, model: Path) -> StageResult:

@@ -73,6 +73,15 @@ class TensorRTSpec(Strict):
     max_output_boxes: int = Field(100, ge=1)
 
 
+class Int8Spec(Strict):
+    """INT8 accuracy. `accuracy_budget`: mAP points (0–100 scale) the INT8 model may lose against FP32 on
+    the evaluation data; set, the build keeps the fewest most-sensitive layers in float that meet it.
+    `sensitivity_images`: calibration images the per-layer sensitivity ranking runs on."""
+
+    accuracy_budget: float | None = Field(None, ge=0)
+    sensitivity_images: int = Field(32, ge=1)
+
+
 class EvaluationSpec(Strict):
     """COCO evaluation after a build: a dataset (COCO json or folder, or 'demo' for the demo val
     split) and optionally only its first `limit` images."""
@@ -100,6 +109,7 @@ class Recipe(Strict):
     thresholds: Thresholds = Thresholds()
     calibration: CalibrationSpec = CalibrationSpec()
     tensorrt: TensorRTSpec = TensorRTSpec()
+    int8: Int8Spec = Int8Spec()
     evaluation: EvaluationSpec = EvaluationSpec()
     seed: int = 0
 

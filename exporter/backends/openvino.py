@@ -11,13 +11,16 @@ PRECISION_HINTS = {"fp32": "f32", "fp16": "f32", "int8": "f32"}  # compute preci
 
 
 class OpenVinoRunner:
-    def __init__(self, path: str | Path, hint: str = "f32", threads: int = 0, mode: str = "LATENCY"):
+    """A compiled model: `source` is an IR path or an in-memory openvino.Model."""
+
+    def __init__(self, source, hint: str = "f32", threads: int = 0, mode: str = "LATENCY"):
         import openvino as ov
 
         config = {"PERFORMANCE_HINT": mode, "INFERENCE_PRECISION_HINT": hint}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+        model = source if isinstance(source, ov.Model) else str(source)
+        self.compiled = ov.Core().compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.config = {
             k: _text(self.compiled.get_property(k))

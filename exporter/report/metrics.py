@@ -52,6 +52,13 @@ def collect(run: str | Path) -> dict[str, Any]:
             }
         )
     fuse = (stages.get("fuse") or {}).get("check", {})
+    searches = {
+        name.partition(".")[0]: {
+            k: v for k, v in stage.items() if k not in ("inputs", "settings", "versions")
+        }
+        for name, stage in stages.items()
+        if name.endswith(".int8_search")
+    }
     return {
         "model": manifest.get("recipe", {}).get("name", run.name),
         "recipe_hash": manifest.get("recipe_hash"),
@@ -64,4 +71,6 @@ def collect(run: str | Path) -> dict[str, Any]:
         "stage_seconds": {name: s.get("wall_s") for name, s in stages.items()},
         "eval": {k: evaluation.get(k) for k in ("data", "images")} if evaluation else {},
         "bench": {k: bench.get(k) for k in ("mode", "threads", "cpu")} if bench else {},
+        "sensitivity": _read(run / "sensitivity.json").get("layers", []),
+        "int8_search": searches,
     }

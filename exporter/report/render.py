@@ -106,9 +106,68 @@ def to_markdown(metrics: dict[str, Any]) -> str:
         lines += [
             f"| {t['target']} | {t['published mAP']} | {t['published ms']} | {t['ours']} |" for t in targets
         ]
+    lines += int8_sections(metrics)
     lines += ["", "## Build times", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {name} | {seconds} |" for name, seconds in metrics["stage_seconds"].items()]
     return "\n".join(lines) + "\n"
+
+
+def int8_sections(metrics: dict[str, Any], top: int = 15) -> list[str]:
+    """The partial-INT8 search per backend (FP32 / full / partial INT8) and the sensitivity ranking."""
+    lines: list[str] = []
+    for backend, search in metrics["int8_search"].items():
+        latency = search.get("latency_ms") or {}
+        lines += [
+            "",
+            f"## Partial INT8 ({backend}, budget {search['budget_points']:g} mAP points)",
+            "",
+            f"Evaluated on {search['evaluation']['images']} images; "
+            f"{search['candidates']} searchable layers.",
+            "",
+            "| model | float layers | mAP | vs FP32 | p50 ms |",
+            "|---|---|---|---|---|",
+        ]
+        for label, floats, key, ms in (
+            ("FP32", "all", "fp32_map", latency.get("fp32")),
+            ("full INT8", "0", "full_int8_map", latency.get("int8_full")),
+            (
+                "partial INT8",
+                str(len(search["float_layers"])),
+                "partial_int8_map",
+                latency.get("int8_partial"),
+            ),
+        ):
+            delta = "" if key == "fp32_map" else f"{100 * (search[key] - search['fp32_map']):+.2f}"
+            timing = f"{ms:.2f}" if ms is not None else "not measured"
+            lines.append(f"| {label} | {floats} | {100 * search[key]:.2f} | {delta} | {timing} |")
+        if search.get("latency_note"):
+            lines += ["", search["latency_note"] + "."]
+        if search.get("speedup_kept") is not None:
+            lines += ["", f"Share of the full-INT8 speedup kept: {100 * search['speedup_kept']:.0f}%."]
+        if search["float_layers"]:
+            lines += ["", "Kept in float: " + ", ".join(f"`{name}`" for name in search["float_layers"]) + "."]
+    if metrics["sensitivity"]:
+        lines += [
+            "",
+            f"## INT8 sensitivity (top {top} of {len(metrics['sensitivity'])} layers)",
+            "",
+            "| layer | SNR dB | channel range max/median | 6σ outliers | INT8 builds keep it |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['layer']} | {r['snr_db']:.1f} | {r['channel_range_ratio']:.2f} | "
+            f"{100 * r['outlier_share']:.2f}% | {_kept_as(r['layer'], metrics['int8_search'])} |"
+            for r in metrics["sensitivity"][:top]
+        ]
+    return lines
+
+
+def _kept_as(layer: str, searches: dict[str, Any]) -> str:
+    """How the INT8 builds of the run treat a layer: 'float (prediction conv)', 'float (search: …)'."""
+    if any(layer in s.get("always_float_layers", []) for s in searches.values()):
+        return "float (prediction conv)"
+    chosen = [backend for backend, s in searches.items() if layer in s["float_layers"]]
+    return f"float (search: {', '.join(chosen)})" if chosen else ("INT8" if searches else "")
 
 
 def _plot_targets(metrics: dict[str, Any]) -> list[tuple[str, float, float]]:
@@ -145,6 +204,11 @@ def write_report(run: str | Path, out: str | Path | None = None) -> dict[str, Pa
         "latency vs mAP": plots.latency_vs_map(metrics["rows"], _plot_targets(metrics)),
         "latency distribution": plots.latency_distribution(metrics["rows"]),
     }
+    if metrics["sensitivity"]:
+        floats = {name for search in metrics["int8_search"].values() for name in search["float_layers"]}
+        images["INT8 sensitivity per layer (orange: kept in float)"] = plots.sensitivity(
+            metrics["sensitivity"], floats
+        )
     paths = {"markdown": out / "report.md", "html": out / "report.html", "json": out / "report.json"}
     with atomic_output(paths["markdown"]) as tmp:
         tmp.write_text(markdown)

@@ -40,7 +40,8 @@ def head_tail(model) -> list[str]:
     ]
 
 
-def quantize(model, calibration: CalibrationSet, preset: str = "performance"):
+def quantize(model, calibration: CalibrationSet, float_nodes: list[str] = (), preset: str = "performance"):
+    """INT8 model (NNCF) and the ops it keeps in float: the head tail plus `float_nodes`."""
     import logging
 
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # nncf imports it; no GPU here
@@ -48,7 +49,7 @@ def quantize(model, calibration: CalibrationSet, preset: str = "performance"):
 
     nncf.set_log_level(logging.WARNING)
     dataset = nncf.Dataset(list(calibration.batches()))
-    ignored = head_tail(model)
+    ignored = head_tail(model) + list(float_nodes)
     quantized = nncf.quantize(
         model,
         dataset,
@@ -66,17 +67,20 @@ def openvino_stage(
     precision: str,
     out: Path,
     calibration: CalibrationSet | None = None,
+    float_nodes: list[str] = (),
 ) -> dict[str, Any]:
+    """`float_nodes`: convolutions INT8 keeps in float besides the head (the partial-INT8 search's)."""
     import openvino as ov
 
     model = ov.convert_model(str(onnx_path))
     record: dict[str, Any] = {"precision": precision}
     if precision == "int8":
-        model, ignored = quantize(model, calibration)
+        model, ignored = quantize(model, calibration, float_nodes)
         record["int8"] = {
             "calibration_images": len(calibration.images),
             "preset": "performance",
-            "float_ops": len(ignored),
+            "float_ops": len(ignored) - len(float_nodes),
+            "float_layers": list(float_nodes),
             "ignored_scope": ignored,
         }
     ov.save_model(model, str(out), compress_to_fp16=precision == "fp16")

@@ -1,0 +1,229 @@
+"""Partial INT8: keep the fewest most-sensitive layers in float so that INT8 stays within an mAP budget.
+
+Candidates are the convolutions of the sensitivity ranking (sensitivity.json), most sensitive first,
+less those INT8 keeps in float anyway (the prediction convolutions). k, the number of top candidates
+kept in float, is searched: k = 0, 1, 2, 4, … until the INT8 model's mAP on the evaluation data is
+within the budget of the FP32 model's, then bisected between the last failing and the first passing
+k. That is the fewest layers if keeping one more layer in float never lowers mAP; every trial is
+recorded so that assumption can be checked.
+
+OpenVINO keeps a layer in float through NNCF's ignored scope; the TensorRT Q/DQ model by leaving the
+layer's Q/DQ out (scored here by onnxruntime's Q/DQ kernels). Layers are matched to graph nodes by
+their weights (exporter.layer_names).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from exporter import layer_names
+from exporter.artifacts import write_json
+from exporter.backends import onnxruntime as ort_backend
+from exporter.backends import openvino as ov_backend
+from exporter.data.calibration import CalibrationSet
+from exporter.errors import CheckFailed
+from exporter.eval.latency import measure
+from exporter.eval.run_eval import Scorer
+from exporter.recipe import Recipe
+from exporter.stages import quantize_qdq
+from exporter.stages.fuse import load_fused
+from exporter.stages.sensitivity import ranking
+
+LATENCY_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Trial:
+    float_layers: int
+    map: float
+    drop_points: float  # (FP32 mAP − this mAP) × 100
+
+
+def search(
+    evaluate: Callable[[int], float],
+    candidates: int,
+    reference_map: float,
+    budget_points: float,
+    report: Callable[[Trial], None] = lambda trial: None,
+) -> tuple[int, list[Trial]]:
+    """The smallest k (top-k candidates in float) whose mAP is within the budget, and every trial."""
+    trials: dict[int, Trial] = {}
+
+    def passes(k: int) -> bool:
+        if k not in trials:
+            found = evaluate(k)
+            trials[k] = Trial(k, found, 100 * (reference_map - found))
+            report(trials[k])
+        return trials[k].drop_points <= budget_points
+
+    def tried() -> list[Trial]:
+        return sorted(trials.values(), key=lambda t: t.float_layers)
+
+    def unreachable(k: int) -> CheckFailed:
+        return CheckFailed(
+            f"INT8 accuracy budget {budget_points:g} mAP points not met: with all {k} searchable layers "
+            f"in float the model is {trials[k].drop_points:.2f} points below FP32; raise "
+            "--int8-accuracy-budget or ship FP16"
+        )
+
+    if passes(0):
+        return 0, tried()
+    if candidates == 0:
+        raise unreachable(0)
+    low, high = 0, 1
+    while not passes(high):
+        if high == candidates:
+            raise unreachable(high)
+        low, high = high, min(2 * high, candidates)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if passes(middle) else (middle, high)
+    return high, tried()
+
+
+class OpenVinoQuantizer:
+    """FP32 and INT8 OpenVINO models of one ONNX, INT8 with extra convolutions kept in float."""
+
+    backend = "openvino"
+
+    def __init__(self, onnx_path: Path, calibration: CalibrationSet):
+        from exporter.stages.openvino import head_tail
+
+        self.onnx_path, self.calibration = onnx_path, calibration
+        model = self.convert()
+        self.graph_index = layer_names.openvino_convs(model)
+        self.always_float = set(head_tail(model))
+
+    def convert(self):
+        import openvino as ov
+
+        return ov.convert_model(str(self.onnx_path))
+
+    def runner(self, float_nodes: list[str] | None):
+        """The FP32 model (None) or the INT8 model with `float_nodes` in float too."""
+        from exporter.stages.openvino import quantize
+
+        if float_nodes is None:
+            return ov_backend.OpenVinoRunner(self.convert())
+        model, _ = quantize(self.convert(), self.calibration, float_nodes)
+        return ov_backend.OpenVinoRunner(model)
+
+
+class QdqQuantizer:
+    """The FP32 ONNX and its Q/DQ models (onnxruntime kernels), with extra Convs left without Q/DQ."""
+
+    backend = "tensorrt"
+
+    def __init__(self, onnx_path: Path, calibration: CalibrationSet, method: str, ranges_dir: Path):
+        self.onnx_path, self.calibration, self.method, self.ranges_dir = (
+            onnx_path,
+            calibration,
+            method,
+            ranges_dir,
+        )
+        graph = onnx.load(str(onnx_path))
+        self.graph_index = layer_names.onnx_convs(graph)
+        self.always_float = set(quantize_qdq.prediction_convs(graph))
+
+    def runner(self, float_nodes: list[str] | None):
+        """The FP32 model (None) or the Q/DQ model with `float_nodes` left without Q/DQ too."""
+        if float_nodes is None:
+            return ort_backend.load(self.onnx_path)
+        with tempfile.TemporaryDirectory(prefix="qdq-trial-") as tmp:
+            out = Path(tmp) / "model.qdq.onnx"
+            excluded = [*sorted(self.always_float), *float_nodes]
+            quantize_qdq.quantize_qdq(
+                self.onnx_path, out, self.calibration, self.method, excluded, self.ranges_dir
+            )
+            return ort_backend.load(out)
+
+
+def candidates(
+    recipe: Recipe, fused_pt: Path, sensitivity_json: Path, quantizer
+) -> tuple[dict[str, str], list[str]]:
+    """Ranked torch layer -> graph node of the searchable layers, and the layers INT8 keeps in float
+    anyway (the prediction convolutions)."""
+    model, _ = load_fused(recipe, fused_pt)
+    layers = [row["layer"] for row in ranking(sensitivity_json)]
+    mapping = layer_names.graph_names(layers, layer_names.torch_convs(model), quantizer.graph_index)
+    searchable = {layer: node for layer, node in mapping.items() if node not in quantizer.always_float}
+    return searchable, [layer for layer in mapping if layer not in searchable]
+
+
+def latency(runners: dict[str, Any], probe) -> dict[str, float]:
+    """p50 ms of each runner on `probe`, measured one after another in this process."""
+    return {
+        name: round(measure(lambda r=runner: r.infer(probe), min_seconds=LATENCY_SECONDS).p50_ms, 3)
+        for name, runner in runners.items()
+    }
+
+
+def partial_int8_stage(
+    recipe: Recipe,
+    quantizer,
+    fused_pt: Path,
+    sensitivity_json: Path,
+    out: Path,
+    say: Callable[[str], None] = lambda line: None,
+) -> dict[str, Any]:
+    """Search the float layers for recipe.int8.accuracy_budget; writes and returns the record."""
+    budget = recipe.int8.accuracy_budget
+    ranked, always_float = candidates(recipe, fused_pt, sensitivity_json, quantizer)
+    layers, nodes = list(ranked), list(ranked.values())
+    score = Scorer(recipe)
+    fp32 = quantizer.runner(None)
+    reference = score(fp32.infer, 1)["map"]
+    say(f"int8 search ({quantizer.backend}): FP32 mAP {100 * reference:.2f}, budget {budget:g} points")
+    runners: dict[int, Any] = {}
+
+    def evaluate(k: int) -> float:
+        runners[k] = quantizer.runner(nodes[:k])
+        return score(runners[k].infer, 1)["map"]
+
+    def report(trial: Trial) -> None:
+        say(
+            f"  {trial.float_layers:>3} layers in float → mAP {100 * trial.map:.2f} "
+            f"({-trial.drop_points:+.2f} points)"
+        )
+
+    chosen, trials = search(evaluate, len(layers), reference, budget, report)
+    record: dict[str, Any] = {
+        "backend": quantizer.backend,
+        "budget_points": budget,
+        "evaluation": {
+            "data": str(score.dataset.annotations),
+            "images": score.limit or len(score.dataset.samples),
+        },
+        "candidates": len(layers),
+        "fp32_map": reference,
+        "full_int8_map": trials[0].map,
+        "partial_int8_map": next(t.map for t in trials if t.float_layers == chosen),
+        "always_float_layers": always_float,
+        "float_layers": layers[:chosen],
+        "float_nodes": nodes[:chosen],
+        "trials": [asdict(t) for t in trials],
+    }
+    record["drop_points"] = 100 * (reference - record["partial_int8_map"])
+    if quantizer.backend == "openvino":
+        from exporter.models.loader import probe_input
+
+        probe = probe_input(recipe, batch=1).numpy()
+        timed = latency({"fp32": fp32, "int8_full": runners[0], "int8_partial": runners[chosen]}, probe)
+        saved_full = timed["fp32"] - timed["int8_full"]
+        record["latency_ms"] = timed
+        record["speedup_kept"] = (
+            (timed["fp32"] - timed["int8_partial"]) / saved_full if saved_full > 0 else None
+        )
+    else:
+        record["latency_ms"] = None
+        record["latency_note"] = (
+            "TensorRT latency needs TensorRT on a GPU; mAP measured with onnxruntime Q/DQ kernels"
+        )
+    write_json(out, record)
+    return {**record, "check": {"budget_points": budget, "drop_points": record["drop_points"], "ok": True}}
