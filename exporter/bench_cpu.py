@@ -19,9 +19,11 @@ import torch
 
 from exporter.backends import onnxruntime as ort_backend
 from exporter.backends import openvino as ov_backend
-from exporter.eval.latency import measure
+from exporter.eval.latency import side_by_side
 from exporter.models.loader import build_model, probe_input
 from exporter.recipe import Recipe
+
+ROUNDS = 3  # alternating passes over every runtime (see latency.side_by_side)
 
 
 @dataclass
@@ -48,20 +50,20 @@ def bench_recipe(recipe: Recipe, threads: int, min_seconds: float, calib_count: 
     model = build_model(recipe)
     probe = probe_input(recipe, batch=1)
     batch = probe.numpy()
-    timings: dict[str, float] = {}
+    calls = {}
 
-    def timed(name: str, call) -> None:
-        timings[name] = measure(call, min_seconds=min_seconds).p50_ms
+    def eager():
+        with torch.no_grad():
+            return model(probe)
 
-    with torch.no_grad():
-        timed("PyTorch eager, unfused FP32", lambda: model(probe))
+    calls["PyTorch eager, unfused FP32"] = eager
     with tempfile.TemporaryDirectory() as tmp:
         unfused = Path(tmp) / "unfused.onnx"
         export_unfused(model, probe, unfused, recipe.export.opset)
         ort = ort_backend.load(unfused, threads)
-        timed("onnxruntime, unfused FP32", lambda: ort.infer(batch))
+        calls["onnxruntime, unfused FP32"] = lambda: ort.infer(batch)
         ov_unfused = ov_backend.load(unfused, "fp32", threads)
-        timed("OpenVINO, unfused FP32", lambda: ov_unfused.infer(batch))
+        calls["OpenVINO, unfused FP32"] = lambda: ov_unfused.infer(batch)
         built = recipe.model_copy(deep=True)
         built.targets, built.precisions = ["openvino"], ["fp32", "fp16", "int8"]
         built.calibration.count, built.calibration.folder = calib_count, Path(tmp) / "calibration"
@@ -69,7 +71,8 @@ def bench_recipe(recipe: Recipe, threads: int, min_seconds: float, calib_count: 
         artifacts = pipeline.build()
         for precision in ("fp32", "fp16", "int8"):
             runner = ov_backend.load(artifacts[f"openvino.{precision}"].output, precision, threads)
-            timed(f"OpenVINO, fused {precision.upper()}", lambda runner=runner: runner.infer(batch))
+            calls[f"OpenVINO, fused {precision.upper()}"] = lambda runner=runner: runner.infer(batch)
+        timings = side_by_side(calls, ROUNDS, min_seconds)
         accuracy = None
         if recipe.evaluation.data:
             from exporter.eval.run_eval import evaluate_run

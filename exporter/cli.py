@@ -509,7 +509,12 @@ def check(run, baseline, tolerances, update_baseline):
     help="Recipe(s) to benchmark; repeatable (default: the demo and recipes/damoyolo_ns.yaml).",
 )
 @click.option("--threads", default=2, show_default=True, help="CPU threads for every backend.")
-@click.option("--min-seconds", default=2.0, show_default=True, help="Timed seconds per measurement.")
+@click.option(
+    "--min-seconds",
+    default=2.0,
+    show_default=True,
+    help="Timed seconds per runtime, over 3 alternating rounds.",
+)
 @click.option("--calib-count", default=64, show_default=True, help="INT8 calibration images.")
 @click.option("--eval-limit", default=100, show_default=True, help="Val images for the INT8 mAP check.")
 def bench_cpu(recipes, threads, min_seconds, calib_count, eval_limit):

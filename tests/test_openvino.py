@@ -195,3 +195,41 @@ def test_calibrate_command_records_the_images(run_cli, tmp_path, calib_json):
         str(tmp_path / "run"),
     )
     assert code == 2 and "fewer than the 500 asked for" in err
+
+
+def test_side_by_side_alternates_and_takes_the_median(monkeypatch):
+    """Rounds pass over every call in turn; each call's result is the median of its round p50s, so a
+    machine slowing down during the run penalizes no call in particular."""
+    from exporter.eval import latency
+
+    order, clock = [], iter(range(1, 100))
+
+    def fake_measure(call, min_seconds):
+        order.append(call())
+        return latency.Latency(1, 0.0, 0.0, float(next(clock)), 0.0, 0.0)
+
+    monkeypatch.setattr(latency, "measure", fake_measure)
+    result = latency.side_by_side({"a": lambda: "a", "b": lambda: "b"}, rounds=3, min_seconds=0.3)
+    assert order == ["a", "b", "a", "b", "a", "b"]
+    assert result == {"a": 3.0, "b": 4.0}  # medians of 1,3,5 and 2,4,6
+
+
+@pytest.mark.slow
+def test_bench_cpu_times_every_runtime_and_checks_its_goals(calib_json, single_thread):
+    from exporter.bench_cpu import bench_recipe, met
+
+    recipe = load_recipe(EMBEDDED, {"input_size": [64, 64], "calibration.source": str(calib_json)})
+    rows, goals = bench_recipe(recipe, threads=1, min_seconds=0.1, calib_count=8, eval_limit=None)
+    assert [r.name for r in rows] == [
+        "PyTorch eager, unfused FP32",
+        "onnxruntime, unfused FP32",
+        "OpenVINO, unfused FP32",
+        "OpenVINO, fused FP32",
+        "OpenVINO, fused FP16",
+        "OpenVINO, fused INT8",
+    ]
+    assert all(r.p50_ms > 0 for r in rows) and rows[0].ratio_vs_torch == 1.0
+    by_name = {r.name: r.p50_ms for r in rows}
+    assert goals["INT8 vs FP32 IR"] == by_name["OpenVINO, fused FP32"] / by_name["OpenVINO, fused INT8"]
+    assert set(goals) == {"fused vs unfused OpenVINO FP32", "INT8 vs FP32 IR"}  # no evaluation data
+    assert met("INT8 vs FP32 IR", 1.5) and not met("INT8 vs FP32 IR", 1.49)

@@ -48,6 +48,19 @@ def measure(
     )
 
 
+def side_by_side(
+    calls: dict[str, Callable[[], object]], rounds: int = 3, min_seconds: float = 1.0
+) -> dict[str, float]:
+    """p50 ms of each call, compared fairly: `rounds` passes over all calls in turn, then the median
+    of each call's per-round p50 — a machine whose speed drifts during the run (shared hosts, turbo)
+    then favours no call in particular, as timing one call after another would."""
+    p50s: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            p50s[name].append(measure(call, min_seconds=min_seconds / rounds).p50_ms)
+    return {name: float(np.median(values)) for name, values in p50s.items()}
+
+
 def throughput(make_call: Callable[[], Callable[[], object]], workers: int, seconds: float = 2.0) -> float:
     """Images per second with `workers` threads each calling its own `make_call()` (batch 1) for
     `seconds` after one warm-up call each."""

@@ -28,14 +28,14 @@ from exporter.backends import onnxruntime as ort_backend
 from exporter.backends import openvino as ov_backend
 from exporter.data.calibration import CalibrationSet
 from exporter.errors import CheckFailed
-from exporter.eval.latency import measure
+from exporter.eval.latency import side_by_side
 from exporter.eval.run_eval import Scorer
 from exporter.recipe import Recipe
 from exporter.stages import quantize_qdq
 from exporter.stages.fuse import load_fused
 from exporter.stages.sensitivity import ranking
 
-LATENCY_SECONDS = 2.0
+LATENCY_SECONDS = 3.0  # timed per model, over 3 alternating rounds
 
 
 @dataclass(frozen=True)
@@ -156,14 +156,6 @@ def candidates(
     return searchable, [layer for layer in mapping if layer not in searchable]
 
 
-def latency(runners: dict[str, Any], probe) -> dict[str, float]:
-    """p50 ms of each runner on `probe`, measured one after another in this process."""
-    return {
-        name: round(measure(lambda r=runner: r.infer(probe), min_seconds=LATENCY_SECONDS).p50_ms, 3)
-        for name, runner in runners.items()
-    }
-
-
 def partial_int8_stage(
     recipe: Recipe,
     quantizer,
@@ -214,7 +206,11 @@ def partial_int8_stage(
         from exporter.models.loader import probe_input
 
         probe = probe_input(recipe, batch=1).numpy()
-        timed = latency({"fp32": fp32, "int8_full": runners[0], "int8_partial": runners[chosen]}, probe)
+        compared = {"fp32": fp32, "int8_full": runners[0], "int8_partial": runners[chosen]}
+        timed = side_by_side(
+            {name: lambda r=r: r.infer(probe) for name, r in compared.items()}, 3, LATENCY_SECONDS
+        )
+        timed = {name: round(ms, 3) for name, ms in timed.items()}
         saved_full = timed["fp32"] - timed["int8_full"]
         record["latency_ms"] = timed
         record["speedup_kept"] = (
