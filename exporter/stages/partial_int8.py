@@ -121,12 +121,10 @@ class QdqQuantizer:
     backend = "tensorrt"
 
     def __init__(self, onnx_path: Path, calibration: CalibrationSet, method: str, ranges_dir: Path):
-        self.onnx_path, self.calibration, self.method, self.ranges_dir = (
-            onnx_path,
-            calibration,
-            method,
-            ranges_dir,
-        )
+        self.onnx_path = onnx_path
+        self.calibration = calibration
+        self.method = method
+        self.ranges_dir = ranges_dir
         graph = onnx.load(str(onnx_path))
         self.graph_index = layer_names.onnx_convs(graph)
         self.always_float = set(quantize_qdq.prediction_convs(graph))
@@ -172,11 +170,13 @@ def partial_int8_stage(
     fp32 = quantizer.runner(None)
     reference = score(fp32.infer, 1)["map"]
     say(f"int8 search ({quantizer.backend}): FP32 mAP {100 * reference:.2f}, budget {budget:g} points")
-    runners: dict[int, Any] = {}
+    full_int8 = []  # the k = 0 runner, timed later (trial runners are not kept: models can be large)
 
     def evaluate(k: int) -> float:
-        runners[k] = quantizer.runner(nodes[:k])
-        return score(runners[k].infer, 1)["map"]
+        runner = quantizer.runner(nodes[:k])
+        if k == 0:
+            full_int8.append(runner)
+        return score(runner.infer, 1)["map"]
 
     def report(trial: Trial) -> None:
         say(
@@ -206,7 +206,8 @@ def partial_int8_stage(
         from exporter.models.loader import probe_input
 
         probe = probe_input(recipe, batch=1).numpy()
-        compared = {"fp32": fp32, "int8_full": runners[0], "int8_partial": runners[chosen]}
+        partial = full_int8[0] if chosen == 0 else quantizer.runner(nodes[:chosen])
+        compared = {"fp32": fp32, "int8_full": full_int8[0], "int8_partial": partial}
         timed = side_by_side(
             {name: lambda r=r: r.infer(probe) for name, r in compared.items()}, 3, LATENCY_SECONDS
         )
