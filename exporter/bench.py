@@ -59,14 +59,18 @@ def bench_run(
             **latency.as_dict(),
             "fps_batch1": 1000.0 / latency.mean_ms,
         }
-        if throughput_workers:
+        if throughput_workers and key.startswith("openvino"):  # its own streams and async requests
+            entry["throughput_fps"], entry["throughput_requests"] = openvino_throughput(
+                path, batch, min_seconds
+            )
+        elif throughput_workers:
 
             def make(key=key, path=path):
-                worker = load_artifact(key, path, 1, "THROUGHPUT")
+                worker = load_artifact(key, path, 1)
                 return lambda: worker.infer(batch)
 
             entry["throughput_fps"] = throughput(make, throughput_workers, min_seconds)
-            entry["throughput_workers"] = throughput_workers
+            entry["throughput_requests"] = throughput_workers
         results[key] = entry
     report = {
         "mode": "batch 1, synchronous",

@@ -396,7 +396,11 @@ def _print_int8_search(name: str, record: dict[str, Any], cached: bool) -> None:
 @click.option("--min-iters", default=50, show_default=True, help="Timed calls per artifact, at least.")
 @click.option("--min-seconds", default=2.0, show_default=True, help="Timed seconds per artifact, at least.")
 @click.option(
-    "--throughput", "workers", default=0, help="Also measure throughput with this many parallel requests."
+    "--throughput",
+    "workers",
+    default=0,
+    help="Also measure throughput: onnxruntime with this many parallel single-thread sessions, "
+    "OpenVINO with its THROUGHPUT streams and optimal number of async requests.",
 )
 def bench(run, threads, min_iters, min_seconds, workers):
     """Latency of every artifact of a run: batch 1, synchronous, after warm-up (p50/p90/p99/mean/std).
@@ -415,7 +419,7 @@ def bench(run, threads, min_iters, min_seconds, workers):
     table = Table(title=f"{run} — {report['mode']}, {report['threads']} threads, {report['cpu']}")
     columns = ["artifact", "p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "fps (batch 1)"]
     if workers:
-        columns.append(f"fps ({workers} parallel)")
+        columns.append("fps (throughput, requests)")
     for column in columns:
         table.add_column(column)
     for key, r in report["results"].items():
@@ -424,7 +428,7 @@ def bench(run, threads, min_iters, min_seconds, workers):
             *(f"{r[k]:.2f}" for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "fps_batch1")),
         ]
         if workers:
-            row.append(f"{r['throughput_fps']:.1f}")
+            row.append(f"{r['throughput_fps']:.1f} ({r['throughput_requests']})")
         table.add_row(*row)
     out_console().print(table)
 

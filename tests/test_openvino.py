@@ -95,7 +95,7 @@ def test_bench_writes_latency_per_artifact(built, run_cli):
     assert set(report["results"]) == {"openvino.fp32", "openvino.fp16", "openvino.int8"}
     for r in report["results"].values():
         assert r["iterations"] >= 5 and 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
-        assert r["throughput_fps"] > 0
+        assert r["throughput_fps"] > 0 and r["throughput_requests"] >= 1
     assert report["threads"] >= 1 and report["cpu"]
     assert "openvino.int8" in out
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def load_artifact(key: str, path: str | Path, threads: int = 0, mode: str = "LATENCY"):
+def load_artifact(key: str, path: str | Path, threads: int = 0):
     """A runner for the artifact `key` (e.g. 'openvino.int8') stored at `path`."""
     target, _, precision = key.partition(".")
     if target == "onnx":
@@ -19,7 +19,7 @@ def load_artifact(key: str, path: str | Path, threads: int = 0, mode: str = "LAT
     if target == "openvino":
         from exporter.backends import openvino
 
-        return openvino.load(path, precision, threads, mode)
+        return openvino.load(path, precision, threads)
     if target == "tensorrt":
         from exporter.backends import tensorrt
 

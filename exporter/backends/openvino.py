@@ -13,10 +13,10 @@ PRECISION_HINTS = {"fp32": "f32", "fp16": "f32", "int8": "f32"}  # compute preci
 class OpenVinoRunner:
     """A compiled model: `source` is an IR path or an in-memory openvino.Model."""
 
-    def __init__(self, source, hint: str = "f32", threads: int = 0, mode: str = "LATENCY"):
+    def __init__(self, source, hint: str = "f32", threads: int = 0):
         import openvino as ov
 
-        config = {"PERFORMANCE_HINT": mode, "INFERENCE_PRECISION_HINT": hint}
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         model = source if isinstance(source, ov.Model) else str(source)
@@ -37,7 +37,5 @@ def _text(value) -> str:
     return value.get_type_name() if hasattr(value, "get_type_name") else str(value)
 
 
-def load(
-    path: str | Path, precision: str = "fp32", threads: int = 0, mode: str = "LATENCY"
-) -> OpenVinoRunner:
-    return OpenVinoRunner(path, PRECISION_HINTS[precision], threads, mode)
+def load(path: str | Path, precision: str = "fp32", threads: int = 0) -> OpenVinoRunner:
+    return OpenVinoRunner(path, PRECISION_HINTS[precision], threads)
