@@ -238,11 +238,7 @@ class Pipeline:
             chosen, record = self.calibration_set(model)
             inputs["calibration"] = record
             settings["calibration"] = self.recipe.calibration.model_dump(mode="json")
-            if self.recipe.int8.accuracy_budget is not None:
-                search = self.int8_search("openvino", model, chosen, record)
-                float_nodes = search.record["float_nodes"]
-                inputs["int8_search"] = search.output
-                settings["float_nodes"] = float_nodes
+            float_nodes = self._searched_float_nodes("openvino", model, chosen, record, inputs, settings)
         return self._stage(
             f"openvino.{precision}",
             f"openvino/model_{precision}.xml",
@@ -263,12 +259,7 @@ class Pipeline:
         chosen, record = self.calibration_set(model)
         settings = {"method": method, "calibration": self.recipe.calibration.model_dump(mode="json")}
         inputs = {"onnx": model, "fused": fused, "calibration": record}
-        float_nodes: list[str] = []
-        if self.recipe.int8.accuracy_budget is not None:
-            search = self.int8_search("tensorrt", model, chosen, record)
-            float_nodes = search.record["float_nodes"]
-            inputs["int8_search"] = search.output
-            settings["float_nodes"] = float_nodes
+        float_nodes = self._searched_float_nodes("tensorrt", model, chosen, record, inputs, settings)
         return self._stage(
             "tensorrt.qdq",
             "tensorrt/model.qdq.onnx",
@@ -278,6 +269,16 @@ class Pipeline:
                 self.recipe, model, fused, out, chosen, method, float_nodes, ranges_dir=record.parent
             ),
         )
+
+    def _searched_float_nodes(self, backend, model, chosen, record, inputs, settings) -> list[str]:
+        """The nodes the INT8 accuracy search keeps in float (none without a budget); the search
+        result joins the INT8 stage's inputs and settings so a new search rebuilds it."""
+        if self.recipe.int8.accuracy_budget is None:
+            return []
+        search = self.int8_search(backend, model, chosen, record)
+        inputs["int8_search"] = search.output
+        settings["float_nodes"] = search.record["float_nodes"]
+        return settings["float_nodes"]
 
     def sensitivity(self) -> StageResult:
         """Every convolution of the fused model ranked by the error it causes alone in INT8."""
