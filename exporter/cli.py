@@ -540,7 +540,7 @@ def bench_cpu(recipes, threads, min_seconds, calib_count, eval_limit):
     for path in paths:
         recipe = load_recipe(path)
         with console.status(f"benchmarking {recipe.name}…"):
-            rows, goals = bench_recipe(recipe, threads, min_seconds, calib_count, eval_limit)
+            rows, goals, fusion = bench_recipe(recipe, threads, min_seconds, calib_count, eval_limit)
         table = Table(
             title=f"{recipe.name} {recipe.input_size[0]}x{recipe.input_size[1]}, batch 1, "
             f"{threads} threads, {cpu_name()}"
@@ -556,6 +556,8 @@ def bench_cpu(recipes, threads, min_seconds, calib_count, eval_limit):
                 continue
             verdict = {True: "met", False: "NOT met", None: ""}[met(name, value)]
             out.print(f"  {name}: {value:.2f} {verdict}", highlight=False)
+            if name == "fused vs unfused OpenVINO FP32":
+                out.print(f"    {fusion.describe()}", highlight=False)
 
 
 @cli.command("demo-data")

@@ -219,7 +219,7 @@ def test_bench_cpu_times_every_runtime_and_checks_its_goals(calib_json, single_t
     from exporter.bench_cpu import bench_recipe, met
 
     recipe = load_recipe(EMBEDDED, {"input_size": [64, 64], "calibration.source": str(calib_json)})
-    rows, goals = bench_recipe(recipe, threads=1, min_seconds=0.1, calib_count=8, eval_limit=None)
+    rows, goals, fusion = bench_recipe(recipe, threads=1, min_seconds=0.1, calib_count=8, eval_limit=None)
     assert [r.name for r in rows] == [
         "PyTorch eager, unfused FP32",
         "onnxruntime, unfused FP32",
@@ -233,3 +233,36 @@ def test_bench_cpu_times_every_runtime_and_checks_its_goals(calib_json, single_t
     assert goals["INT8 vs FP32 IR"] == by_name["OpenVINO, fused FP32"] / by_name["OpenVINO, fused INT8"]
     assert set(goals) == {"fused vs unfused OpenVINO FP32", "INT8 vs FP32 IR"}  # no evaluation data
     assert met("INT8 vs FP32 IR", 1.5) and not met("INT8 vs FP32 IR", 1.49)
+    # The demo's RepConvs merge branches: fewer compiled convolutions and less convolution work.
+    assert fusion.convs_fused < fusion.convs_unfused and fusion.macs_fused < fusion.macs_unfused
+    assert "fusion removes" in fusion.describe()
+
+
+def test_openvino_folds_batchnorm_itself(tmp_path):
+    """Why fusing conv+BN gains nothing on OpenVINO: it compiles the same convolutions either way."""
+    import warnings
+
+    import onnx
+    import torch
+    from torch import nn
+
+    from exporter.backends import openvino as ov_backend
+    from exporter.blocks.fuse import fuse_model
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 1))
+    probe = torch.rand(1, 3, 32, 32)
+    fused, report = fuse_model(model, probe)
+    assert report.ok and not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    counts = []
+    for name, net in (("unfused", model), ("fused", fused)):
+        path = tmp_path / f"{name}.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # no constant folding: keep BatchNormalization in the graph
+            torch.onnx.export(
+                net, (probe,), str(path), dynamo=False, opset_version=17, do_constant_folding=False
+            )
+        ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+        assert ("BatchNormalization" in ops) == (name == "unfused")
+        counts.append(ov_backend.load(path).compiled_layers("Convolution"))
+    assert counts == [2, 2]

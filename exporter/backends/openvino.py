@@ -3,6 +3,7 @@ support OpenVINO would otherwise run an FP32 model in bfloat16."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +28,28 @@ class OpenVinoRunner:
             for k in ("INFERENCE_PRECISION_HINT", "INFERENCE_NUM_THREADS")
         }
 
+    def compiled_layers(self, layer_type: str) -> int:
+        """How many layers of `layer_type` the CPU plugin runs after its own graph passes
+        (BatchNorm folding, post-op fusion), e.g. "Convolution" (depthwise included)."""
+        ops = self.compiled.get_runtime_model().get_ordered_ops()
+        return sum(op.get_rt_info()["layerType"].astype(str) == layer_type for op in ops)
+
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         result = self.request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
         return [np.asarray(result[output]) for output in self.compiled.outputs]
+
+
+def conv_macs(source: str | Path) -> int:
+    """Multiply-accumulates per inference of the convolutions (grouped ones too) of an IR or ONNX
+    file with static shapes, counted on the graph OpenVINO reads."""
+    import openvino as ov
+
+    total = 0
+    for op in ov.Core().read_model(str(source)).get_ordered_ops():
+        if op.get_type_name() in ("Convolution", "GroupConvolution"):
+            out = op.get_output_shape(0)  # N, C_out, spatial…
+            total += math.prod(out) // out[1] * math.prod(op.get_input_shape(1))
+    return total
 
 
 def _text(value) -> str:

@@ -38,7 +38,8 @@ def count_params(model: nn.Module) -> int:
 
 
 def profile(model: nn.Module, example: torch.Tensor) -> Complexity:
-    """Count, per image of `example`, what one forward pass computes."""
+    """Count, per image of `example`, what one forward pass computes (convolution modules only: a
+    functional conv, such as RefConv's train form, is not seen)."""
     counts = {"macs": 0, "bias_adds": 0, "norm_elements": 0}
 
     def on_layer(module, _inputs, output):
