@@ -42,11 +42,6 @@ def check_batch(recipe: Recipe, blob: dict[str, Any]) -> tuple[torch.Tensor, lis
     return blob["probe"][:1], blob["first_outputs"]
 
 
-def load_reference(fused_pt: Path) -> dict[str, Any]:
-    """fused.pt: the fused weights, the probe batch and the FP32 reference outputs."""
-    return torch.load(fused_pt, map_location="cpu", weights_only=True)
-
-
 def reference_parity(recipe: Recipe, blob: dict[str, Any], infer) -> Parity:
     """A runner's outputs on the probe against the FP32 reference outputs stored in fused.pt."""
     probe, reference = check_batch(recipe, blob)

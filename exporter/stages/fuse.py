@@ -45,10 +45,15 @@ def fuse_stage(recipe: Recipe, out: Path) -> dict[str, Any]:
     return {"check": report.as_dict()}
 
 
+def load_reference(fused_pt: Path) -> dict[str, Any]:
+    """fused.pt: the fused weights, the probe batch and the FP32 reference outputs."""
+    return torch.load(fused_pt, map_location="cpu", weights_only=True)
+
+
 def load_fused(recipe: Recipe, fused_pt: Path) -> tuple[nn.Module, dict[str, Any]]:
     """The fused model with the weights of fused.pt, plus that file's contents (probe, reference outputs)."""
     fused, _, _ = fuse_recipe_model(recipe)
-    blob = torch.load(fused_pt, map_location="cpu", weights_only=True)
+    blob = load_reference(fused_pt)
     try:
         fused.load_state_dict(blob["state_dict"], strict=True)
     except RuntimeError as exc:

@@ -13,7 +13,8 @@ from typing import Any
 from exporter.backends import openvino as ov_backend
 from exporter.data.calibration import CalibrationSet
 from exporter.recipe import Recipe
-from exporter.stages.export_onnx import load_reference, reference_parity, require_parity
+from exporter.stages.export_onnx import reference_parity, require_parity
+from exporter.stages.fuse import load_reference
 
 COMPUTE_TYPES = {"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData"}
 

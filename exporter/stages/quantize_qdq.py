@@ -33,7 +33,8 @@ from exporter.backends import onnxruntime as ort_backend
 from exporter.data.calibration import CalibrationSet
 from exporter.errors import CheckFailed, UserError
 from exporter.recipe import Recipe
-from exporter.stages.export_onnx import load_reference, reference_parity
+from exporter.stages.export_onnx import reference_parity
+from exporter.stages.fuse import load_reference
 
 METHODS = ("minmax", "entropy", "percentile")
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")

@@ -17,7 +17,8 @@ import onnx
 
 from exporter.backends import onnxruntime as ort_backend
 from exporter.recipe import Recipe
-from exporter.stages.export_onnx import load_reference, reference_parity, require_parity
+from exporter.stages.export_onnx import reference_parity, require_parity
+from exporter.stages.fuse import load_reference
 
 
 @contextlib.contextmanager

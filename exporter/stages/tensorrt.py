@@ -369,7 +369,8 @@ def engine_stage(
     """Build the engine and measure it on the probe against the FP32 reference in fused.pt: FP32 must
     pass the recipe's tolerance; FP16 and INT8 errors are recorded."""
     from exporter.backends import tensorrt as trt_backend
-    from exporter.stages.export_onnx import load_reference, reference_parity, require_parity
+    from exporter.stages.export_onnx import reference_parity, require_parity
+    from exporter.stages.fuse import load_reference
 
     record = build_engine(
         onnx_path, out, precision, settings, timing_cache, plugin_library, calibration, calibration_cache
