@@ -135,9 +135,8 @@ class QdqQuantizer:
             return ort_backend.load(self.onnx_path)
         with tempfile.TemporaryDirectory(prefix="qdq-trial-") as tmp:
             out = Path(tmp) / "model.qdq.onnx"
-            excluded = [*sorted(self.always_float), *float_nodes]
-            quantize_qdq.quantize_qdq(
-                self.onnx_path, out, self.calibration, self.method, excluded, self.ranges_dir
+            quantize_qdq.quantize_detector(
+                self.onnx_path, out, self.calibration, self.method, float_nodes, self.ranges_dir
             )
             return ort_backend.load(out)
 

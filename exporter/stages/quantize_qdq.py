@@ -297,6 +297,20 @@ def check_qdq_structure(model: onnx.ModelProto) -> dict[str, Any]:
     return {"qdq_pairs": pairs, "quantized_nodes": quantized}
 
 
+def quantize_detector(
+    onnx_path: Path,
+    out: Path,
+    calibration: CalibrationSet,
+    method: str = "minmax",
+    float_nodes: Iterable[str] = (),
+    ranges_dir: Path | None = None,
+) -> dict[str, Any]:
+    """quantize_qdq with the prediction convolutions left in float (on the demo model quantizing them
+    cost 1.5 mAP points) and `float_nodes` too (the partial-INT8 search's)."""
+    excluded = [*prediction_convs(onnx.load(str(onnx_path))), *float_nodes]
+    return quantize_qdq(onnx_path, out, calibration, method, excluded, ranges_dir)
+
+
 def qdq_stage(
     recipe: Recipe,
     onnx_path: Path,
@@ -304,15 +318,14 @@ def qdq_stage(
     out: Path,
     calibration: CalibrationSet,
     method: str = "minmax",
-    nodes_to_exclude: Iterable[str] = (),
+    float_nodes: Iterable[str] = (),
     ranges_dir: Path | None = None,
 ) -> dict[str, Any]:
     """The Q/DQ model and its onnxruntime CPU error against the FP32 reference in fused.pt (recorded,
     like every INT8 error: INT8 is compared with the one FP32 reference, never gated by the FP32 rtol).
 
-    The prediction convolutions stay in float (on the demo model quantizing them cost 1.5 mAP points)."""
-    excluded = [*prediction_convs(onnx.load(str(onnx_path))), *nodes_to_exclude]
-    record = quantize_qdq(onnx_path, out, calibration, method, excluded, ranges_dir)
+    The prediction convolutions stay in float, and `float_nodes` too (see quantize_detector)."""
+    record = quantize_detector(onnx_path, out, calibration, method, float_nodes, ranges_dir)
     record["check"] = reference_parity(
         recipe, load_reference(fused_pt), ort_backend.load(out).infer
     ).as_dict()
