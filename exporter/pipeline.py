@@ -302,7 +302,8 @@ class Pipeline:
         self, backend: str, model: Path, chosen: calibration.CalibrationSet, record: Path
     ) -> StageResult:
         """The fewest most-sensitive layers kept in float for INT8 to meet int8.accuracy_budget."""
-        from exporter.eval.run_eval import Scorer
+        from exporter.data.coco import find_split
+        from exporter.eval.run_eval import evaluation_source
         from exporter.stages import partial_int8
 
         sensitivity = self.sensitivity().output
@@ -319,7 +320,7 @@ class Pipeline:
             "fused": fused,
             "sensitivity": sensitivity,
             "calibration": record,
-            "evaluation": Scorer(self.recipe).dataset.annotations,
+            "evaluation": find_split(evaluation_source(self.recipe))[0],
         }
 
         def run(out: Path) -> dict[str, Any]:

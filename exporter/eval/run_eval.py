@@ -58,6 +58,18 @@ def torch_infer(recipe: Recipe, run: Path):
     return infer
 
 
+def evaluation_source(recipe: Recipe, data: str | Path | None = None) -> str | Path:
+    """The evaluation dataset: `data`, else the recipe's evaluation.data ('demo': the demo val split)."""
+    source = data or recipe.evaluation.data
+    if source is None:
+        raise UserError("no evaluation data: pass --data or set evaluation.data in the recipe")
+    if str(source) == DEMO_DATA:
+        from exporter.data.shapes import demo_split
+
+        return demo_split("val")
+    return source
+
+
 class Scorer:
     """The recipe's COCO evaluation for any runner: `scorer(infer, batch)` -> stats (mAP, …) on `data`
     (default evaluation.data; 'demo' is the demo val split), its first `limit` images (default
@@ -66,14 +78,7 @@ class Scorer:
     def __init__(
         self, recipe: Recipe, data: str | Path | None = None, limit: int | None = None, progress: bool = False
     ):
-        source = data or recipe.evaluation.data
-        if source is None:
-            raise UserError("no evaluation data: pass --data or set evaluation.data in the recipe")
-        if str(source) == DEMO_DATA:
-            from exporter.data.shapes import demo_split
-
-            source = demo_split("val")
-        self.dataset = load_coco(source)
+        self.dataset = load_coco(evaluation_source(recipe, data))
         self.recipe = recipe
         self.settings = head_settings(recipe)
         self.limit = limit or recipe.evaluation.limit
