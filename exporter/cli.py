@@ -282,20 +282,16 @@ def sensitivity(**options):
       reparam-export sensitivity --calib-data demo
       reparam-export sensitivity --recipe recipes/damoyolo_s.yaml --checkpoint damoyolo_s.pth
     """
+    from exporter.report.render import SENSITIVITY_COLUMNS, sensitivity_cells
     from exporter.stages.sensitivity import ranking
 
     recipe = _load(options)
     result = _pipeline(recipe, options["run_dir"], options["force"]).sensitivity()
     table = Table(title=f"{recipe.name}: INT8 sensitivity per layer (most sensitive first)")
-    for column in ("layer", "SNR dB", "channel range max/median", "6σ outliers"):
+    for column in SENSITIVITY_COLUMNS:
         table.add_column(column)
     for row in ranking(result.output)[: options["top"]]:
-        table.add_row(
-            row["layer"],
-            f"{row['snr_db']:.1f}",
-            f"{row['channel_range_ratio']:.2f}",
-            f"{100 * row['outlier_share']:.2f}%",
-        )
+        table.add_row(*sensitivity_cells(row))
     out_console().print(table)
 
 

@@ -24,6 +24,7 @@ COLUMNS = [
     ("bytes", "size MB"),
     ("max_abs_err", "max err vs FP32"),
 ]
+SENSITIVITY_COLUMNS = ("layer", "SNR dB", "channel range max/median", "6σ outliers")
 
 
 def _cell(key: str, value: Any) -> str:
@@ -91,9 +92,8 @@ def to_markdown(metrics: dict[str, Any]) -> str:
             + (f"; {fused['gflops']:.2f} GFLOPs" if fused.get("gflops") else "")
             + "."
         )
-    lines += ["", "| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for row in metrics["rows"]:
-        lines.append("| " + " | ".join(_cell(k, row.get(k)) for k, _ in COLUMNS) + " |")
+    lines += ["", _row([h for _, h in COLUMNS]), "|" + "---|" * len(COLUMNS)]
+    lines += [_row([_cell(k, row.get(k)) for k, _ in COLUMNS]) for row in metrics["rows"]]
     targets = target_rows(metrics)
     if targets:
         lines += [
@@ -151,15 +151,28 @@ def int8_sections(metrics: dict[str, Any], top: int = 15) -> list[str]:
             "",
             f"## INT8 sensitivity (top {top} of {len(metrics['sensitivity'])} layers)",
             "",
-            "| layer | SNR dB | channel range max/median | 6σ outliers | INT8 builds keep it |",
-            "|---|---|---|---|---|",
+            _row([*SENSITIVITY_COLUMNS, "INT8 builds keep it"]),
+            "|" + "---|" * (len(SENSITIVITY_COLUMNS) + 1),
         ]
         lines += [
-            f"| {r['layer']} | {r['snr_db']:.1f} | {r['channel_range_ratio']:.2f} | "
-            f"{100 * r['outlier_share']:.2f}% | {_kept_as(r['layer'], metrics['int8_search'])} |"
+            _row([*sensitivity_cells(r), _kept_as(r["layer"], metrics["int8_search"])])
             for r in metrics["sensitivity"][:top]
         ]
     return lines
+
+
+def sensitivity_cells(row: dict[str, Any]) -> list[str]:
+    """One layer of sensitivity.json as the cells of SENSITIVITY_COLUMNS."""
+    return [
+        row["layer"],
+        f"{row['snr_db']:.1f}",
+        f"{row['channel_range_ratio']:.2f}",
+        f"{100 * row['outlier_share']:.2f}%",
+    ]
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
 
 
 def _kept_as(layer: str, searches: dict[str, Any]) -> str:
