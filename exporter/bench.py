@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import numpy as np
 
 from exporter.artifacts import write_json
 from exporter.backends import load_artifact
+from exporter.backends import openvino as ov_backend
 from exporter.errors import UserError
 from exporter.eval.latency import measure, throughput
 
@@ -43,9 +43,9 @@ def bench_run(
     run: Path, threads: int = 0, min_iters: int = 50, min_seconds: float = 2.0, throughput_workers: int = 0
 ) -> dict[str, Any]:
     """Batch-1 synchronous latency per artifact (and optional throughput); written to run/bench.json."""
-    import torch
+    from exporter.stages.fuse import load_reference
 
-    blob = torch.load(run / "fused.pt", map_location="cpu", weights_only=True)
+    blob = load_reference(run / "fused.pt")
     batch = np.ascontiguousarray(blob["probe"][:1].numpy())
     results: dict[str, Any] = {}
     for key, path in run_artifacts(run).items():
@@ -60,7 +60,7 @@ def bench_run(
             "fps_batch1": 1000.0 / latency.mean_ms,
         }
         if throughput_workers and key.startswith("openvino"):  # its own streams and async requests
-            entry["throughput_fps"], entry["throughput_requests"] = openvino_throughput(
+            entry["throughput_fps"], entry["throughput_requests"] = ov_backend.throughput(
                 path, batch, min_seconds
             )
         elif throughput_workers:
@@ -80,26 +80,6 @@ def bench_run(
     }
     write_json(run / "bench.json", report)
     return report
-
-
-def openvino_throughput(path: Path, batch: np.ndarray, seconds: float) -> tuple[float, int]:
-    """Images per second with OpenVINO's THROUGHPUT streams and its optimal number of async requests."""
-    import openvino as ov
-
-    compiled = ov.Core().compile_model(
-        str(path), "CPU", {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"}
-    )
-    requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-    queue = ov.AsyncInferQueue(compiled, requests)
-    for _ in range(requests):  # warm-up
-        queue.start_async({0: batch})
-    queue.wait_all()
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        queue.start_async({0: batch})  # blocks while every request is busy
-        count += 1
-    queue.wait_all()
-    return count / (time.perf_counter() - start), requests
 
 
 def _files(path: Path) -> list[Path]:
