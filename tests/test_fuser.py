@@ -1,5 +1,6 @@
 """The fuser on whole models: protocols, heuristics, refusals and the traps of public code."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -112,3 +113,13 @@ def test_fusion_tolerance_is_relative_to_output_scale():
     assert not compare(torch.tensor([0.5]), torch.tensor([0.5002]), 1e-4).ok
     assert not compare(torch.tensor([1.0]), torch.tensor([float("nan")]), 1e-4).ok
     assert not compare([torch.ones(2)], [torch.ones(3)], 1e-4).ok
+
+
+def test_parity_holds_each_output_to_its_own_scale():
+    scores, boxes = np.full((1, 10), 0.5), np.full((1, 4), 640.0)
+    wrong_scores = compare([scores, boxes], [scores + 0.06, boxes], 1e-4)
+    assert not wrong_scores.ok and wrong_scores.output == 0, "boxes must not widen the scores' tolerance"
+    assert "tolerance 0.0001, output 0" in wrong_scores.describe()
+    close = compare([scores, boxes], [scores + 1e-5, boxes + 0.01], 1e-4)
+    assert close.ok and close.output == 1 and close.tolerance == pytest.approx(0.064)
+    assert not compare([scores, boxes], [scores], 1e-4).ok, "a missing output is a mismatch"

@@ -182,7 +182,10 @@ def test_qdq_accuracy_under_onnxruntime(demo, qdq):
     for name, ref, out in zip(("scores", "boxes"), references, outputs, strict=True):
         error, scale = float(np.abs(out - ref).max()), float(np.abs(ref).max())
         assert 0 < error <= 0.01 * scale, f"{name}: max abs err {error:.3g} vs output scale {scale:.3g}"
-    assert record["check"]["max_abs_err"] == pytest.approx(float(np.abs(outputs[1] - references[1]).max()))
+    worst = record["check"]["output"]  # the output furthest past (or closest to) its own tolerance
+    assert record["check"]["max_abs_err"] == pytest.approx(
+        float(np.abs(outputs[worst] - references[worst]).max())
+    )
     assert record["calibration_images"] == 16 and record["method"] == "minmax"
 
 
