@@ -38,7 +38,7 @@ class Preprocess(Strict):
     """How images become the model input: resize, colour order, then (x·scale − mean)/std."""
 
     color: Literal["rgb", "bgr"] = "rgb"
-    resize: Literal["stretch", "letterbox"] = "stretch"
+    resize: Literal["stretch"] = "stretch"  # plain resize, as DAMO-YOLO evaluates (no letterbox)
     scale: float = 1.0 / 255.0
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
