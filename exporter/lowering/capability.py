@@ -2,7 +2,8 @@
 
 Every lowering is exact; auto picks the fastest one the backend can run (measured by
 `reparam-export bench-akconv`). GridSample exists in ONNX from opset 16 and in TensorRT's ONNX
-parser from 8.5; older TensorRT (e.g. 8.2 on JetPack 4.6) needs the AKConvSample plugin.
+parser from 8.5; older TensorRT (e.g. 8.2 on JetPack 4.6) gets the gather decomposition, since the
+AKConvSample plugin implements IPluginV3 and so needs TensorRT 10.
 """
 
 from __future__ import annotations
@@ -33,14 +34,16 @@ def parse_version(text: str) -> tuple[int, ...]:
 
 def auto(backend: str, opset: int, trt_version: str | None = None) -> Choice:
     """Measured on x86 CPU (`reparam-export bench-akconv`): gather is the faster exact lowering on
-    onnxruntime, GridSample on OpenVINO; TensorRT runs GridSample natively from 8.5."""
+    onnxruntime, GridSample on OpenVINO; TensorRT runs GridSample natively from 8.5 (gather before)."""
     if backend == "onnxruntime":
         return Choice("gather", "onnxruntime CPU runs the gather decomposition faster than GridSample")
     if backend == "tensorrt":
         version = trt_version or DEFAULT_TRT_VERSION
         if parse_version(version) < TRT_GRIDSAMPLE_SINCE:
             return Choice(
-                "plugin", f"TensorRT {version} predates native GridSample (8.5): AKConvSample plugin"
+                "gather",
+                f"TensorRT {version} predates native GridSample (8.5) and the AKConvSample plugin "
+                "(IPluginV3, TensorRT 10): exact gather decomposition",
             )
         if opset < GRIDSAMPLE_MIN_OPSET:
             return Choice("gather", f"opset {opset} has no GridSample (needs {GRIDSAMPLE_MIN_OPSET})")
