@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from torch import nn
 
 from exporter.blocks.akconv import AKConv
 from exporter.errors import UserError
@@ -13,6 +14,7 @@ from exporter.lowering import capability
 from exporter.lowering.akconv import coordinates, initial_grid, sample_gather, sample_gridsample
 from exporter.lowering.bench import export
 from exporter.lowering.ort_ops import akconv_sample_reference
+from exporter.models.loader import load_checkpoint
 from tests.conftest import EMBEDDED
 
 NS = (2, 3, 5, 6, 9, 11, 13)
@@ -138,13 +140,21 @@ def test_openvino_runs_native_lowerings_exactly(tmp_path):
         assert np.abs(compiled({0: x.numpy()})[0] - expected).max() <= 1e-5, lowering
 
 
-def test_checkpoints_with_and_without_p_n_load_strict():
+def test_checkpoints_with_and_without_p_n_load_strict(tmp_path):
     source = AKConv(4, 6, 5)
     with_buffer = source.state_dict()
     without = {k: v for k, v in with_buffer.items() if k != "p_n"}
     assert "p_n" in with_buffer and set(with_buffer) - set(without) == {"p_n"}
     for state in (with_buffer, without):
         AKConv(4, 6, 5).load_state_dict(state, strict=True)
+    # and through the checkpoint loader (--checkpoint), which checks keys before loading
+    path = tmp_path / "first_release.pth"
+    torch.save({f"block.{k}": v for k, v in without.items()}, path)
+    model = nn.Sequential()
+    model.add_module("block", AKConv(4, 6, 5))
+    load_checkpoint(model, path)
+    assert torch.equal(model.block.p_n, source.p_n)
+    assert torch.equal(model.block.p_conv.weight, source.p_conv.weight)
     keys = {k for k in with_buffer if not k.endswith("num_batches_tracked")}
     assert keys == {
         "p_n",
