@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 from pathlib import Path
@@ -13,8 +12,8 @@ import numpy as np
 from exporter.artifacts import write_json
 from exporter.backends import load_artifact
 from exporter.backends import openvino as ov_backend
-from exporter.errors import UserError
 from exporter.eval.latency import measure, throughput
+from exporter.manifest import run_artifacts
 
 
 def cpu_name() -> str:
@@ -27,28 +26,17 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def run_artifacts(run: Path) -> dict[str, Path]:
-    manifest = run / "manifest.json"
-    if not manifest.is_file():
-        raise UserError(
-            f"{run} is not a run directory (no manifest.json); build it first with `reparam-export build`"
-        )
-    artifacts = json.loads(manifest.read_text()).get("artifacts", {})
-    if not artifacts:
-        raise UserError(f"{run} has no built artifacts; run `reparam-export build` for it first")
-    return {key: Path(path) for key, path in artifacts.items()}
-
-
 def bench_run(
     run: Path, threads: int = 0, min_iters: int = 50, min_seconds: float = 2.0, throughput_workers: int = 0
 ) -> dict[str, Any]:
     """Batch-1 synchronous latency per artifact (and optional throughput); written to run/bench.json."""
     from exporter.stages.fuse import load_reference
 
+    artifacts = run_artifacts(run)
     blob = load_reference(run / "fused.pt")
     batch = np.ascontiguousarray(blob["probe"][:1].numpy())
     results: dict[str, Any] = {}
-    for key, path in run_artifacts(run).items():
+    for key, path in artifacts.items():
         runner = load_artifact(key, path, threads)
         latency = measure(
             lambda runner=runner: runner.infer(batch), min_iters=min_iters, min_seconds=min_seconds

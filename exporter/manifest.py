@@ -18,6 +18,7 @@ from typing import Any
 
 from exporter import __version__
 from exporter.artifacts import atomic_output, sha256_file, sha256_json, write_json
+from exporter.errors import UserError
 
 TRACKED_LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxsim", "numpy")
 
@@ -56,7 +57,7 @@ class RunDir:
 
     def manifest(self) -> dict[str, Any]:
         if self.manifest_path.is_file():
-            return json.loads(self.manifest_path.read_text())
+            return read_manifest(self.root)
         return {"stages": {}}
 
     @staticmethod
@@ -118,3 +119,31 @@ class RunDir:
         manifest = self.manifest()
         manifest.update(fields)
         write_json(self.manifest_path, manifest)
+
+
+def read_manifest(run: Path) -> dict[str, Any]:
+    """A run's manifest.json; a missing or damaged one is bad input."""
+    path = Path(run) / "manifest.json"
+    if not path.is_file():
+        raise UserError(
+            f"{run} is not a run directory (no manifest.json); build it first with `reparam-export build`"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        manifest = exc
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("stages", {}), dict):
+        raise UserError(f"{path} is damaged (not a manifest object); rebuild the run with --force")
+    return manifest
+
+
+def run_artifacts(run: Path) -> dict[str, Path]:
+    """The built artifacts of a run (stored relative to the run directory, so a run can move)."""
+    artifacts = read_manifest(run).get("artifacts", {})
+    if not artifacts:
+        raise UserError(f"{run} has no built artifacts; run `reparam-export build` for it first")
+    paths = {key: Path(run) / path for key, path in artifacts.items()}
+    missing = [str(path) for path in paths.values() if not path.is_file()]
+    if missing:
+        raise UserError(f"artifact {missing[0]} is missing; rebuild the run with `reparam-export build`")
+    return paths

@@ -423,6 +423,8 @@ class Pipeline:
         self.run.note(
             recipe=self.recipe.model_dump(mode="json"),
             recipe_hash=self.recipe.digest(),
-            artifacts={key: str(result.output) for key, result in artifacts.items()},
+            artifacts={
+                key: str(result.output.relative_to(self.run.root)) for key, result in artifacts.items()
+            },
         )
         return artifacts

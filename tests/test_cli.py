@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import EMBEDDED
+
 REPO = Path(__file__).resolve().parents[1]
 USER = "tests.fixture_models:"
 
@@ -174,3 +176,28 @@ def test_console_script_end_to_end(tmp_path):
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip() == "error: embedded default recipe: input_size: expected two integers"
+
+
+def test_run_dir_can_move_and_a_damaged_manifest_is_bad_input(run_cli, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    code, _, err = run_cli(
+        "build", "--recipe", str(EMBEDDED), "--input-size", "64", "64",
+        "--target", "onnx", "--precision", "fp32", "--run-dir", str(run),
+    )  # fmt: skip
+    assert code == 0, err
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.move(run, moved)  # artifacts are recorded relative to the run directory
+    code, _, err = run_cli("bench", "--artifacts", str(moved), "--min-iters", "2", "--min-seconds", "0.01")
+    assert code == 0, err
+    assert json.loads((moved / "bench.json").read_text())["results"]["onnx.fp32"]["artifact"].startswith(
+        str(moved)
+    )
+    (moved / "model.sim.onnx").unlink()
+    code, _, err = run_cli("bench", "--artifacts", str(moved), "--min-iters", "2", "--min-seconds", "0.01")
+    assert_one_line_error(code, err, 2, "model.sim.onnx is missing; rebuild the run")
+    (moved / "manifest.json").write_text("{not json")
+    for command in (["bench"], ["eval", "--data", "demo"], ["report"]):
+        code, _, err = run_cli(*command, "--artifacts", str(moved))
+        assert_one_line_error(code, err, 2, "manifest.json is damaged")

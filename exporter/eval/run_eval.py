@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +15,14 @@ from exporter.data.transforms import normalize
 from exporter.errors import UserError
 from exporter.eval.coco_map import evaluate
 from exporter.eval.compare import flatten_outputs
+from exporter.manifest import read_manifest, run_artifacts
 from exporter.recipe import Recipe
 
 DEMO_DATA = "demo"
 
 
 def run_recipe(run: Path) -> Recipe:
-    manifest = run / "manifest.json"
-    if not manifest.is_file():
-        raise UserError(
-            f"{run} is not a run directory (no manifest.json); build it with `reparam-export build`"
-        )
-    content = json.loads(manifest.read_text())
+    content = read_manifest(run)
     if "recipe" not in content:
         raise UserError(f"{run} has no finished build; run `reparam-export build` for it first")
     return Recipe.model_validate(content["recipe"])
@@ -109,12 +104,10 @@ def evaluate_run(
     run = Path(run)
     recipe = run_recipe(run)
     score = Scorer(recipe, data, limit, progress)
-    manifest = json.loads((run / "manifest.json").read_text())
+    manifest = read_manifest(run)
     runners = {"torch.fp32": (torch_infer(recipe, run), 8)}
     batch = 8 if recipe.export.dynamic_batch else 1
-    runners.update(
-        {key: (load_artifact(key, path).infer, batch) for key, path in manifest.get("artifacts", {}).items()}
-    )
+    runners.update({key: (load_artifact(key, path).infer, batch) for key, path in run_artifacts(run).items()})
     qdq = manifest["stages"].get("tensorrt.qdq")
     if qdq:  # TensorRT's explicit-INT8 model, run here by onnxruntime's Q/DQ kernels
         runners["tensorrt.qdq (onnxruntime)"] = (

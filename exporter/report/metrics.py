@@ -7,22 +7,25 @@ from pathlib import Path
 from typing import Any
 
 from exporter.errors import UserError
+from exporter.manifest import read_manifest
 
 # artifact key -> the manifest stage whose check holds its output error
 ERROR_STAGE = {"onnx.fp32": "simplify"}
 
 
 def _read(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """A JSON record of the run (eval.json, bench.json, …); absent → empty, damaged → bad input."""
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise UserError(f"{path} is damaged (not JSON); delete it and measure again") from None
 
 
 def collect(run: str | Path) -> dict[str, Any]:
     run = Path(run)
-    manifest = _read(run / "manifest.json")
-    if not manifest:
-        raise UserError(
-            f"{run} is not a run directory (no manifest.json); build it with `reparam-export build`"
-        )
+    manifest = read_manifest(run)
     stages = manifest.get("stages", {})
     evaluation, bench = _read(run / "eval.json"), _read(run / "bench.json")
     rows = []
