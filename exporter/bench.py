@@ -12,6 +12,7 @@ import numpy as np
 from exporter.artifacts import write_json
 from exporter.backends import load_artifact
 from exporter.backends import openvino as ov_backend
+from exporter.errors import UserError
 from exporter.eval.latency import measure, throughput
 from exporter.manifest import run_artifacts
 
@@ -33,6 +34,8 @@ def bench_run(
     from exporter.stages.fuse import load_reference
 
     artifacts = run_artifacts(run)
+    if not artifacts:
+        raise UserError(f"{run} has no built artifacts; run `reparam-export build` for it first")
     blob = load_reference(run / "fused.pt")
     batch = np.ascontiguousarray(blob["probe"][:1].numpy())
     results: dict[str, Any] = {}

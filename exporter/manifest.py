@@ -140,8 +140,6 @@ def read_manifest(run: Path) -> dict[str, Any]:
 def run_artifacts(run: Path) -> dict[str, Path]:
     """The built artifacts of a run (stored relative to the run directory, so a run can move)."""
     artifacts = read_manifest(run).get("artifacts", {})
-    if not artifacts:
-        raise UserError(f"{run} has no built artifacts; run `reparam-export build` for it first")
     paths = {key: Path(run) / path for key, path in artifacts.items()}
     missing = [str(path) for path in paths.values() if not path.is_file()]
     if missing:
