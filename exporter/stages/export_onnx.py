@@ -24,13 +24,14 @@ INPUT_NAME = "images"
 
 
 def metadata(recipe: Recipe) -> dict[str, str]:
+    """What a deployer needs to feed and read the model. Not the recipe's hash: the ONNX (and every
+    stage after it) would change with settings it does not depend on (evaluation, calibration)."""
     return {
         "producer": f"reparam-export {__version__}",
         "model_name": recipe.name,
         "class_names": json.dumps(recipe.class_names),
         "input_size": json.dumps(list(recipe.input_size)),
         "preprocessing": recipe.preprocess.model_dump_json(),
-        "recipe_hash": recipe.digest(),
     }
 
 
