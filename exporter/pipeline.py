@@ -395,15 +395,27 @@ class Pipeline:
             return {}
         timing_cache = self.run.root / "tensorrt" / "timing.cache"
         self.run.note(tensorrt={"deferred": False})
+        plugin = spec.plugin_library  # a rebuilt plugin rebuilds engines; build_engine names a missing one
+        inputs = {"fused": fused, **({"plugin": plugin} if plugin and Path(plugin).is_file() else {})}
+        settings.update(onnx_rtol=self.recipe.thresholds.onnx_rtol, end2end_nms=spec.end2end_nms)
         return {
             f"tensorrt.{precision}": self._stage(
                 f"tensorrt.{precision}",
                 f"tensorrt/model_{precision}.engine",
-                {"onnx": onnx_path, "fused": fused},
+                {"onnx": onnx_path, **inputs},
                 {**settings, "precision": precision},
                 lambda out, p=precision, m=onnx_path: trt_stage.engine_stage(
-                    self.recipe, m, fused, p, out, engine_settings, timing_cache, spec.plugin_library
+                    self.recipe,
+                    m,
+                    fused,
+                    p,
+                    out,
+                    engine_settings,
+                    timing_cache,
+                    spec.plugin_library,
+                    end2end=spec.end2end_nms,
                 ),
+                versions=trt_stage.runtime_versions(),
             )
             for precision, onnx_path in models.items()
         }

@@ -692,3 +692,57 @@ def test_qdq_keeps_demo_accuracy_under_onnxruntime(run_cli, tmp_path):
     assert abs(drop) < 0.015, f"Q/DQ INT8 changed mAP by {100 * drop:.2f} points"
     record = json.loads((run / "manifest.json").read_text())["stages"]["tensorrt.qdq"]
     assert all(name.startswith("/heads.") for name in record["excluded_nodes"]), "prediction convs in float"
+
+
+def test_engine_cache_key_holds_tensorrt_gpu_plugin_and_tolerance(tmp_path, monkeypatch):
+    """An engine loads only on the TensorRT and GPU it was built with: a change of either, of the
+    plugin library or of the FP32 tolerance builds it again. The builder is replaced by a recorder."""
+    from exporter.pipeline import Pipeline
+
+    built = []
+
+    def fake_engine_stage(recipe, onnx_path, fused, precision, out, *args, end2end=False):
+        built.append(precision)
+        out.write_bytes(b"engine for " + str(versions).encode())
+        return {"precision": precision, "check": None}
+
+    versions = {"tensorrt": "10.3.0", "gpu": "Tesla T4 (sm 7.5)"}
+    monkeypatch.setattr(trt_stage, "unavailable", lambda: None)
+    monkeypatch.setattr(trt_stage, "runtime_versions", lambda: dict(versions))
+    monkeypatch.setattr(trt_stage, "engine_stage", fake_engine_stage)
+    plugin = tmp_path / "libakconv_plugin.so"
+    plugin.write_bytes(b"v1")
+    overrides = {
+        "input_size": [64, 64],
+        "targets": ["tensorrt"],
+        "precisions": ["fp32"],
+        "tensorrt.plugin_library": str(plugin),
+    }
+
+    def build(**extra):
+        Pipeline(load_recipe(EMBEDDED, {**overrides, **extra}), tmp_path / "run").build()
+
+    build()
+    build()
+    assert built == ["fp32"], "same TensorRT, GPU, plugin and settings: cached"
+    versions["tensorrt"] = "10.8.0"
+    build()
+    versions["gpu"] = "NVIDIA A10 (sm 8.6)"
+    build()
+    plugin.write_bytes(b"v2")
+    build()
+    build(**{"thresholds.onnx_rtol": 1e-5})
+    assert built == ["fp32"] * 5
+
+
+def test_end2end_engine_is_not_compared_with_the_nms_free_reference(tmp_path, monkeypatch):
+    """EfficientNMS_TRT outputs detections (4 tensors), not the reference's scores and boxes."""
+    monkeypatch.setattr(
+        trt_stage, "build_engine", lambda *args: {"precision": "fp32", "plan": {"plugin": False}}
+    )
+    monkeypatch.setattr(trt_backend, "load", lambda *args: pytest.fail("compared with the reference"))
+    recipe = load_recipe(EMBEDDED)
+    record = trt_stage.engine_stage(
+        recipe, tmp_path / "m.onnx", tmp_path / "f.pt", "fp32", tmp_path / "e", end2end=True
+    )
+    assert record["check"] is None and "no parity check" in record["note"]

@@ -188,6 +188,15 @@ def unavailable() -> str | None:
     return None
 
 
+def runtime_versions() -> dict[str, str]:
+    """What an engine is only valid for (it does not load on another TensorRT or GPU): cache key."""
+    import tensorrt as trt
+    import torch
+
+    capability = "{}.{}".format(*torch.cuda.get_device_capability(0))
+    return {"tensorrt": trt.__version__, "gpu": f"{torch.cuda.get_device_name(0)} (sm {capability})"}
+
+
 def gpu_facts(target: tuple[int, int] = T4) -> dict[str, Any]:
     """The current GPU, its compute capability, and whether it is the target's (engines are not portable)."""
     import torch
@@ -365,9 +374,11 @@ def engine_stage(
     plugin_library: Path | None = None,
     calibration: CalibrationSet | None = None,
     calibration_cache: Path | None = None,
+    end2end: bool = False,
 ) -> dict[str, Any]:
     """Build the engine and measure it on the probe against the FP32 reference in fused.pt: FP32 must
-    pass the recipe's tolerance; FP16 and INT8 errors are recorded."""
+    pass the recipe's tolerance; FP16 and INT8 errors are recorded. An `end2end` engine (with
+    EfficientNMS_TRT) has other outputs than the reference and gets no parity check."""
     from exporter.backends import tensorrt as trt_backend
     from exporter.stages.export_onnx import reference_parity, require_parity
     from exporter.stages.fuse import load_reference
@@ -375,6 +386,10 @@ def engine_stage(
     record = build_engine(
         onnx_path, out, precision, settings, timing_cache, plugin_library, calibration, calibration_cache
     )
+    if end2end:
+        record["check"] = None
+        record["note"] = "end-to-end NMS engine: outputs are detections, not the reference's: no parity check"
+        return record
     runner = trt_backend.load(out, plugin_library if record["plan"]["plugin"] else None)
     parity = reference_parity(recipe, load_reference(fused_pt), runner.infer)
     if precision == "fp32":
