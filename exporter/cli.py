@@ -484,6 +484,11 @@ def check(run, baseline, tolerances, update_baseline):
         )
         return
     expected = checking.load_baseline(baseline)
+    recorded, model = checking.baseline_model(baseline), checking.collect(run)["model"]
+    if recorded not in (None, model):
+        raise UserError(
+            f"{baseline} is the baseline of '{recorded}', not of {run} ('{model}'); pass that run's baseline"
+        )
     findings = checking.compare(expected, checking.current_metrics(run, list(limits)), limits)
     table = Table(title=f"{run} vs {baseline}")
     for column in ("artifact", "metric", "baseline", "current", "limit", "status"):

@@ -1,5 +1,10 @@
 """Errors the CLI turns into one-line messages and exit codes (0 ok, 1 check failed, 2 bad input)."""
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
 
 class ExporterError(Exception):
     """Base class: carries the process exit code."""
@@ -17,3 +22,30 @@ class CheckFailed(ExporterError):
     """A numerical or accuracy check did not pass."""
 
     exit_code = 1
+
+
+def read_user_file(path: Path, kind: str = "yaml", source: str | None = None) -> Any:
+    """Parse a YAML or JSON file the user handed us; anything unreadable is a one-line UserError."""
+    import json
+
+    import yaml
+
+    source = source or str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{source}: not a text file (not UTF-8); pass a {kind.upper()} file") from None
+    if kind == "json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UserError(
+                f"{source}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            ) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{source}: invalid YAML{where}: {problem}") from None

@@ -6,11 +6,10 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from exporter.artifacts import sha256_json
-from exporter.errors import UserError
+from exporter.errors import UserError, read_user_file
 
 Target = Literal["onnx", "openvino", "tensorrt"]
 Precision = Literal["fp32", "fp16", "int8"]
@@ -146,11 +145,18 @@ def _format_error(source: str, error: dict[str, Any], model: type[BaseModel]) ->
     return f"{source}: {loc}: {message}"
 
 
-def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    """data['a']['b'] = value for key 'a.b', creating dicts on the way."""
+def set_dotted(data: dict[str, Any], key: str, value: Any, source: str = "recipe") -> None:
+    """data['a']['b'] = value for key 'a.b', creating dicts on the way (an empty section too)."""
     *parents, last = key.split(".")
-    for part in parents:
-        data = data.setdefault(part, {})
+    for depth, part in enumerate(parents):
+        if data.get(part) is None:
+            data[part] = {}
+        if not isinstance(data[part], dict):
+            section = ".".join(parents[: depth + 1])
+            raise UserError(
+                f"{source}: {section} must be a mapping of fields to set {key}, not {data[part]!r}"
+            )
+        data = data[part]
     data[last] = value
 
 
@@ -158,7 +164,7 @@ def recipe_from_dict(data: Any, source: str, overrides: dict[str, Any] | None = 
     if not isinstance(data, dict):
         raise UserError(f"{source}: expected a mapping of recipe fields, got {type(data).__name__}")
     for key, value in (overrides or {}).items():
-        set_dotted(data, key, value)
+        set_dotted(data, key, value, source)
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
@@ -174,13 +180,7 @@ def load_recipe(path: str | os.PathLike | None, overrides: dict[str, Any] | None
     source = str(path) if path is not None else "embedded default recipe"
     if not file.is_file():
         raise UserError(f"recipe not found: {file}; pass an existing YAML file with --recipe")
-    try:
-        data = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"{source}: invalid YAML{where}: {problem}") from None
+    data = read_user_file(file, "yaml", source)
     recipe = recipe_from_dict(data, source, overrides)
     checkpoint = recipe.model.checkpoint
     if (

@@ -93,3 +93,15 @@ def test_builder_form(tmp_path):
     path = write(tmp_path, BASE.replace("exporter.models.embedded:build_embedded_detector", "just_a_name"))
     with pytest.raises(UserError, match=r"model\.builder: expected 'package\.module:function'"):
         load_recipe(path)
+
+
+def test_unreadable_recipe_and_overrides_into_odd_sections(tmp_path):
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00name")
+    with pytest.raises(UserError, match=r"binary\.yaml: not a text file \(not UTF-8\)"):
+        load_recipe(binary)
+    empty_section = write(tmp_path, BASE + "evaluation:\n")
+    assert load_recipe(empty_section, {"evaluation.limit": 5}).evaluation.limit == 5
+    scalar_section = write(tmp_path, BASE + "export: 17\n")
+    with pytest.raises(UserError, match=r"export must be a mapping of fields to set export\.opset, not 17"):
+        load_recipe(scalar_section, {"export.opset": 13})

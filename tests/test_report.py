@@ -141,9 +141,13 @@ def test_check_fails_on_regression(tmp_path, run_cli, baseline, worse, metric):
 @pytest.mark.parametrize(
     "content, message",
     [
-        ("{not json", "not a baseline file"),
+        ("{not json", "invalid JSON at line 1, column 2"),
+        (b"\xff\xfe\x00", "not a text file (not UTF-8)"),
         ('{"model": "x"}', "not a baseline file (KeyError"),
         ('{"metrics": {"a": 3}}', "not a baseline file (TypeError"),
+        ('{"metrics": {"onnx.fp32": {"map": NaN}}}', "onnx.fp32.map is nan, not a finite number"),
+        ('{"metrics": {"onnx.fp32": {"map": true}}}', "onnx.fp32.map is True, not a finite number"),
+        ('{"model": "other", "metrics": {"onnx.fp32": {"map": 0.5}}}', "is the baseline of 'other', not of"),
         (None, "baseline not found"),
     ],
 )
@@ -151,7 +155,7 @@ def test_bad_baseline_exit_2(tmp_path, run_cli, baseline, content, message):
     _, tolerances = baseline
     bad = tmp_path / "bad.json"
     if content is not None:
-        bad.write_text(content)
+        bad.write_bytes(content if isinstance(content, bytes) else content.encode())
     code, _, err = run_cli(
         "check",
         "--artifacts",
@@ -178,3 +182,17 @@ def test_bad_tolerances_exit_2(tmp_path, run_cli, baseline):
         str(bad),
     )
     assert code == 2 and "map.better" in err
+
+
+def test_update_baseline_refuses_a_run_with_nothing_measured(tmp_path, run_cli, baseline):
+    path, tolerances = baseline
+    before = path.read_text()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "manifest.json").write_text(json.dumps({"recipe": {"name": "damoyolo_ns"}, "stages": {}}))
+    code, _, err = run_cli(
+        "check", "--artifacts", str(empty), "--baseline", str(path), "--tolerances", str(tolerances),
+        "--update-baseline",
+    )  # fmt: skip
+    assert code == 2 and "has no measured" in err and "left as it is" in err
+    assert path.read_text() == before

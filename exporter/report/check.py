@@ -8,16 +8,15 @@ say per metric which direction is better and how far it may move the wrong way:
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from exporter.artifacts import write_json
-from exporter.errors import UserError
+from exporter.errors import UserError, read_user_file
 from exporter.report.metrics import collect
 
 
@@ -42,10 +41,7 @@ def load_tolerances(path: str | Path) -> dict[str, Tolerance]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"tolerances not found: {path}; pass an existing YAML with --tolerances")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
+    data = read_user_file(path, "yaml")
     if not isinstance(data, dict) or not data:
         raise UserError(f"{path}: expected a mapping of metric -> {{better, abs, rel}}")
     tolerances = {}
@@ -62,14 +58,21 @@ def load_baseline(path: str | Path) -> dict[str, dict[str, float]]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"baseline not found: {path}; create one with --update-baseline")
+    data = read_user_file(path, "json")
     try:
-        data = json.loads(path.read_text())
         metrics = data["metrics"]
         if not isinstance(metrics, dict) or not all(isinstance(v, dict) for v in metrics.values()):
             raise TypeError("metrics must map artifact -> {metric: value}")
-        return {a: {m: float(v) for m, v in values.items()} for a, values in metrics.items()}
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        return {a: {m: _finite(f"{a}.{m}", v) for m, v in values.items()} for a, values in metrics.items()}
+    except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"{path}: not a baseline file ({type(exc).__name__}: {exc})") from None
+
+
+def _finite(name: str, value: object) -> float:
+    """A baseline value: a finite number (NaN would make its check pass forever)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} is {value!r}, not a finite number")
+    return float(value)
 
 
 def current_metrics(run: str | Path, names: list[str]) -> dict[str, dict[str, float]]:
@@ -95,5 +98,16 @@ def compare(baseline: dict, current: dict, tolerances: dict[str, Tolerance]) -> 
 
 def update_baseline(run: str | Path, path: str | Path, tolerances: dict[str, Tolerance]) -> dict:
     metrics = current_metrics(run, list(tolerances))
+    if not any(metrics.values()):
+        raise UserError(
+            f"{run} has no measured {', '.join(tolerances)}; run `reparam-export eval` and `bench` on it "
+            f"first (the baseline {path} was left as it is)"
+        )
     write_json(path, {"model": collect(run)["model"], "metrics": metrics})
     return metrics
+
+
+def baseline_model(path: str | Path) -> str | None:
+    """The model a baseline was recorded for."""
+    data = read_user_file(Path(path), "json")
+    return data.get("model") if isinstance(data, dict) else None
