@@ -103,6 +103,21 @@ def test_dataset_errors(tmp_path):
     (tmp_path / "val").mkdir()
     with pytest.raises(UserError, match="not a COCO instances file"):
         load_coco(tmp_path)
+    image = {"id": 1, "file_name": "a.jpg", "height": 8, "width": 8}
+    ann = {"id": 7, "image_id": 1, "category_id": 1, "bbox": [0, 0, 2, 2]}
+    no_box = {k: v for k, v in ann.items() if k != "bbox"}
+    broken = {
+        "missing field 'bbox'": {"annotations": [no_box]},
+        "annotation 7: category_id 99 is unknown": {"annotations": [{**ann, "category_id": 99}]},
+        "missing field 'file_name'": {"images": [{"id": 1, "height": 8, "width": 8}]},
+        "TypeError": {"annotations": "not a list"},
+    }
+    for problem, change in broken.items():
+        content = {"categories": [{"id": 1, "name": "a"}], "images": [image], "annotations": [ann]}
+        (tmp_path / "val.json").write_text(json.dumps({**content, **change}))
+        with pytest.raises(UserError, match="not a COCO instances file") as info:
+            load_coco(tmp_path)
+        assert problem in str(info.value)
 
 
 def test_eval_command_scores_torch_and_every_artifact(run_cli, tmp_path):

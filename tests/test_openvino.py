@@ -127,6 +127,13 @@ def test_calibration_bad_sources(tmp_path, calib_json):
         calibration.select(folder, 1, 0, (64, 64), pre)
     with pytest.raises(UserError, match="at least 1"):
         calibration.select(calib_json, 0, 0, (64, 64), pre)
+    with pytest.raises(UserError, match="is a single file; pass its folder or a COCO json"):
+        calibration.select(folder / "a.jpg", 1, 0, (64, 64), pre)
+    no_images = tmp_path / "coco" / "calib.json"
+    (tmp_path / "coco" / "calib").mkdir(parents=True)
+    no_images.write_text(json.dumps({"categories": [], "images": [], "annotations": []}))
+    with pytest.raises(UserError, match="lists no images; pass a COCO json that has some"):
+        calibration.select(no_images, 4, 0, (64, 64), pre)
 
 
 def test_image_folder_source(tmp_path, calib_json):

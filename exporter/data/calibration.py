@@ -33,8 +33,13 @@ def list_images(source: str | Path) -> list[Path]:
     path = Path(source)
     if not path.exists():
         raise UserError(f"calibration source not found: {path}; pass an image folder, a COCO json or 'demo'")
+    if path.is_file() and path.suffix.lower() != ".json":
+        raise UserError(f"calibration source {path} is a single file; pass its folder or a COCO json")
     if path.is_file() or (path / "val.json").is_file() or (path / "annotations").is_dir():
-        return [s.path for s in load_coco(path).samples]
+        images = [s.path for s in load_coco(path).samples]
+        if not images:
+            raise UserError(f"calibration source {path} lists no images; pass a COCO json that has some")
+        return images
     images = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
         raise UserError(f"calibration folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from exporter.errors import UserError
+from exporter.errors import UserError, read_user_file
 
 
 @dataclass(frozen=True)
@@ -54,20 +53,25 @@ def find_split(data: str | Path) -> tuple[Path, Path]:
 
 def load_coco(data: str | Path) -> CocoDataset:
     annotations, folder = find_split(data)
+    content = read_user_file(annotations, "json")
     try:
-        content = json.loads(annotations.read_text())
-        categories = sorted(content["categories"], key=lambda c: c["id"])
-        images = content["images"]
-        anns = content.get("annotations", [])
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise UserError(f"{annotations}: not a COCO instances file ({type(exc).__name__}: {exc})") from None
+        return _parse(content, annotations, folder)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        problem = f"missing field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+        raise UserError(f"{annotations}: not a COCO instances file ({problem})") from None
+
+
+def _parse(content: dict, annotations: Path, folder: Path) -> CocoDataset:
+    categories = sorted(content["categories"], key=lambda c: c["id"])
     index = {c["id"]: i for i, c in enumerate(categories)}
     per_image: dict[int, list[dict]] = {}
-    for ann in anns:
+    for ann in content.get("annotations", []):
+        if ann["category_id"] not in index:
+            raise ValueError(f"annotation {ann.get('id')}: category_id {ann['category_id']} is unknown")
         if not ann.get("iscrowd", 0):
             per_image.setdefault(ann["image_id"], []).append(ann)
     samples = []
-    for image in sorted(images, key=lambda i: i["id"]):
+    for image in sorted(content["images"], key=lambda i: i["id"]):
         objects = per_image.get(image["id"], [])
         boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (o["bbox"] for o in objects)], np.float32)
         labels = np.array([index[o["category_id"]] for o in objects], np.int64)
