@@ -136,11 +136,15 @@ def cli():
     help="Precision(s) to build; repeatable (default: the recipe's).",
 )
 @click.option("--calib-data", help="INT8 calibration images: a folder, a COCO json, or 'demo'.")
-@click.option("--calib-count", type=int, help="Number of calibration images (default 300).")
+@click.option("--calib-count", type=click.IntRange(min=1), help="Number of calibration images (default 300).")
 @click.option(
     "--eval-data", help="Evaluation data: a COCO json or folder, or 'demo' (default: the recipe's)."
 )
-@click.option("--eval-limit", type=int, help="Evaluate only the first N images of the evaluation data.")
+@click.option(
+    "--eval-limit",
+    type=click.IntRange(min=1),
+    help="Evaluate only the first N images of the evaluation data.",
+)
 @click.option(
     "--int8-accuracy-budget",
     type=float,
@@ -199,7 +203,7 @@ def _print_eval(run: Path, data=None, limit=None) -> None:
 @cli.command("eval")
 @click.option("--artifacts", "run", required=True, type=click.Path(path_type=Path), help="Run directory.")
 @click.option("--data", help="COCO instances json or dataset folder, or 'demo' (default: the recipe's).")
-@click.option("--limit", type=int, help="Only the first N images.")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N images.")
 def eval_command(run, data, limit):
     """COCO mAP of the fused torch model and every built artifact of a run (written to RUN/eval.json).
 
@@ -246,7 +250,7 @@ def export(**options):
 @cli.command()
 @_model_options
 @click.option("--calib-data", help="Calibration images: a folder, a COCO json, or 'demo'.")
-@click.option("--calib-count", type=int, help="Number of calibration images (default 300).")
+@click.option("--calib-count", type=click.IntRange(min=1), help="Number of calibration images (default 300).")
 def calibrate(**options):
     """Select and check the INT8 calibration images alone, and record them (paths + sha256).
 
@@ -267,9 +271,11 @@ def calibrate(**options):
 @cli.command()
 @_model_options
 @click.option("--calib-data", help="Calibration images: a folder, a COCO json, or 'demo'.")
-@click.option("--calib-count", type=int, help="Calibration images selected (default 300).")
-@click.option("--images", "sensitivity_images", type=int, help="Of those, images scored (default 32).")
-@click.option("--top", default=15, show_default=True, help="Rows to print.")
+@click.option("--calib-count", type=click.IntRange(min=1), help="Calibration images selected (default 300).")
+@click.option(
+    "--images", "sensitivity_images", type=click.IntRange(min=1), help="Of those, images scored (default 32)."
+)
+@click.option("--top", default=15, type=click.IntRange(min=1), show_default=True, help="Rows to print.")
 def sensitivity(**options):
     """Rank the fused model's convolutions by the error each causes when it alone is in INT8.
 
@@ -309,11 +315,15 @@ def sensitivity(**options):
     "--int8-accuracy-budget", type=float, default=0.5, show_default=True, help="mAP points vs FP32."
 )
 @click.option("--calib-data", help="INT8 calibration images: a folder, a COCO json, or 'demo'.")
-@click.option("--calib-count", type=int, help="Number of calibration images (default 300).")
+@click.option("--calib-count", type=click.IntRange(min=1), help="Number of calibration images (default 300).")
 @click.option(
     "--eval-data", help="Evaluation data: a COCO json or folder, or 'demo' (default: the recipe's)."
 )
-@click.option("--eval-limit", type=int, help="Evaluate only the first N images of the evaluation data.")
+@click.option(
+    "--eval-limit",
+    type=click.IntRange(min=1),
+    help="Evaluate only the first N images of the evaluation data.",
+)
 def bench_int8(backend, **options):
     """FP32 vs full INT8 vs partial INT8 (fewest float layers within the budget): mAP and latency.
 
@@ -388,13 +398,32 @@ def _print_int8_search(name: str, record: dict[str, Any], cached: bool) -> None:
 
 @cli.command()
 @click.option("--artifacts", "run", required=True, type=click.Path(path_type=Path), help="Run directory.")
-@click.option("--threads", default=0, show_default=True, help="CPU threads per backend (0: backend default).")
-@click.option("--min-iters", default=50, show_default=True, help="Timed calls per artifact, at least.")
-@click.option("--min-seconds", default=2.0, show_default=True, help="Timed seconds per artifact, at least.")
+@click.option(
+    "--threads",
+    default=0,
+    type=click.IntRange(min=0),
+    show_default=True,
+    help="CPU threads per backend (0: backend default).",
+)
+@click.option(
+    "--min-iters",
+    default=50,
+    type=click.IntRange(min=1),
+    show_default=True,
+    help="Timed calls per artifact, at least.",
+)
+@click.option(
+    "--min-seconds",
+    default=2.0,
+    type=click.FloatRange(min=0),
+    show_default=True,
+    help="Timed seconds per artifact, at least.",
+)
 @click.option(
     "--throughput",
     "workers",
     default=0,
+    type=click.IntRange(min=0),
     help="Also measure throughput: onnxruntime with this many parallel single-thread sessions, "
     "OpenVINO with its THROUGHPUT streams and optimal number of async requests.",
 )
@@ -513,15 +542,34 @@ def check(run, baseline, tolerances, update_baseline):
     type=click.Path(path_type=Path),
     help="Recipe(s) to benchmark; repeatable (default: the demo and recipes/damoyolo_ns.yaml).",
 )
-@click.option("--threads", default=2, show_default=True, help="CPU threads for every backend.")
+@click.option(
+    "--threads",
+    default=2,
+    type=click.IntRange(min=1),
+    show_default=True,
+    help="CPU threads for every backend.",
+)
 @click.option(
     "--min-seconds",
     default=2.0,
+    type=click.FloatRange(min=0),
     show_default=True,
     help="Timed seconds per runtime, over 3 alternating rounds.",
 )
-@click.option("--calib-count", default=64, show_default=True, help="INT8 calibration images.")
-@click.option("--eval-limit", default=100, show_default=True, help="Val images for the INT8 mAP check.")
+@click.option(
+    "--calib-count",
+    default=64,
+    type=click.IntRange(min=1),
+    show_default=True,
+    help="INT8 calibration images.",
+)
+@click.option(
+    "--eval-limit",
+    default=100,
+    type=click.IntRange(min=1),
+    show_default=True,
+    help="Val images for the INT8 mAP check.",
+)
 def bench_cpu(recipes, threads, min_seconds, calib_count, eval_limit):
     """PyTorch eager, onnxruntime and OpenVINO (unfused, fused FP32/FP16/INT8) side by side, with
     ratios against PyTorch eager and the goals: fused vs unfused OpenVINO FP32 >= 1.2x, INT8 vs FP32
@@ -601,12 +649,30 @@ def demo_data(out, splits):
 
 
 @cli.command("bench-akconv")
-@click.option("--channels", default=64, show_default=True, help="Input and output channels.")
-@click.option("--size", default=80, show_default=True, help="Feature map height and width.")
-@click.option("--num-param", default=5, show_default=True, help="AKConv sampling points N.")
+@click.option(
+    "--channels", default=64, type=click.IntRange(min=1), show_default=True, help="Input and output channels."
+)
+@click.option(
+    "--size", default=80, type=click.IntRange(min=1), show_default=True, help="Feature map height and width."
+)
+@click.option(
+    "--num-param", default=5, type=click.IntRange(min=1), show_default=True, help="AKConv sampling points N."
+)
 @click.option("--stride", default=1, show_default=True, type=click.IntRange(1, 2), help="AKConv stride.")
-@click.option("--threads", default=0, show_default=True, help="CPU threads per backend (0: backend default).")
-@click.option("--min-seconds", default=1.0, show_default=True, help="Timed seconds per measurement.")
+@click.option(
+    "--threads",
+    default=0,
+    type=click.IntRange(min=0),
+    show_default=True,
+    help="CPU threads per backend (0: backend default).",
+)
+@click.option(
+    "--min-seconds",
+    default=1.0,
+    type=click.FloatRange(min=0),
+    show_default=True,
+    help="Timed seconds per measurement.",
+)
 def bench_akconv(channels, size, num_param, stride, threads, min_seconds):
     """Time one AKConv layer under each lowering on onnxruntime and OpenVINO CPU, side by side.
 
@@ -692,8 +758,10 @@ def main(argv: list[str] | None = None) -> int:
         cli.main(args=argv, prog_name="reparam-export", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
+    except click.ClickException as exc:  # usage errors too: one line, with where to read more
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if isinstance(exc, click.UsageError) and ctx else ""
+        console.print(f"error: {exc.format_message()}{hint}", markup=False, soft_wrap=True)
         return exc.exit_code
     except click.exceptions.Abort:
         console.print("aborted", markup=False)

@@ -201,3 +201,43 @@ def test_run_dir_can_move_and_a_damaged_manifest_is_bad_input(run_cli, tmp_path)
     for command in (["bench"], ["eval", "--data", "demo"], ["report"]):
         code, _, err = run_cli(*command, "--artifacts", str(moved))
         assert_one_line_error(code, err, 2, "manifest.json is damaged")
+
+
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        (["eval", "--artifacts", "x", "--limit", "0"], "'--limit': 0 is not in the range x>=1"),
+        (["bench", "--artifacts", "x", "--threads", "-2"], "'--threads': -2 is not in the range x>=0"),
+        (["bench-akconv", "--channels", "0"], "'--channels': 0 is not in the range x>=1"),
+        (["sensitivity", "--top", "-3"], "'--top': -3 is not in the range x>=1"),
+        (["build", "--calib-count", "0"], "'--calib-count': 0 is not in the range x>=1"),
+        (["no-such-command"], "No such command 'no-such-command'"),
+    ],
+)
+def test_usage_errors_are_one_line(run_cli, args, pattern):
+    code, _, err = run_cli(*args)
+    assert_one_line_error(code, err, 2, pattern)
+    assert "--help" in err
+
+
+def test_damaged_run_files_and_odd_builders_are_bad_input(run_cli, tmp_path):
+    run = tmp_path / "run"
+    code, _, err = run_cli("build", "--recipe", str(EMBEDDED), "--input-size", "64", "64",
+                           "--target", "onnx", "--precision", "fp32", "--run-dir", str(run))  # fmt: skip
+    assert code == 0, err
+    (run / "fused.pt").write_bytes(b"\x00garbage")
+    code, _, err = run_cli("bench", "--artifacts", str(run), "--min-iters", "1", "--min-seconds", "0")
+    assert_one_line_error(code, err, 2, "fused.pt is damaged; rebuild with `reparam-export build --force`")
+    (run / "fused.pt").unlink()
+    code, _, err = run_cli("bench", "--artifacts", str(run), "--min-iters", "1", "--min-seconds", "0")
+    assert_one_line_error(code, err, 2, "fused.pt is missing; rebuild the run")
+    code, _, err = run_cli("fuse", "--model", "os:getcwd", "--run-dir", str(tmp_path / "other"))
+    assert_one_line_error(code, err, 2, "returned str, expected a torch nn.Module")
+    (tmp_path / "random.pt").write_bytes(bytes(range(256)))
+    code, _, err = run_cli(
+        "fuse", "--model", USER + "build_user_model", "--checkpoint", str(tmp_path / "random.pt")
+    )
+    assert_one_line_error(
+        code, err, 2, "cannot be loaded with weights_only=True (UnpicklingError): it is not a"
+    )
+    assert "weights_only=False" not in err, "never advise loading an untrusted file with pickle"

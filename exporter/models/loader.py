@@ -38,7 +38,10 @@ def resolve_builder(spec: str):
 def builder_source_hash(spec: str) -> str | None:
     """sha256 of the source defining the builder, so editing the model invalidates cached stages: the
     file, or every .py file beside it when it is part of a package (a model split over modules)."""
-    source = inspect.getsourcefile(resolve_builder(spec))
+    try:
+        source = inspect.getsourcefile(resolve_builder(spec))
+    except TypeError:  # a builtin: no source file to watch
+        return None
     if not source:
         return None
     folder = Path(source).parent
@@ -73,8 +76,8 @@ def load_checkpoint(model: nn.Module, path: Path) -> None:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - corrupt or pickled files are bad input
         raise UserError(
-            f"checkpoint {path} cannot be loaded with weights_only=True ({_describe(exc)}); "
-            "save it as a plain state dict"
+            f"checkpoint {path} cannot be loaded with weights_only=True ({type(exc).__name__}): it is not a "
+            "torch file, or it pickles objects; save it as a plain state dict"
         ) from None
     state = extract_state_dict(obj, path)
     expected = model.state_dict()

@@ -47,7 +47,12 @@ def fuse_stage(recipe: Recipe, out: Path) -> dict[str, Any]:
 
 def load_reference(fused_pt: Path) -> dict[str, Any]:
     """fused.pt: the fused weights, the probe batch and the FP32 reference outputs."""
-    return torch.load(fused_pt, map_location="cpu", weights_only=True)
+    if not fused_pt.is_file():
+        raise UserError(f"{fused_pt} is missing; rebuild the run with `reparam-export build`")
+    try:
+        return torch.load(fused_pt, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - a damaged file of the run
+        raise UserError(f"{fused_pt} is damaged; rebuild with `reparam-export build --force`") from None
 
 
 def load_fused(recipe: Recipe, fused_pt: Path) -> tuple[nn.Module, dict[str, Any]]:
