@@ -105,8 +105,8 @@ def _load(options: dict[str, Any]):
 def _pipeline(recipe, run_dir, force):
     from exporter.pipeline import Pipeline
 
-    if "" not in sys.path:
-        sys.path.insert(0, "")  # builders given as package.module:function resolve from the cwd
+    if run_dir is not None and Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise UserError(f"--run-dir {run_dir} is a file; pass a folder (new or an earlier run's)")
     return Pipeline(recipe, run_dir, force=force, console=console)
 
 
@@ -460,7 +460,9 @@ def bench(run, threads, min_iters, min_seconds, workers):
 
 @cli.command()
 @click.option("--artifacts", "run", required=True, type=click.Path(path_type=Path), help="Run directory.")
-@click.option("--out", type=click.Path(path_type=Path), help="Output folder (default RUN/report).")
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder (default RUN/report)."
+)
 def report(run, out):
     """Write report.md, a self-contained report.html (plots embedded) and report.json for a run.
 
@@ -612,7 +614,7 @@ def bench_cpu(recipes, threads, min_seconds, calib_count, eval_limit):
 @cli.command("demo-data")
 @click.option(
     "--out",
-    type=click.Path(path_type=Path),
+    type=click.Path(file_okay=False, path_type=Path),
     default=Path("data/shapes"),
     show_default=True,
     help="Folder for <split>.json and <split>/ images.",
@@ -754,6 +756,8 @@ def doctor(as_json, onnx_path, trt_version):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code instead of raising (one-line errors, no tracebacks)."""
+    if "" not in sys.path:
+        sys.path.insert(0, "")  # builders given as package.module:function resolve from the cwd
     try:
         cli.main(args=argv, prog_name="reparam-export", standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -241,3 +241,19 @@ def test_damaged_run_files_and_odd_builders_are_bad_input(run_cli, tmp_path):
         code, err, 2, "cannot be loaded with weights_only=True (UnpicklingError): it is not a"
     )
     assert "weights_only=False" not in err, "never advise loading an untrusted file with pickle"
+
+
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        (["fuse", "--run-dir"], "--run-dir {} is a file; pass a folder"),
+        (["report", "--artifacts", "x", "--out"], "Directory '{}' is a file"),
+        (["demo-data", "--split", "calib", "--out"], "Directory '{}' is a file"),
+    ],
+)
+def test_output_folder_that_is_a_file(run_cli, tmp_path, args, pattern):
+    existing = tmp_path / "notadir"
+    existing.write_text("keep me")
+    code, _, err = run_cli(*args, str(existing))
+    assert_one_line_error(code, err, 2, pattern.format(existing))
+    assert existing.read_text() == "keep me"

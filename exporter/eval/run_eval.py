@@ -30,9 +30,11 @@ def run_recipe(run: Path) -> Recipe:
 
 def head_settings(recipe: Recipe) -> dict:
     """Head mode, reg_max and NMS thresholds from the builder's module (`head_settings(**kwargs)`)."""
-    import importlib
+    import sys
 
-    module = importlib.import_module(recipe.model.builder.partition(":")[0])
+    from exporter.models.loader import resolve_builder
+
+    module = sys.modules[resolve_builder(recipe.model.builder).__module__]  # import errors: one line
     settings = getattr(module, "head_settings", None)
     if settings is None:
         raise UserError(
