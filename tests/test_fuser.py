@@ -123,3 +123,35 @@ def test_parity_holds_each_output_to_its_own_scale():
     close = compare([scores, boxes], [scores + 1e-5, boxes + 0.01], 1e-4)
     assert close.ok and close.output == 1 and close.tolerance == pytest.approx(0.064)
     assert not compare([scores, boxes], [scores], 1e-4).ok, "a missing output is a mismatch"
+
+
+def test_guessed_fold_on_a_path_the_probe_skips_is_reverted():
+    """conv/bn attributes suggest a fold, but this forward puts a ReLU between them; the probe never
+    runs the module, so the fold cannot be proved and must not be kept."""
+
+    class Guess(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.bn(torch.relu(self.conv(x)))
+
+    class Root(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.unused = nn.Conv2d(3, 4, 1), Guess()
+
+        def forward(self, x, branch: bool = False):
+            return self.unused(x) if branch else self.used(x)
+
+    torch.manual_seed(0)
+    model = Root().eval()
+    model.unused.bn.running_mean.uniform_(-1, 1)
+    fused, report = fuse_model(model, torch.rand(1, 3, 8, 8))
+    (step,) = [s for s in report.steps if s.path == "unused"]
+    assert step.status == "reverted" and step.parity is None
+    assert isinstance(fused.unused.bn, nn.BatchNorm2d)
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(fused(x, branch=True), model(x, branch=True))
