@@ -746,3 +746,15 @@ def test_end2end_engine_is_not_compared_with_the_nms_free_reference(tmp_path, mo
         recipe, tmp_path / "m.onnx", tmp_path / "f.pt", "fp32", tmp_path / "e", end2end=True
     )
     assert record["check"] is None and "no parity check" in record["note"]
+
+
+def test_cached_ranges_are_keyed_on_image_contents(tmp_path):
+    source = write_split(tmp_path / "shapes", "calib", 3, seed=5)
+    chosen, _ = calibration.select(source, 3, 0, (32, 32), Preprocess())
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"model")
+    before = quantize_qdq.ranges_file(model, chosen, "minmax")
+    assert quantize_qdq.ranges_file(model, chosen, "minmax") == before
+    first, second = chosen.images[:2]
+    first.write_bytes(second.read_bytes())  # same path, new pixels
+    assert quantize_qdq.ranges_file(model, chosen, "minmax") != before

@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from exporter.artifacts import sha256_file, sha256_json
+from exporter.artifacts import atomic_output, sha256_file, sha256_json
 from exporter.backends import onnxruntime as ort_backend
 from exporter.data.calibration import CalibrationSet
 from exporter.errors import CheckFailed, UserError
@@ -116,10 +116,14 @@ def _calibrate(model_path: Path, reader: CalibrationReader, method: str, work: P
 
 
 def ranges_file(onnx_path: Path, calibration: CalibrationSet, method: str) -> str:
-    """Cache file name of the activation ranges: model, images, preprocessing, method and its settings."""
+    """Cache file name of the activation ranges: model, image contents, preprocessing, method and its
+    settings, and the onnxruntime that calibrated."""
+    from importlib.metadata import version
+
     key = {
         "model": sha256_file(onnx_path),
-        "images": [str(p) for p in calibration.images],
+        "images": [sha256_file(p) for p in calibration.images],
+        "onnxruntime": version("onnxruntime"),
         "input_size": list(calibration.input_size),
         "preprocess": calibration.preprocess.model_dump(mode="json"),
         "method": method,
@@ -170,7 +174,8 @@ def quantize_qdq(
         reused = cache.is_file()
         if not reused:
             reader = CalibrationReader(calibration, model.graph.input[0].name)
-            save_tensors_data(_calibrate(prepared, reader, method, work), cache)
+            with atomic_output(cache) as partial:  # an interrupted run leaves no truncated cache
+                save_tensors_data(_calibrate(prepared, reader, method, work), partial)
         settings = {
             "format": "QDQ",
             "activation_type": "QInt8",
