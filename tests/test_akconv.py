@@ -193,7 +193,7 @@ def test_explicit_requests_validated():
         capability.choose("gridsample", "onnxruntime", 15)
     with pytest.raises(UserError, match="OpenVINO cannot run the AKConvSample plugin"):
         capability.choose("plugin", "openvino", 17)
-    with pytest.raises(UserError, match="not of the form MAJOR.MINOR"):
+    with pytest.raises(UserError, match="'ten' is not a TensorRT version"):
         capability.choose("auto", "tensorrt", 17, "ten")
 
 

@@ -43,6 +43,7 @@ def test_build_writes_verified_artifacts_and_manifest(tmp_path):
     assert manifest["stages"]["export"]["inputs"]["fused"]["sha256"] == sha256_file(run / "fused.pt")
     assert manifest["stages"]["simplify"]["nodes_after"] < manifest["stages"]["simplify"]["nodes_before"]
     assert manifest["recipe_hash"] == recipe().digest()
+    assert 0 < manifest["stages"]["fuse"]["gflops"] < 10, "GFLOPs of the fused model per image"
 
 
 def test_onnx_has_metadata_input_name_and_checks(tmp_path):

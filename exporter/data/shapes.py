@@ -142,11 +142,6 @@ def write_split(root: Path, name: str, count: int, seed: int) -> Path:
     return path
 
 
-def write_dataset(root: str | Path, splits: dict[str, tuple[int, int]] | None = None) -> dict[str, Path]:
-    root = Path(root)
-    return {name: write_split(root, name, count, seed) for name, (count, seed) in (splits or SPLITS).items()}
-
-
 def demo_split(name: str, root: Path = Path("data/shapes")) -> Path:
     """The instances json of a demo split, written under `root` on first use."""
     path = root / f"{name}.json"

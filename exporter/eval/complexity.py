@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from exporter.blocks.convbn import CONV_TYPES
+from exporter.blocks.fuse import count_params
 
 
 @dataclass(frozen=True)
@@ -31,10 +32,6 @@ class Complexity:
         The convention of published numbers measured with thop on models that keep their BatchNorms.
         """
         return 2 * (self.macs + self.bias_adds + 2 * self.norm_elements) / 1e9
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def profile(model: nn.Module, example: torch.Tensor) -> Complexity:

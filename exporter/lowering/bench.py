@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from exporter.backends.openvino import OpenVinoRunner
 from exporter.blocks.akconv import AKConv
 from exporter.eval.compare import compare
 from exporter.eval.latency import Latency, measure
-from exporter.lowering import capability
 from exporter.lowering.akconv import LOWERINGS, PLUGIN_DOMAIN
 
 
@@ -56,18 +56,6 @@ def export(layer: AKConv, lowering: str, x: torch.Tensor, path: Path, opset: int
     layer.set_lowering("gather")
 
 
-def _openvino_runner(path: Path, threads: int):
-    import openvino as ov
-
-    core = ov.Core()
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}  # never silently bf16
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
-    compiled = core.compile_model(str(path), "CPU", config)
-    request = compiled.create_infer_request()
-    return lambda batch: [request.infer({0: batch})[compiled.output(0)]]
-
-
 def run(
     channels: int = 64,
     size: int = 80,
@@ -96,7 +84,7 @@ def run(
                 if backend == "onnxruntime":
                     infer = ort_backend.load(path, threads).infer
                 else:
-                    infer = _openvino_runner(path, threads)
+                    infer = OpenVinoRunner(path, threads=threads).infer
                 error = compare(reference, infer(batch)[0], 1e-4).max_abs_err
                 note = "CPU reference kernel (numpy)" if lowering == "plugin" else ""
                 latency = measure(lambda infer=infer: infer(batch), min_seconds=min_seconds)
@@ -108,10 +96,6 @@ def fastest(rows: list[Row], backend: str) -> str:
     """The fastest exact native lowering measured for `backend` (the plugin's CPU kernel excluded)."""
     timed = [r for r in rows if r.backend == backend and r.latency and r.lowering != "plugin"]
     return min(timed, key=lambda r: r.latency.p50_ms).lowering
-
-
-def auto_matches(rows: list[Row], backend: str, opset: int = 17) -> bool:
-    return capability.auto(backend, opset).lowering == fastest(rows, backend)
 
 
 def table(rows: list[Row]) -> list[list[str]]:

@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from exporter.errors import UserError
+from exporter.lowering import trt_compat
 
 GRIDSAMPLE_MIN_OPSET = 16
 TRT_GRIDSAMPLE_SINCE = (8, 5)
-DEFAULT_TRT_VERSION = "10.0"
 
 
 @dataclass(frozen=True)
@@ -23,23 +23,14 @@ class Choice:
     reason: str
 
 
-def parse_version(text: str) -> tuple[int, ...]:
-    """'8.6' → (8, 6); '10.x' → (10,); anything else is bad input."""
-    parts = text.split(".")[:3]
-    numbers = [int(p) for p in parts if p.isdigit()]
-    if not numbers or any(not p.isdigit() and p != "x" for p in parts):
-        raise UserError(f"TensorRT version '{text}' is not of the form MAJOR.MINOR (e.g. 8.6 or 10.x)")
-    return tuple(numbers)
-
-
 def auto(backend: str, opset: int, trt_version: str | None = None) -> Choice:
     """Measured on x86 CPU (`reparam-export bench-akconv`): gather is the faster exact lowering on
     onnxruntime, GridSample on OpenVINO; TensorRT runs GridSample natively from 8.5 (gather before)."""
     if backend == "onnxruntime":
         return Choice("gather", "onnxruntime CPU runs the gather decomposition faster than GridSample")
     if backend == "tensorrt":
-        version = trt_version or DEFAULT_TRT_VERSION
-        if parse_version(version) < TRT_GRIDSAMPLE_SINCE:
+        version = trt_version or trt_compat.DEFAULT_TRT_VERSION
+        if trt_compat.parse_trt_version(version).version < TRT_GRIDSAMPLE_SINCE:
             return Choice(
                 "gather",
                 f"TensorRT {version} predates native GridSample (8.5) and the AKConvSample plugin "

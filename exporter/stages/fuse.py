@@ -11,6 +11,7 @@ from torch import nn
 from exporter.blocks.fuse import FuseReport, fuse_model
 from exporter.errors import CheckFailed, UserError
 from exporter.eval.compare import flatten_outputs
+from exporter.eval.complexity import profile
 from exporter.models.loader import build_model, probe_input, run_forward
 from exporter.recipe import Recipe
 
@@ -42,7 +43,7 @@ def fuse_stage(recipe: Recipe, out: Path) -> dict[str, Any]:
     # Outputs of the first image alone too: outputs need not be batch-first (e.g. detection lists).
     blob = {"probe": probe, "outputs": reference(probe), "first_outputs": reference(probe[:1])}
     torch.save({"state_dict": fused.state_dict(), **blob}, out)
-    return {"check": report.as_dict()}
+    return {"check": report.as_dict(), "gflops": profile(fused, probe[:1]).gflops}
 
 
 def load_reference(fused_pt: Path) -> dict[str, Any]:

@@ -216,11 +216,6 @@ def gpu_facts(target: tuple[int, int] = T4) -> dict[str, Any]:
     return facts
 
 
-def legacy_cache_path(folder: Path, calibration: CalibrationSet, model_sha256: str) -> Path:
-    """Where the legacy calibrator's cache lives: keyed by model and preprocessing."""
-    return Path(folder) / calibration.key(model_sha256) / "tensorrt_entropy2.cache"
-
-
 def _entropy_calibrator(trt, calibration: CalibrationSet, cache: Path, batch: int):
     """IInt8EntropyCalibrator2 over the shared calibration stream (TensorRT < 10); batches of exactly
     `batch` images, the remainder dropped."""
