@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.artifacts import write_json
+from exporter.artifacts import sha256_file, write_json
 from exporter.backends import load_artifact
 from exporter.backends import openvino as ov_backend
 from exporter.errors import UserError
@@ -46,7 +46,7 @@ def bench_run(
         )
         entry: dict[str, Any] = {
             "artifact": str(path),
-            "bytes": sum(f.stat().st_size for f in _files(path)),
+            "sha256": sha256_file(path),
             **latency.as_dict(),
             "fps_batch1": 1000.0 / latency.mean_ms,
         }
@@ -71,7 +71,3 @@ def bench_run(
     }
     write_json(run / "bench.json", report)
     return report
-
-
-def _files(path: Path) -> list[Path]:
-    return [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]

@@ -196,3 +196,22 @@ def test_update_baseline_refuses_a_run_with_nothing_measured(tmp_path, run_cli, 
     )  # fmt: skip
     assert code == 2 and "has no measured" in err and "left as it is" in err
     assert path.read_text() == before
+
+
+def test_measurements_of_an_earlier_build_are_left_out(tmp_path):
+    from exporter.report.metrics import collect
+    from exporter.report.render import to_markdown
+
+    run = make_run(tmp_path / "r")
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["stages"]["openvino.int8"]["output"].update(path="openvino/model_int8.xml", sha256="new")
+    manifest["artifacts"]["openvino.int8"] = "openvino/model_int8.xml"
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    bench = json.loads((run / "bench.json").read_text())
+    bench["results"]["openvino.int8"]["sha256"] = "old"  # timed before the rebuild
+    (run / "bench.json").write_text(json.dumps(bench))
+    metrics = collect(run)
+    int8 = next(r for r in metrics["rows"] if r["artifact"] == "openvino.int8")
+    assert int8["p50_ms"] is None and int8["map"] is not None, "eval.json records no digest: kept"
+    assert metrics["stale"] == ["bench.json: openvino.int8"]
+    assert "Left out, measured on an earlier build" in to_markdown(metrics)

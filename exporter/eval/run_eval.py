@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from exporter.artifacts import write_json
+from exporter.artifacts import sha256_file, write_json
 from exporter.backends import load_artifact
 from exporter.data.coco import load_coco
 from exporter.data.transforms import normalize
@@ -109,7 +109,8 @@ def evaluate_run(
     manifest = read_manifest(run)
     runners = {"torch.fp32": (torch_infer(recipe, run), 8)}
     batch = 8 if recipe.export.dynamic_batch else 1
-    runners.update({key: (load_artifact(key, path).infer, batch) for key, path in run_artifacts(run).items()})
+    artifacts = run_artifacts(run)
+    runners.update({key: (load_artifact(key, path).infer, batch) for key, path in artifacts.items()})
     qdq = manifest["stages"].get("tensorrt.qdq")
     if qdq:  # TensorRT's explicit-INT8 model, run here by onnxruntime's Q/DQ kernels
         runners["tensorrt.qdq (onnxruntime)"] = (
@@ -117,6 +118,8 @@ def evaluate_run(
             batch,
         )
     results = {key: score(infer, size) for key, (infer, size) in runners.items()}
+    for key, path in artifacts.items():  # which build was scored (the report ignores older ones)
+        results[key]["sha256"] = sha256_file(path)
     report = {
         "data": str(score.dataset.annotations),
         "images": next(iter(results.values()))["images"],

@@ -9,9 +9,6 @@ from typing import Any
 from exporter.errors import UserError
 from exporter.manifest import read_manifest
 
-# artifact key -> the manifest stage whose check holds its output error
-ERROR_STAGE = {"onnx.fp32": "simplify"}
-
 
 def _read(path: Path) -> dict[str, Any]:
     """A JSON record of the run (eval.json, bench.json, …); absent → empty, damaged → bad input."""
@@ -23,21 +20,30 @@ def _read(path: Path) -> dict[str, Any]:
         raise UserError(f"{path} is damaged (not JSON); delete it and measure again") from None
 
 
+def _stage_of(key: str, artifact: str | None, stages: dict[str, Any]) -> dict[str, Any]:
+    """The stage that wrote an artifact (found by its output path; by name in older manifests)."""
+    written = [s for s in stages.values() if artifact and s.get("output", {}).get("path") == artifact]
+    return written[0] if written else stages.get(key, {})
+
+
 def collect(run: str | Path) -> dict[str, Any]:
     run = Path(run)
     manifest = read_manifest(run)
     stages = manifest.get("stages", {})
     evaluation, bench = _read(run / "eval.json"), _read(run / "bench.json")
-    rows = []
-    for key in [
-        *(["torch.fp32"] if "torch.fp32" in evaluation.get("results", {}) else []),
-        *manifest.get("artifacts", {}),
-    ]:
+    artifacts = manifest.get("artifacts", {})
+    rows, stale = [], []
+    for key in [*(["torch.fp32"] if "torch.fp32" in evaluation.get("results", {}) else []), *artifacts]:
         backend, _, precision = key.partition(".")
-        stage = stages.get(ERROR_STAGE.get(key, key), {})
+        stage = _stage_of(key, artifacts.get(key), stages)
         check = stage.get("check") or {}
+        output = stage.get("output") or {}
         accuracy = evaluation.get("results", {}).get(key, {})
         timing = bench.get("results", {}).get(key, {})
+        for name, measured in (("eval.json", accuracy), ("bench.json", timing)):
+            if measured.get("sha256") not in (None, output.get("sha256")):  # measured an older build
+                stale.append(f"{name}: {key}")
+                measured.clear()
         rows.append(
             {
                 "artifact": key,
@@ -49,7 +55,7 @@ def collect(run: str | Path) -> dict[str, Any]:
                 "p90_ms": timing.get("p90_ms"),
                 "p99_ms": timing.get("p99_ms"),
                 "fps": timing.get("fps_batch1"),
-                "bytes": timing.get("bytes", (stage.get("output") or {}).get("bytes")),
+                "bytes": sum(f["bytes"] for f in [output, *output.get("companions", [])]) if output else None,
                 "max_abs_err": check.get("max_abs_err"),
                 "samples_ms": timing.get("samples_ms", []),
             }
@@ -76,4 +82,5 @@ def collect(run: str | Path) -> dict[str, Any]:
         "bench": {k: bench.get(k) for k in ("mode", "threads", "cpu")} if bench else {},
         "sensitivity": _read(run / "sensitivity.json").get("layers", []),
         "int8_search": searches,
+        "stale": stale,
     }

@@ -85,6 +85,12 @@ def to_markdown(metrics: dict[str, Any]) -> str:
         lines.append(f"Latency: {bench.get('mode')}, {bench.get('threads')} threads, {bench.get('cpu')}.")
     if evaluation:
         lines.append(f"Accuracy: COCO mAP on {evaluation.get('images')} images of {evaluation.get('data')}.")
+    if metrics["stale"]:
+        lines.append(
+            "Left out, measured on an earlier build of the artifact (run eval/bench again): "
+            + ", ".join(metrics["stale"])
+            + "."
+        )
     fused = metrics["fused"]
     if fused.get("params_after"):
         lines.append(
