@@ -140,6 +140,12 @@ def test_refconv_kernel_is_base_plus_convmap():
         assert not torch.equal(ref.kernel(), ref.weight)
     assert "weight" in dict(ref.named_buffers()), "the base kernel is a frozen buffer"
     assert ref.convmap.groups == 6 * 4 // 2 // 2, "convmap mixes the O·I/g kernels in groups of g"
+    double = RefConv(4, 6, 3, groups=2).double().eval()
+    x = torch.rand(1, 4, 8, 8, dtype=torch.float64)
+    fused = double.fuse()
+    assert fused.weight.dtype == torch.float64, "the deploy conv keeps the model's dtype"
+    with torch.no_grad():
+        assert torch.allclose(fused(x), double(x))
 
 
 def test_embedded_detector_contains_every_block_type():

@@ -58,7 +58,9 @@ class RefConv(nn.Module):
             self.dilation,
             self.groups,
             bias=False,
+            device=self.weight.device,
+            dtype=self.weight.dtype,
         )
         with torch.no_grad():
             conv.weight.copy_(self.kernel())
-        return conv.to(self.weight.device).eval()
+        return conv.eval()

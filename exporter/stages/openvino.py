@@ -56,7 +56,7 @@ def quantize(model, calibration: CalibrationSet, float_nodes: list[str] = (), pr
         dataset,
         preset=nncf.QuantizationPreset.MIXED if preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE,
         subset_size=len(calibration.images),
-        ignored_scope=nncf.IgnoredScope(names=ignored, validate=False),
+        ignored_scope=nncf.IgnoredScope(names=ignored),  # validated: a missing name is an error
     )
     return quantized, ignored
 
