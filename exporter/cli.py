@@ -262,7 +262,10 @@ def calibrate(**options):
       reparam-export calibrate --calib-data demo
       reparam-export calibrate --recipe recipes/damoyolo_s.yaml --calib-data /data/coco/val2017
     """
+    from exporter.pipeline import check_calibration_source
+
     recipe = _load(options)
+    check_calibration_source(recipe)
     pipeline = _pipeline(recipe, options["run_dir"], options["force"])
     chosen, record = pipeline.calibration_set(pipeline.simplify("openvino").output)
     console.print(f"calibration: {len(chosen.images)} images from {chosen.source} → {record}", markup=False)
@@ -288,10 +291,12 @@ def sensitivity(**options):
       reparam-export sensitivity --calib-data demo
       reparam-export sensitivity --recipe recipes/damoyolo_s.yaml --checkpoint damoyolo_s.pth
     """
+    from exporter.pipeline import check_calibration_source
     from exporter.report.render import SENSITIVITY_COLUMNS, sensitivity_cells
     from exporter.stages.sensitivity import ranking
 
     recipe = _load(options)
+    check_calibration_source(recipe)
     result = _pipeline(recipe, options["run_dir"], options["force"]).sensitivity()
     table = Table(title=f"{recipe.name}: INT8 sensitivity per layer (most sensitive first)")
     for column in SENSITIVITY_COLUMNS:

@@ -50,10 +50,45 @@ def check_targets(recipe: Recipe) -> None:
             )
     for precision in recipe.precisions:
         if not any(precision in AVAILABLE[t] for t in recipe.targets):
+            buildable = sorted({p for t in recipe.targets for p in AVAILABLE[t]} & set(recipe.precisions))
             raise UserError(
                 f"precision '{precision}' is not available for target(s) {', '.join(recipe.targets)} "
-                "(onnx: fp32; openvino and tensorrt: fp32, fp16, int8)"
+                f"(onnx: fp32; openvino and tensorrt: fp32, fp16, int8); pass "
+                + " ".join(f"--precision {p}" for p in buildable or ["fp32"])
             )
+    _check_sources(recipe)
+
+
+def check_calibration_source(recipe: Recipe) -> None:
+    """A calibration source that does not exist is refused before any stage runs."""
+    from exporter.data.calibration import DEMO_SOURCE
+
+    source = recipe.calibration.source
+    if str(source) != DEMO_SOURCE and not Path(source).exists():
+        raise UserError(
+            f"calibration source not found: {source}; pass an image folder, a COCO json or 'demo' "
+            "with --calib-data"
+        )
+
+
+def _check_sources(recipe: Recipe) -> None:
+    """Inputs that later stages read, checked before any work: a TensorRT version that parses, the
+    calibration source of INT8 builds, the evaluation data of an INT8 accuracy search."""
+    from exporter.lowering.trt_compat import parse_trt_version
+
+    if "tensorrt" in recipe.targets:
+        parse_trt_version(recipe.tensorrt.version)
+    if "int8" in recipe.precisions and set(recipe.targets) & {"openvino", "tensorrt"}:
+        check_calibration_source(recipe)
+    evaluation = recipe.evaluation.data
+    if (
+        recipe.int8.accuracy_budget is not None
+        and str(evaluation) != "demo"
+        and not Path(evaluation).exists()
+    ):
+        raise UserError(
+            f"evaluation data not found: {evaluation}; pass a COCO json or folder with --eval-data"
+        )
 
 
 def _error(parity: dict[str, Any] | None, label: str = "max abs err") -> str:

@@ -257,3 +257,25 @@ def test_output_folder_that_is_a_file(run_cli, tmp_path, args, pattern):
     code, _, err = run_cli(*args, str(existing))
     assert_one_line_error(code, err, 2, pattern.format(existing))
     assert existing.read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        (["build", "--target", "onnx"], "precision 'fp16' is not available for target(s) onnx"),
+        (["build", "--target", "openvino", "--calib-data", "nope"], "calibration source not found: nope"),
+        (["calibrate", "--calib-data", "nope"], "calibration source not found: nope"),
+        (["sensitivity", "--calib-data", "nope"], "calibration source not found: nope"),
+        (["bench-int8", "--eval-data", "nope.json"], "evaluation data not found: nope.json"),
+        (["build", "--target", "tensorrt", "--precision", "fp32", "--trt-version", "banana"], "'banana'"),
+    ],
+)
+def test_bad_sources_refused_before_any_stage(run_cli, tmp_path, args, pattern):
+    code, _, err = run_cli(*args, "--run-dir", str(tmp_path / "run"))
+    assert_one_line_error(code, err, 2, pattern)
+    assert not (tmp_path / "run").exists(), "no stage ran"
+
+
+def test_onnx_target_names_the_precision_to_pass(run_cli, tmp_path):
+    code, _, err = run_cli("build", "--target", "onnx", "--run-dir", str(tmp_path / "run"))
+    assert_one_line_error(code, err, 2, "; pass --precision fp32")
