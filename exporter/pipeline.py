@@ -321,6 +321,13 @@ class Pipeline:
 
         fused = self.fuse().output
         chosen, record = self.calibration_set(fused)
+        wanted = self.recipe.int8.sensitivity_images
+        if len(chosen.images) < wanted:
+            warning = (
+                f"sensitivity scores {len(chosen.images)} images, the whole calibration set, not {wanted}"
+            )
+            self.console.print(f"warning: {warning}", markup=False)
+            self.run.note(sensitivity_warning=warning)
         settings = {
             "images": self.recipe.int8.sensitivity_images,
             "calibration": self.recipe.calibration.model_dump(mode="json"),

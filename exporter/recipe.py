@@ -121,7 +121,7 @@ class Recipe(Strict):
             and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
         )
         if not ok:
-            raise ValueError("expected two integers")
+            raise ValueError(f"expected two positive integers (height, width), got {value!r}")
         return value
 
     def digest(self) -> str:

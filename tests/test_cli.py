@@ -38,7 +38,7 @@ def user_recipe(tmp_path):
         ("missing_checkpoint", "checkpoint not found:"),
         ("corrupt_yaml", "invalid YAML at line"),
         ("unknown_field", "colour: unknown field"),
-        ("bad_input_size", "input_size: expected two integers"),
+        ("bad_input_size", "input_size: expected two positive integers (height, width), got [32]"),
         ("builder_raises", "raised RuntimeError: weights server unreachable"),
         ("builder_missing", "has no callable 'nope'"),
         ("module_missing", "cannot import 'no_such_pkg.models'"),
@@ -175,7 +175,10 @@ def test_console_script_end_to_end(tmp_path):
         [str(exe), "build", "--input-size", "0", "32"], cwd=tmp_path, capture_output=True, text=True
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert bad.stderr.strip() == "error: embedded default recipe: input_size: expected two integers"
+    assert bad.stderr.strip() == (
+        "error: embedded default recipe: input_size: "
+        "expected two positive integers (height, width), got [0, 32]"
+    )
 
 
 def test_run_dir_can_move_and_a_damaged_manifest_is_bad_input(run_cli, tmp_path):

@@ -38,7 +38,9 @@ def test_input_size_error_message(tmp_path, value):
     path = write(tmp_path, BASE.replace("[64, 64]", value))
     with pytest.raises(UserError) as info:
         load_recipe(path)
-    assert str(info.value) == f"{path}: input_size: expected two integers"
+    assert str(info.value).startswith(
+        f"{path}: input_size: expected two positive integers (height, width), got"
+    )
 
 
 def test_unknown_field_lists_allowed(tmp_path):

@@ -69,3 +69,7 @@ def test_sensitivity_command(run_cli, tmp_path):
         n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)
     }
     assert layers[0]["layer"] in out
+    # 4 calibration images, 32 asked to score by default: said, and recorded in the manifest
+    assert "warning: sensitivity scores 4 images, the whole calibration set, not 32" in err
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert "not 32" in manifest["sensitivity_warning"]
