@@ -14,7 +14,7 @@ from exporter.backends import load_artifact
 from exporter.backends import openvino as ov_backend
 from exporter.errors import UserError
 from exporter.eval.latency import measure, throughput
-from exporter.manifest import run_artifacts
+from exporter.manifest import run_artifacts, run_plugin_library
 
 
 def cpu_name() -> str:
@@ -33,14 +33,14 @@ def bench_run(
     """Batch-1 synchronous latency per artifact (and optional throughput); written to run/bench.json."""
     from exporter.stages.fuse import load_reference
 
-    artifacts = run_artifacts(run)
+    artifacts, plugin = run_artifacts(run), run_plugin_library(run)
     if not artifacts:
         raise UserError(f"{run} has no built artifacts; run `reparam-export build` for it first")
     blob = load_reference(run / "fused.pt")
     batch = np.ascontiguousarray(blob["probe"][:1].numpy())
     results: dict[str, Any] = {}
     for key, path in artifacts.items():
-        runner = load_artifact(key, path, threads)
+        runner = load_artifact(key, path, threads, plugin)
         latency = measure(
             lambda runner=runner: runner.infer(batch), min_iters=min_iters, min_seconds=min_seconds
         )
@@ -57,7 +57,7 @@ def bench_run(
         elif throughput_workers:
 
             def make(key=key, path=path):
-                worker = load_artifact(key, path, 1)
+                worker = load_artifact(key, path, 1, plugin)
                 return lambda: worker.infer(batch)
 
             entry["throughput_fps"] = throughput(make, throughput_workers, min_seconds)

@@ -758,3 +758,13 @@ def test_cached_ranges_are_keyed_on_image_contents(tmp_path):
     first, second = chosen.images[:2]
     first.write_bytes(second.read_bytes())  # same path, new pixels
     assert quantize_qdq.ranges_file(model, chosen, "minmax") != before
+
+
+def test_engines_load_with_the_plugin_library_they_were_built_with(monkeypatch):
+    from exporter import backends
+
+    seen = []
+    monkeypatch.setattr(trt_backend, "load", lambda path, plugin: seen.append(plugin) or "runner")
+    assert backends.load_artifact("tensorrt.fp32", "m.engine", 0, "/opt/libakconv_plugin.so") == "runner"
+    assert backends.load_artifact("tensorrt.fp16", "m.engine") == "runner"
+    assert seen == [Path("/opt/libakconv_plugin.so"), None]

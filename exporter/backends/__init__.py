@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def load_artifact(key: str, path: str | Path, threads: int = 0):
-    """A runner for the artifact `key` (e.g. 'openvino.int8') stored at `path`."""
+def load_artifact(key: str, path: str | Path, threads: int = 0, plugin_library: str | Path | None = None):
+    """A runner for the artifact `key` (e.g. 'openvino.int8') stored at `path`; TensorRT engines
+    built with the AKConv plugin need the run's `plugin_library` (recipe tensorrt.plugin_library)."""
     target, _, precision = key.partition(".")
     if target == "onnx":
         from exporter.backends import onnxruntime
@@ -23,6 +24,5 @@ def load_artifact(key: str, path: str | Path, threads: int = 0):
     if target == "tensorrt":
         from exporter.backends import tensorrt
 
-        plugin = Path(path).parent / "plugin" / "build" / "libakconv_plugin.so"
-        return tensorrt.load(path, plugin if plugin.is_file() else None)
+        return tensorrt.load(path, Path(plugin_library) if plugin_library else None)
     raise ValueError(f"no runner for artifact '{key}'")

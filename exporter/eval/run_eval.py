@@ -110,7 +110,10 @@ def evaluate_run(
     runners = {"torch.fp32": (torch_infer(recipe, run), 8)}
     batch = 8 if recipe.export.dynamic_batch else 1
     artifacts = run_artifacts(run)
-    runners.update({key: (load_artifact(key, path).infer, batch) for key, path in artifacts.items()})
+    plugin = recipe.tensorrt.plugin_library
+    runners.update(
+        {key: (load_artifact(key, path, 0, plugin).infer, batch) for key, path in artifacts.items()}
+    )
     qdq = manifest["stages"].get("tensorrt.qdq")
     if qdq:  # TensorRT's explicit-INT8 model, run here by onnxruntime's Q/DQ kernels
         runners["tensorrt.qdq (onnxruntime)"] = (
