@@ -282,3 +282,9 @@ def test_bad_sources_refused_before_any_stage(run_cli, tmp_path, args, pattern):
 def test_onnx_target_names_the_precision_to_pass(run_cli, tmp_path):
     code, _, err = run_cli("build", "--target", "onnx", "--run-dir", str(tmp_path / "run"))
     assert_one_line_error(code, err, 2, "; pass --precision fp32")
+
+
+def test_doctor_refuses_a_file_that_is_not_onnx(run_cli, tmp_path):
+    (tmp_path / "random.onnx").write_bytes(bytes(range(256)) * 4)
+    code, _, err = run_cli("doctor", "--onnx", str(tmp_path / "random.onnx"))
+    assert_one_line_error(code, err, 2, "random.onnx is not an ONNX model")

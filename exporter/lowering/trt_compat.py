@@ -312,7 +312,12 @@ def check_model(model: onnx.ModelProto | str | Path, trt_version: str = DEFAULT_
         path = Path(model)
         if not path.is_file():
             raise UserError(f"ONNX model not found: {path}")
-        model = onnx.load(str(path), load_external_data=False)
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends: not an ONNX file
+            raise UserError(
+                f"{path} is not an ONNX model ({type(exc).__name__}); pass a .onnx file"
+            ) from None
     trt = parse_trt_version(trt_version)
     opset = _default_opset(model)
     report = Report(str(trt), opset, 0, _opset_issues(opset, trt))
