@@ -1,4 +1,5 @@
-"""`reparam-export bench`: latency of every artifact of a run, measured side by side."""
+"""`reparam-export bench`: latency of every artifact of a run, one artifact after another (for
+ratios measured in alternating rounds see `bench-cpu` and `eval.latency.side_by_side`)."""
 
 from __future__ import annotations
 
