@@ -54,6 +54,8 @@ def predictions(dataset, shift=0.0, label_offset=0):
 def test_perfect_predictions_score_one(dataset):
     metrics = score(dataset, predictions(dataset), list(BOXES))
     assert metrics["map"] == pytest.approx(1.0) and metrics["map50"] == pytest.approx(1.0)
+    assert metrics["map_large"] == pytest.approx(1.0), "100x100 boxes are large"
+    assert metrics["map_small"] is None and metrics["map_medium"] is None, "no such objects: not 0 mAP"
 
 
 def test_known_shift(dataset):

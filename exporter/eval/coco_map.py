@@ -57,7 +57,8 @@ def score(dataset: CocoDataset, results: list[dict], image_ids: Sequence[int]) -
         evaluation.evaluate()
         evaluation.accumulate()
         evaluation.summarize()
-    return {name: max(0.0, float(v)) for name, v in zip(STAT_NAMES, evaluation.stats, strict=False)}
+    # pycocotools' -1 means "no ground truth in this range" (e.g. no small objects): not a 0 mAP
+    return {name: None if v < 0 else float(v) for name, v in zip(STAT_NAMES, evaluation.stats, strict=False)}
 
 
 def evaluate(
