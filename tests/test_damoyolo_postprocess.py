@@ -132,7 +132,18 @@ def test_postprocess_every_head_mode_gives_the_same_detections():
     decoded = postprocess([scores.numpy(), boxes.numpy()], "decoded", **args)[0]
     rows = nms_detections(scores, boxes, 0.05, 0.7, 500)
     end_to_end = postprocess([rows.numpy()], "nms", **args)[0]
-    for det in (decoded, end_to_end):
+    # EfficientNMS_TRT's outputs for the same detections, padded to 8 rows past num_dets
+    count = len(rows)
+    pad = lambda a, width: np.concatenate([a, np.full((8 - count, *a.shape[1:]), width, a.dtype)])  # noqa: E731
+    engine = [
+        np.array([[count]], np.int32),
+        pad(rows[:, 1:5].numpy(), -1.0)[None],
+        pad(rows[:, 5].numpy(), -1.0)[None],
+        pad(rows[:, 6].numpy().astype(np.int32), -1)[None],
+    ]
+    engine_nms = postprocess(engine, "engine_nms", **args)[0]
+    assert len(engine_nms.scores) == count, "rows past num_dets are padding"
+    for det in (decoded, end_to_end, engine_nms):
         np.testing.assert_allclose(det.scores, [0.9, 0.7, 0.6, 0.5], rtol=1e-6)
         assert det.labels.tolist() == [0, 0, 1, 1]
         np.testing.assert_allclose(det.boxes[1], [5 * 0.5, 0, 15 * 0.5, 20])  # x × 50/100, y × 200/100

@@ -81,17 +81,19 @@ class Scorer:
         self.limit = limit or recipe.evaluation.limit
         self.progress = progress
 
-    def _post(self, outputs, sizes):
+    def _post(self, outputs, sizes, head_mode: str | None = None):
         from exporter.models.damoyolo.postprocess import postprocess
 
-        return postprocess(outputs, input_size=self.recipe.input_size, image_sizes=sizes, **self.settings)
+        settings = {**self.settings, **({"head_mode": head_mode} if head_mode else {})}
+        return postprocess(outputs, input_size=self.recipe.input_size, image_sizes=sizes, **settings)
 
-    def __call__(self, infer, batch: int) -> dict[str, float]:
+    def __call__(self, infer, batch: int, head_mode: str | None = None) -> dict[str, float]:
+        """`head_mode` overrides the model's (e.g. 'engine_nms' for end-to-end NMS engines)."""
         recipe = self.recipe
         return evaluate(
             self.dataset,
             infer,
-            self._post,
+            lambda outputs, sizes: self._post(outputs, sizes, head_mode),
             recipe.input_size,
             lambda p: normalize(p, recipe.preprocess),
             batch,
@@ -120,7 +122,14 @@ def evaluate_run(
             load_artifact("onnx.int8", run / qdq["output"]["path"]).infer,
             batch,
         )
-    results = {key: score(infer, size) for key, (infer, size) in runners.items()}
+    from exporter.models.damoyolo.postprocess import ENGINE_NMS
+
+    # end-to-end NMS engines output detections (EfficientNMS_TRT); the Q/DQ ONNX does not
+    engines = {k for k in artifacts if k.startswith("tensorrt.")} if recipe.tensorrt.end2end_nms else set()
+    results = {
+        key: score(infer, size, ENGINE_NMS if key in engines else None)
+        for key, (infer, size) in runners.items()
+    }
     for key, path in artifacts.items():  # which build was scored (the report ignores older ones)
         results[key]["sha256"] = sha256_file(path)
     report = {

@@ -19,6 +19,7 @@ from exporter.eval.coco_map import Detections
 STRIDES = (8, 16, 32)
 MAX_DETECTIONS = 500
 HEAD_MODES = ("raw", "decoded", "nms")
+ENGINE_NMS = "engine_nms"  # outputs of a TensorRT engine built with end-to-end NMS (not a model mode)
 
 
 def decode(
@@ -133,7 +134,12 @@ def postprocess(
     by descending score."""
     tensors = [torch.as_tensor(np.asarray(o)) for o in outputs]
     results = []
-    if head_mode == "nms":
+    if head_mode == ENGINE_NMS:  # EfficientNMS_TRT: counts, xyxy boxes, scores, classes (sorted by score)
+        counts, boxes, scores, classes = tensors
+        for b, size in enumerate(image_sizes):
+            n = int(counts[b].reshape(-1)[0])
+            results.append((boxes[b, :n].float(), scores[b, :n].float(), classes[b, :n].long(), size))
+    elif head_mode == "nms":
         (rows,) = tensors
         for b, size in enumerate(image_sizes):
             mine = rows[rows[:, 0] == b]
