@@ -44,9 +44,13 @@ class TrtRunner:
         self.context.set_tensor_address(name, x.data_ptr())
         outputs = []
         for out in self.outputs:
-            tensor = torch.empty(
-                tuple(self.context.get_tensor_shape(out)), dtype=self.dtypes[out], device="cuda"
-            )
+            shape = tuple(self.context.get_tensor_shape(out))
+            if any(d < 0 for d in shape):  # known only after running: needs an output allocator
+                raise UserError(
+                    f"engine output '{out}' has a data-dependent shape {shape} (head_mode nms); build "
+                    "with head_mode decoded, or decoded plus tensorrt.end2end_nms for NMS in the engine"
+                )
+            tensor = torch.empty(shape, dtype=self.dtypes[out], device="cuda")
             self.context.set_tensor_address(out, tensor.data_ptr())
             outputs.append(tensor)
         self.stream.wait_stream(torch.cuda.current_stream())  # the input copy runs on the current stream
