@@ -99,6 +99,7 @@ def _load(options: dict[str, Any]):
         if options.get("recipe_path") is None:
             name = builder.rpartition(":")[2] or "model"
             overrides.update({"name": name, "class_names": [], "export.output_names": None})
+            overrides.setdefault("evaluation.data", None)  # the demo's val split does not fit this model
     return load_recipe(options.get("recipe_path"), overrides)
 
 

@@ -288,3 +288,12 @@ def test_doctor_refuses_a_file_that_is_not_onnx(run_cli, tmp_path):
     (tmp_path / "random.onnx").write_bytes(bytes(range(256)) * 4)
     code, _, err = run_cli("doctor", "--onnx", str(tmp_path / "random.onnx"))
     assert_one_line_error(code, err, 2, "random.onnx is not an ONNX model")
+
+
+def test_own_model_on_the_default_recipe_builds_without_the_demos_evaluation(run_cli, tmp_path):
+    code, _, err = run_cli(
+        "build", "--model", USER + "build_user_model", "--input-size", "32", "32",
+        "--target", "onnx", "--precision", "fp32", "--run-dir", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "built build_user_model onnx.fp32" in err and "error" not in err
