@@ -1,4 +1,5 @@
-"""Simplify stage: onnxsim with its own check, node counts, onnxruntime parity again.
+"""Simplify stage: onnxsim (which runs the ONNX checker on its result), node counts, then our
+numerical check: onnxruntime parity with the fused torch model again.
 
 If onnxsim fails, the unsimplified model is kept as this stage's output and the failure recorded.
 """
@@ -54,7 +55,7 @@ def run_onnxsim(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None, li
     except Exception as exc:  # noqa: BLE001 - any onnxsim failure falls back to the original
         return model, f"onnxsim raised {type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}", notes
     if not check_ok:
-        return model, "onnxsim's own output check failed", notes
+        return model, "onnxsim's result failed its ONNX model check", notes
     return simplified, None, notes
 
 
