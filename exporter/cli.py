@@ -169,6 +169,13 @@ def build(**options):
       reparam-export build --model mypkg.models:build_yolo --input-size 640 640
     """
     recipe = _load(options)
+    for option in _unread_options(options, recipe):
+        console.print(
+            f"warning: {option} has no effect on this build (targets {', '.join(recipe.targets)}, "
+            f"precisions {', '.join(recipe.precisions)})",
+            markup=False,
+            soft_wrap=True,
+        )
     pipeline = _pipeline(recipe, options["run_dir"], options["force"])
     artifacts = pipeline.build()
     for key, result in artifacts.items():
@@ -183,6 +190,20 @@ def build(**options):
         )
     if recipe.evaluation.data:
         _print_eval(pipeline.run.root)
+
+
+def _unread_options(options: dict[str, Any], recipe) -> list[str]:
+    """Options the user passed that no stage of this build reads (e.g. --trt-version for onnx)."""
+    int8 = "int8" in recipe.precisions and bool(set(recipe.targets) & {"openvino", "tensorrt"})
+    read = {
+        "trt_version": "tensorrt" in recipe.targets,
+        "trt_end2end_nms": "tensorrt" in recipe.targets,
+        "calib_data": int8,
+        "calib_count": int8,
+        "sensitivity_images": int8 and recipe.int8.accuracy_budget is not None,
+        "eval_limit": recipe.evaluation.data is not None,
+    }
+    return [f"--{name.replace('_', '-')}" for name, used in read.items() if options.get(name) and not used]
 
 
 def _print_eval(run: Path, data=None, limit=None) -> None:

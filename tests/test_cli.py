@@ -297,3 +297,13 @@ def test_own_model_on_the_default_recipe_builds_without_the_demos_evaluation(run
     )  # fmt: skip
     assert code == 0, err
     assert "built build_user_model onnx.fp32" in err and "error" not in err
+
+
+def test_options_this_build_does_not_read_are_warned_about(run_cli, tmp_path):
+    code, _, err = run_cli(
+        "build", "--recipe", str(EMBEDDED), "--input-size", "64", "64", "--target", "onnx",
+        "--precision", "fp32", "--trt-end2end-nms", "--calib-count", "5", "--run-dir", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "warning: --trt-end2end-nms has no effect on this build (targets onnx, precisions fp32)" in err
+    assert "warning: --calib-count has no effect" in err and "--eval-limit" not in err
