@@ -15,7 +15,7 @@ from exporter.backends import load_artifact
 from exporter.backends import openvino as ov_backend
 from exporter.errors import UserError
 from exporter.eval.latency import measure, throughput
-from exporter.manifest import run_artifacts, run_plugin_library
+from exporter.manifest import run_artifacts
 
 
 def cpu_name() -> str:
@@ -32,11 +32,13 @@ def bench_run(
     run: Path, threads: int = 0, min_iters: int = 50, min_seconds: float = 2.0, throughput_workers: int = 0
 ) -> dict[str, Any]:
     """Batch-1 synchronous latency per artifact (and optional throughput); written to run/bench.json."""
+    from exporter.eval.run_eval import run_recipe
     from exporter.stages.fuse import load_reference
 
-    artifacts, plugin = run_artifacts(run), run_plugin_library(run)
+    artifacts = run_artifacts(run)
     if not artifacts:
         raise UserError(f"{run} has no built artifacts; run `reparam-export build` for it first")
+    plugin = run_recipe(run).tensorrt.plugin_library
     blob = load_reference(run / "fused.pt")
     batch = np.ascontiguousarray(blob["probe"][:1].numpy())
     results: dict[str, Any] = {}

@@ -194,7 +194,7 @@ def build(**options):
 
 def _unread_options(options: dict[str, Any], recipe) -> list[str]:
     """Options the user passed that no stage of this build reads (e.g. --trt-version for onnx)."""
-    int8 = "int8" in recipe.precisions and bool(set(recipe.targets) & {"openvino", "tensorrt"})
+    int8 = recipe.calibrates
     read = {
         "trt_version": "tensorrt" in recipe.targets,
         "trt_end2end_nms": "tensorrt" in recipe.targets,
@@ -284,10 +284,10 @@ def calibrate(**options):
       reparam-export calibrate --calib-data demo
       reparam-export calibrate --recipe recipes/damoyolo_s.yaml --calib-data /data/coco/val2017
     """
-    from exporter.pipeline import check_calibration_source
+    from exporter.data.calibration import require_source
 
     recipe = _load(options)
-    check_calibration_source(recipe)
+    require_source(recipe.calibration.source)
     pipeline = _pipeline(recipe, options["run_dir"], options["force"])
     chosen, record = pipeline.calibration_set(pipeline.simplify("openvino").output)
     console.print(f"calibration: {len(chosen.images)} images from {chosen.source} → {record}", markup=False)
@@ -313,12 +313,12 @@ def sensitivity(**options):
       reparam-export sensitivity --calib-data demo
       reparam-export sensitivity --recipe recipes/damoyolo_s.yaml --checkpoint damoyolo_s.pth
     """
-    from exporter.pipeline import check_calibration_source
+    from exporter.data.calibration import require_source
     from exporter.report.render import SENSITIVITY_COLUMNS, sensitivity_cells
     from exporter.stages.sensitivity import ranking
 
     recipe = _load(options)
-    check_calibration_source(recipe)
+    require_source(recipe.calibration.source)
     result = _pipeline(recipe, options["run_dir"], options["force"]).sensitivity()
     table = Table(title=f"{recipe.name}: INT8 sensitivity per layer (most sensitive first)")
     for column in SENSITIVITY_COLUMNS:
@@ -541,12 +541,7 @@ def check(run, baseline, tolerances, update_baseline):
             f"baseline updated: {baseline} ({sum(len(v) for v in metrics.values())} values)", markup=False
         )
         return
-    expected = checking.load_baseline(baseline)
-    recorded, model = checking.baseline_model(baseline), checking.collect(run)["model"]
-    if recorded not in (None, model):
-        raise UserError(
-            f"{baseline} is the baseline of '{recorded}', not of {run} ('{model}'); pass that run's baseline"
-        )
+    expected = checking.load_baseline(baseline, run)
     findings = checking.compare(expected, checking.current_metrics(run, list(limits)), limits)
     table = Table(title=f"{run} vs {baseline}")
     for column in ("artifact", "metric", "baseline", "current", "limit", "status"):

@@ -145,8 +145,3 @@ def run_artifacts(run: Path) -> dict[str, Path]:
     if missing:
         raise UserError(f"artifact {missing[0]} is missing; rebuild the run with `reparam-export build`")
     return paths
-
-
-def run_plugin_library(run: Path) -> str | None:
-    """The TensorRT plugin library the run's recipe built its engines with (None without one)."""
-    return (read_manifest(run).get("recipe") or {}).get("tensorrt", {}).get("plugin_library")

@@ -59,31 +59,20 @@ def check_targets(recipe: Recipe) -> None:
     _check_sources(recipe)
 
 
-def check_calibration_source(recipe: Recipe) -> None:
-    """A calibration source that does not exist is refused before any stage runs."""
-    from exporter.data.calibration import DEMO_SOURCE
-
-    source = recipe.calibration.source
-    if str(source) != DEMO_SOURCE and not Path(source).exists():
-        raise UserError(
-            f"calibration source not found: {source}; pass an image folder, a COCO json or 'demo' "
-            "with --calib-data"
-        )
-
-
 def _check_sources(recipe: Recipe) -> None:
     """Inputs that later stages read, checked before any work: a TensorRT version that parses, the
     calibration source of INT8 builds, the evaluation data of an INT8 accuracy search."""
+    from exporter.eval.run_eval import DEMO_DATA
     from exporter.lowering.trt_compat import parse_trt_version
 
     if "tensorrt" in recipe.targets:
         parse_trt_version(recipe.tensorrt.version)
-    if "int8" in recipe.precisions and set(recipe.targets) & {"openvino", "tensorrt"}:
-        check_calibration_source(recipe)
+    if recipe.calibrates:
+        calibration.require_source(recipe.calibration.source)
     evaluation = recipe.evaluation.data
     if (
         recipe.int8.accuracy_budget is not None
-        and str(evaluation) != "demo"
+        and str(evaluation) != DEMO_DATA
         and not Path(evaluation).exists()
     ):
         raise UserError(

@@ -124,6 +124,11 @@ class Recipe(Strict):
             raise ValueError(f"expected two positive integers (height, width), got {value!r}")
         return value
 
+    @property
+    def calibrates(self) -> bool:
+        """Whether a build of this recipe quantizes to INT8 (on OpenVINO or TensorRT) and so calibrates."""
+        return "int8" in self.precisions and bool({"openvino", "tensorrt"} & set(self.targets))
+
     def digest(self) -> str:
         """Hash of every field, recorded in exported models and the manifest."""
         return sha256_json(self.model_dump(mode="json"))

@@ -24,15 +24,23 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 DEMO_SOURCE = "demo"
 
 
+def require_source(source: str | Path) -> None:
+    """A calibration source that does not exist is bad input (checked before any stage runs too)."""
+    if str(source) != DEMO_SOURCE and not Path(source).exists():
+        raise UserError(
+            f"calibration source not found: {source}; pass an image folder, a COCO json or 'demo' "
+            "with --calib-data"
+        )
+
+
 def list_images(source: str | Path) -> list[Path]:
     """Every candidate image of a source, in a stable order."""
+    require_source(source)
     if str(source) == DEMO_SOURCE:
         from exporter.data.shapes import demo_split
 
         source = demo_split("calib")
     path = Path(source)
-    if not path.exists():
-        raise UserError(f"calibration source not found: {path}; pass an image folder, a COCO json or 'demo'")
     if path.is_file() and path.suffix.lower() != ".json":
         raise UserError(f"calibration source {path} is a single file; pass its folder or a COCO json")
     if path.is_file() or (path / "val.json").is_file() or (path / "annotations").is_dir():

@@ -54,7 +54,8 @@ def load_tolerances(path: str | Path) -> dict[str, Tolerance]:
     return tolerances
 
 
-def load_baseline(path: str | Path) -> dict[str, dict[str, float]]:
+def load_baseline(path: str | Path, run: str | Path) -> dict[str, dict[str, float]]:
+    """The baseline's metrics; a baseline recorded for another model than `run`'s is bad input."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"baseline not found: {path}; create one with --update-baseline")
@@ -63,9 +64,15 @@ def load_baseline(path: str | Path) -> dict[str, dict[str, float]]:
         metrics = data["metrics"]
         if not isinstance(metrics, dict) or not all(isinstance(v, dict) for v in metrics.values()):
             raise TypeError("metrics must map artifact -> {metric: value}")
-        return {a: {m: _finite(f"{a}.{m}", v) for m, v in values.items()} for a, values in metrics.items()}
+        values = {a: {m: _finite(f"{a}.{m}", v) for m, v in ms.items()} for a, ms in metrics.items()}
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"{path}: not a baseline file ({type(exc).__name__}: {exc})") from None
+    recorded, model = data.get("model"), collect(run)["model"]
+    if recorded not in (None, model):
+        raise UserError(
+            f"{path} is the baseline of '{recorded}', not of {run} ('{model}'); pass that run's baseline"
+        )
+    return values
 
 
 def _finite(name: str, value: object) -> float:
@@ -105,9 +112,3 @@ def update_baseline(run: str | Path, path: str | Path, tolerances: dict[str, Tol
         )
     write_json(path, {"model": collect(run)["model"], "metrics": metrics})
     return metrics
-
-
-def baseline_model(path: str | Path) -> str | None:
-    """The model a baseline was recorded for."""
-    data = read_user_file(Path(path), "json")
-    return data.get("model") if isinstance(data, dict) else None
