@@ -1,5 +1,5 @@
 """`reparam-export bench`: latency of every artifact of a run, one artifact after another (for
-ratios measured in alternating rounds see `bench-cpu` and `eval.latency.side_by_side`)."""
+ratios measured in alternating rounds see `bench-cpu` and `numerics.latency.side_by_side`)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ from typing import Any
 import numpy as np
 
 from exporter.artifacts import sha256_file, write_json
-from exporter.backends import load_artifact
 from exporter.backends import openvino as ov_backend
 from exporter.errors import UserError
-from exporter.eval.latency import measure, throughput
+from exporter.evaluate import run_recipe
 from exporter.manifest import run_artifacts
+from exporter.numerics.latency import measure, throughput
+from exporter.stages.reference import load_reference
+from exporter.targets import load_artifact
 
 
 def cpu_name() -> str:
@@ -32,9 +34,6 @@ def bench_run(
     run: Path, threads: int = 0, min_iters: int = 50, min_seconds: float = 2.0, throughput_workers: int = 0
 ) -> dict[str, Any]:
     """Batch-1 synchronous latency per artifact (and optional throughput); written to run/bench.json."""
-    from exporter.eval.run_eval import run_recipe
-    from exporter.stages.fuse import load_reference
-
     artifacts = run_artifacts(run)
     if not artifacts:
         raise UserError(f"{run} has no built artifacts; run `reparam-export build` for it first")

@@ -21,9 +21,9 @@ import torch
 
 from exporter.backends import onnxruntime as ort_backend
 from exporter.backends import openvino as ov_backend
-from exporter.eval.latency import side_by_side
-from exporter.models.loader import build_model, probe_input
-from exporter.recipe import Recipe
+from exporter.numerics.latency import side_by_side
+from exporter.recipe import Recipe, recipe_from_dict
+from exporter.stages.fuse import FuseSettings
 
 ROUNDS = 3  # alternating passes over every runtime (see latency.side_by_side)
 
@@ -69,8 +69,9 @@ def bench_recipe(recipe: Recipe, threads: int, min_seconds: float, calib_count: 
     from exporter.pipeline import Pipeline
 
     torch.set_num_threads(threads)
-    model = build_model(recipe)
-    probe = probe_input(recipe, batch=1)
+    source = FuseSettings.from_recipe(recipe)
+    model = source.source.build()
+    probe = source.probe(batch=1)
     batch = probe.numpy()
     calls = {}
 
@@ -86,9 +87,13 @@ def bench_recipe(recipe: Recipe, threads: int, min_seconds: float, calib_count: 
         calls["onnxruntime, unfused FP32"] = lambda: ort.infer(batch)
         ov_unfused = ov_backend.load(unfused, "fp32", threads)
         calls["OpenVINO, unfused FP32"] = lambda: ov_unfused.infer(batch)
-        built = recipe.model_copy(deep=True)
-        built.targets, built.precisions = ["openvino"], ["fp32", "fp16", "int8"]
-        built.calibration.count, built.calibration.folder = calib_count, Path(tmp) / "calibration"
+        overrides = {
+            "targets": ["openvino"],
+            "precisions": ["fp32", "fp16", "int8"],
+            "calibration.count": calib_count,
+            "calibration.folder": str(Path(tmp) / "calibration"),
+        }
+        built = recipe_from_dict(recipe.model_dump(mode="json"), recipe.name, overrides)
         pipeline = Pipeline(built, Path(tmp) / "run")
         artifacts = pipeline.build()
         runners = {
@@ -106,7 +111,7 @@ def bench_recipe(recipe: Recipe, threads: int, min_seconds: float, calib_count: 
         timings = side_by_side(calls, ROUNDS, min_seconds)
         accuracy = None
         if recipe.evaluation.data:
-            from exporter.eval.run_eval import evaluate_run
+            from exporter.evaluate import evaluate_run
 
             results = evaluate_run(pipeline.run.root, limit=eval_limit, progress=False)["results"]
             accuracy = {k: results[k]["map"] for k in ("openvino.fp32", "openvino.int8")}

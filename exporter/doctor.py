@@ -15,24 +15,27 @@ class Check:
     note: str
 
 
-# (distribution, import name, role, how to get it)
-LIBRARIES = [
+# (distribution, import name, role, how to get it); each target adds its own (exporter.targets)
+CORE = [
     ("torch", "torch", "reference backend, fusion", "pip install torch"),
     ("onnx", "onnx", "ONNX export", "pip install onnx"),
     ("onnxsim", "onnxsim", "simplify stage", "pip install onnxsim"),
     ("onnxruntime", "onnxruntime", "ONNX parity checks, CPU backend", "pip install onnxruntime"),
-    ("openvino", "openvino", "OpenVINO IR target", "pip install 'reparam-export[openvino]'"),
-    ("nncf", "nncf", "OpenVINO INT8 calibration", "pip install 'reparam-export[openvino]'"),
-    (
-        "tensorrt",
-        "tensorrt",
-        "TensorRT engine target",
-        "install TensorRT 10 from NVIDIA on the GPU host (its runtime libraries are not on PyPI)",
-    ),
-    ("pycocotools", "pycocotools", "COCO mAP", "pip install 'reparam-export[eval]'"),
 ]
+EVAL = ("pycocotools", "pycocotools", "COCO mAP", "pip install 'reparam-export[eval]'")
+REQUIRED = {name for name, *_ in CORE}
 
-REQUIRED = {"torch", "onnx", "onnxsim", "onnxruntime"}
+
+def libraries() -> list[tuple[str, str, str, str]]:
+    """The core libraries, every target's, then the evaluation's; each once."""
+    from exporter.targets import TARGETS
+
+    found = {entry[0]: entry for entry in CORE}
+    for target in TARGETS.values():
+        for lib in target.libraries:
+            found.setdefault(lib.dist, (lib.dist, lib.module, lib.role, lib.hint))
+    found.setdefault(EVAL[0], EVAL)
+    return list(found.values())
 
 
 def _version(dist: str) -> str | None:
@@ -83,7 +86,7 @@ def check_onnxruntime_providers() -> Check | None:
 
 
 def run_checks() -> list[Check]:
-    checks = [check_library(*entry) for entry in LIBRARIES]
+    checks = [check_library(*entry) for entry in libraries()]
     providers = check_onnxruntime_providers()
     if providers:
         checks.append(providers)

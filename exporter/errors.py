@@ -1,15 +1,49 @@
-"""Errors the CLI turns into one-line messages and exit codes (0 ok, 1 check failed, 2 bad input)."""
+"""Errors the CLI turns into one-line messages and exit codes (0 ok, 1 check failed, 2 bad input).
+
+Messages speak of settings — recipe fields ('calibration.count') or arguments of the call ('force') —
+through `setting()`; the CLI shows each as the flag that sets it ('--calib-count 12').
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+_SETTING = re.compile(r"«([A-Za-z0-9_.]+)(?: ([^»]*))?»")
+
+
+def setting(name: str, value: object = None) -> str:
+    """A setting (and the value to give it) named inside an error message."""
+    return f"«{name}»" if value is None else f"«{name} {value}»"
+
+
+def render(text: str, flags: Mapping[str, str] | None = None) -> str:
+    """`text` with its settings spelt as flags where `flags` (setting -> flag) has them, else as
+    fields ('calibration.count: 12')."""
+
+    def one(match: re.Match) -> str:
+        name, value = match.group(1), match.group(2)
+        flag = (flags or {}).get(name)
+        if flag:
+            return flag if value is None else f"{flag} {value}"
+        return name if value is None else f"{name}: {value}"
+
+    return _SETTING.sub(one, text)
 
 
 class ExporterError(Exception):
     """Base class: carries the process exit code."""
 
     exit_code = 2
+
+    def __str__(self) -> str:
+        return render(super().__str__())
+
+    def render(self, flags: Mapping[str, str]) -> str:
+        """The message with its settings spelt as the flags of the command that ran."""
+        return render(super().__str__(), flags)
 
 
 class UserError(ExporterError):

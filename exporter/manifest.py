@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from exporter import __version__
-from exporter.artifacts import atomic_output, sha256_file, sha256_json, write_json
-from exporter.errors import UserError
+from exporter.artifacts import atomic_output, plain, sha256_file, sha256_json, write_json
+from exporter.errors import UserError, setting
 
 TRACKED_LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxsim", "numpy")
 
@@ -77,14 +77,16 @@ class RunDir:
         name: str,
         output_name: str,
         inputs: dict[str, Path],
-        settings: dict[str, Any],
+        settings: object,
         func: Callable[[Path], dict[str, Any]],
         force: bool = False,
         companions: tuple[str, ...] = (),
         versions: dict[str, str] | None = None,
     ) -> StageResult:
         """Run `func(tmp_output) -> record` unless cached; the output (and its companion files, by
-        suffix) is renamed into place on success. `versions` adds library versions to the key."""
+        suffix) is renamed into place on success. The key: the inputs' hashes, `settings` (a settings
+        object, recorded as JSON) and library versions (`versions` adds some)."""
+        settings = plain(settings)
         output = self.root / output_name
         files = self._files(output, companions)
         input_hashes = {k: sha256_file(p) for k, p in inputs.items()}
@@ -133,7 +135,9 @@ def read_manifest(run: Path) -> dict[str, Any]:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         manifest = exc
     if not isinstance(manifest, dict) or not isinstance(manifest.get("stages", {}), dict):
-        raise UserError(f"{path} is damaged (not a manifest object); rebuild the run with --force")
+        raise UserError(
+            f"{path} is damaged (not a manifest object); rebuild the run (build with {setting('force')})"
+        )
     return manifest
 
 

@@ -1,12 +1,17 @@
-"""The build pipeline: fuse → per backend export → simplify → target artifacts, each stage cached
-in the run directory.
+"""The build pipeline: fuse → per target export → simplify → the target's artifacts, each stage cached in
+the run directory.
 
-The onnx target's files sit at the run directory's root (model.onnx, model.sim.onnx); each other
-backend gets its own folder, because the AKConv lowering it runs best may differ.
+Each stage is a function of a frozen settings object built from the recipe (`Settings.from_recipe`) and
+of the artifacts it reads; those settings are its cache key, so a stage reruns exactly when what it
+reads changes. Targets (exporter.targets) say which stages they need; the pipeline runs them. The onnx
+target's files sit at the run directory's root; every other target has its own folder, because the
+AKConv lowering it runs best may differ.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,132 +19,79 @@ from rich.console import Console
 
 from exporter.artifacts import sha256_file
 from exporter.data import calibration
-from exporter.errors import UserError
+from exporter.errors import UserError, setting
+from exporter.lowering.capability import Choice
 from exporter.manifest import RunDir, StageResult
-from exporter.models.loader import builder_source_hash, require_checkpoint
 from exporter.recipe import Recipe
-from exporter.stages import export_onnx, fuse, simplify
+from exporter.stages import export_onnx, fuse, partial_int8, sensitivity, simplify
+from exporter.stages.scoring import EvaluationSettings
+from exporter.targets import TARGETS, Target
 
-ALL_PRECISIONS = {"fp32", "fp16", "int8"}
-AVAILABLE = {"onnx": {"fp32"}, "openvino": ALL_PRECISIONS, "tensorrt": ALL_PRECISIONS}  # target -> precisions
-FOLDER = {"onnxruntime": "", "openvino": "openvino/", "tensorrt": "tensorrt/"}
+
+def targets_of(recipe: Recipe) -> list[Target]:
+    """The recipe's targets; an unknown name is bad input."""
+    unknown = [name for name in recipe.targets if name not in TARGETS]
+    if unknown:
+        raise UserError(
+            f"target '{unknown[0]}' is not available in this version (available: {', '.join(TARGETS)}); "
+            f"pass {setting('targets', 'onnx')} or {setting('targets', 'openvino')}"
+        )
+    return [TARGETS[name] for name in recipe.targets]
+
+
+def calibrates(recipe: Recipe) -> bool:
+    """Whether a build of this recipe needs calibration images (an INT8 of a target that calibrates)."""
+    return any(set(t.calibrated) & set(recipe.precisions) for t in targets_of(recipe))
+
+
+CALIBRATION_FIELDS = {"calibration.source", "calibration.count"}
+SEARCH_FIELDS = {"int8.sensitivity_images"}
+EVALUATION_FIELDS = {"evaluation.limit"}
+
+
+def unread_fields(recipe: Recipe, fields) -> list[str]:
+    """Of `fields`, those that only some builds read and this build does not (e.g. tensorrt.version
+    for an onnx build): setting them has no effect."""
+    optional = {o for t in TARGETS.values() for o in t.options}
+    optional |= CALIBRATION_FIELDS | SEARCH_FIELDS | EVALUATION_FIELDS
+    read = {o for t in targets_of(recipe) for o in t.options}
+    if calibrates(recipe):
+        read |= CALIBRATION_FIELDS | (SEARCH_FIELDS if recipe.int8.accuracy_budget is not None else set())
+    if recipe.evaluation.data is not None:
+        read |= EVALUATION_FIELDS
+    return [f for f in fields if f in optional and f not in read]
 
 
 def check_targets(recipe: Recipe) -> None:
-    """Refuse, before any work, targets and precisions this version cannot build."""
-    for target in recipe.targets:
-        if target not in AVAILABLE:
-            raise UserError(
-                f"target '{target}' is not available in this version (available: "
-                f"{', '.join(AVAILABLE)}); use --target onnx or --target openvino"
-            )
-        if target == "openvino":
-            from exporter.doctor import check_library
+    """Refuse, before any work, targets and precisions this version cannot build here."""
+    from exporter.doctor import check_library
 
-            for library in ("openvino", "nncf"):
-                status = check_library(library, library, "", "pip install 'reparam-export[openvino]'")
-                if not status.usable and (library == "openvino" or "int8" in recipe.precisions):
-                    raise UserError(f"target openvino needs {library}: {status.note}")
+    targets = targets_of(recipe)
+    for target in targets:
+        for library in target.libraries:
+            if set(library.precisions) & set(recipe.precisions):
+                status = check_library(library.dist, library.module, "", library.hint)
+                if not status.usable:
+                    raise UserError(f"target {target.name} needs {library.dist}: {status.note}")
     if recipe.int8.accuracy_budget is not None:
         if "int8" not in recipe.precisions:
-            raise UserError("--int8-accuracy-budget applies to INT8 builds; add --precision int8")
+            raise UserError(
+                f"{setting('int8.accuracy_budget')} applies to INT8 builds; "
+                f"add {setting('precisions', 'int8')}"
+            )
         if recipe.evaluation.data is None:
             raise UserError(
-                "--int8-accuracy-budget needs evaluation data: set evaluation.data in the recipe "
+                f"{setting('int8.accuracy_budget')} needs evaluation data: set evaluation.data in the recipe "
                 "(a COCO json, a COCO folder or 'demo')"
             )
     for precision in recipe.precisions:
-        if not any(precision in AVAILABLE[t] for t in recipe.targets):
-            buildable = sorted({p for t in recipe.targets for p in AVAILABLE[t]} & set(recipe.precisions))
+        if not any(precision in t.precisions for t in targets):
+            buildable = sorted({p for t in targets for p in t.precisions} & set(recipe.precisions))
+            offered = "; ".join(f"{t.name}: {', '.join(t.precisions)}" for t in TARGETS.values())
             raise UserError(
                 f"precision '{precision}' is not available for target(s) {', '.join(recipe.targets)} "
-                f"(onnx: fp32; openvino and tensorrt: fp32, fp16, int8); pass "
-                + " ".join(f"--precision {p}" for p in buildable or ["fp32"])
+                f"({offered}); pass " + " ".join(setting("precisions", p) for p in buildable or ["fp32"])
             )
-    _check_sources(recipe)
-
-
-def _check_sources(recipe: Recipe) -> None:
-    """Inputs that later stages read, checked before any work: a TensorRT version that parses, the
-    calibration source of INT8 builds, the evaluation data of an INT8 accuracy search."""
-    from exporter.eval.run_eval import DEMO_DATA
-    from exporter.lowering.trt_compat import parse_trt_version
-
-    if "tensorrt" in recipe.targets:
-        parse_trt_version(recipe.tensorrt.version)
-    if recipe.calibrates:
-        calibration.require_source(recipe.calibration.source)
-    evaluation = recipe.evaluation.data
-    if (
-        recipe.int8.accuracy_budget is not None
-        and str(evaluation) != DEMO_DATA
-        and not Path(evaluation).exists()
-    ):
-        raise UserError(
-            f"evaluation data not found: {evaluation}; pass a COCO json or folder with --eval-data"
-        )
-
-
-def _error(parity: dict[str, Any] | None, label: str = "max abs err") -> str:
-    """A pass/fail check shows its tolerance; an error measured against the FP32 reference does not."""
-    if not parity:
-        return ""
-    if "reference" in label:
-        return f"{label} {parity['max_abs_err']:.3g} (output scale {parity['max_abs_ref']:.3g})"
-    return f"{label} {parity['max_abs_err']:.3g} (tolerance {parity['tolerance']:.3g})"
-
-
-def summarize(result: StageResult) -> str:
-    """One line per stage: what it did and the numerical check it passed."""
-    record, check = result.record, result.record.get("check") or {}
-    kind = result.name.rpartition(".")[2]
-    if kind == "fuse":
-        counts = ", ".join(f"{n}×{k}" for k, n in sorted(check["counts"].items())) or "nothing to fuse"
-        detail = f"{counts}; params {check['params_before']:,} → {check['params_after']:,}; "
-        detail += _error(check["model_parity"])
-    elif kind == "simplify":
-        detail = f"nodes {record['nodes_before']} → {record['nodes_after']}; {_error(check)}"
-        if record.get("failure"):
-            detail += f"; NOT simplified, kept the exported model: {record['failure']}"
-    elif kind == "export":
-        detail = f"opset {record.get('opset')}, {record.get('nodes')} nodes; onnxruntime {_error(check)}"
-        akconv = record.get("akconv") or {}
-        if akconv.get("layers"):
-            detail += f"; AKConv×{akconv['layers']} → {akconv['lowering']} ({akconv['reason']})"
-    elif kind == "qdq":
-        detail = (
-            f"Q/DQ ONNX, {record['qdq_pairs']} Q/DQ pairs, {record['calibration_images']} calibration images"
-        )
-        detail += f" ({record['method']}); onnxruntime {_error(check, 'max abs err vs FP32 reference')}"
-    elif kind == "sensitivity":
-        detail = (
-            f"{record['layers']} convolutions ranked on {record['calibration_images']} calibration images"
-        )
-    elif kind == "int8_search":
-        detail = (
-            f"{len(record['float_layers'])} of {record['candidates']} layers kept in float; mAP FP32 "
-            f"{100 * record['fp32_map']:.2f}, full INT8 {100 * record['full_int8_map']:.2f}, partial INT8 "
-            f"{100 * record['partial_int8_map']:.2f} (budget {record['budget_points']:g} points)"
-        )
-    elif result.name.startswith("tensorrt.end2end"):
-        coding = record["attributes"]["box_coding"]
-        detail = f"EfficientNMS_TRT appended, box_coding {coding} (corners); {record['note']}"
-    elif kind == "bundle":
-        detail = (
-            f"NO ENGINE BUILT here ({record['reason']}); trtexec bundle for {', '.join(record['precisions'])}"
-        )
-    else:  # IR or engine: FP32 must pass, FP16/INT8 report their error against the FP32 reference
-        label = "max abs err" if record["precision"] == "fp32" else "max abs err vs FP32 reference"
-        what = "engine" if result.name.startswith("tensorrt") else "IR"
-        detail = f"{record['precision'].upper()} {what}; {_error(check, label)}"
-        if "int8" in record:
-            int8 = record["int8"]
-            detail += f"; {int8['calibration_images']} calibration images"
-            detail += f", {int8['float_ops']} head ops kept in float"
-            if int8.get("float_layers"):
-                detail += f", {len(int8['float_layers'])} layers in float by the accuracy search"
-    state = "cached" if result.cached else f"{record['wall_s']:.1f} s"
-    return f"{result.name:<16} {detail}  [{state}] → {result.output}"
 
 
 class Pipeline:
@@ -155,23 +107,26 @@ class Pipeline:
         self.force = force
         self.console = console or Console(stderr=True, quiet=True)
         self.results: list[StageResult] = []
+        self.lowerings: dict[str, Choice] = {}  # target -> its AKConv lowering
 
-    def _model_source(self) -> tuple[dict[str, Path], dict[str, Any]]:
-        """Inputs and settings that define the model: builder, its source file, checkpoint, probe."""
-        r = self.recipe
-        inputs = {"checkpoint": require_checkpoint(r.model.checkpoint)} if r.model.checkpoint else {}
-        settings = {
-            "builder": r.model.builder,
-            "kwargs": r.model.kwargs,
-            "builder_sha256": builder_source_hash(r.model.builder),
-            "input_size": list(r.input_size),
-            "preprocess": r.preprocess.model_dump(mode="json"),
-            "seed": r.seed,
-            "fuse_rtol": r.thresholds.fuse_rtol,
-        }
-        return inputs, settings
+    def say(self, line: str) -> None:
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
-    def _stage(self, name, output, inputs, settings, func, companions=(), versions=None) -> StageResult:
+    def note(self, **fields: Any) -> None:
+        self.run.note(**fields)
+
+    def stage(
+        self,
+        name: str,
+        output: str,
+        inputs: dict[str, Path],
+        settings: object,
+        func: Callable[[Path], dict[str, Any]],
+        describe: Callable[[dict[str, Any]], str],
+        companions: tuple[str, ...] = (),
+        versions: dict[str, str] | None = None,
+    ) -> StageResult:
+        """Run `func(tmp_output)` unless the stage is cached under its inputs and settings; print its line."""
         done = next((r for r in self.results if r.name == name), None)
         if done is not None:  # already run (or found cached) by this pipeline
             return done
@@ -180,61 +135,24 @@ class Pipeline:
                 name, output, inputs, settings, func, self.force, companions, versions
             )
         self.results.append(result)
-        self.console.print(summarize(result), markup=False, highlight=False, soft_wrap=True)
+        state = "cached" if result.cached else f"{result.record['wall_s']:.1f} s"
+        self.say(f"{name:<16} {describe(result.record)}  [{state}] → {result.output}")
         return result
 
-    @staticmethod
-    def _name(backend: str, stage: str) -> str:
-        return stage if backend == "onnxruntime" else f"{backend}.{stage}"
+    # settings resolved once per pipeline (decisions made before any stage runs; see check)
 
-    def fuse(self) -> StageResult:
-        inputs, settings = self._model_source()
-        return self._stage(
-            "fuse", "fused.pt", inputs, settings, lambda out: fuse.fuse_stage(self.recipe, out)
-        )
+    @functools.cached_property
+    def fuse_settings(self) -> fuse.FuseSettings:
+        return fuse.FuseSettings.from_recipe(self.recipe)
 
-    def export(self, backend: str = "onnxruntime") -> StageResult:
-        fused = self.fuse()
-        inputs, settings = self._model_source()
-        spec = self.recipe.export
-        settings.update(
-            opset=spec.opset,
-            dynamic_batch=spec.dynamic_batch,
-            output_names=spec.output_names,
-            akconv_lowering=spec.akconv_lowering,
-            backend=backend,
-            metadata=export_onnx.metadata(self.recipe),
-            onnx_rtol=self.recipe.thresholds.onnx_rtol,
-        )
-        return self._stage(
-            self._name(backend, "export"),
-            f"{FOLDER[backend]}model.onnx",
-            {**inputs, "fused": fused.output},
-            settings,
-            lambda out: export_onnx.export_stage(self.recipe, fused.output, out, backend),
-        )
+    def akconv(self, target: Target) -> Choice:
+        if target.name not in self.lowerings:
+            self.lowerings[target.name] = target.akconv(self.recipe)
+        return self.lowerings[target.name]
 
-    def simplify(self, backend: str = "onnxruntime") -> StageResult:
-        exported = self.export(backend)
-        if not self.recipe.export.simplify:
-            self.console.print("simplify  skipped: export.simplify is false in the recipe", markup=False)
-            self.run.note(simplify="skipped: export.simplify is false")
-            return exported
-        fused = self.run.root / "fused.pt"
-        settings = {
-            "onnx_rtol": self.recipe.thresholds.onnx_rtol,
-            "dynamic_batch": self.recipe.export.dynamic_batch,
-        }
-        return self._stage(
-            self._name(backend, "simplify"),
-            f"{FOLDER[backend]}model.sim.onnx",
-            {"onnx": exported.output, "fused": fused},
-            settings,
-            lambda out: simplify.simplify_stage(self.recipe, exported.output, fused, out),
-        )
-
-    def calibration_set(self, model: Path) -> tuple[calibration.CalibrationSet, Path]:
-        """The seeded calibration images for `model`, and the manifest recording them."""
+    @functools.cached_property
+    def calibration_set(self) -> calibration.CalibrationSet:
+        """The seeded calibration images (warnings printed and recorded once)."""
         spec = self.recipe.calibration
         chosen, warnings = calibration.select(
             spec.source,
@@ -245,225 +163,140 @@ class Pipeline:
             spec.allow_fewer,
         )
         for warning in warnings:
-            self.console.print(f"warning: {warning}", markup=False)
+            self.say(f"warning: {warning}")
         if warnings:
-            self.run.note(calibration_warnings=warnings)
-        return chosen, chosen.record(spec.folder, sha256_file(model))
+            self.note(calibration_warnings=warnings)
+        return chosen
 
-    def openvino(self, precision: str) -> StageResult:
-        from exporter.stages import openvino
+    @functools.cached_property
+    def evaluation(self) -> EvaluationSettings:
+        return EvaluationSettings.from_recipe(self.recipe)
 
-        model = self.simplify("openvino").output
-        fused = self.run.root / "fused.pt"
-        inputs: dict[str, Path] = {"onnx": model, "fused": fused}
-        settings: dict[str, Any] = {"precision": precision, "onnx_rtol": self.recipe.thresholds.onnx_rtol}
-        chosen, float_nodes = None, []
-        if precision == "int8":
-            chosen, record = self.calibration_set(model)
-            inputs["calibration"] = record
-            settings["calibration"] = self.recipe.calibration.model_dump(mode="json")
-            float_nodes = self._searched_float_nodes("openvino", model, chosen, record, inputs, settings)
-        return self._stage(
-            f"openvino.{precision}",
-            f"openvino/model_{precision}.xml",
-            inputs,
-            settings,
-            lambda out: openvino.openvino_stage(
-                self.recipe, model, fused, precision, out, chosen, float_nodes
-            ),
-            companions=(".bin",),
-            versions=openvino.library_versions(),
+    def check(self) -> None:
+        """Everything the recipe's stages would refuse that can be known before the first one runs."""
+        check_targets(self.recipe)
+        self.fuse_settings  # noqa: B018 - builder importable, checkpoint present
+        for target in targets_of(self.recipe):
+            self.akconv(target)
+        if calibrates(self.recipe):
+            self.calibration_set  # noqa: B018 - the source exists and holds enough readable images
+        if self.recipe.int8.accuracy_budget is not None:
+            self.evaluation  # noqa: B018 - the evaluation data exists and the model has an adapter
+
+    # stages every target shares
+
+    def fuse(self) -> StageResult:
+        settings = self.fuse_settings
+        return self.stage(
+            "fuse", "fused.pt", {}, settings, lambda out: fuse.run(settings, out), fuse.describe
         )
 
-    def _qdq(self, model: Path, fused: Path) -> StageResult:
-        """The Q/DQ ONNX for TensorRT explicit INT8, from the shared calibration stream."""
-        from exporter.stages import quantize_qdq
-
-        method = self.recipe.tensorrt.calibration_method
-        chosen, record = self.calibration_set(model)
-        settings = {"method": method, "calibration": self.recipe.calibration.model_dump(mode="json")}
-        inputs = {"onnx": model, "fused": fused, "calibration": record}
-        float_nodes = self._searched_float_nodes("tensorrt", model, chosen, record, inputs, settings)
-        return self._stage(
-            "tensorrt.qdq",
-            "tensorrt/model.qdq.onnx",
-            inputs,
+    def export(self, target: Target) -> StageResult:
+        fused = self.fuse().output
+        settings = export_onnx.ExportSettings.from_recipe(self.recipe, self.akconv(target))
+        return self.stage(
+            target.stage("export"),
+            f"{target.folder}model.onnx",
+            {"fused": fused},
             settings,
-            lambda out: quantize_qdq.qdq_stage(
-                self.recipe, model, fused, out, chosen, method, float_nodes, ranges_dir=record.parent
-            ),
+            lambda out: export_onnx.run(settings, fused, out),
+            export_onnx.describe,
         )
 
-    def _searched_float_nodes(self, backend, model, chosen, record, inputs, settings) -> list[str]:
-        """The nodes the INT8 accuracy search keeps in float (none without a budget); the search
-        result joins the INT8 stage's inputs and settings so a new search rebuilds it."""
-        if self.recipe.int8.accuracy_budget is None:
-            return []
-        search = self.int8_search(backend, model, chosen, record)
-        inputs["int8_search"] = search.output
-        settings["float_nodes"] = search.record["float_nodes"]
-        return settings["float_nodes"]
+    def simplify(self, target: Target) -> StageResult:
+        exported = self.export(target)
+        if not self.recipe.export.simplify:
+            self.say("simplify  skipped: export.simplify is false in the recipe")
+            self.note(simplify="skipped: export.simplify is false")
+            return exported
+        fused = self.fuse().output
+        settings = simplify.SimplifySettings.from_recipe(self.recipe)
+        return self.stage(
+            target.stage("simplify"),
+            f"{target.folder}model.sim.onnx",
+            {"onnx": exported.output, "fused": fused},
+            settings,
+            lambda out: simplify.run(settings, exported.output, fused, out),
+            simplify.describe,
+        )
+
+    def calibration_folder(self, model: Path) -> Path:
+        """calibration/<model+preprocessing key>/: the record of the images and the Q/DQ range cache."""
+        return self.recipe.calibration.folder / self.calibration_set.key(sha256_file(model))
+
+    def calibration(self, model: Path) -> calibration.CalibrationSet:
+        """The calibration images for `model`, recorded (paths + sha256) beside its other caches."""
+        chosen = self.calibration_set
+        chosen.record(self.recipe.calibration.folder, sha256_file(model))
+        return chosen
 
     def sensitivity(self) -> StageResult:
         """Every convolution of the fused model ranked by the error it causes alone in INT8."""
-        from exporter.stages.sensitivity import sensitivity_stage
-
         fused = self.fuse().output
-        chosen, record = self.calibration_set(fused)
+        settings = sensitivity.SensitivitySettings.from_recipe(self.recipe, self.calibration_set)
         wanted = self.recipe.int8.sensitivity_images
-        if len(chosen.images) < wanted:
+        if len(settings.calibration.images) < wanted:
             warning = (
-                f"sensitivity scores {len(chosen.images)} images, the whole calibration set, not {wanted}"
+                f"sensitivity scores {len(settings.calibration.images)} images, the whole calibration set, "
+                f"not {wanted}"
             )
-            self.console.print(f"warning: {warning}", markup=False)
-            self.run.note(sensitivity_warning=warning)
-        settings = {
-            "images": self.recipe.int8.sensitivity_images,
-            "calibration": self.recipe.calibration.model_dump(mode="json"),
-        }
-        return self._stage(
+            self.say(f"warning: {warning}")
+            self.note(sensitivity_warning=warning)
+        return self.stage(
             "sensitivity",
             "sensitivity.json",
-            {"fused": fused, "calibration": record},
+            {"fused": fused},
             settings,
-            lambda out: sensitivity_stage(self.recipe, fused, chosen, out),
+            lambda out: sensitivity.run(settings, fused, out),
+            sensitivity.describe,
         )
 
-    def int8_search(
-        self, backend: str, model: Path, chosen: calibration.CalibrationSet, record: Path
-    ) -> StageResult:
+    def int8_search(self, target: Target, model: Path) -> StageResult:
         """The fewest most-sensitive layers kept in float for INT8 to meet int8.accuracy_budget."""
-        from exporter.data.coco import find_split
-        from exporter.eval.run_eval import evaluation_source
-        from exporter.stages import partial_int8
-
-        sensitivity = self.sensitivity().output
-        fused = self.run.root / "fused.pt"
-        method = self.recipe.tensorrt.calibration_method
-        settings = {
-            "int8": self.recipe.int8.model_dump(mode="json"),
-            "evaluation": self.recipe.evaluation.model_dump(mode="json"),
-            "calibration": self.recipe.calibration.model_dump(mode="json"),
-            **({"method": method} if backend == "tensorrt" else {}),
-        }
+        ranked = self.sensitivity().output
+        fused = self.fuse().output
+        chosen = self.calibration(model)
+        settings = partial_int8.SearchSettings.from_recipe(
+            self.recipe, chosen, self.evaluation, target.search_method(self.recipe)
+        )
         inputs = {
             "onnx": model,
             "fused": fused,
-            "sensitivity": sensitivity,
-            "calibration": record,
-            "evaluation": find_split(evaluation_source(self.recipe))[0],
+            "sensitivity": ranked,
+            "evaluation": self.evaluation.annotations,
         }
+        ranges = self.calibration_folder(model)
 
         def run(out: Path) -> dict[str, Any]:
-            quantizer = (
-                partial_int8.OpenVinoQuantizer(model, chosen)
-                if backend == "openvino"
-                else partial_int8.QdqQuantizer(model, chosen, method, record.parent)
-            )
-            say = lambda line: self.console.print(line, markup=False, highlight=False)  # noqa: E731
-            return partial_int8.partial_int8_stage(self.recipe, quantizer, fused, sensitivity, out, say)
+            quantizer = target.quantizer(model, chosen, settings.method, ranges)
+            return partial_int8.run(settings, quantizer, fused, ranked, out, self.say)
 
-        versions = None
-        if backend == "openvino":
-            from exporter.stages.openvino import library_versions
-
-            versions = library_versions()
-        return self._stage(
-            f"{backend}.int8_search",
-            f"{FOLDER[backend]}int8_search.json",
+        return self.stage(
+            target.stage("int8_search"),
+            f"{target.folder}int8_search.json",
             inputs,
             settings,
             run,
-            versions=versions,
+            partial_int8.describe,
+            versions=target.versions(),
         )
 
-    def _end2end(self, precision: str, model: Path) -> StageResult:
-        """The model with EfficientNMS_TRT appended (it runs only inside TensorRT: no CPU check)."""
-        from exporter.eval.run_eval import head_settings
-        from exporter.lowering import efficient_nms
-
-        head = head_settings(self.recipe)
-        settings = {k: head[k] for k in ("score_threshold", "iou_threshold")}
-        settings["max_output_boxes"] = self.recipe.tensorrt.max_output_boxes
-        return self._stage(
-            f"tensorrt.end2end.{precision}",
-            f"tensorrt/model.{precision}.end2end.onnx",
-            {"onnx": model},
-            settings,
-            lambda out: {
-                **efficient_nms.end2end_stage(model, out, **settings),
-                "check": None,
-                "note": "EfficientNMS_TRT runs only inside TensorRT: not checked on CPU",
-            },
-        )
-
-    def tensorrt(self) -> dict[str, StageResult]:
-        """Engines where TensorRT and a GPU exist; otherwise a deferred trtexec bundle (no engine)."""
-        from exporter.stages import tensorrt as trt_stage
-
-        spec = self.recipe.tensorrt
-        model = self.simplify("tensorrt").output
-        trt_stage.require_compatible(model, spec.version)
-        fused = self.run.root / "fused.pt"
-        models = {p: self._qdq(model, fused).output if p == "int8" else model for p in self.recipe.precisions}
-        if spec.end2end_nms:
-            models = {p: self._end2end(p, m).output for p, m in models.items()}
-        batch = (1, 1, 8) if self.recipe.export.dynamic_batch else None
-        engine_settings = trt_stage.EngineSettings(workspace_mib=spec.workspace_mib, batch=batch)
-        settings = {**engine_settings.as_dict(), "version": spec.version}
-        reason = trt_stage.unavailable()
-        if reason:
-            bundle = self._stage(
-                "tensorrt.bundle",
-                "tensorrt/bundle/build_engine.sh",
-                dict(models),
-                {**settings, "reason": reason},
-                lambda out: trt_stage.write_bundle(out, models, engine_settings, reason, spec.version),
-            )
-            self.run.note(
-                tensorrt={"engine": None, "deferred": True, "reason": reason, "bundle": str(bundle.output)}
-            )
-            return {}
-        timing_cache = self.run.root / "tensorrt" / "timing.cache"
-        self.run.note(tensorrt={"deferred": False})
-        plugin = spec.plugin_library  # a rebuilt plugin rebuilds engines; build_engine names a missing one
-        inputs = {"fused": fused, **({"plugin": plugin} if plugin and Path(plugin).is_file() else {})}
-        settings.update(onnx_rtol=self.recipe.thresholds.onnx_rtol, end2end_nms=spec.end2end_nms)
-        return {
-            f"tensorrt.{precision}": self._stage(
-                f"tensorrt.{precision}",
-                f"tensorrt/model_{precision}.engine",
-                {"onnx": onnx_path, **inputs},
-                {**settings, "precision": precision},
-                lambda out, p=precision, m=onnx_path: trt_stage.engine_stage(
-                    self.recipe,
-                    m,
-                    fused,
-                    p,
-                    out,
-                    engine_settings,
-                    timing_cache,
-                    spec.plugin_library,
-                    end2end=spec.end2end_nms,
-                ),
-                versions=trt_stage.runtime_versions(),
-            )
-            for precision, onnx_path in models.items()
-        }
+    def float_nodes(self, target: Target, model: Path, inputs: dict[str, Path]) -> tuple[str, ...]:
+        """The nodes the INT8 accuracy search keeps in float (none without a budget); the search's record
+        joins the INT8 stage's inputs, so a new search rebuilds it."""
+        if self.recipe.int8.accuracy_budget is None:
+            return ()
+        search = self.int8_search(target, model)
+        inputs["int8_search"] = search.output
+        return tuple(search.record["float_nodes"])
 
     def build(self) -> dict[str, StageResult]:
         """Every stage the recipe's targets need; returns the final artifact per target/precision."""
-        check_targets(self.recipe)
+        self.check()
         artifacts: dict[str, StageResult] = {}
-        for target in self.recipe.targets:
-            if target == "onnx":
-                artifacts["onnx.fp32"] = self.simplify()
-            elif target == "openvino":
-                for precision in self.recipe.precisions:
-                    artifacts[f"openvino.{precision}"] = self.openvino(precision)
-            elif target == "tensorrt":
-                artifacts.update(self.tensorrt())
-        self.run.note(
+        for target in targets_of(self.recipe):
+            artifacts.update(target.build(self))
+        self.note(
             recipe=self.recipe.model_dump(mode="json"),
             recipe_hash=self.recipe.digest(),
             artifacts={

@@ -1,4 +1,5 @@
-"""Recipes: YAML files describing a model and how to ship it, validated with pydantic."""
+"""Recipes: YAML files describing a model and how to ship it, validated with pydantic (frozen: stages
+take what they read through their own settings, built from a recipe)."""
 
 from __future__ import annotations
 
@@ -9,20 +10,22 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from exporter.artifacts import sha256_json
-from exporter.errors import UserError, read_user_file
+from exporter.data.transforms import Preprocess
+from exporter.errors import UserError, read_user_file, setting
+from exporter.models.adapters import ADAPTERS
 
-Target = Literal["onnx", "openvino", "tensorrt"]
 Precision = Literal["fp32", "fp16", "int8"]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ModelSpec(Strict):
     builder: str = Field(description="'package.module:function' returning an nn.Module")
     kwargs: dict[str, Any] = {}
     checkpoint: Path | None = None
+    adapter: str | None = None  # the model family's output contract (exporter.models.adapters)
 
     @field_validator("builder")
     @classmethod
@@ -32,15 +35,12 @@ class ModelSpec(Strict):
             raise ValueError("expected 'package.module:function'")
         return value
 
-
-class Preprocess(Strict):
-    """How images become the model input: resize, colour order, then (x·scale − mean)/std."""
-
-    color: Literal["rgb", "bgr"] = "rgb"
-    resize: Literal["stretch"] = "stretch"  # plain resize, as DAMO-YOLO evaluates (no letterbox)
-    scale: float = 1.0 / 255.0
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    @field_validator("adapter")
+    @classmethod
+    def _known_adapter(cls, value: str | None) -> str | None:
+        if value is not None and value not in ADAPTERS:
+            raise ValueError(f"unknown adapter {value!r} (known: {', '.join(ADAPTERS)})")
+        return value
 
 
 class ExportSpec(Strict):
@@ -102,7 +102,7 @@ class Recipe(Strict):
     input_size: tuple[int, int]
     class_names: list[str] = []
     preprocess: Preprocess = Preprocess()
-    targets: list[Target] = ["onnx"]
+    targets: list[str] = ["onnx"]  # names of exporter.targets (checked before a build starts)
     precisions: list[Precision] = ["fp32"]
     export: ExportSpec = ExportSpec()
     thresholds: Thresholds = Thresholds()
@@ -123,11 +123,6 @@ class Recipe(Strict):
         if not ok:
             raise ValueError(f"expected two positive integers (height, width), got {value!r}")
         return value
-
-    @property
-    def calibrates(self) -> bool:
-        """Whether a build of this recipe quantizes to INT8 (on OpenVINO or TensorRT) and so calibrates."""
-        return "int8" in self.precisions and bool({"openvino", "tensorrt"} & set(self.targets))
 
     def digest(self) -> str:
         """Hash of every field, recorded in exported models and the manifest."""
@@ -184,14 +179,10 @@ def load_recipe(path: str | os.PathLike | None, overrides: dict[str, Any] | None
     file = Path(path) if path is not None else DEFAULT_RECIPE
     source = str(path) if path is not None else "embedded default recipe"
     if not file.is_file():
-        raise UserError(f"recipe not found: {file}; pass an existing YAML file with --recipe")
+        raise UserError(f"recipe not found: {file}; pass an existing YAML file with {setting('recipe_path')}")
     data = read_user_file(file, "yaml", source)
-    recipe = recipe_from_dict(data, source, overrides)
-    checkpoint = recipe.model.checkpoint
-    if (
-        checkpoint is not None
-        and not checkpoint.is_absolute()
-        and "model.checkpoint" not in (overrides or {})
-    ):
-        recipe.model.checkpoint = file.parent / checkpoint
-    return recipe
+    model = data.get("model") if isinstance(data, dict) else None
+    checkpoint = model.get("checkpoint") if isinstance(model, dict) else None
+    if isinstance(checkpoint, str) and not Path(checkpoint).is_absolute():
+        model["checkpoint"] = str(file.parent / checkpoint)
+    return recipe_from_dict(data, source, overrides)

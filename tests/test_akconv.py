@@ -1,4 +1,4 @@
-"""AKConv: official semantics, the three exact lowerings in onnxruntime, the capability table."""
+"""AKConv: official semantics, the three exact lowerings in onnxruntime, each target's lowering choice."""
 
 import json
 
@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch import nn
 
+from exporter.bench_akconv import export
 from exporter.blocks.akconv import AKConv
 from exporter.errors import UserError
-from exporter.lowering import capability
 from exporter.lowering.akconv import coordinates, initial_grid, sample_gather, sample_gridsample
-from exporter.lowering.bench import export
 from exporter.lowering.ort_ops import akconv_sample_reference
 from exporter.models.loader import load_checkpoint
+from exporter.targets import TARGETS
 from tests.conftest import EMBEDDED
 
 NS = (2, 3, 5, 6, 9, 11, 13)
@@ -168,13 +168,20 @@ def test_checkpoints_with_and_without_p_n_load_strict(tmp_path):
     }
 
 
+def lowering_recipe(requested: str, opset: int = 17, trt: str = "10.x"):
+    from exporter.recipe import load_recipe
+
+    overrides = {"export.akconv_lowering": requested, "export.opset": opset, "tensorrt.version": trt}
+    return load_recipe(EMBEDDED, overrides)
+
+
 @pytest.mark.parametrize(
-    "backend, opset, trt, expected",
+    "target, opset, trt, expected",
     [
-        ("onnxruntime", 17, None, "gather"),
-        ("onnxruntime", 13, None, "gather"),
-        ("openvino", 17, None, "gridsample"),
-        ("openvino", 15, None, "gather"),
+        ("onnx", 17, "10.x", "gather"),
+        ("onnx", 13, "10.x", "gather"),
+        ("openvino", 17, "10.x", "gridsample"),
+        ("openvino", 15, "10.x", "gather"),
         ("tensorrt", 17, "10.3", "gridsample"),
         ("tensorrt", 17, "8.5", "gridsample"),
         ("tensorrt", 17, "8.4", "gather"),
@@ -182,19 +189,19 @@ def test_checkpoints_with_and_without_p_n_load_strict(tmp_path):
         ("tensorrt", 13, "8.6", "gather"),
     ],
 )
-def test_capability_table(backend, opset, trt, expected):
-    choice = capability.choose("auto", backend, opset, trt)
+def test_each_target_picks_its_auto_lowering(target, opset, trt, expected):
+    choice = TARGETS[target].akconv(lowering_recipe("auto", opset, trt))
     assert choice.lowering == expected and choice.reason
 
 
 def test_explicit_requests_validated():
-    assert capability.choose("plugin", "tensorrt", 17).lowering == "plugin"
+    assert TARGETS["tensorrt"].akconv(lowering_recipe("plugin")).lowering == "plugin"
     with pytest.raises(UserError, match="needs opset >= 16"):
-        capability.choose("gridsample", "onnxruntime", 15)
-    with pytest.raises(UserError, match="OpenVINO cannot run the AKConvSample plugin"):
-        capability.choose("plugin", "openvino", 17)
+        TARGETS["onnx"].akconv(lowering_recipe("gridsample", 15))
+    with pytest.raises(UserError, match="openvino cannot run the AKConvSample plugin"):
+        TARGETS["openvino"].akconv(lowering_recipe("plugin"))
     with pytest.raises(UserError, match="'ten' is not a TensorRT version"):
-        capability.choose("auto", "tensorrt", 17, "ten")
+        TARGETS["tensorrt"].akconv(lowering_recipe("auto", trt="ten"))
 
 
 @pytest.mark.parametrize("lowering", ["auto", "gather", "gridsample", "plugin"])

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from exporter.blocks import ConvAct, ConvBN, QARepVGG, RefConv, RepConv, YOLOv7RepConv, fold_conv_bn
-from exporter.eval.compare import compare
+from exporter.numerics.parity import compare
 from tests.fixture_models import randomized
 
 RTOL = 1e-4

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from exporter.data.coco import load_coco
+from exporter.data.coco_map import Detections, evaluate, score, to_coco_results
 from exporter.errors import UserError
-from exporter.eval.coco_map import Detections, evaluate, score, to_coco_results
 
 # Two images, one 100x100 object each, categories with non-contiguous COCO ids.
 BOXES = {1: (50.0, 40.0, 150.0, 140.0), 2: (20.0, 30.0, 120.0, 130.0)}

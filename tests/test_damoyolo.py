@@ -10,10 +10,10 @@ from torch import nn
 from exporter.blocks import RepConv
 from exporter.blocks.fuse import fuse_model, set_module
 from exporter.errors import UserError
-from exporter.eval.complexity import profile
 from exporter.models.damoyolo import VARIANTS, build_damoyolo
 from exporter.models.embedded import randomize_batchnorm
 from exporter.models.loader import load_checkpoint
+from exporter.numerics.complexity import profile
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -10,8 +10,8 @@ import torch
 
 from exporter.backends import onnxruntime as ort_backend
 from exporter.models.damoyolo import build_damoyolo
-from exporter.models.damoyolo.postprocess import postprocess
 from exporter.models.embedded import randomize_batchnorm
+from exporter.models.heads import Head
 from exporter.pipeline import Pipeline
 from exporter.recipe import load_recipe
 
@@ -24,7 +24,7 @@ OUTPUT_NAMES = {
     "decoded": ["scores", "boxes"],
     "nms": ["detections"],
 }
-NANO = dict(reg_max=7, score_threshold=0.03, iou_threshold=0.65)
+NANO = Head("decoded", score_threshold=0.03, iou_threshold=0.65, reg_max=7)
 
 
 def images(seed, batch=2):
@@ -88,11 +88,11 @@ def test_head_mode_exports_and_onnxruntime_gives_torch_detections(mode, checkpoi
     image = images(seed=1, batch=1)
     original = [(480, 640)]  # boxes are rescaled to this image size
     runner = ort_backend.load(tmp_path / "model.sim.onnx")
-    ours = postprocess(runner.infer(image.numpy()), mode, (SIZE, SIZE), original, **NANO)
+    ours = NANO.with_mode(mode).postprocess(runner.infer(image.numpy()), (SIZE, SIZE), original)
     reference_model = build_damoyolo("ns", head_mode="decoded")
     reference_model.load_state_dict(torch.load(checkpoint, weights_only=True)["model"])
     with torch.no_grad():
-        reference = postprocess(list(reference_model(image)), "decoded", (SIZE, SIZE), original, **NANO)
+        reference = NANO.postprocess(list(reference_model(image)), (SIZE, SIZE), original)
     assert 20 < len(reference[0].scores) < 500, "enough detections to compare, none cut by top 500"
     for got, want in zip(ours, reference, strict=True):
         assert got.labels.tolist() == want.labels.tolist()

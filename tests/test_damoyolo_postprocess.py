@@ -5,13 +5,8 @@ import pytest
 import torch
 
 from exporter.data.transforms import resize_stretch
-from exporter.models.damoyolo.postprocess import (
-    decode,
-    multiclass_nms,
-    nms_detections,
-    postprocess,
-    rescale,
-)
+from exporter.models.damoyolo.postprocess import decode, nms_detections
+from exporter.models.heads import Head, multiclass_nms, rescale
 
 
 def test_preprocess_stretches_bilinear_keeps_rgb_and_0_255():
@@ -126,12 +121,11 @@ def test_batched_end_to_end_nms_matches_per_image_nms_and_caps_per_image():
 def test_postprocess_every_head_mode_gives_the_same_detections():
     scores = SCORES[None]
     boxes = BOXES[None]
-    args = dict(
-        input_size=(100, 100), image_sizes=[(200, 50)], reg_max=16, score_threshold=0.05, iou_threshold=0.7
-    )
-    decoded = postprocess([scores.numpy(), boxes.numpy()], "decoded", **args)[0]
+    head = Head("decoded", score_threshold=0.05, iou_threshold=0.7, reg_max=16)
+    args = ((100, 100), [(200, 50)])
+    decoded = head.postprocess([scores.numpy(), boxes.numpy()], *args)[0]
     rows = nms_detections(scores, boxes, 0.05, 0.7, 500)
-    end_to_end = postprocess([rows.numpy()], "nms", **args)[0]
+    end_to_end = head.with_mode("nms").postprocess([rows.numpy()], *args)[0]
     # EfficientNMS_TRT's outputs for the same detections, padded to 8 rows past num_dets
     count = len(rows)
     pad = lambda a, width: np.concatenate([a, np.full((8 - count, *a.shape[1:]), width, a.dtype)])  # noqa: E731
@@ -141,11 +135,11 @@ def test_postprocess_every_head_mode_gives_the_same_detections():
         pad(rows[:, 5].numpy(), -1.0)[None],
         pad(rows[:, 6].numpy().astype(np.int32), -1)[None],
     ]
-    engine_nms = postprocess(engine, "engine_nms", **args)[0]
+    engine_nms = head.with_mode("engine_nms").postprocess(engine, *args)[0]
     assert len(engine_nms.scores) == count, "rows past num_dets are padding"
     for det in (decoded, end_to_end, engine_nms):
         np.testing.assert_allclose(det.scores, [0.9, 0.7, 0.6, 0.5], rtol=1e-6)
         assert det.labels.tolist() == [0, 0, 1, 1]
         np.testing.assert_allclose(det.boxes[1], [5 * 0.5, 0, 15 * 0.5, 20])  # x × 50/100, y × 200/100
     with pytest.raises(ValueError, match="unknown head_mode 'boxes'"):
-        postprocess([scores.numpy(), boxes.numpy()], "boxes", **args)
+        head.with_mode("boxes").postprocess([scores.numpy(), boxes.numpy()], *args)

@@ -7,8 +7,9 @@ import pytest
 
 from exporter.data import calibration
 from exporter.data.shapes import write_split
+from exporter.data.transforms import Preprocess
 from exporter.errors import UserError
-from exporter.recipe import Preprocess, load_recipe
+from exporter.recipe import load_recipe
 from tests.conftest import EMBEDDED
 
 pytest.importorskip("openvino")
@@ -64,7 +65,7 @@ def test_int8_keeps_head_decode_in_float(built):
     assert record["int8"]["calibration_images"] == 16
     assert any("Sigmoid" in name for name in ignored) and any("Softmax" in n or "Add" in n for n in ignored)
     assert not any("Conv" in name and "heads" not in name for name in ignored)
-    assert record["inputs"]["calibration"]["sha256"]
+    assert len(record["settings"]["calibration"]["digests"]) == 16, "the images' contents key the stage"
 
 
 def test_openvino_runs_the_gridsample_lowering(built):
@@ -116,7 +117,7 @@ def test_calibration_bad_sources(tmp_path, calib_json):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="holds no images"):
         calibration.select(tmp_path / "empty", 4, 0, (64, 64), pre)
-    with pytest.raises(UserError, match="has 24 images, fewer than the 50 asked for; pass --calib-count 24"):
+    with pytest.raises(UserError, match="has 24 images, fewer than the 50 asked for; pass calibration.count: 24"):
         calibration.select(calib_json, 50, 0, (64, 64), pre)
     chosen, warnings = calibration.select(calib_json, 50, 0, (64, 64), pre, allow_fewer=True)
     assert len(chosen.images) == 24 and "fewer than the 50" in warnings[0]
@@ -150,7 +151,7 @@ def test_head_tail_finds_ops_after_last_conv():
     import openvino as ov
     import torch
 
-    from exporter.stages.openvino import head_tail
+    from exporter.numerics.graph import openvino_head_tail as head_tail
 
     class Tiny(torch.nn.Module):
         def __init__(self):
@@ -207,7 +208,7 @@ def test_calibrate_command_records_the_images(run_cli, tmp_path, calib_json):
 def test_side_by_side_alternates_and_takes_the_median(monkeypatch):
     """Rounds pass over every call in turn; each call's result is the median of its round p50s, so a
     machine slowing down during the run penalizes no call in particular."""
-    from exporter.eval import latency
+    from exporter.numerics import latency
 
     order, clock = [], iter(range(1, 100))
 

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from exporter import layer_names
 from exporter.errors import CheckFailed
+from exporter.numerics import layer_names
 from exporter.stages.partial_int8 import search
 from tests.conftest import EMBEDDED
 
@@ -31,7 +31,7 @@ def test_search_returns_the_fewest_float_layers(gains, budget):
         return maps[k]
 
     if not passing:
-        with pytest.raises(CheckFailed, match="raise --int8-accuracy-budget"):
+        with pytest.raises(CheckFailed, match="raise int8.accuracy_budget"):
             search(evaluate, len(gains), reference, budget_points)
         return
     chosen, trials = search(evaluate, len(gains), reference, budget_points)
@@ -160,7 +160,7 @@ def test_qdq_model_leaves_the_chosen_layers_without_qdq(searched):
 
 @pytest.mark.slow
 def test_rerun_reuses_the_search_and_reports_it(searched, run_cli):
-    from exporter.eval.run_eval import evaluate_run
+    from exporter.evaluate import evaluate_run
     from exporter.report.render import write_report
 
     before = _stages(searched)

@@ -95,7 +95,7 @@ def test_crash_between_stages_resumes_with_identical_hashes(tmp_path, monkeypatc
     def crash(*args, **kwargs):
         raise KeyboardInterrupt("power cut before simplify finished")
 
-    monkeypatch.setattr(simplify, "simplify_stage", crash)
+    monkeypatch.setattr(simplify, "run", crash)
     with pytest.raises(KeyboardInterrupt):
         Pipeline(recipe(), crashed).build()
     assert sorted(p.name for p in crashed.iterdir()) == ["fused.pt", "manifest.json", "model.onnx"]
@@ -159,15 +159,15 @@ def test_dynamic_batch_runs_any_batch(tmp_path):
 
 
 def test_export_parity_failure_is_a_check_failure(tmp_path, monkeypatch):
-    from exporter.stages import export_onnx
+    from exporter.stages import reference
 
-    real = export_onnx.reference_parity
+    real = reference.load_reference
 
-    def skewed(recipe, blob, infer):
-        shifted = {k: [o + 1.0 for o in blob[k]] for k in ("outputs", "first_outputs")}
-        return real(recipe, {**blob, **shifted}, infer)
+    def skewed(fused_pt):
+        blob = real(fused_pt)
+        return {**blob, **{k: [o + 1.0 for o in blob[k]] for k in ("outputs", "first_outputs")}}
 
-    monkeypatch.setattr(export_onnx, "reference_parity", skewed)
+    monkeypatch.setattr(reference, "load_reference", skewed)
     with pytest.raises(CheckFailed, match="onnxruntime output of the exported model differs"):
         Pipeline(recipe(), tmp_path).build()
     assert not (tmp_path / "model.onnx").exists()
@@ -176,7 +176,7 @@ def test_export_parity_failure_is_a_check_failure(tmp_path, monkeypatch):
 def test_fused_artifact_loads_without_pickle(tmp_path):
     Pipeline(recipe(), tmp_path).fuse()
     blob = torch.load(tmp_path / "fused.pt", weights_only=True)
-    assert set(blob) == {"state_dict", "probe", "outputs", "first_outputs"}
+    assert set(blob) == {"state_dict", "source", "fuse_rtol", "probe", "outputs", "first_outputs"}
     assert not any("rbr_1x1" in key for key in blob["state_dict"]), "deploy form has no branches"
 
 

@@ -4,17 +4,16 @@ import json
 
 import torch
 
-from exporter.eval.sensitivity import fake_quant_per_channel, layer_sensitivity
-from exporter.models.loader import probe_input
+from exporter.numerics.int8_sensitivity import fake_quant_per_channel, layer_sensitivity
 from exporter.recipe import load_recipe
-from exporter.stages.fuse import fuse_recipe_model
+from exporter.stages.fuse import FuseSettings, fuse
 from tests.conftest import EMBEDDED
 
 
 def fused_embedded():
-    recipe = load_recipe(EMBEDDED, {"input_size": [64, 96]})
-    model, _, _ = fuse_recipe_model(recipe)
-    return model, [probe_input(recipe, batch=2).numpy()]
+    settings = FuseSettings.from_recipe(load_recipe(EMBEDDED, {"input_size": [64, 96]}))
+    model, _, probe = fuse(settings)
+    return model, [probe.numpy()]
 
 
 def test_corrupted_layer_ranks_most_sensitive():

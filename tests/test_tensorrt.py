@@ -19,11 +19,14 @@ from exporter.backends import onnxruntime as ort_backend
 from exporter.backends import tensorrt as trt_backend
 from exporter.data import calibration
 from exporter.data.shapes import write_split
-from exporter.errors import CheckFailed, UserError
+from exporter.data.transforms import Preprocess
+from exporter.errors import CheckFailed, UserError, render
 from exporter.lowering import efficient_nms, trt_compat
-from exporter.recipe import Preprocess, load_recipe
+from exporter.numerics.graph import onnx_decode_tail
+from exporter.recipe import load_recipe
 from exporter.stages import quantize_qdq
 from exporter.stages import tensorrt as trt_stage
+from exporter.targets import TARGETS
 from tests.conftest import EMBEDDED
 
 SIZE = (96, 128)
@@ -55,7 +58,7 @@ def demo(tmp_path_factory):
 
     run = tmp_path_factory.mktemp("run")
     recipe = load_recipe(EMBEDDED, {"input_size": list(SIZE)})
-    sim = Pipeline(recipe, run).simplify().output
+    sim = Pipeline(recipe, run).simplify(TARGETS["onnx"]).output
     return recipe, run, sim, run / "fused.pt"
 
 
@@ -63,7 +66,8 @@ def demo(tmp_path_factory):
 def qdq(demo, calib_set, tmp_path_factory):
     recipe, _, sim, fused = demo
     out = tmp_path_factory.mktemp("qdq") / "model.qdq.onnx"
-    record = quantize_qdq.qdq_stage(recipe, sim, fused, out, calib_set, "minmax", ranges_dir=out.parent)
+    settings = quantize_qdq.QdqSettings.from_recipe(recipe, calib_set)
+    record = quantize_qdq.run(settings, sim, fused, out, ranges_dir=out.parent)
     return out, record
 
 
@@ -238,7 +242,7 @@ def test_calibration_methods_and_decode_tail_on_a_tiny_head(calib_set, tmp_path)
     model = _model(nodes, [_tensor("images", [1, 3, 16, 16])], [_tensor("dist", [1, 256, 1])], initializers)
     source = tmp_path / "tiny.onnx"
     onnx.save(model, source)
-    assert quantize_qdq.decode_tail(model) == ["flat", "transpose", "softmax", "integral"]
+    assert onnx_decode_tail(model) == ["flat", "transpose", "softmax", "integral"]
     small = calibration.CalibrationSet(calib_set.source, calib_set.images, 0, (16, 16), Preprocess())
     scales = {}
     for method in quantize_qdq.METHODS:
@@ -273,7 +277,7 @@ def test_gridsample_needs_tensorrt_8_5(version, verdict):
     sample = [i for i in report.issues if i.op == "GridSample"]
     assert bool(sample) == (version == "8.2")
     if sample:
-        assert "needs TensorRT >= 8.5" in sample[0].problem and "--akconv-lowering gather" in sample[0].fix
+        assert "needs TensorRT >= 8.5" in sample[0].problem and "export.akconv_lowering: gather" in render(sample[0].fix)
 
 
 def test_opset20_gridsample_is_flagged():
@@ -343,7 +347,7 @@ def test_trt_versions_are_parsed_strictly():
     assert trt_compat.parse_trt_version("10.x").version == (10, 0)
     assert trt_compat.parse_trt_version("8.6.1.6").version == (8, 6)
     for bad in ("banana", "6.0", "11.0"):
-        with pytest.raises(UserError, match="--trt-version"):
+        with pytest.raises(UserError, match="tensorrt.version"):
             trt_compat.parse_trt_version(bad)
 
 
@@ -351,7 +355,8 @@ def test_demo_model_compatibility(demo):
     _, _, sim, _ = demo
     assert trt_compat.check_model(sim, "10.0").verdict == "compatible"
     old = trt_compat.check_model(sim, "8.2")
-    assert [i.op for i in old.issues] == ["opset"] and "--opset 13" in old.issues[0].fix
+    assert [i.op for i in old.issues] == ["opset"] and "export.opset: 13" in render(old.issues[0].fix)
+    assert "--opset 13" in render(old.issues[0].fix, {"export.opset": "--opset"})
 
 
 # --- deferred bundle ------------------------------------------------------------------------------------
@@ -530,7 +535,8 @@ def test_engine_build_and_runner(precision, demo, qdq, tmp_path):
     source = qdq[0] if precision == "int8" else sim
     cache = tmp_path / "timing.cache"
     engine = tmp_path / f"model_{precision}.engine"
-    record = trt_stage.engine_stage(recipe, source, fused, precision, engine, timing_cache=cache)
+    settings = trt_stage.EngineStageSettings.from_recipe(recipe, precision)
+    record = trt_stage.engine_stage(settings, source, fused, engine, timing_cache=cache)
     assert engine.is_file() and cache.is_file() and record["deferred"] is False
     assert record["tensorrt"] and record["gpu"]["compute_capability"]
     assert record["gpu"]["matches_target"] == (record["gpu"]["compute_capability"] == "7.5")
@@ -550,7 +556,7 @@ def test_dynamic_batch_engine(calib_set, tmp_path):
     from exporter.pipeline import Pipeline
 
     recipe = load_recipe(EMBEDDED, {"input_size": list(SIZE), "export.dynamic_batch": True})
-    sim = Pipeline(recipe, tmp_path / "run").simplify().output
+    sim = Pipeline(recipe, tmp_path / "run").simplify(TARGETS["onnx"]).output
     engine = tmp_path / "dyn.engine"
     settings = trt_stage.EngineSettings(batch=(1, 2, 4))
     record = trt_stage.build_engine(sim, engine, "fp16", settings)
@@ -659,7 +665,7 @@ def test_build_with_end2end_nms_declares_corner_boxes(run_cli, tmp_path):
     (node,) = [n for n in model.graph.node if n.op_type == "EfficientNMS_TRT"]
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     assert attrs["box_coding"] == 0 and attrs["score_threshold"] == pytest.approx(0.05)
-    assert attrs["iou_threshold"] == pytest.approx(0.65), "thresholds from the model's head_settings"
+    assert attrs["iou_threshold"] == pytest.approx(0.65), "thresholds from the model's adapter"
     assert [o.name for o in model.graph.output][0] == "num_dets"
     bundled = onnx.load(run / "tensorrt" / "bundle" / "model.onnx")
     assert any(n.op_type == "EfficientNMS_TRT" for n in bundled.graph.node), (
@@ -701,10 +707,10 @@ def test_engine_cache_key_holds_tensorrt_gpu_plugin_and_tolerance(tmp_path, monk
 
     built = []
 
-    def fake_engine_stage(recipe, onnx_path, fused, precision, out, *args, end2end=False):
-        built.append(precision)
+    def fake_engine_stage(settings, onnx_path, fused, out, timing_cache=None):
+        built.append(settings.precision)
         out.write_bytes(b"engine for " + str(versions).encode())
-        return {"precision": precision, "check": None}
+        return {"precision": settings.precision, "check": None, "note": "recorded"}
 
     versions = {"tensorrt": "10.3.0", "gpu": "Tesla T4 (sm 7.5)"}
     monkeypatch.setattr(trt_stage, "unavailable", lambda: None)
@@ -741,10 +747,10 @@ def test_end2end_engine_is_not_compared_with_the_nms_free_reference(tmp_path, mo
         trt_stage, "build_engine", lambda *args: {"precision": "fp32", "plan": {"plugin": False}}
     )
     monkeypatch.setattr(trt_backend, "load", lambda *args: pytest.fail("compared with the reference"))
-    recipe = load_recipe(EMBEDDED)
-    record = trt_stage.engine_stage(
-        recipe, tmp_path / "m.onnx", tmp_path / "f.pt", "fp32", tmp_path / "e", end2end=True
+    settings = trt_stage.EngineStageSettings.from_recipe(
+        load_recipe(EMBEDDED, {"tensorrt.end2end_nms": True}), "fp32"
     )
+    record = trt_stage.engine_stage(settings, tmp_path / "m.onnx", tmp_path / "f.pt", tmp_path / "e")
     assert record["check"] is None and "no parity check" in record["note"]
 
 
@@ -761,10 +767,10 @@ def test_cached_ranges_are_keyed_on_image_contents(tmp_path):
 
 
 def test_engines_load_with_the_plugin_library_they_were_built_with(monkeypatch):
-    from exporter import backends
+    from exporter.targets import load_artifact
 
     seen = []
     monkeypatch.setattr(trt_backend, "load", lambda path, plugin: seen.append(plugin) or "runner")
-    assert backends.load_artifact("tensorrt.fp32", "m.engine", 0, "/opt/libakconv_plugin.so") == "runner"
-    assert backends.load_artifact("tensorrt.fp16", "m.engine") == "runner"
+    assert load_artifact("tensorrt.fp32", "m.engine", 0, "/opt/libakconv_plugin.so") == "runner"
+    assert load_artifact("tensorrt.fp16", "m.engine") == "runner"
     assert seen == [Path("/opt/libakconv_plugin.so"), None]

@@ -7,8 +7,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from exporter.errors import UserError
-
-CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+from exporter.numerics.complexity import CONV_TYPES
 
 
 def make_act(act: nn.Module | None) -> nn.Module:

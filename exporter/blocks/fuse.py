@@ -24,7 +24,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from exporter.blocks import OUR_BLOCKS
 from exporter.blocks.convbn import CONV_TYPES, fold_conv_bn, require_running_stats
-from exporter.eval.compare import Parity, compare
+from exporter.numerics.complexity import count_params
+from exporter.numerics.parity import Parity, compare
 
 PROTOCOL_METHODS = ("switch_to_deploy", "reparameterize", "fuse_convs", "merge_kernel", "fuse")
 
@@ -83,10 +84,6 @@ class FuseReport:
             "model_parity": self.model_parity.as_dict() if self.model_parity else None,
             "steps": [s.as_dict() for s in self.steps],
         }
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def get_module(root: nn.Module, path: str) -> nn.Module:

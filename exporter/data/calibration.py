@@ -8,6 +8,7 @@ sha256) so a cache keyed by model and preprocessing is never reused for another 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +17,8 @@ import numpy as np
 
 from exporter.artifacts import sha256_file, sha256_json, write_json
 from exporter.data.coco import load_coco, read_rgb
-from exporter.data.transforms import normalize, resize_stretch
-from exporter.errors import UserError
-from exporter.recipe import Preprocess
+from exporter.data.transforms import Preprocess, normalize, resize_stretch
+from exporter.errors import UserError, setting
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 DEMO_SOURCE = "demo"
@@ -29,7 +29,7 @@ def require_source(source: str | Path) -> None:
     if str(source) != DEMO_SOURCE and not Path(source).exists():
         raise UserError(
             f"calibration source not found: {source}; pass an image folder, a COCO json or 'demo' "
-            "with --calib-data"
+            f"with {setting('calibration.source')}"
         )
 
 
@@ -61,6 +61,11 @@ class CalibrationSet:
     seed: int
     input_size: tuple[int, int]
     preprocess: Preprocess
+    digests: tuple[str, ...] = ()  # sha256 of each image: what a stage calibrated on is its content
+
+    def subset(self, count: int) -> CalibrationSet:
+        """The first `count` images."""
+        return dataclasses.replace(self, images=self.images[:count], digests=self.digests[:count])
 
     def batches(self, batch: int = 1) -> Iterator[np.ndarray]:
         """NCHW float32 model inputs, preprocessed exactly like evaluation."""
@@ -86,7 +91,10 @@ class CalibrationSet:
                 "count": len(self.images),
                 "input_size": list(self.input_size),
                 "preprocess": self.preprocess.model_dump(mode="json"),
-                "images": [{"path": str(p), "sha256": sha256_file(p)} for p in self.images],
+                "images": [
+                    {"path": str(p), "sha256": d}
+                    for p, d in zip(self.images, self.digests or map(sha256_file, self.images), strict=True)
+                ],
             },
         )
         return path
@@ -109,10 +117,11 @@ def select(
     if len(images) < count:
         message = f"calibration source {source} has {len(images)} images, fewer than the {count} asked for"
         if not allow_fewer:
-            raise UserError(f"{message}; pass --calib-count {len(images)} or add images")
+            raise UserError(f"{message}; pass {setting('calibration.count', len(images))} or add images")
         warnings.append(message)
     order = np.random.default_rng(seed).permutation(len(images))[:count]
     chosen = [images[i] for i in sorted(order)]
     for path in chosen:  # fail now, naming the file, rather than mid-quantization
         read_rgb(path)
-    return CalibrationSet(str(source), chosen, seed, tuple(input_size), preprocess), warnings
+    digests = tuple(sha256_file(p) for p in chosen)
+    return CalibrationSet(str(source), chosen, seed, tuple(input_size), preprocess, digests), warnings

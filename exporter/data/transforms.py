@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
+
+
+class Preprocess(BaseModel):
+    """How images become the model input: resize, colour order, then (x·scale − mean)/std."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    color: Literal["rgb", "bgr"] = "rgb"
+    resize: Literal["stretch"] = "stretch"  # plain resize, as DAMO-YOLO evaluates (no letterbox)
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
 
 def resize_stretch(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -21,7 +35,7 @@ def resize_stretch(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return x[0].round().clamp(0, 255).numpy().astype(np.float32)
 
 
-def normalize(pixels: np.ndarray, preprocess) -> np.ndarray:
+def normalize(pixels: np.ndarray, preprocess: Preprocess) -> np.ndarray:
     """Stretch-resized 0–255 RGB pixels (N, 3, H, W) → model input: colour order, (x·scale − mean)/std."""
     x = pixels[:, ::-1] if preprocess.color == "bgr" else pixels
     mean = np.asarray(preprocess.mean, np.float32).reshape(1, 3, 1, 1)

@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from exporter.errors import UserError
+from exporter.errors import UserError, render, setting
 from exporter.lowering.akconv import PLUGIN_OP
 
 DEFAULT_TRT_VERSION = "10.x"
@@ -75,7 +75,11 @@ AKCONV_PLUGIN_SINCE = (10, 0)
 GRIDSAMPLE_NEW_NAMES_OPSET = 20
 TOPK_MAX_K = 3840
 Q_DQ = {"QuantizeLinear", "DequantizeLinear"}
-FIXES = {"GridSample": "export AKConv with --akconv-lowering gather (or plugin on TensorRT >= 10)"}
+FIXES = {
+    "GridSample": (
+        f"export AKConv with {setting('export.akconv_lowering', 'gather')} (or plugin on TensorRT >= 10)"
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -91,12 +95,15 @@ def parse_trt_version(text: str) -> TrtVersion:
     """'10.x', '10', '8.6' or '8.6.1.6' → the (major, minor) whose documented facts apply."""
     match = re.fullmatch(r"(\d+)(?:\.(\d+|x))?(?:\.\d+)*", text.strip())
     if not match:
-        raise UserError(f"--trt-version '{text}' is not a TensorRT version (e.g. 10.x, 10.3, 8.6)")
+        raise UserError(
+            f"{setting('tensorrt.version')} '{text}' is not a TensorRT version (e.g. 10.x, 10.3, 8.6)"
+        )
     major, minor = int(match.group(1)), match.group(2)
     version = (major, 0 if minor in (None, "x") else int(minor))
     if version < OLDEST_DOCUMENTED or major > 10:
         raise UserError(
-            f"--trt-version {text}: no ONNX operator table is recorded for it (known: 7.2 to 10.x)"
+            f"{setting('tensorrt.version', text)}: no ONNX operator table is recorded for it "
+            "(known: 7.2 to 10.x)"
         )
     return TrtVersion(text.strip(), version)
 
@@ -111,7 +118,7 @@ class Issue:
     node: str
     severity: str  # "error": the parser or builder will fail or compute something else; "warning": act
     problem: str
-    fix: str
+    fix: str  # names settings with exporter.errors.setting (render it to show it)
 
 
 @dataclass
@@ -132,6 +139,7 @@ class Report:
         return "compatible with warnings" if self.issues else "compatible"
 
     def describe(self) -> str:
+        """The verdict and every issue, settings unrendered (see exporter.errors.render)."""
         head = f"TensorRT {self.trt_version}: {self.verdict} ({self.nodes} nodes, opset {self.opset})"
         lines = [f"  {i.severity}: {i.op} {i.node}: {i.problem}; fix: {i.fix}" for i in self.issues]
         return "\n".join([head, *lines])
@@ -143,7 +151,7 @@ class Report:
             "nodes": self.nodes,
             "verdict": self.verdict,
             "ok": self.ok,
-            "issues": [asdict(i) for i in self.issues],
+            "issues": [{**asdict(i), "fix": render(i.fix)} for i in self.issues],
         }
 
 
@@ -184,7 +192,7 @@ def _opset_issues(opset: int, trt: TrtVersion) -> list[Issue]:
                 "model",
                 "error",
                 f"ONNX opset {opset} is newer than TensorRT {trt}'s parser supports (up to {highest})",
-                f"export with --opset {min(highest, 19)}",
+                f"export with {setting('export.opset', min(highest, 19))}",
             )
         )
     if trt.version >= (10, 0) and opset < MIN_OPSET_10:
@@ -194,7 +202,7 @@ def _opset_issues(opset: int, trt: TrtVersion) -> list[Issue]:
                 "model",
                 "error",
                 f"TensorRT 10 parses opset {MIN_OPSET_10} to 20, not {opset}",
-                "export with --opset 17",
+                f"export with {setting('export.opset', 17)}",
             )
         )
     return issues
@@ -213,7 +221,8 @@ def _plugin_issue(node: onnx.NodeProto, trt: TrtVersion) -> Issue | None:
                 name,
                 "error",
                 f"libakconv_plugin.so implements IPluginV3, which needs TensorRT >= 10 (not {trt})",
-                "export AKConv with --akconv-lowering gather (or gridsample on TensorRT >= 8.5)",
+                f"export AKConv with {setting('export.akconv_lowering', 'gather')} "
+                "(or gridsample on TensorRT >= 8.5)",
             )
         return Issue(
             node.op_type,

@@ -131,11 +131,6 @@ class DemoDetector(nn.Module):
 WEIGHTS = Path(__file__).parent / "weights" / "demo_shapes.pt"
 
 
-def head_settings(**_builder_kwargs) -> dict:
-    """How the outputs of `build_demo_detector` become detections (used by evaluation)."""
-    return {"head_mode": "decoded", "reg_max": 7, "score_threshold": 0.05, "iou_threshold": 0.65}
-
-
 def build_demo_detector(pretrained: bool = True) -> DemoDetector:
     """The demo detector, with the weights trained on the shapes dataset shipped in the package."""
     model = DemoDetector()

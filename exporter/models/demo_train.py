@@ -248,18 +248,17 @@ SUBSET = 100  # the first val images, scored in CI against the recorded figure
 def demo_map(model: nn.Module, data: Path, limit: int | None = None) -> dict[str, float]:
     """COCO mAP of a demo detector (torch, unfused or fused) on a shapes split."""
     from exporter.data.coco import load_coco
-    from exporter.eval.coco_map import evaluate
-    from exporter.models.damoyolo.postprocess import postprocess
-    from exporter.models.demo import head_settings
+    from exporter.data.coco_map import evaluate
+    from exporter.models.adapters import decoded
 
-    settings, size = head_settings(), (320, 320)
+    head, size = decoded(), (320, 320)
 
     def infer(batch: np.ndarray) -> list[np.ndarray]:
         with torch.no_grad():
             return [o.numpy() for o in model(torch.from_numpy(batch))]
 
     def post(outputs, sizes):
-        return postprocess(outputs, input_size=size, image_sizes=sizes, **settings)
+        return head.postprocess(outputs, size, sizes)
 
     return evaluate(load_coco(data), infer, post, size, batch=16, limit=limit)
 

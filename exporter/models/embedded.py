@@ -75,11 +75,6 @@ class EmbeddedDetector(nn.Module):
         return torch.cat([o[0] for o in outs], 1), torch.cat([o[1] for o in outs], 1)
 
 
-def head_settings(**_builder_kwargs) -> dict:
-    """The outputs are decoded scores and xyxy boxes (used by evaluation)."""
-    return {"head_mode": "decoded", "reg_max": 7, "score_threshold": 0.05, "iou_threshold": 0.65}
-
-
 def randomize_batchnorm(model: nn.Module, generator: torch.Generator) -> None:
     """Give every BatchNorm non-trivial statistics and affine parameters."""
     for module in model.modules():

@@ -1,9 +1,10 @@
-"""Build a model from a recipe: import the builder, call it, load a checkpoint safely."""
+"""Build a model: import the builder, call it, load a checkpoint safely."""
 
 from __future__ import annotations
 
 import importlib
 import inspect
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,8 @@ import torch
 from torch import nn
 
 from exporter.artifacts import sha256_file, sha256_json
-from exporter.errors import UserError
-from exporter.recipe import Recipe
+from exporter.data.transforms import Preprocess, normalize
+from exporter.errors import UserError, setting
 
 
 def _describe(exc: BaseException) -> str:
@@ -66,7 +67,9 @@ def extract_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
 
 def require_checkpoint(path: Path) -> Path:
     if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}; pass an existing file with --checkpoint")
+        raise UserError(
+            f"checkpoint not found: {path}; pass an existing file with {setting('model.checkpoint')}"
+        )
     return path
 
 
@@ -98,31 +101,39 @@ def load_checkpoint(model: nn.Module, path: Path) -> None:
         )
 
 
-def build_model(recipe: Recipe) -> nn.Module:
-    """The recipe's model in eval mode, with its checkpoint loaded when one is named."""
-    spec = recipe.model
-    builder = resolve_builder(spec.builder)
-    try:
-        model = builder(**spec.kwargs)
-    except Exception as exc:  # noqa: BLE001 - the user's builder failing is bad input
-        raise UserError(f"model builder '{spec.builder}' raised {_describe(exc)}") from None
-    if not isinstance(model, nn.Module):
-        raise UserError(
-            f"model builder '{spec.builder}' returned {type(model).__name__}, expected a torch nn.Module"
-        )
-    if spec.checkpoint is not None:
-        load_checkpoint(model, spec.checkpoint)
-    return model.eval()
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from: a builder 'package.module:function', its keyword arguments and an
+    optional checkpoint (a state dict)."""
+
+    builder: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    checkpoint: Path | None = None
+
+    def build(self) -> nn.Module:
+        """The model in eval mode, with its checkpoint loaded when one is named."""
+        builder = resolve_builder(self.builder)
+        try:
+            model = builder(**self.kwargs)
+        except Exception as exc:  # noqa: BLE001 - the user's builder failing is bad input
+            raise UserError(f"model builder '{self.builder}' raised {_describe(exc)}") from None
+        if not isinstance(model, nn.Module):
+            raise UserError(
+                f"model builder '{self.builder}' returned {type(model).__name__}, expected a torch nn.Module"
+            )
+        if self.checkpoint is not None:
+            load_checkpoint(model, self.checkpoint)
+        return model.eval()
 
 
-def probe_input(recipe: Recipe, batch: int = 2) -> torch.Tensor:
-    """Seeded random images (0–255 pixels) after the recipe's preprocessing, NCHW float32."""
-    from exporter.data.transforms import normalize
-
-    height, width = recipe.input_size
-    generator = torch.Generator().manual_seed(recipe.seed)
+def probe_input(
+    input_size: tuple[int, int], preprocess: Preprocess, seed: int = 0, batch: int = 2
+) -> torch.Tensor:
+    """Seeded random images (0–255 pixels) after `preprocess`, NCHW float32."""
+    height, width = input_size
+    generator = torch.Generator().manual_seed(seed)
     pixels = torch.rand(batch, 3, height, width, generator=generator) * 255.0
-    return torch.from_numpy(normalize(pixels.numpy(), recipe.preprocess))
+    return torch.from_numpy(normalize(pixels.numpy(), preprocess))
 
 
 def run_forward(model: nn.Module, probe: torch.Tensor) -> Any:

@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from exporter.artifacts import write_json
-from exporter.errors import UserError, read_user_file
+from exporter.errors import UserError, read_user_file, setting
 from exporter.report.metrics import collect
 
 
@@ -40,7 +40,7 @@ class Finding:
 def load_tolerances(path: str | Path) -> dict[str, Tolerance]:
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"tolerances not found: {path}; pass an existing YAML with --tolerances")
+        raise UserError(f"tolerances not found: {path}; pass an existing YAML with {setting('tolerances')}")
     data = read_user_file(path, "yaml")
     if not isinstance(data, dict) or not data:
         raise UserError(f"{path}: expected a mapping of metric -> {{better, abs, rel}}")
@@ -58,7 +58,7 @@ def load_baseline(path: str | Path, run: str | Path) -> dict[str, dict[str, floa
     """The baseline's metrics; a baseline recorded for another model than `run`'s is bad input."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"baseline not found: {path}; create one with --update-baseline")
+        raise UserError(f"baseline not found: {path}; create one with {setting('update_baseline')}")
     data = read_user_file(path, "json")
     try:
         metrics = data["metrics"]

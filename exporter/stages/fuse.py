@@ -1,27 +1,64 @@
-"""Fuse stage: model → deploy form, proved equal; writes fused.pt (weights, probe, reference outputs)."""
+"""Fuse stage: model → deploy form, proved equal; writes fused.pt (see exporter.stages.reference)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from exporter.artifacts import sha256_file
 from exporter.blocks.fuse import FuseReport, fuse_model
-from exporter.errors import CheckFailed, UserError
-from exporter.eval.compare import flatten_outputs
-from exporter.eval.complexity import profile
-from exporter.models.loader import build_model, probe_input, run_forward
+from exporter.data.transforms import Preprocess
+from exporter.errors import CheckFailed
+from exporter.models.loader import (
+    ModelSource,
+    builder_source_hash,
+    probe_input,
+    require_checkpoint,
+    run_forward,
+)
+from exporter.numerics.complexity import profile
 from exporter.recipe import Recipe
+from exporter.stages import reference
 
 
-def fuse_recipe_model(recipe: Recipe) -> tuple[nn.Module, FuseReport, torch.Tensor]:
-    """Build the recipe's model, fuse it and prove it; a mismatch raises CheckFailed."""
-    model = build_model(recipe)
-    probe = probe_input(recipe)
+@dataclass(frozen=True)
+class FuseSettings:
+    source: ModelSource
+    builder_sha256: str | None  # the builder's source: editing the model refuses the cache
+    checkpoint_sha256: str | None
+    input_size: tuple[int, int]
+    preprocess: Preprocess
+    seed: int  # of the probe batch
+    rtol: float
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe) -> FuseSettings:
+        spec = recipe.model
+        checkpoint = require_checkpoint(spec.checkpoint) if spec.checkpoint is not None else None
+        return cls(
+            ModelSource(spec.builder, dict(spec.kwargs), checkpoint),
+            builder_source_hash(spec.builder),
+            sha256_file(checkpoint) if checkpoint is not None else None,
+            tuple(recipe.input_size),
+            recipe.preprocess,
+            recipe.seed,
+            recipe.thresholds.fuse_rtol,
+        )
+
+    def probe(self, batch: int = 2) -> torch.Tensor:
+        return probe_input(self.input_size, self.preprocess, self.seed, batch)
+
+
+def fuse(settings: FuseSettings) -> tuple[nn.Module, FuseReport, torch.Tensor]:
+    """Build the model, fuse it and prove it; a mismatch raises CheckFailed."""
+    model = settings.source.build()
+    probe = settings.probe()
     run_forward(model, probe)
-    fused, report = fuse_model(model, probe, recipe.thresholds.fuse_rtol)
+    fused, report = fuse_model(model, probe, settings.rtol)
     offender = report.offender
     if offender is not None:
         raise CheckFailed(
@@ -33,35 +70,16 @@ def fuse_recipe_model(recipe: Recipe) -> tuple[nn.Module, FuseReport, torch.Tens
     return fused, report, probe
 
 
-def fuse_stage(recipe: Recipe, out: Path) -> dict[str, Any]:
-    fused, report, probe = fuse_recipe_model(recipe)
-
-    def reference(batch: torch.Tensor) -> list[torch.Tensor]:
-        with torch.no_grad():
-            return [torch.from_numpy(a).float() for a in flatten_outputs(fused(batch))]
-
-    # Outputs of the first image alone too: outputs need not be batch-first (e.g. detection lists).
-    blob = {"probe": probe, "outputs": reference(probe), "first_outputs": reference(probe[:1])}
-    torch.save({"state_dict": fused.state_dict(), **blob}, out)
+def run(settings: FuseSettings, out: Path) -> dict[str, Any]:
+    fused, report, probe = fuse(settings)
+    reference.save(out, fused, settings.source, probe, settings.rtol)
     return {"check": report.as_dict(), "gflops": profile(fused, probe[:1]).gflops}
 
 
-def load_reference(fused_pt: Path) -> dict[str, Any]:
-    """fused.pt: the fused weights, the probe batch and the FP32 reference outputs."""
-    if not fused_pt.is_file():
-        raise UserError(f"{fused_pt} is missing; rebuild the run with `reparam-export build`")
-    try:
-        return torch.load(fused_pt, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - a damaged file of the run
-        raise UserError(f"{fused_pt} is damaged; rebuild with `reparam-export build --force`") from None
-
-
-def load_fused(recipe: Recipe, fused_pt: Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The fused model with the weights of fused.pt, plus that file's contents (probe, reference outputs)."""
-    fused, _, _ = fuse_recipe_model(recipe)
-    blob = load_reference(fused_pt)
-    try:
-        fused.load_state_dict(blob["state_dict"], strict=True)
-    except RuntimeError as exc:
-        raise UserError(f"{fused_pt} does not match the recipe's fused model; rerun with --force") from exc
-    return fused.eval(), blob
+def describe(record: dict[str, Any]) -> str:
+    check = record["check"]
+    counts = ", ".join(f"{n}×{k}" for k, n in sorted(check["counts"].items())) or "nothing to fuse"
+    return (
+        f"{counts}; params {check['params_before']:,} → {check['params_after']:,}; "
+        f"{reference.describe_check(check['model_parity'])}"
+    )

@@ -7,41 +7,47 @@ FP32 reference are measured and recorded.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from exporter.backends import openvino as ov_backend
 from exporter.data.calibration import CalibrationSet
+from exporter.numerics.graph import openvino_head_tail
 from exporter.recipe import Recipe
-from exporter.stages.export_onnx import reference_parity, require_parity
-from exporter.stages.fuse import load_reference
+from exporter.stages import reference
 
-COMPUTE_TYPES = {"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData"}
+PRESET = "performance"  # NNCF's quantization preset: symmetric activations and weights
 
 
-def head_tail(model) -> list[str]:
-    """Names of the ops INT8 keeps in float: the last convolution on every path to an output (the
-    class and box prediction layers) and every op after it (box decoding, softmax, sigmoid).
+@dataclass(frozen=True)
+class IrSettings:
+    precision: str
+    rtol: float
+    dynamic_batch: bool
+    calibration: CalibrationSet | None = None  # INT8 only
+    float_nodes: tuple[str, ...] = ()  # INT8: convolutions kept in float besides the head (the search's)
+    preset: str = PRESET
 
-    Measured on the demo model (500 val images): quantizing the prediction convolutions too cost
-    1.5 mAP points; keeping them in float 0.25, at the same latency."""
-    ops = model.get_ordered_ops()
-    feeds_compute: dict[str, bool] = {}
-    for op in reversed(ops):
-        consumers = [t.get_node() for out in op.outputs() for t in out.get_target_inputs()]
-        feeds_compute[op.get_friendly_name()] = any(
-            c.get_type_name() in COMPUTE_TYPES or feeds_compute.get(c.get_friendly_name(), False)
-            for c in consumers
+    @classmethod
+    def from_recipe(
+        cls,
+        recipe: Recipe,
+        precision: str,
+        calibration: CalibrationSet | None = None,
+        float_nodes: tuple[str, ...] = (),
+    ) -> IrSettings:
+        int8 = precision == "int8"
+        return cls(
+            precision,
+            recipe.thresholds.onnx_rtol,
+            recipe.export.dynamic_batch,
+            calibration if int8 else None,
+            tuple(float_nodes) if int8 else (),
         )
-    skip = {"Parameter", "Constant", "Result"}
-    return [
-        op.get_friendly_name()
-        for op in ops
-        if not feeds_compute[op.get_friendly_name()] and op.get_type_name() not in skip
-    ]
 
 
-def quantize(model, calibration: CalibrationSet, float_nodes: list[str] = (), preset: str = "performance"):
+def quantize(model, calibration: CalibrationSet, float_nodes: tuple[str, ...] = (), preset: str = PRESET):
     """INT8 model (NNCF) and the ops it keeps in float: the head tail plus `float_nodes`."""
     import logging
 
@@ -50,7 +56,7 @@ def quantize(model, calibration: CalibrationSet, float_nodes: list[str] = (), pr
 
     nncf.set_log_level(logging.WARNING)
     dataset = nncf.Dataset(list(calibration.batches()))
-    ignored = head_tail(model) + list(float_nodes)
+    ignored = openvino_head_tail(model) + list(float_nodes)
     quantized = nncf.quantize(
         model,
         dataset,
@@ -61,36 +67,42 @@ def quantize(model, calibration: CalibrationSet, float_nodes: list[str] = (), pr
     return quantized, ignored
 
 
-def openvino_stage(
-    recipe: Recipe,
-    onnx_path: Path,
-    fused_pt: Path,
-    precision: str,
-    out: Path,
-    calibration: CalibrationSet | None = None,
-    float_nodes: list[str] = (),
-) -> dict[str, Any]:
-    """`float_nodes`: convolutions INT8 keeps in float besides the head (the partial-INT8 search's)."""
+def run(settings: IrSettings, onnx_path: Path, fused_pt: Path, out: Path) -> dict[str, Any]:
     import openvino as ov
 
     model = ov.convert_model(str(onnx_path))
+    precision = settings.precision
     record: dict[str, Any] = {"precision": precision}
     if precision == "int8":
-        model, ignored = quantize(model, calibration, float_nodes)
+        model, ignored = quantize(model, settings.calibration, settings.float_nodes, settings.preset)
         record["int8"] = {
-            "calibration_images": len(calibration.images),
-            "preset": "performance",
-            "float_ops": len(ignored) - len(float_nodes),
-            "float_layers": list(float_nodes),
+            "calibration_images": len(settings.calibration.images),
+            "preset": settings.preset,
+            "float_ops": len(ignored) - len(settings.float_nodes),
+            "float_layers": list(settings.float_nodes),
             "ignored_scope": ignored,
         }
     ov.save_model(model, str(out), compress_to_fp16=precision == "fp16")
     runner = ov_backend.load(out, precision)
-    parity = reference_parity(recipe, load_reference(fused_pt), runner.infer)
+    parity = reference.reference_parity(fused_pt, runner.infer, settings.rtol, settings.dynamic_batch)
     if precision == "fp32":
-        require_parity("OpenVINO FP32 IR output", parity)
+        reference.require_parity("OpenVINO FP32 IR output", parity)
     record.update(check=parity.as_dict(), runtime=runner.config)
     return record
+
+
+def describe(record: dict[str, Any]) -> str:
+    """FP32 shows the check it passed; FP16 and INT8 their error against the FP32 reference."""
+    error = reference.describe_check(record["check"], measured=record["precision"] != "fp32")
+    detail = f"{record['precision'].upper()} IR; {error}"
+    if "int8" in record:
+        int8 = record["int8"]
+        detail += (
+            f"; {int8['calibration_images']} calibration images, {int8['float_ops']} head ops kept in float"
+        )
+        if int8.get("float_layers"):
+            detail += f", {len(int8['float_layers'])} layers in float by the accuracy search"
+    return detail
 
 
 def library_versions() -> dict[str, str]:

@@ -22,17 +22,19 @@ from typing import Any
 
 import onnx
 
-from exporter import layer_names
 from exporter.artifacts import write_json
 from exporter.backends import onnxruntime as ort_backend
 from exporter.backends import openvino as ov_backend
 from exporter.data.calibration import CalibrationSet
-from exporter.errors import CheckFailed
-from exporter.eval.latency import side_by_side
-from exporter.eval.run_eval import Scorer
+from exporter.data.transforms import Preprocess
+from exporter.errors import CheckFailed, setting
+from exporter.models.loader import probe_input
+from exporter.numerics import layer_names
+from exporter.numerics.graph import onnx_prediction_convs, openvino_head_tail
+from exporter.numerics.latency import side_by_side
 from exporter.recipe import Recipe
-from exporter.stages import quantize_qdq
-from exporter.stages.fuse import load_fused
+from exporter.stages import quantize_qdq, reference
+from exporter.stages.scoring import EvaluationSettings, Scorer
 from exporter.stages.sensitivity import ranking
 
 LATENCY_SECONDS = 3.0  # timed per model, over 3 alternating rounds
@@ -69,7 +71,7 @@ def search(
         return CheckFailed(
             f"INT8 accuracy budget {budget_points:g} mAP points not met: with all {k} searchable layers "
             f"in float the model is {trials[k].drop_points:.2f} points below FP32; raise "
-            "--int8-accuracy-budget or ship FP16"
+            f"{setting('int8.accuracy_budget')} or ship FP16"
         )
 
     if passes(0):
@@ -93,12 +95,10 @@ class OpenVinoQuantizer:
     backend = "openvino"
 
     def __init__(self, onnx_path: Path, calibration: CalibrationSet):
-        from exporter.stages.openvino import head_tail
-
         self.onnx_path, self.calibration = onnx_path, calibration
         model = self.convert()
         self.graph_index = layer_names.openvino_convs(model)
-        self.always_float = set(head_tail(model))
+        self.always_float = set(openvino_head_tail(model))
 
     def convert(self):
         import openvino as ov
@@ -111,7 +111,7 @@ class OpenVinoQuantizer:
 
         if float_nodes is None:
             return ov_backend.OpenVinoRunner(self.convert())
-        model, _ = quantize(self.convert(), self.calibration, float_nodes)
+        model, _ = quantize(self.convert(), self.calibration, tuple(float_nodes))
         return ov_backend.OpenVinoRunner(model)
 
 
@@ -127,7 +127,7 @@ class QdqQuantizer:
         self.ranges_dir = ranges_dir
         graph = onnx.load(str(onnx_path))
         self.graph_index = layer_names.onnx_convs(graph)
-        self.always_float = set(quantize_qdq.prediction_convs(graph))
+        self.always_float = set(onnx_prediction_convs(graph))
 
     def runner(self, float_nodes: list[str] | None):
         """The FP32 model (None) or the Q/DQ model with `float_nodes` left without Q/DQ too."""
@@ -141,34 +141,57 @@ class QdqQuantizer:
             return ort_backend.load(out)
 
 
-def candidates(
-    recipe: Recipe, fused_pt: Path, sensitivity_json: Path, quantizer
-) -> tuple[dict[str, str], list[str]]:
+@dataclass(frozen=True)
+class SearchSettings:
+    budget_points: float  # int8.accuracy_budget
+    evaluation: EvaluationSettings
+    calibration: CalibrationSet
+    method: str | None  # the Q/DQ calibration method (TensorRT); None for OpenVINO
+    input_size: tuple[int, int]  # of the probe the latency is timed on
+    preprocess: Preprocess
+    seed: int
+
+    @classmethod
+    def from_recipe(
+        cls, recipe: Recipe, calibration: CalibrationSet, evaluation: EvaluationSettings, method: str | None
+    ) -> SearchSettings:
+        return cls(
+            recipe.int8.accuracy_budget,
+            evaluation,
+            calibration,
+            method,
+            tuple(recipe.input_size),
+            recipe.preprocess,
+            recipe.seed,
+        )
+
+
+def candidates(fused_pt: Path, sensitivity_json: Path, quantizer) -> tuple[dict[str, str], list[str]]:
     """Ranked torch layer -> graph node of the searchable layers, and the layers INT8 keeps in float
     anyway (the prediction convolutions)."""
-    model, _ = load_fused(recipe, fused_pt)
+    model, _ = reference.load_fused(fused_pt)
     layers = [row["layer"] for row in ranking(sensitivity_json)]
     mapping = layer_names.graph_names(layers, layer_names.torch_convs(model), quantizer.graph_index)
     searchable = {layer: node for layer, node in mapping.items() if node not in quantizer.always_float}
     return searchable, [layer for layer in mapping if layer not in searchable]
 
 
-def partial_int8_stage(
-    recipe: Recipe,
+def run(
+    settings: SearchSettings,
     quantizer,
     fused_pt: Path,
     sensitivity_json: Path,
     out: Path,
     say: Callable[[str], None] = lambda line: None,
 ) -> dict[str, Any]:
-    """Search the float layers for recipe.int8.accuracy_budget; writes and returns the record."""
-    budget = recipe.int8.accuracy_budget
-    ranked, always_float = candidates(recipe, fused_pt, sensitivity_json, quantizer)
+    """Search the float layers for the budget; writes and returns the record."""
+    budget = settings.budget_points
+    ranked, always_float = candidates(fused_pt, sensitivity_json, quantizer)
     layers, nodes = list(ranked), list(ranked.values())
-    score = Scorer(recipe)
+    score = Scorer(settings.evaluation)
     fp32 = quantizer.runner(None)
-    reference = score(fp32.infer, 1)["map"]
-    say(f"int8 search ({quantizer.backend}): FP32 mAP {100 * reference:.2f}, budget {budget:g} points")
+    reference_map = score(fp32.infer, 1)["map"]
+    say(f"int8 search ({quantizer.backend}): FP32 mAP {100 * reference_map:.2f}, budget {budget:g} points")
     full_int8 = []  # the k = 0 runner, timed later (trial runners are not kept: models can be large)
 
     def evaluate(k: int) -> float:
@@ -183,16 +206,13 @@ def partial_int8_stage(
             f"({-trial.drop_points:+.2f} points)"
         )
 
-    chosen, trials = search(evaluate, len(layers), reference, budget, report)
+    chosen, trials = search(evaluate, len(layers), reference_map, budget, report)
     record: dict[str, Any] = {
         "backend": quantizer.backend,
         "budget_points": budget,
-        "evaluation": {
-            "data": str(score.dataset.annotations),
-            "images": score.limit or len(score.dataset.samples),
-        },
+        "evaluation": {"data": str(score.dataset.annotations), "images": score.images},
         "candidates": len(layers),
-        "fp32_map": reference,
+        "fp32_map": reference_map,
         "full_int8_map": trials[0].map,
         "partial_int8_map": next(t.map for t in trials if t.float_layers == chosen),
         "always_float_layers": always_float,
@@ -200,11 +220,9 @@ def partial_int8_stage(
         "float_nodes": nodes[:chosen],
         "trials": [asdict(t) for t in trials],
     }
-    record["drop_points"] = 100 * (reference - record["partial_int8_map"])
+    record["drop_points"] = 100 * (reference_map - record["partial_int8_map"])
     if quantizer.backend == "openvino":
-        from exporter.models.loader import probe_input
-
-        probe = probe_input(recipe, batch=1).numpy()
+        probe = probe_input(settings.input_size, settings.preprocess, settings.seed, batch=1).numpy()
         partial = full_int8[0] if chosen == 0 else quantizer.runner(nodes[:chosen])
         compared = {"fp32": fp32, "int8_full": full_int8[0], "int8_partial": partial}
         timed = side_by_side(
@@ -223,3 +241,11 @@ def partial_int8_stage(
         )
     write_json(out, record)
     return {**record, "check": {"budget_points": budget, "drop_points": record["drop_points"], "ok": True}}
+
+
+def describe(record: dict[str, Any]) -> str:
+    return (
+        f"{len(record['float_layers'])} of {record['candidates']} layers kept in float; mAP FP32 "
+        f"{100 * record['fp32_map']:.2f}, full INT8 {100 * record['full_int8_map']:.2f}, partial INT8 "
+        f"{100 * record['partial_int8_map']:.2f} (budget {record['budget_points']:g} points)"
+    )

@@ -21,6 +21,7 @@ import io
 import logging
 import tempfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,9 @@ from exporter.artifacts import atomic_output, sha256_file, sha256_json
 from exporter.backends import onnxruntime as ort_backend
 from exporter.data.calibration import CalibrationSet
 from exporter.errors import CheckFailed, UserError
+from exporter.numerics.graph import onnx_decode_tail, onnx_prediction_convs
 from exporter.recipe import Recipe
-from exporter.stages.export_onnx import reference_parity
-from exporter.stages.fuse import load_reference
+from exporter.stages import reference
 
 METHODS = ("minmax", "entropy", "percentile")
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
@@ -56,33 +57,6 @@ class CalibrationReader:
 
     def __len__(self) -> int:
         return len(self.calibration.images)
-
-
-def _last_conv_flags(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, bool]]:
-    """Each node with whether a Conv lies downstream of it."""
-    nodes = list(model.graph.node)
-    consumers: dict[str, list[int]] = {}
-    for index, node in enumerate(nodes):
-        for name in node.input:
-            consumers.setdefault(name, []).append(index)
-    feeds_conv = [False] * len(nodes)
-    for index in reversed(range(len(nodes))):  # ONNX nodes are topologically sorted
-        feeds_conv[index] = any(
-            nodes[c].op_type == "Conv" or feeds_conv[c]
-            for out in nodes[index].output
-            for c in consumers.get(out, [])
-        )
-    return list(zip(nodes, feeds_conv, strict=True))
-
-
-def decode_tail(model: onnx.ModelProto) -> list[str]:
-    """Names of the nodes after the last Conv on every path to an output (Constants left out)."""
-    return [n.name for n, f in _last_conv_flags(model) if not f and n.op_type not in ("Conv", "Constant")]
-
-
-def prediction_convs(model: onnx.ModelProto) -> list[str]:
-    """The last Conv on every path to an output: a detector's class and box prediction layers."""
-    return [n.name for n, f in _last_conv_flags(model) if not f and n.op_type == "Conv"]
 
 
 def _ort_method(method: str):
@@ -169,7 +143,7 @@ def quantize_qdq(
         unknown = [n for n in excluded if n not in names]
         if unknown:
             raise UserError(f"nodes_to_exclude: no node named {unknown[0]!r} in {onnx_path}")
-        tail = decode_tail(model)
+        tail = onnx_decode_tail(model)
         cache = (ranges_dir or work) / ranges_file(onnx_path, calibration, method)
         reused = cache.is_file()
         if not reused:
@@ -312,26 +286,48 @@ def quantize_detector(
 ) -> dict[str, Any]:
     """quantize_qdq with the prediction convolutions left in float (on the demo model quantizing them
     cost 1.5 mAP points) and `float_nodes` too (the partial-INT8 search's)."""
-    excluded = [*prediction_convs(onnx.load(str(onnx_path))), *float_nodes]
+    excluded = [*onnx_prediction_convs(onnx.load(str(onnx_path))), *float_nodes]
     return quantize_qdq(onnx_path, out, calibration, method, excluded, ranges_dir)
 
 
-def qdq_stage(
-    recipe: Recipe,
-    onnx_path: Path,
-    fused_pt: Path,
-    out: Path,
-    calibration: CalibrationSet,
-    method: str = "minmax",
-    float_nodes: Iterable[str] = (),
-    ranges_dir: Path | None = None,
+@dataclass(frozen=True)
+class QdqSettings:
+    method: str  # tensorrt.calibration_method
+    calibration: CalibrationSet
+    float_nodes: tuple[str, ...]  # left without Q/DQ besides the prediction convolutions (the search's)
+    rtol: float
+    dynamic_batch: bool
+
+    @classmethod
+    def from_recipe(
+        cls, recipe: Recipe, calibration: CalibrationSet, float_nodes: tuple[str, ...] = ()
+    ) -> QdqSettings:
+        return cls(
+            recipe.tensorrt.calibration_method,
+            calibration,
+            tuple(float_nodes),
+            recipe.thresholds.onnx_rtol,
+            recipe.export.dynamic_batch,
+        )
+
+
+def run(
+    settings: QdqSettings, onnx_path: Path, fused_pt: Path, out: Path, ranges_dir: Path | None = None
 ) -> dict[str, Any]:
     """The Q/DQ model and its onnxruntime CPU error against the FP32 reference in fused.pt (recorded,
     like every INT8 error: INT8 is compared with the one FP32 reference, never gated by the FP32 rtol).
+    `ranges_dir`: where the activation ranges are cached (see quantize_qdq)."""
+    record = quantize_detector(
+        onnx_path, out, settings.calibration, settings.method, settings.float_nodes, ranges_dir
+    )
+    parity = reference.reference_parity(
+        fused_pt, ort_backend.load(out).infer, settings.rtol, settings.dynamic_batch
+    )
+    return {**record, "check": parity.as_dict()}
 
-    The prediction convolutions stay in float, and `float_nodes` too (see quantize_detector)."""
-    record = quantize_detector(onnx_path, out, calibration, method, float_nodes, ranges_dir)
-    record["check"] = reference_parity(
-        recipe, load_reference(fused_pt), ort_backend.load(out).infer
-    ).as_dict()
-    return record
+
+def describe(record: dict[str, Any]) -> str:
+    return (
+        f"Q/DQ ONNX, {record['qdq_pairs']} Q/DQ pairs, {record['calibration_images']} calibration images "
+        f"({record['method']}); onnxruntime {reference.describe_check(record['check'], measured=True)}"
+    )

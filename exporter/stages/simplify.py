@@ -11,6 +11,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,17 @@ import onnx
 
 from exporter.backends import onnxruntime as ort_backend
 from exporter.recipe import Recipe
-from exporter.stages.export_onnx import reference_parity, require_parity
-from exporter.stages.fuse import load_reference
+from exporter.stages import reference
+
+
+@dataclass(frozen=True)
+class SimplifySettings:
+    rtol: float
+    dynamic_batch: bool  # the parity check runs the probe's batch of 2 only on a dynamic batch
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe) -> SimplifySettings:
+        return cls(recipe.thresholds.onnx_rtol, recipe.export.dynamic_batch)
 
 
 @contextlib.contextmanager
@@ -59,13 +69,15 @@ def run_onnxsim(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None, li
     return simplified, None, notes
 
 
-def simplify_stage(recipe: Recipe, onnx_path: Path, fused_pt: Path, out: Path) -> dict[str, Any]:
+def run(settings: SimplifySettings, onnx_path: Path, fused_pt: Path, out: Path) -> dict[str, Any]:
     model = onnx.load(onnx_path)
     simplified, failure, notes = run_onnxsim(model)
     onnx.checker.check_model(simplified, full_check=True)
     onnx.save(simplified, out)
-    parity = reference_parity(recipe, load_reference(fused_pt), ort_backend.load(out).infer)
-    require_parity("onnxruntime output of the simplified model", parity)
+    parity = reference.reference_parity(
+        fused_pt, ort_backend.load(out).infer, settings.rtol, settings.dynamic_batch
+    )
+    reference.require_parity("onnxruntime output of the simplified model", parity)
     return {
         "check": parity.as_dict(),
         "nodes_before": len(model.graph.node),
@@ -74,3 +86,11 @@ def simplify_stage(recipe: Recipe, onnx_path: Path, fused_pt: Path, out: Path) -
         "failure": failure,
         "onnxsim_notes": notes[:50],
     }
+
+
+def describe(record: dict[str, Any]) -> str:
+    check = reference.describe_check(record["check"])
+    detail = f"nodes {record['nodes_before']} → {record['nodes_after']}; {check}"
+    if record.get("failure"):
+        detail += f"; NOT simplified, kept the exported model: {record['failure']}"
+    return detail

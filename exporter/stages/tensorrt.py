@@ -28,9 +28,11 @@ import onnx
 from exporter.artifacts import atomic_output, sha256_file
 from exporter.data.calibration import CalibrationSet
 from exporter.errors import UserError
-from exporter.lowering import trt_compat
+from exporter.lowering import efficient_nms, trt_compat
 from exporter.lowering.akconv import PLUGIN_OP
+from exporter.models import adapters
 from exporter.recipe import Recipe
+from exporter.stages import reference
 
 PRECISIONS = ("fp32", "fp16", "int8")
 MIN_TRT = (8, 4)  # memory pools (set_memory_pool_limit, --memPoolSize) exist since 8.4
@@ -358,39 +360,107 @@ def build_engine(
     }
 
 
+@dataclass(frozen=True)
+class EngineStageSettings:
+    """One engine: the builder settings, the TensorRT it is for, and how it is checked."""
+
+    engine: EngineSettings
+    version: str  # tensorrt.version: the TensorRT the graph was prepared for
+    precision: str
+    plugin_library: Path | None
+    end2end: bool  # EfficientNMS_TRT appended: no parity with the NMS-free reference
+    rtol: float
+    dynamic_batch: bool
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, precision: str) -> EngineStageSettings:
+        spec = recipe.tensorrt
+        return cls(
+            engine_settings(recipe),
+            spec.version,
+            precision,
+            spec.plugin_library,
+            spec.end2end_nms,
+            recipe.thresholds.onnx_rtol,
+            recipe.export.dynamic_batch,
+        )
+
+
+@dataclass(frozen=True)
+class BundleSettings:
+    """The deferred trtexec build, where no engine can be built here (`reason`)."""
+
+    engine: EngineSettings
+    version: str
+    reason: str
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, reason: str) -> BundleSettings:
+        return cls(engine_settings(recipe), recipe.tensorrt.version, reason)
+
+
+@dataclass(frozen=True)
+class End2EndSettings:
+    """EfficientNMS_TRT appended to the decoded outputs: the adapter's NMS thresholds, the box cap."""
+
+    score_threshold: float
+    iou_threshold: float
+    max_output_boxes: int
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe) -> End2EndSettings:
+        head = adapters.head(recipe.model.adapter, recipe.model.kwargs)
+        return cls(head.score_threshold, head.iou_threshold, recipe.tensorrt.max_output_boxes)
+
+
+def end2end_stage(settings: End2EndSettings, onnx_path: Path, out: Path) -> dict[str, Any]:
+    """The model with EfficientNMS_TRT appended (it runs only inside TensorRT: no CPU check)."""
+    record = efficient_nms.end2end_stage(onnx_path, out, **asdict(settings))
+    return {**record, "check": None, "note": "EfficientNMS_TRT runs only inside TensorRT: not checked on CPU"}
+
+
+def describe_end2end(record: dict[str, Any]) -> str:
+    coding = record["attributes"]["box_coding"]
+    return f"EfficientNMS_TRT appended, box_coding {coding} (corners); {record['note']}"
+
+
+def engine_settings(recipe: Recipe) -> EngineSettings:
+    """Builder settings of the recipe: workspace, and the batch profile of a dynamic batch."""
+    batch = (1, 1, 8) if recipe.export.dynamic_batch else None
+    return EngineSettings(workspace_mib=recipe.tensorrt.workspace_mib, batch=batch)
+
+
 def engine_stage(
-    recipe: Recipe,
+    settings: EngineStageSettings,
     onnx_path: Path,
     fused_pt: Path,
-    precision: str,
     out: Path,
-    settings: EngineSettings | None = None,
     timing_cache: Path | None = None,
-    plugin_library: Path | None = None,
-    calibration: CalibrationSet | None = None,
-    calibration_cache: Path | None = None,
-    end2end: bool = False,
 ) -> dict[str, Any]:
     """Build the engine and measure it on the probe against the FP32 reference in fused.pt: FP32 must
-    pass the recipe's tolerance; FP16 and INT8 errors are recorded. An `end2end` engine (with
+    pass the recipe's tolerance; FP16 and INT8 errors are recorded. An end-to-end engine (with
     EfficientNMS_TRT) has other outputs than the reference and gets no parity check."""
     from exporter.backends import tensorrt as trt_backend
-    from exporter.stages.export_onnx import reference_parity, require_parity
-    from exporter.stages.fuse import load_reference
 
-    record = build_engine(
-        onnx_path, out, precision, settings, timing_cache, plugin_library, calibration, calibration_cache
-    )
-    if end2end:
+    plugin = settings.plugin_library
+    record = build_engine(onnx_path, out, settings.precision, settings.engine, timing_cache, plugin)
+    if settings.end2end:
         record["check"] = None
         record["note"] = "end-to-end NMS engine: outputs are detections, not the reference's: no parity check"
         return record
-    runner = trt_backend.load(out, plugin_library if record["plan"]["plugin"] else None)
-    parity = reference_parity(recipe, load_reference(fused_pt), runner.infer)
-    if precision == "fp32":
-        require_parity("TensorRT FP32 engine output", parity)
+    runner = trt_backend.load(out, plugin if record["plan"]["plugin"] else None)
+    parity = reference.reference_parity(fused_pt, runner.infer, settings.rtol, settings.dynamic_batch)
+    if settings.precision == "fp32":
+        reference.require_parity("TensorRT FP32 engine output", parity)
     record["check"] = parity.as_dict()
     return record
+
+
+def describe_engine(record: dict[str, Any]) -> str:
+    if record["check"] is None:
+        return f"{record['precision'].upper()} engine; {record['note']}"
+    error = reference.describe_check(record["check"], measured=record["precision"] != "fp32")
+    return f"{record['precision'].upper()} engine; {error}"
 
 
 README = """\
@@ -491,3 +561,7 @@ def write_bundle(
         "commands": lines,
         "settings": settings.as_dict(),
     }
+
+
+def describe_bundle(record: dict[str, Any]) -> str:
+    return f"NO ENGINE BUILT here ({record['reason']}); trtexec bundle for {', '.join(record['precisions'])}"

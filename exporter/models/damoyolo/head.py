@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from exporter.models.damoyolo.postprocess import MAX_DETECTIONS, STRIDES, decode, nms_detections
+from exporter.models.damoyolo.postprocess import STRIDES, decode, nms_detections
+from exporter.models.heads import MAX_DETECTIONS
 
 
 class Integral(nn.Module):

@@ -9,8 +9,8 @@ from exporter.errors import UserError
 from exporter.models.damoyolo.backbone import BACKBONES
 from exporter.models.damoyolo.head import ZeroHead
 from exporter.models.damoyolo.neck import GiraffeNeckV2
-from exporter.models.damoyolo.postprocess import HEAD_MODES
 from exporter.models.damoyolo.structures import STRUCTURES, VARIANTS
+from exporter.models.heads import HEAD_MODES, Head
 
 
 class DamoYolo(nn.Module):
@@ -45,24 +45,24 @@ def variant_config(variant: str) -> dict:
     return VARIANTS[key]
 
 
-def head_settings(
+def head(
     variant: str = "s",
     head_mode: str = "decoded",
     score_threshold: float | None = None,
     iou_threshold: float | None = None,
     **_other_kwargs,
-) -> dict:
-    """Head mode, reg_max and NMS thresholds of the model `build_damoyolo(**kwargs)` builds; thresholds
-    default to the variant's official evaluation values."""
+) -> Head:
+    """The output contract of the model `build_damoyolo(**kwargs)` builds: its head mode, reg_max and
+    NMS thresholds (by default the variant's official evaluation values)."""
     cfg = variant_config(variant)
     if head_mode not in HEAD_MODES:
         raise UserError(f"head_mode must be one of {', '.join(HEAD_MODES)}, got {head_mode!r}")
-    return {
-        "head_mode": head_mode,
-        "reg_max": cfg["reg_max"],
-        "score_threshold": cfg["score_threshold"] if score_threshold is None else score_threshold,
-        "iou_threshold": cfg["iou_threshold"] if iou_threshold is None else iou_threshold,
-    }
+    return Head(
+        head_mode,
+        cfg["score_threshold"] if score_threshold is None else score_threshold,
+        cfg["iou_threshold"] if iou_threshold is None else iou_threshold,
+        cfg["reg_max"],
+    )
 
 
 def build_damoyolo(
@@ -79,7 +79,7 @@ def build_damoyolo(
     outputs. `head_mode`: raw | decoded | nms (see ZeroHead); the thresholds only act in nms mode.
     """
     cfg = variant_config(variant)
-    head = head_settings(variant, head_mode, score_threshold, iou_threshold)
+    contract = head(variant, head_mode, score_threshold, iou_threshold)
     backbone = BACKBONES[cfg["backbone"]](STRUCTURES[cfg["structure"]], cfg["act"])
     neck = GiraffeNeckV2(
         cfg["in_channels"],
@@ -95,11 +95,11 @@ def build_damoyolo(
         ZeroHead(
             cfg["out_channels"],
             num_classes,
-            head["reg_max"],
+            contract.reg_max,
             cfg["last_kernel_size"],
-            head["head_mode"],
-            head["score_threshold"],
-            head["iou_threshold"],
+            contract.mode,
+            contract.score_threshold,
+            contract.iou_threshold,
             legacy,
         ),
     ).eval()

@@ -1,25 +1,18 @@
-"""DAMO-YOLO pre- and post-processing, as in the official COCO evaluation; used by every backend.
+"""DAMO-YOLO's GFL decoding and its in-graph NMS, as in the official COCO evaluation.
 
-Pre-processing (exporter.data.transforms.resize_stretch): RGB, plain (stretch) resize to the input
-size, values 0–255, no mean/std.
 Decoding (GFL): sigmoid class scores; per side a softmax over reg_max + 1 bins whose expectation,
 times the stride, is the distance from the prior at (col·stride, row·stride) (no +0.5 offset);
-boxes are xyxy = prior ∓ distances. Post-processing: every (box, class) with score > threshold,
-class-wise NMS, the top 500 by score, boxes rescaled to the original image size (not clipped).
+boxes are xyxy = prior ∓ distances. Pre-processing (exporter.data.transforms.resize_stretch): RGB,
+plain (stretch) resize to the input size, values 0–255, no mean/std. The rest of post-processing
+(threshold, class-wise NMS, top 500, rescale) is exporter.models.heads.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
-from exporter.eval.coco_map import Detections
-
 STRIDES = (8, 16, 32)
-MAX_DETECTIONS = 500
-HEAD_MODES = ("raw", "decoded", "nms")
-ENGINE_NMS = "engine_nms"  # outputs of a TensorRT engine built with end-to-end NMS (not a model mode)
 
 
 def decode(
@@ -40,16 +33,6 @@ def decode(
         all_scores.append(scores.flatten(2).transpose(1, 2))
         all_boxes.append(boxes)
     return torch.cat(all_scores, 1), torch.cat(all_boxes, 1)
-
-
-def multiclass_nms(
-    scores: torch.Tensor, boxes: torch.Tensor, score_threshold: float, iou_threshold: float, top_k: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One image: scores (A, C), boxes (A, 4) → kept boxes (K, 4), scores (K,), labels (K,) by score."""
-    anchor, label = (scores > score_threshold).nonzero(as_tuple=True)
-    kept_scores = scores[anchor, label]
-    keep = batched_nms(boxes[anchor].float(), kept_scores.float(), label, iou_threshold)[:top_k]
-    return boxes[anchor[keep]], kept_scores[keep], label[keep]
 
 
 class _NonMaxSuppression(torch.autograd.Function):
@@ -111,52 +94,3 @@ def nms_detections(
     kept_boxes = boxes.reshape(-1, 4).index_select(0, batch[top] * num_boxes + index[top])
     columns = [batch[top, None], kept_boxes, kept_scores[top, None], label[top, None]]
     return torch.cat([c.to(scores.dtype) for c in columns], 1)
-
-
-def rescale(boxes: torch.Tensor, input_size: tuple[int, int], image_size: tuple[int, int]) -> torch.Tensor:
-    """xyxy boxes from the model input (height, width) to the original image (height, width)."""
-    (in_h, in_w), (h, w) = input_size, image_size
-    factor = torch.tensor([w / in_w, h / in_h, w / in_w, h / in_h], dtype=boxes.dtype)
-    return boxes * factor
-
-
-def postprocess(
-    outputs: list,
-    head_mode: str,
-    input_size: tuple[int, int],
-    image_sizes: list[tuple[int, int]],
-    reg_max: int,
-    score_threshold: float,
-    iou_threshold: float,
-    top_k: int = MAX_DETECTIONS,
-) -> list[Detections]:
-    """Outputs of any head mode (torch tensors or numpy arrays, batch of images) → Detections per image,
-    by descending score."""
-    tensors = [torch.as_tensor(np.asarray(o)) for o in outputs]
-    results = []
-    if head_mode == ENGINE_NMS:  # EfficientNMS_TRT: counts, xyxy boxes, scores, classes (sorted by score)
-        counts, boxes, scores, classes = tensors
-        for b, size in enumerate(image_sizes):
-            n = int(counts[b].reshape(-1)[0])
-            results.append((boxes[b, :n].float(), scores[b, :n].float(), classes[b, :n].long(), size))
-    elif head_mode == "nms":
-        (rows,) = tensors
-        for b, size in enumerate(image_sizes):
-            mine = rows[rows[:, 0] == b]
-            mine = mine[torch.argsort(mine[:, 5], descending=True)]
-            results.append((mine[:, 1:5], mine[:, 5], mine[:, 6].long(), size))
-    else:
-        if head_mode == "raw":
-            half = len(tensors) // 2
-            scores, boxes = decode(tensors[:half], tensors[half:], reg_max)
-        elif head_mode == "decoded":
-            scores, boxes = tensors
-        else:
-            raise ValueError(f"unknown head_mode {head_mode!r}; expected one of {', '.join(HEAD_MODES)}")
-        for b, size in enumerate(image_sizes):
-            kept = multiclass_nms(scores[b], boxes[b], score_threshold, iou_threshold, top_k)
-            results.append((*kept, size))
-    return [
-        Detections(rescale(bx, input_size, size).numpy(), sc.numpy(), lb.numpy())
-        for bx, sc, lb, size in results
-    ]

@@ -15,7 +15,7 @@ import onnx
 from onnx import numpy_helper
 from torch import nn
 
-from exporter.errors import CheckFailed
+from exporter.errors import CheckFailed, setting
 
 OPENVINO_CONVS = ("Convolution", "GroupConvolution")
 OPENVINO_PASS_THROUGH = ("Reshape", "Convert", "Unsqueeze")
@@ -90,6 +90,6 @@ def graph_names(
     if missing:
         raise CheckFailed(
             f"layer {missing[0]!r} has no convolution with its weights in the exported graph; "
-            "rebuild the run with --force so the graph and the fused model agree"
+            f"rebuild the run (build with {setting('force')}) so the graph and the fused model agree"
         )
     return {layer: mapping[layer] for layer in layers}

@@ -1,4 +1,5 @@
-"""Benchmark one AKConv layer under each lowering on onnxruntime and OpenVINO CPU, side by side."""
+"""`reparam-export bench-akconv`: one AKConv layer under each lowering on onnxruntime and OpenVINO CPU,
+side by side, and whether each target's `auto` lowering is the fastest exact one measured."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from exporter.backends.openvino import OpenVinoRunner
 from exporter.blocks.akconv import AKConv
-from exporter.eval.compare import compare
-from exporter.eval.latency import Latency, measure
 from exporter.lowering.akconv import LOWERINGS, PLUGIN_DOMAIN
+from exporter.numerics.latency import Latency, measure
+from exporter.numerics.parity import compare
+from exporter.targets import TARGETS
+
+RUNTIMES = {"onnxruntime": "onnx", "openvino": "openvino"}  # CPU runtime -> the target it runs
 
 
 @dataclass
@@ -65,8 +68,6 @@ def run(
     min_seconds: float = 1.0,
     backends: tuple[str, ...] = ("onnxruntime", "openvino"),
 ) -> list[Row]:
-    from exporter.backends import onnxruntime as ort_backend
-
     layer = build_layer(channels, num_param, stride)
     x = torch.randn(1, channels, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -78,18 +79,23 @@ def run(
             path = Path(tmp) / f"akconv_{lowering}.onnx"
             export(layer, lowering, x, path)
             for backend in backends:
-                if backend == "openvino" and lowering == "plugin":
+                target = TARGETS[RUNTIMES[backend]]
+                if lowering == "plugin" and not target.runs_plugin:
                     rows.append(Row(backend, lowering, None, None, "not runnable (custom node)"))
                     continue
-                if backend == "onnxruntime":
-                    infer = ort_backend.load(path, threads).infer
-                else:
-                    infer = OpenVinoRunner(path, threads=threads).infer
+                infer = target.load(path, "fp32", threads).infer
                 error = compare(reference, infer(batch)[0], 1e-4).max_abs_err
                 note = "CPU reference kernel (numpy)" if lowering == "plugin" else ""
                 latency = measure(lambda infer=infer: infer(batch), min_seconds=min_seconds)
                 rows.append(Row(backend, lowering, latency, error, note))
     return rows
+
+
+def auto(backend: str, opset: int = 17) -> str:
+    """The lowering the target run by `backend` picks with `--akconv-lowering auto`."""
+    from exporter.lowering.trt_compat import DEFAULT_TRT_VERSION
+
+    return TARGETS[RUNTIMES[backend]].akconv_auto(opset, DEFAULT_TRT_VERSION).lowering
 
 
 def fastest(rows: list[Row], backend: str) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from exporter.eval.compare import flatten_outputs
+from exporter.numerics.parity import flatten_outputs
 
 QMAX = 127.0
 

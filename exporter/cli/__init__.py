@@ -1,0 +1,39 @@
+"""`reparam-export` command line. Exit codes: 0 ok, 1 a check failed, 2 bad input."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from exporter.cli import build, measure, tools  # noqa: F401 - registers the commands
+from exporter.cli.app import Group, cli, flags, say
+from exporter.errors import ExporterError
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code instead of raising (one-line errors, no tracebacks)."""
+    Group.invoked = None
+    if "" not in sys.path:
+        sys.path.insert(0, "")  # builders given as package.module:function resolve from the cwd
+    try:
+        cli.main(args=argv, prog_name="reparam-export", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:  # usage errors too: one line, with where to read more
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if isinstance(exc, click.UsageError) and ctx else ""
+        say(f"error: {exc.format_message()}{hint}")
+        return exc.exit_code
+    except click.exceptions.Abort:
+        say("aborted")
+        return 130
+    except ExporterError as exc:
+        label = "check failed" if exc.exit_code == 1 else "error"
+        say(f"{label}: {exc.render(flags())}")
+        return exc.exit_code
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())

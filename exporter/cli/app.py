@@ -1,0 +1,84 @@
+"""The `reparam-export` command group and what its commands share: consoles, the recipe as the user's
+options override it, the pipeline of a run directory."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from exporter import __version__
+from exporter.cli import options
+from exporter.errors import UserError
+
+console = Console(stderr=True, highlight=False)
+
+
+def out_console() -> Console:
+    """Tables on stdout; wide when piped to a file so no column is truncated."""
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+def say(line: str) -> None:
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+class Group(click.Group):
+    """Remembers which command ran, so that its errors name that command's flags."""
+
+    invoked: click.Command | None = None
+
+    def resolve_command(self, ctx, args):
+        name, command, rest = super().resolve_command(ctx, args)
+        Group.invoked = command
+        return name, command, rest
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="reparam-export")
+def cli():
+    """Fuse re-parameterizable detectors and ship them to ONNX, OpenVINO and TensorRT.
+
+    Exit codes: 0 ok, 1 a check failed (numerical mismatch, accuracy regression), 2 bad input.
+    """
+
+
+def flags() -> dict[str, str]:
+    """Setting -> flag: every command's, the running command's first."""
+    found: dict[str, str] = {}
+    for command in cli.commands.values():
+        for setting, flag in options.flags(command).items():
+            found.setdefault(setting, flag)
+    if Group.invoked is not None:
+        found.update(options.flags(Group.invoked))
+    return found
+
+
+def load(values: dict[str, Any], **fixed: Any):
+    """The recipe (or the embedded default) with every option the user passed applied on top; `fixed`
+    sets fields the command decides itself."""
+    from exporter.recipe import load_recipe
+
+    overrides = options.overrides(click.get_current_context().command, values)
+    overrides.update(fixed)
+    builder = values.get("builder")
+    if builder:
+        overrides["model.kwargs"] = {}
+        if values.get("recipe_path") is None:
+            name = builder.rpartition(":")[2] or "model"
+            overrides.update(
+                {"name": name, "class_names": [], "export.output_names": None, "model.adapter": None}
+            )
+            overrides.setdefault("evaluation.data", None)  # the demo's val split does not fit this model
+    return load_recipe(values.get("recipe_path"), overrides)
+
+
+def pipeline(recipe, run_dir: Path | None, force: bool):
+    from exporter.pipeline import Pipeline
+
+    if run_dir is not None and Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise UserError(f"--run-dir {run_dir} is a file; pass a folder (new or an earlier run's)")
+    return Pipeline(recipe, run_dir, force=force, console=console)

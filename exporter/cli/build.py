@@ -1,0 +1,193 @@
+"""Commands that build a run: build, fuse, export, calibrate, sensitivity, bench-int8."""
+
+from __future__ import annotations
+
+import click
+
+from exporter.cli import options
+from exporter.cli.app import cli, load, out_console, pipeline, say
+
+
+@cli.command()
+@options.MODEL
+@options.TARGET
+@options.PRECISION
+@options.CALIBRATION
+@options.EVALUATION
+@options.budget()
+@options.option(
+    "--trt-end2end-nms",
+    field="tensorrt.end2end_nms",
+    is_flag=True,
+    default=None,
+    help="TensorRT: append EfficientNMS_TRT (corner boxes) to a decoded scores/boxes head.",
+)
+def build(**values):
+    """Run every stage: fuse, export ONNX, simplify, then the targets.
+
+    \b
+    Examples:
+      reparam-export build                                  # embedded demo model
+      reparam-export build --target openvino --precision fp32 --precision int8 --calib-data demo
+      reparam-export build --target openvino --precision int8 --int8-accuracy-budget 0.5
+      reparam-export build --recipe recipes/embedded_demo.yaml --dynamic-batch
+      reparam-export build --model mypkg.models:build_yolo --input-size 640 640
+    """
+    from exporter.pipeline import unread_fields
+
+    recipe = load(values)
+    command = click.get_current_context().command
+    flags = options.flags(command)
+    for field in unread_fields(recipe, options.overrides(command, values)):
+        say(
+            f"warning: {flags[field]} has no effect on this build (targets {', '.join(recipe.targets)}, "
+            f"precisions {', '.join(recipe.precisions)})"
+        )
+    run = pipeline(recipe, values["run_dir"], values["force"])
+    artifacts = run.build()
+    for key, result in artifacts.items():
+        say(f"built {recipe.name} {key}: {result.output}")
+    deferred = run.run.manifest().get("tensorrt", {})
+    if "tensorrt" in recipe.targets and deferred.get("deferred"):
+        say(
+            f"no TensorRT engine was built on this machine ({deferred['reason']}); "
+            f"build it where TensorRT runs with: bash {deferred['bundle']}"
+        )
+    if recipe.evaluation.data:
+        from exporter.cli.measure import print_evaluation
+
+        print_evaluation(run.run.root)
+
+
+@cli.command()
+@options.MODEL
+def fuse(**values):
+    """Fuse every re-parameterizable block and prove the output unchanged.
+
+    Writes fused.pt (deploy-form state dict). Fails with exit 1 naming the first module whose
+    output changed by more than rtol·max(1, max|y|).
+
+    \b
+    Examples:
+      reparam-export fuse
+      reparam-export fuse --model mypkg.models:build_repvgg --input-size 224 224
+      reparam-export fuse --recipe recipes/embedded_demo.yaml --checkpoint weights.pth
+    """
+    pipeline(load(values), values["run_dir"], values["force"]).fuse()
+
+
+@cli.command()
+@options.MODEL
+def export(**values):
+    """Fuse, export ONNX and simplify it, checking onnxruntime against torch after each step.
+
+    \b
+    Examples:
+      reparam-export export --opset 19 --dynamic-batch
+      reparam-export export --model mypkg.models:build_yolo --input-size 640 640 --run-dir out/yolo
+    """
+    from exporter.targets import TARGETS
+
+    run = pipeline(load(values), values["run_dir"], values["force"])
+    run.check()
+    run.simplify(TARGETS["onnx"])
+
+
+@cli.command()
+@options.MODEL
+@options.CALIBRATION
+def calibrate(**values):
+    """Select and check the INT8 calibration images alone, and record them (paths + sha256).
+
+    The record goes to calibration/<model>-<preprocessing>/images.json, the key every INT8 path
+    (OpenVINO, TensorRT) uses, so a stale cache is never reused for another model.
+
+    \b
+    Examples:
+      reparam-export calibrate --calib-data demo
+      reparam-export calibrate --recipe recipes/damoyolo_s.yaml --calib-data /data/coco/val2017
+    """
+    from exporter.targets import TARGETS
+
+    run = pipeline(load(values), values["run_dir"], values["force"])
+    chosen = run.calibration_set  # the source is checked before any stage runs
+    model = run.simplify(TARGETS["openvino"]).output
+    run.calibration(model)
+    record = run.calibration_folder(model) / "images.json"
+    say(f"calibration: {len(chosen.images)} images from {chosen.source} → {record}")
+
+
+@cli.command()
+@options.MODEL
+@options.CALIBRATION
+@options.option(
+    "--images",
+    "sensitivity_images",
+    field="int8.sensitivity_images",
+    type=click.IntRange(min=1),
+    help=f"Of those, images scored (default {options.default('int8.sensitivity_images')}).",
+)
+@click.option("--top", default=15, type=click.IntRange(min=1), show_default=True, help="Rows to print.")
+def sensitivity(top, **values):
+    """Rank the fused model's convolutions by the error each causes when it alone is in INT8.
+
+    Per layer: output SNR with only that layer fake-quantized (INT8 per-channel weights, per-tensor
+    input on calibrated ranges; lower is worse) and weight statistics of the fused kernel (per-channel
+    range spread, share of 6-sigma outliers). Written to RUN/sensitivity.json (cached like any stage).
+
+    \b
+    Examples:
+      reparam-export sensitivity --calib-data demo
+      reparam-export sensitivity --recipe recipes/damoyolo_s.yaml --checkpoint damoyolo_s.pth
+    """
+    from exporter.report import tables
+    from exporter.stages.sensitivity import ranking
+
+    recipe = load(values)
+    run = pipeline(recipe, values["run_dir"], values["force"])
+    run.calibration_set  # noqa: B018 - the source is checked before any stage runs
+    result = run.sensitivity()
+    out_console().print(tables.sensitivity(recipe.name, ranking(result.output)[:top]))
+
+
+@cli.command("bench-int8")
+@options.MODEL
+@click.option(
+    "--target",
+    "backend",
+    type=click.Choice(["openvino", "tensorrt"]),
+    default="openvino",
+    show_default=True,
+    help="Whose INT8 to search: OpenVINO (NNCF) or the TensorRT Q/DQ ONNX (scored by onnxruntime).",
+)
+@options.budget(default=0.5, show_default=True)
+@options.CALIBRATION
+@options.EVALUATION
+def bench_int8(backend, **values):
+    """FP32 vs full INT8 vs partial INT8 (fewest float layers within the budget): mAP and latency.
+
+    The search measures all three in one run on this machine (OpenVINO CPU latency, p50, batch 1);
+    its record is cached in the run directory: --force measures again. Goal: partial INT8 within
+    the budget of FP32 while keeping at least 80% of the full-INT8 speedup.
+
+    \b
+    Examples:
+      reparam-export bench-int8
+      reparam-export bench-int8 --int8-accuracy-budget 0.1 --eval-limit 200
+      reparam-export bench-int8 --recipe recipes/damoyolo_s.yaml --checkpoint damoyolo_s.pth
+    """
+    from exporter.report import tables
+    from exporter.targets import TARGETS
+
+    recipe = load(values, targets=[backend], precisions=["int8"])
+    run = pipeline(recipe, values["run_dir"], values["force"])
+    run.check()
+    target = TARGETS[backend]
+    result = run.int8_search(target, run.simplify(target).output)
+    table, lines = tables.int8_search(recipe.name, result.record)
+    out = out_console()
+    out.print(table)
+    for line in lines:
+        out.print(line, markup=False, soft_wrap=True)
+    if result.cached:
+        say("(cached search from an earlier run of this recipe; --force measures again)")

@@ -1,0 +1,146 @@
+"""Commands that measure a built run: eval, bench, report, check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from exporter.cli import options
+from exporter.cli.app import cli, console, out_console, say
+from exporter.errors import CheckFailed, UserError
+
+ARTIFACTS = click.option(
+    "--artifacts", "run", required=True, type=click.Path(path_type=Path), help="Run directory."
+)
+
+
+def print_evaluation(run: Path, data=None, limit=None) -> None:
+    from exporter.evaluate import evaluate_run
+    from exporter.report import tables
+
+    out_console().print(tables.evaluation(evaluate_run(run, data, limit)))
+
+
+@cli.command("eval")
+@ARTIFACTS
+@options.option(
+    "--data",
+    field="evaluation.data",
+    help="COCO instances json or dataset folder, or 'demo' (default: the recipe's).",
+)
+@options.option(
+    "--limit", field="evaluation.limit", type=click.IntRange(min=1), help="Only the first N images."
+)
+def eval_command(run, data, limit):
+    """COCO mAP of the fused torch model and every built artifact of a run (written to RUN/eval.json).
+
+    \b
+    Examples:
+      reparam-export eval --artifacts runs/demo --data demo
+      reparam-export eval --artifacts runs/damoyolo_s --data /data/coco   # annotations/ + val2017/
+    """
+    print_evaluation(run, data, limit)
+
+
+@cli.command()
+@ARTIFACTS
+@options.timing(
+    0, 2.0, "CPU threads per backend (0: backend default).", "Timed seconds per artifact, at least."
+)
+@click.option(
+    "--min-iters",
+    default=50,
+    type=click.IntRange(min=1),
+    show_default=True,
+    help="Timed calls per artifact, at least.",
+)
+@click.option(
+    "--throughput",
+    "workers",
+    default=0,
+    type=click.IntRange(min=0),
+    help="Also measure throughput: onnxruntime with this many parallel single-thread sessions, "
+    "OpenVINO with its THROUGHPUT streams and optimal number of async requests.",
+)
+def bench(run, threads, min_seconds, min_iters, workers):
+    """Latency of every artifact of a run: batch 1, synchronous, after warm-up (p50/p90/p99/mean/std).
+
+    Results go to RUN/bench.json with the thread count and CPU model.
+
+    \b
+    Examples:
+      reparam-export bench --artifacts runs/embedded-demo
+      reparam-export bench --artifacts runs/demo --threads 1 --throughput 2
+    """
+    from exporter.bench import bench_run
+    from exporter.report import tables
+
+    with console.status("timing artifacts…"):
+        report = bench_run(run, threads, min_iters, min_seconds, workers)
+    out_console().print(tables.bench(run, report, bool(workers)))
+
+
+@cli.command()
+@ARTIFACTS
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder (default RUN/report)."
+)
+def report(run, out):
+    """Write report.md, a self-contained report.html (plots embedded) and report.json for a run.
+
+    Per artifact: mAP, mAP50, latency p50/p90/p99, throughput, size, error vs the FP32 reference;
+    DAMO-YOLO models get the published targets beside them.
+
+    \b
+    Examples:
+      reparam-export report --artifacts runs/demo
+      reparam-export report --artifacts runs/damoyolo_ns --out reports/damoyolo_ns
+    """
+    from exporter.report.render import write_report
+
+    for kind, path in write_report(run, out).items():
+        say(f"{kind:<8} {path}")
+
+
+@cli.command()
+@ARTIFACTS
+@click.option(
+    "--baseline",
+    type=click.Path(path_type=Path),
+    default=Path("reports/baseline.json"),
+    show_default=True,
+    help="Baseline metrics (JSON).",
+)
+@click.option(
+    "--tolerances",
+    type=click.Path(path_type=Path),
+    default=Path("reports/tolerances.yaml"),
+    show_default=True,
+    help="Per-metric one-sided tolerances (YAML).",
+)
+@click.option("--update-baseline", is_flag=True, help="Accept the run's metrics as the new baseline.")
+def check(run, baseline, tolerances, update_baseline):
+    """Compare a run with the baseline; exit 1 with a table of what regressed.
+
+    \b
+    Examples:
+      reparam-export check --artifacts runs/demo
+      reparam-export check --artifacts runs/demo --update-baseline
+    """
+    from exporter.report import check as checking
+    from exporter.report import tables
+
+    limits = checking.load_tolerances(tolerances)
+    if update_baseline:
+        metrics = checking.update_baseline(run, baseline, limits)
+        say(f"baseline updated: {baseline} ({sum(len(v) for v in metrics.values())} values)")
+        return
+    expected = checking.load_baseline(baseline, run)
+    findings = checking.compare(expected, checking.current_metrics(run, list(limits)), limits)
+    out_console().print(tables.check(f"{run} vs {baseline}", findings))
+    regressed = [f for f in findings if f.regressed]
+    if regressed:
+        raise CheckFailed(f"{len(regressed)} of {len(findings)} metrics regressed beyond their tolerance")
+    if not findings:
+        raise UserError(f"{baseline} shares no artifact/metric with {run}; nothing was checked")

@@ -1,0 +1,217 @@
+"""Command-line options, each declared once, in groups; an option that sets a recipe field names it, and
+its default is the recipe model's (exporter.recipe)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+
+from exporter.recipe import Recipe
+
+Decorator = Callable[[Callable], Callable]
+
+
+class FieldOption(click.Option):
+    """An option that overrides a recipe field (`field`, dotted)."""
+
+    def __init__(self, *args, field: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.field = field
+
+
+class TableChoice(click.Choice):
+    """A choice among a table's keys, read when the value is parsed (a target added to the table is
+    offered at once)."""
+
+    def __init__(self, table: Mapping[str, Any]):
+        self.table = table
+        super().__init__(list(table))
+
+    def convert(self, value, param, ctx):
+        self.choices = list(self.table)
+        return super().convert(value, param, ctx)
+
+
+def default(field: str) -> Any:
+    """The recipe model's default for a dotted field."""
+    model: Any = Recipe
+    *sections, last = field.split(".")
+    for section in sections:
+        model = model.model_fields[section].default
+    return getattr(model, last) if not isinstance(model, type) else model.model_fields[last].default
+
+
+def option(*flags: str, field: str | None = None, **kwargs) -> Decorator:
+    return click.option(*flags, cls=FieldOption, field=field, **kwargs)
+
+
+def group(*decorators: Decorator) -> Decorator:
+    """Options applied in the order given (shown so in --help)."""
+
+    def apply(func: Callable) -> Callable:
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+
+    return apply
+
+
+def _targets():
+    from exporter.targets import TARGETS
+
+    return TARGETS
+
+
+RECIPE = option(
+    "--recipe",
+    "recipe_path",
+    type=click.Path(path_type=Path),
+    help="Recipe YAML (default: the embedded demo recipe).",
+)
+MODEL = group(
+    RECIPE,
+    option(
+        "--model",
+        "builder",
+        field="model.builder",
+        metavar="PKG.MODULE:FUNC",
+        help="Builder returning an nn.Module; overrides the recipe's model.builder.",
+    ),
+    option(
+        "--checkpoint",
+        field="model.checkpoint",
+        type=click.Path(path_type=Path),
+        help="State dict to load (torch.load with weights_only=True).",
+    ),
+    option(
+        "--input-size", field="input_size", nargs=2, type=int, metavar="H W", help="Input height and width."
+    ),
+    option(
+        "--opset",
+        field="export.opset",
+        type=int,
+        help=f"ONNX opset, 13–19 (default {default('export.opset')}).",
+    ),
+    option(
+        "--dynamic-batch/--static-batch",
+        field="export.dynamic_batch",
+        default=None,
+        help="Dynamic batch axis in the ONNX.",
+    ),
+    option(
+        "--trt-version",
+        field="tensorrt.version",
+        help=f"TensorRT the engine is for, e.g. 8.6 or 10.x (default {default('tensorrt.version')}).",
+    ),
+    option(
+        "--akconv-lowering",
+        field="export.akconv_lowering",
+        type=click.Choice(["auto", "gather", "gridsample", "plugin"]),
+        help="How AKConv sampling is exported (default auto: the fastest exact one per target).",
+    ),
+    option("--run-dir", type=click.Path(path_type=Path), help="Run directory (default runs/<recipe name>)."),
+    option("--force", is_flag=True, help="Rerun every stage even when cached."),
+)
+TARGET = option(
+    "--target",
+    "targets",
+    field="targets",
+    multiple=True,
+    type=TableChoice(_targets()),
+    help="Target(s) to build; repeatable (default: the recipe's).",
+)
+PRECISION = option(
+    "--precision",
+    "precisions",
+    field="precisions",
+    multiple=True,
+    type=click.Choice(["fp32", "fp16", "int8"]),
+    help="Precision(s) to build; repeatable (default: the recipe's).",
+)
+CALIBRATION = group(
+    option(
+        "--calib-data",
+        field="calibration.source",
+        help="INT8 calibration images: a folder, a COCO json, or 'demo'.",
+    ),
+    option(
+        "--calib-count",
+        field="calibration.count",
+        type=click.IntRange(min=1),
+        help=f"Number of calibration images (default {default('calibration.count')}).",
+    ),
+)
+EVALUATION = group(
+    option(
+        "--eval-data",
+        field="evaluation.data",
+        help="Evaluation data: a COCO json or folder, or 'demo' (default: the recipe's).",
+    ),
+    option(
+        "--eval-limit",
+        field="evaluation.limit",
+        type=click.IntRange(min=1),
+        help="Evaluate only the first N images of the evaluation data.",
+    ),
+)
+
+
+def budget(**kwargs) -> Decorator:
+    return option(
+        "--int8-accuracy-budget",
+        field="int8.accuracy_budget",
+        type=click.FloatRange(min=0),
+        help="INT8 may lose at most this many mAP points vs FP32: keep the fewest sensitive layers in float.",
+        **kwargs,
+    )
+
+
+def timing(
+    threads: int, min_seconds: float, threads_help: str, seconds_help: str, min_threads: int = 0
+) -> Decorator:
+    """Benchmark options with the command's own defaults."""
+    return group(
+        option(
+            "--threads",
+            default=threads,
+            type=click.IntRange(min=min_threads),
+            show_default=True,
+            help=threads_help,
+        ),
+        option(
+            "--min-seconds",
+            default=min_seconds,
+            type=click.FloatRange(min=0),
+            show_default=True,
+            help=seconds_help,
+        ),
+    )
+
+
+def overrides(command: click.Command, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Recipe field -> value for every field option the user passed to `command`."""
+    found: dict[str, Any] = {}
+    for param in command.params:
+        field = getattr(param, "field", None)
+        value = values.get(param.name)
+        if field is None or value is None or value == ():
+            continue
+        if isinstance(value, tuple):
+            value = list(value)
+        found[field] = str(value) if isinstance(value, Path) else value
+    return found
+
+
+def flags(command: click.Command) -> dict[str, str]:
+    """Setting -> the flag that sets it in `command` (its recipe field and its parameter name)."""
+    found: dict[str, str] = {}
+    for param in command.params:
+        if isinstance(param, click.Option):
+            flag = next((o for o in param.opts if o.startswith("--")), param.opts[0])
+            found[param.name] = flag
+            if getattr(param, "field", None):
+                found[param.field] = flag
+    return found

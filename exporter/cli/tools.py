@@ -1,0 +1,201 @@
+"""Commands around the builds: bench-cpu, bench-akconv, demo-data, doctor."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from exporter.cli import options
+from exporter.cli.app import cli, console, flags, out_console, say
+from exporter.errors import CheckFailed, UserError, render
+
+REPO_RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+
+
+@cli.command("bench-cpu")
+@click.option(
+    "--recipe",
+    "recipes",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Recipe(s) to benchmark; repeatable (default: the demo and recipes/damoyolo_ns.yaml).",
+)
+@options.timing(
+    2,
+    2.0,
+    "CPU threads for every backend.",
+    "Timed seconds per runtime, over 3 alternating rounds.",
+    min_threads=1,
+)
+@click.option(
+    "--calib-count",
+    default=64,
+    type=click.IntRange(min=1),
+    show_default=True,
+    help="INT8 calibration images.",
+)
+@click.option(
+    "--eval-limit",
+    default=100,
+    type=click.IntRange(min=1),
+    show_default=True,
+    help="Val images for the INT8 mAP check.",
+)
+def bench_cpu(recipes, threads, min_seconds, calib_count, eval_limit):
+    """PyTorch eager, onnxruntime and OpenVINO (unfused, fused FP32/FP16/INT8) side by side, with
+    ratios against PyTorch eager and the goals: fused vs unfused OpenVINO FP32 >= 1.2x, INT8 vs FP32
+    IR >= 1.5x, INT8 mAP within 1.0 point of FP32 (models with evaluation data).
+
+    \b
+    Examples:
+      reparam-export bench-cpu
+      reparam-export bench-cpu --recipe recipes/damoyolo_nm.yaml --threads 1
+    """
+    from exporter.bench import cpu_name
+    from exporter.bench_cpu import bench_recipe, met
+    from exporter.recipe import load_recipe
+    from exporter.report import tables
+
+    out = out_console()
+    for path in list(recipes) or [None, REPO_RECIPES / "damoyolo_ns.yaml"]:
+        recipe = load_recipe(path)
+        with console.status(f"benchmarking {recipe.name}…"):
+            rows, goals, fusion = bench_recipe(recipe, threads, min_seconds, calib_count, eval_limit)
+        height, width = recipe.input_size
+        out.print(
+            tables.bench_cpu(
+                f"{recipe.name} {height}x{width}, batch 1, {threads} threads, {cpu_name()}", rows
+            )
+        )
+        for name, value in goals.items():
+            if isinstance(value, tuple):
+                out.print(f"  {name}: {100 * value[0]:.2f} / {100 * value[1]:.2f}", highlight=False)
+                continue
+            verdict = {True: "met", False: "NOT met", None: ""}[met(name, value)]
+            out.print(f"  {name}: {value:.2f} {verdict}", highlight=False)
+            if name == "fused vs unfused OpenVINO FP32":
+                out.print(f"    {fusion.describe()}", highlight=False)
+
+
+@cli.command("demo-data")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data/shapes"),
+    show_default=True,
+    help="Folder for <split>.json and <split>/ images.",
+)
+@click.option(
+    "--split",
+    "splits",
+    multiple=True,
+    type=click.Choice(["train", "val", "calib"]),
+    help="Split(s) to write; repeatable (default: all three).",
+)
+def demo_data(out, splits):
+    """Write the synthetic shapes detection dataset (COCO format), deterministic from fixed seeds.
+
+    Splits: train 3000 images (seed 1), val 500 (seed 2), calib 300 (seed 3); five shape classes
+    of varied size, colour and rotation, with partial occlusion, on textured noisy backgrounds.
+
+    \b
+    Examples:
+      reparam-export demo-data                      # all splits into data/shapes
+      reparam-export demo-data --split val --split calib --out /tmp/shapes
+    """
+    from rich.progress import Progress
+
+    from exporter.data.shapes import SPLITS, write_split
+
+    with Progress(console=console, transient=True) as progress:
+        for name in splits or tuple(SPLITS):
+            count, seed = SPLITS[name]
+            progress.add_task(f"writing {name} ({count} images)", total=None)
+            path = write_split(out, name, count, seed)
+            say(f"{name:<6} {count} images → {path}")
+
+
+@cli.command("bench-akconv")
+@click.option(
+    "--channels", default=64, type=click.IntRange(min=1), show_default=True, help="Input and output channels."
+)
+@click.option(
+    "--size", default=80, type=click.IntRange(min=1), show_default=True, help="Feature map height and width."
+)
+@click.option(
+    "--num-param", default=5, type=click.IntRange(min=1), show_default=True, help="AKConv sampling points N."
+)
+@click.option("--stride", default=1, show_default=True, type=click.IntRange(1, 2), help="AKConv stride.")
+@options.timing(0, 1.0, "CPU threads per backend (0: backend default).", "Timed seconds per measurement.")
+def bench_akconv(channels, size, num_param, stride, threads, min_seconds):
+    """Time one AKConv layer under each lowering on onnxruntime and OpenVINO CPU, side by side.
+
+    Prints p50 latency, the speed ratio against the gather lowering, the error against the torch
+    module, and whether `--akconv-lowering auto` picks the fastest exact lowering per backend.
+    Exit 1 if any lowering is not exact (max abs err > 1e-4).
+
+    \b
+    Examples:
+      reparam-export bench-akconv
+      reparam-export bench-akconv --channels 128 --size 40 --num-param 9 --threads 1
+    """
+    from exporter import bench_akconv as bench
+    from exporter.doctor import check_library
+    from exporter.report import tables
+
+    backends = ["onnxruntime"]
+    if check_library("openvino", "openvino", "", "").usable:
+        backends.append("openvino")
+    else:
+        say("openvino is not usable here: timing onnxruntime only")
+    with console.status("timing AKConv lowerings…"):
+        rows = bench.run(channels, size, num_param, stride, threads, min_seconds, tuple(backends))
+    title = f"AKConv {channels}ch {size}x{size} N={num_param} stride {stride}, batch 1, CPU"
+    out_console().print(tables.akconv(title, bench.table(rows)))
+    for backend in backends:
+        chosen, best = bench.auto(backend), bench.fastest(rows, backend)
+        verdict = "fastest measured" if chosen == best else f"NOT the fastest measured here ({best})"
+        click.echo(f"auto on {backend}: {chosen} — {verdict}")
+    if not bench.exact(rows):
+        raise CheckFailed("a lowering differs from the torch module by more than 1e-4")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@click.option(
+    "--onnx", "onnx_path", type=click.Path(path_type=Path), help="Also check this ONNX against TensorRT."
+)
+@click.option("--trt-version", default="10.x", show_default=True, help="TensorRT version for --onnx.")
+def doctor(as_json, onnx_path, trt_version):
+    """List each backend library, its version, and whether it is usable here (and why not).
+
+    With --onnx, also check every op of that graph against what the chosen TensorRT parses.
+
+    \b
+    Examples:
+      reparam-export doctor
+      reparam-export doctor --json
+      reparam-export doctor --onnx runs/demo/tensorrt/model.sim.onnx --trt-version 8.6
+    """
+    from exporter.doctor import required_missing, run_checks
+    from exporter.report import tables
+
+    checks = run_checks()
+    if as_json:
+        click.echo(json.dumps([c.__dict__ for c in checks], indent=2))
+    else:
+        out_console().print(tables.doctor(checks))
+    if onnx_path is not None:
+        from exporter.lowering.trt_compat import check_model
+
+        if not onnx_path.is_file():
+            raise UserError(f"ONNX not found: {onnx_path}")
+        report = check_model(onnx_path, trt_version)
+        click.echo(render(report.describe(), flags()))
+        if not report.ok:
+            raise CheckFailed(f"{onnx_path} is not compatible with TensorRT {trt_version}")
+    missing = required_missing(checks)
+    if missing:
+        raise UserError(f"required libraries unusable: {', '.join(missing)}; reinstall with `make demo`")

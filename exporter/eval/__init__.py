@@ -1,1 +1,0 @@
-"""Numerical comparison and (later) accuracy evaluation."""

@@ -1,0 +1,74 @@
+"""`reparam-export eval`: COCO mAP of the fused torch reference and every built artifact of a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from exporter.artifacts import sha256_file, write_json
+from exporter.errors import UserError
+from exporter.manifest import read_manifest, run_artifacts
+from exporter.models.heads import ENGINE_NMS
+from exporter.numerics.parity import flatten_outputs
+from exporter.recipe import Recipe
+from exporter.stages.reference import load_fused
+from exporter.stages.scoring import EvaluationSettings, Scorer
+from exporter.targets import TARGETS, load_artifact
+
+
+def run_recipe(run: Path) -> Recipe:
+    content = read_manifest(run)
+    if "recipe" not in content:
+        raise UserError(f"{run} has no finished build; run `reparam-export build` for it first")
+    return Recipe.model_validate(content["recipe"])
+
+
+def torch_infer(fused_pt: Path):
+    model, _ = load_fused(fused_pt)
+
+    def infer(batch: np.ndarray) -> list[np.ndarray]:
+        with torch.no_grad():
+            return [a.astype(np.float32) for a in flatten_outputs(model(torch.from_numpy(batch)))]
+
+    return infer
+
+
+def evaluate_run(
+    run: str | Path, data: str | Path | None = None, limit: int | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """Score the run's fused model, artifacts and CPU stand-ins (TensorRT's Q/DQ model under
+    onnxruntime) on `data` (default: the recipe's evaluation data); written to RUN/eval.json."""
+    run = Path(run)
+    recipe = run_recipe(run)
+    score = Scorer(EvaluationSettings.from_recipe(recipe, data, limit), progress)
+    stages = read_manifest(run)["stages"]
+    runners = {"torch.fp32": (torch_infer(run / "fused.pt"), 8)}
+    batch = 8 if recipe.export.dynamic_batch else 1
+    artifacts = run_artifacts(run)
+    plugin = recipe.tensorrt.plugin_library
+    runners.update(
+        {key: (load_artifact(key, path, 0, plugin).infer, batch) for key, path in artifacts.items()}
+    )
+    for target in TARGETS.values():
+        for stage, label in target.stand_ins.items():
+            if stage in stages:
+                runners[label] = (TARGETS["onnx"].load(run / stages[stage]["output"]["path"]).infer, batch)
+    # end-to-end NMS engines output detections (EfficientNMS_TRT); the Q/DQ ONNX does not
+    engines = {k for k in artifacts if k.startswith("tensorrt.")} if recipe.tensorrt.end2end_nms else set()
+    engine_head = score.settings.head.with_mode(ENGINE_NMS)
+    results = {
+        key: score(infer, size, engine_head if key in engines else None)
+        for key, (infer, size) in runners.items()
+    }
+    for key, path in artifacts.items():  # which build was scored (the report ignores older ones)
+        results[key]["sha256"] = sha256_file(path)
+    report = {
+        "data": str(score.dataset.annotations),
+        "images": next(iter(results.values()))["images"],
+        "results": results,
+    }
+    write_json(run / "eval.json", report)
+    return report

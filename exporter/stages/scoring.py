@@ -1,0 +1,88 @@
+"""COCO evaluation of any runner with the recipe's data, preprocessing and the model adapter's
+post-processing (used by the INT8 accuracy search and by `reparam-export eval`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from exporter.data.coco import find_split, load_coco
+from exporter.data.coco_map import evaluate
+from exporter.data.transforms import Preprocess, normalize
+from exporter.errors import UserError, setting
+from exporter.models import adapters
+from exporter.models.heads import Head
+from exporter.recipe import Recipe
+
+DEMO_DATA = "demo"
+
+
+def evaluation_source(data: str | Path | None) -> Path:
+    """The dataset named by `data` ('demo': the demo val split, generated on first use)."""
+    if data is None:
+        raise UserError(
+            f"no evaluation data: pass {setting('evaluation.data')} or set evaluation.data in the recipe"
+        )
+    if str(data) == DEMO_DATA:
+        from exporter.data.shapes import demo_split
+
+        return demo_split("val")
+    if not Path(data).exists():
+        raise UserError(
+            f"evaluation data not found: {data}; pass a COCO json or folder with {setting('evaluation.data')}"
+        )
+    return Path(data)
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    data: str  # as named: a COCO json or folder, or 'demo'
+    annotations: Path  # the instances json it resolves to
+    limit: int | None  # only the first `limit` images
+    head: Head  # the adapter's output contract
+    input_size: tuple[int, int]
+    preprocess: Preprocess
+
+    @classmethod
+    def from_recipe(
+        cls, recipe: Recipe, data: str | Path | None = None, limit: int | None = None
+    ) -> EvaluationSettings:
+        """`data` and `limit` override the recipe's evaluation.data and evaluation.limit."""
+        named = data or recipe.evaluation.data
+        annotations, _ = find_split(evaluation_source(named))
+        return cls(
+            str(named),
+            annotations,
+            limit or recipe.evaluation.limit,
+            adapters.head(recipe.model.adapter, recipe.model.kwargs),
+            tuple(recipe.input_size),
+            recipe.preprocess,
+        )
+
+
+class Scorer:
+    """`scorer(infer, batch)` -> COCO stats (mAP, …) of a runner on the evaluation data."""
+
+    def __init__(self, settings: EvaluationSettings, progress: bool = False):
+        self.settings = settings
+        self.dataset = load_coco(settings.annotations)
+        self.progress = progress
+
+    @property
+    def images(self) -> int:
+        return min(self.settings.limit or len(self.dataset.samples), len(self.dataset.samples))
+
+    def __call__(self, infer, batch: int, head: Head | None = None) -> dict[str, float]:
+        """`head` overrides the model's (e.g. an end-to-end NMS engine's outputs)."""
+        settings = self.settings
+        head = head or settings.head
+        return evaluate(
+            self.dataset,
+            infer,
+            lambda outputs, sizes: head.postprocess(outputs, settings.input_size, sizes),
+            settings.input_size,
+            lambda p: normalize(p, settings.preprocess),
+            batch,
+            settings.limit,
+            self.progress,
+        )
