@@ -1,0 +1,110 @@
+"""The package imports only downward: each module may import its own layer and the layers below it.
+
+The layers, bottom to top, are README's "Layout" section; every import counts, those inside functions
+too, so a lazy import cannot hide a dependency that runs up the layers.
+"""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "exporter"
+
+LAYERS = [  # bottom first: module prefixes of each layer
+    ("base", ["exporter", "exporter.errors", "exporter.artifacts", "exporter.manifest"]),
+    ("numerics", ["exporter.numerics"]),
+    ("lowerings", ["exporter.lowering"]),
+    ("blocks", ["exporter.blocks"]),
+    ("data", ["exporter.data"]),
+    ("models", ["exporter.models"]),
+    ("recipe", ["exporter.recipe"]),
+    ("backends", ["exporter.backends"]),
+    ("stages", ["exporter.stages"]),
+    ("targets", ["exporter.targets"]),
+    ("doctor", ["exporter.doctor"]),
+    ("pipeline", ["exporter.pipeline"]),
+    (
+        "run-level commands",
+        [
+            "exporter.evaluate",
+            "exporter.bench",
+            "exporter.bench_akconv",
+            "exporter.bench_cpu",
+            "exporter.report",
+        ],
+    ),
+    ("cli", ["exporter.cli"]),
+]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def layer_of(module: str) -> int:
+    """Index of the layer whose longest prefix matches `module`."""
+    best, rank = -1, None
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+                best, rank = len(prefix), index
+    if rank is None:
+        raise AssertionError(f"{module} is in no layer: add it to LAYERS and README's layout")
+    return rank
+
+
+def imported(path: Path) -> set[str]:
+    """The package's modules that `path` imports (a name imported from a package, if it is a module)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [
+                f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in MODULES else node.module
+                for alias in node.names
+            ]
+        else:
+            continue
+        found |= {name for name in names if name == "exporter" or name.startswith("exporter.")}
+    return found
+
+
+def upward_imports() -> list[str]:
+    found = []
+    for module, path in MODULES.items():
+        rank = layer_of(module)
+        for target in sorted(imported(path)):
+            if layer_of(target) > rank:
+                found.append(
+                    f"{module} ({LAYERS[rank][0]}) imports {target} ({LAYERS[layer_of(target)][0]})"
+                )
+    return found
+
+
+def test_every_module_has_a_layer():
+    for module in MODULES:
+        layer_of(module)
+
+
+def test_no_import_runs_up_the_layers():
+    assert upward_imports() == []
+
+
+def test_the_check_sees_lazy_imports(tmp_path, monkeypatch):
+    """An import inside a function counts: the check is not blind to the usual way of hiding one."""
+    planted = tmp_path / "numerics_probe.py"
+    planted.write_text("def f():\n    from exporter.pipeline import Pipeline\n    return Pipeline\n")
+    monkeypatch.setitem(MODULES, "exporter.numerics.probe", planted)
+    assert upward_imports() == ["exporter.numerics.probe (numerics) imports exporter.pipeline (pipeline)"]
+
+
+def test_readme_shows_these_layers():
+    """README's layout table names the same layers, top first."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    section = readme.split("\n## Layout", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| ")]
+    assert rows[1:] == [name for name, _ in reversed(LAYERS)]
