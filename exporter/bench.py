@@ -11,13 +11,12 @@ from typing import Any
 import numpy as np
 
 from exporter.artifacts import sha256_file, write_json
-from exporter.backends import openvino as ov_backend
 from exporter.errors import UserError
 from exporter.evaluate import run_recipe
 from exporter.manifest import run_artifacts
 from exporter.numerics.latency import measure, throughput
 from exporter.stages.reference import load_reference
-from exporter.targets import load_artifact
+from exporter.targets import artifact_target, load_artifact
 
 
 def cpu_name() -> str:
@@ -52,10 +51,9 @@ def bench_run(
             **latency.as_dict(),
             "fps_batch1": 1000.0 / latency.mean_ms,
         }
-        if throughput_workers and key.startswith("openvino"):  # its own streams and async requests
-            entry["throughput_fps"], entry["throughput_requests"] = ov_backend.throughput(
-                path, batch, min_seconds
-            )
+        own = artifact_target(key).throughput
+        if throughput_workers and own is not None:  # the runtime's own streams and async requests
+            entry["throughput_fps"], entry["throughput_requests"] = own(path, batch, min_seconds)
         elif throughput_workers:
 
             def make(key=key, path=path):

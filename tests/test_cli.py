@@ -19,6 +19,7 @@ def assert_one_line_error(code, err, expected_code, pattern):
     assert code == expected_code, err
     assert len(lines) == 1, err
     assert "Traceback" not in err
+    assert "«" not in err, "every setting a message names is spelt as a flag or a field"
     assert pattern in lines[0], lines[0]
 
 
@@ -277,6 +278,19 @@ def test_bad_sources_refused_before_any_stage(run_cli, tmp_path, args, pattern):
     code, _, err = run_cli(*args, "--run-dir", str(tmp_path / "run"))
     assert_one_line_error(code, err, 2, pattern)
     assert not (tmp_path / "run").exists(), "no stage ran"
+
+
+def test_messages_name_the_flags_of_the_command(run_cli, tmp_path):
+    """Below the CLI an error names recipe fields; the CLI spells each as the flag that sets it."""
+    from exporter.data.shapes import write_split
+
+    source = write_split(tmp_path / "shapes", "calib", 3, seed=1)
+    code, _, err = run_cli(
+        "build", "--target", "openvino", "--precision", "int8", "--calib-data", str(source), "--calib-count", "5",
+        "--run-dir", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert_one_line_error(code, err, 2, "has 3 images, fewer than the 5 asked for; pass --calib-count 3")
+    assert not (tmp_path / "run").exists(), "refused before any stage"
 
 
 def test_onnx_target_names_the_precision_to_pass(run_cli, tmp_path):

@@ -117,7 +117,7 @@ def test_calibration_bad_sources(tmp_path, calib_json):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="holds no images"):
         calibration.select(tmp_path / "empty", 4, 0, (64, 64), pre)
-    with pytest.raises(UserError, match="has 24 images, fewer than the 50 asked for; pass calibration.count: 24"):
+    with pytest.raises(UserError, match="24 images, fewer than the 50 asked for; pass calibration.count: 24"):
         calibration.select(calib_json, 50, 0, (64, 64), pre)
     chosen, warnings = calibration.select(calib_json, 50, 0, (64, 64), pre, allow_fewer=True)
     assert len(chosen.images) == 24 and "fewer than the 50" in warnings[0]

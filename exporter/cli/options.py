@@ -131,18 +131,35 @@ PRECISION = option(
     type=click.Choice(["fp32", "fp16", "int8"]),
     help="Precision(s) to build; repeatable (default: the recipe's).",
 )
+def calib_count(**settings) -> Decorator:
+    """--calib-count; a command with its own default passes it (shown instead of the recipe's)."""
+    recipe_default = "" if "default" in settings else f" (default {default('calibration.count')})"
+    return option(
+        "--calib-count",
+        field="calibration.count",
+        type=click.IntRange(min=1),
+        help=f"Number of calibration images{recipe_default}.",
+        **settings,
+    )
+
+
+def eval_limit(**settings) -> Decorator:
+    return option(
+        "--eval-limit",
+        field="evaluation.limit",
+        type=click.IntRange(min=1),
+        help="Evaluate only the first N images of the evaluation data.",
+        **settings,
+    )
+
+
 CALIBRATION = group(
     option(
         "--calib-data",
         field="calibration.source",
         help="INT8 calibration images: a folder, a COCO json, or 'demo'.",
     ),
-    option(
-        "--calib-count",
-        field="calibration.count",
-        type=click.IntRange(min=1),
-        help=f"Number of calibration images (default {default('calibration.count')}).",
-    ),
+    calib_count(),
 )
 EVALUATION = group(
     option(
@@ -150,12 +167,7 @@ EVALUATION = group(
         field="evaluation.data",
         help="Evaluation data: a COCO json or folder, or 'demo' (default: the recipe's).",
     ),
-    option(
-        "--eval-limit",
-        field="evaluation.limit",
-        type=click.IntRange(min=1),
-        help="Evaluate only the first N images of the evaluation data.",
-    ),
+    eval_limit(),
 )
 
 

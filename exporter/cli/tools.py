@@ -29,20 +29,8 @@ REPO_RECIPES = Path(__file__).resolve().parents[2] / "recipes"
     "Timed seconds per runtime, over 3 alternating rounds.",
     min_threads=1,
 )
-@click.option(
-    "--calib-count",
-    default=64,
-    type=click.IntRange(min=1),
-    show_default=True,
-    help="INT8 calibration images.",
-)
-@click.option(
-    "--eval-limit",
-    default=100,
-    type=click.IntRange(min=1),
-    show_default=True,
-    help="Val images for the INT8 mAP check.",
-)
+@options.calib_count(default=64, show_default=True)
+@options.eval_limit(default=100, show_default=True)
 def bench_cpu(recipes, threads, min_seconds, calib_count, eval_limit):
     """PyTorch eager, onnxruntime and OpenVINO (unfused, fused FP32/FP16/INT8) side by side, with
     ratios against PyTorch eager and the goals: fused vs unfused OpenVINO FP32 >= 1.2x, INT8 vs FP32

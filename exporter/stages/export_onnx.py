@@ -13,7 +13,6 @@ import onnx
 import torch
 
 from exporter import __version__
-from exporter.backends import onnxruntime as ort_backend
 from exporter.errors import UserError, setting
 from exporter.lowering.akconv import PLUGIN_DOMAIN
 from exporter.lowering.capability import Choice
@@ -100,10 +99,9 @@ def run(settings: ExportSettings, fused_pt: Path, out: Path) -> dict[str, Any]:
     onnx.helper.set_model_props(proto, settings.metadata)
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, out)
-    parity = reference.reference_parity(
-        fused_pt, ort_backend.load(out).infer, settings.rtol, settings.dynamic_batch
+    parity = reference.onnxruntime_parity(
+        "the exported model", out, fused_pt, settings.rtol, settings.dynamic_batch
     )
-    reference.require_parity("onnxruntime output of the exported model", parity)
     return {
         "check": parity.as_dict(),
         "nodes": len(proto.graph.node),

@@ -86,6 +86,15 @@ def require_parity(what: str, parity: Parity) -> None:
         raise CheckFailed(f"{what} differs from the fused torch model: {parity.describe()}")
 
 
+def onnxruntime_parity(what: str, model: Path, fused_pt: Path, rtol: float, dynamic_batch: bool) -> Parity:
+    """An ONNX model under onnxruntime against the reference; must pass."""
+    from exporter.backends import onnxruntime
+
+    parity = reference_parity(fused_pt, onnxruntime.load(model).infer, rtol, dynamic_batch)
+    require_parity(f"onnxruntime output of {what}", parity)
+    return parity
+
+
 def describe_check(check: dict[str, Any], measured: bool = False) -> str:
     """A pass/fail check with its tolerance; `measured`: an error against the FP32 reference (FP16,
     INT8), with the output's scale instead."""

@@ -46,6 +46,9 @@ class Target:
     search_method: Callable[[Recipe], str | None] = field(default=lambda recipe: None)
     versions: Callable[[], dict[str, str]] = field(default=dict)  # its libraries' versions: cache keys
     stand_ins: dict[str, str] = field(default_factory=dict)  # stage -> label: run on CPU by eval
+    # (path, batch, seconds) -> (images/s, parallel requests) by the runtime's own scheduling; None: bench
+    # runs single-thread runners in parallel
+    throughput: Callable[..., tuple[float, int]] | None = None
 
     def stage(self, name: str) -> str:
         """A per-target stage's name in the manifest ('export' for onnx, 'openvino.export', …)."""

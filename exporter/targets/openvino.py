@@ -44,6 +44,13 @@ def load(path, precision: str = "fp32", threads: int = 0, plugin_library=None):
     return openvino.load(path, precision, threads)
 
 
+def throughput(path, batch, seconds: float) -> tuple[float, int]:
+    """OpenVINO's THROUGHPUT streams with its optimal number of async requests."""
+    from exporter.backends import openvino
+
+    return openvino.throughput(path, batch, seconds)
+
+
 def quantizer(model: Path, calibration, method: str | None, ranges_dir: Path):
     from exporter.stages.partial_int8 import OpenVinoQuantizer
 
@@ -75,4 +82,5 @@ TARGET = Target(
     calibrated=("int8",),
     quantizer=quantizer,
     versions=versions,
+    throughput=throughput,
 )
