@@ -286,8 +286,8 @@ def test_messages_name_the_flags_of_the_command(run_cli, tmp_path):
 
     source = write_split(tmp_path / "shapes", "calib", 3, seed=1)
     code, _, err = run_cli(
-        "build", "--target", "openvino", "--precision", "int8", "--calib-data", str(source), "--calib-count", "5",
-        "--run-dir", str(tmp_path / "run"),
+        "build", "--target", "openvino", "--precision", "int8", "--calib-data", str(source),
+        "--calib-count", "5", "--run-dir", str(tmp_path / "run"),
     )  # fmt: skip
     assert_one_line_error(code, err, 2, "has 3 images, fewer than the 5 asked for; pass --calib-count 3")
     assert not (tmp_path / "run").exists(), "refused before any stage"
