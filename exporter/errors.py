@@ -33,6 +33,12 @@ def render(text: str, flags: Mapping[str, str] | None = None) -> str:
     return _SETTING.sub(one, text)
 
 
+def summary(exc: BaseException) -> str:
+    """'Type: first line of the message' of an exception raised by user code or a library."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 class ExporterError(Exception):
     """Base class: carries the process exit code."""
 

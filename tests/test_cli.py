@@ -44,7 +44,7 @@ def user_recipe(tmp_path):
         ("builder_missing", "has no callable 'nope'"),
         ("module_missing", "cannot import 'no_such_pkg.models'"),
         ("not_a_module", "returned dict, expected a torch nn.Module"),
-        ("forward_fails", "model forward failed on a 2x3x32x32 input"),
+        ("forward_fails", "model forward failed on a 1x3x32x32 input"),
         ("pickled_checkpoint", "cannot be loaded with weights_only=True"),
         ("wrong_checkpoint", "does not match the model: missing"),
     ],

@@ -91,7 +91,7 @@ def test_bn_affine_false_folds():
     assert report.ok and isinstance(fused[1], nn.Identity)
 
 
-def test_module_not_run_by_forward_is_fused_and_model_checked():
+def test_module_no_probe_reaches_is_proved_on_an_input_made_for_it():
     class Partial(nn.Module):
         def __init__(self):
             super().__init__()
@@ -103,7 +103,8 @@ def test_module_not_run_by_forward_is_fused_and_model_checked():
 
     _, report = fuse_model(fm.randomized(Partial()), probe())
     unused = next(s for s in report.steps if s.path == "unused")
-    assert unused.status == "fused" and unused.parity is None
+    assert unused.status == "fused" and unused.parity.ok
+    assert unused.proved_on == "a generated 1x3x16x16 input"
     assert report.ok
 
 
@@ -127,7 +128,7 @@ def test_parity_holds_each_output_to_its_own_scale():
 
 def test_guessed_fold_on_a_path_the_probe_skips_is_reverted():
     """conv/bn attributes suggest a fold, but this forward puts a ReLU between them; the probe never
-    runs the module, so the fold cannot be proved and must not be kept."""
+    runs the module, so the fold is tried on an input made for it, fails there and is not kept."""
 
     class Guess(nn.Module):
         def __init__(self):
@@ -150,7 +151,8 @@ def test_guessed_fold_on_a_path_the_probe_skips_is_reverted():
     model.unused.bn.running_mean.uniform_(-1, 1)
     fused, report = fuse_model(model, torch.rand(1, 3, 8, 8))
     (step,) = [s for s in report.steps if s.path == "unused"]
-    assert step.status == "reverted" and step.parity is None
+    assert step.status == "reverted" and not step.parity.ok, "disproved on an input made for it"
+    assert step.proved_on == "a generated 1x3x16x16 input"
     assert isinstance(fused.unused.bn, nn.BatchNorm2d)
     x = torch.rand(1, 3, 8, 8)
     with torch.no_grad():

@@ -28,6 +28,7 @@ LAYERS = [  # bottom first: module prefixes of each layer
             "exporter.evaluate",
             "exporter.bench",
             "exporter.bench_akconv",
+            "exporter.bench_fuse",
             "exporter.bench_cpu",
             "exporter.report",
         ],

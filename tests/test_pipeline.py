@@ -165,7 +165,7 @@ def test_export_parity_failure_is_a_check_failure(tmp_path, monkeypatch):
 
     def skewed(fused_pt):
         blob = real(fused_pt)
-        return {**blob, **{k: [o + 1.0 for o in blob[k]] for k in ("outputs", "first_outputs")}}
+        return {**blob, "outputs": [o + 1.0 for o in blob["outputs"]]}
 
     monkeypatch.setattr(reference, "load_reference", skewed)
     with pytest.raises(CheckFailed, match="onnxruntime output of the exported model differs"):
@@ -176,7 +176,8 @@ def test_export_parity_failure_is_a_check_failure(tmp_path, monkeypatch):
 def test_fused_artifact_loads_without_pickle(tmp_path):
     Pipeline(recipe(), tmp_path).fuse()
     blob = torch.load(tmp_path / "fused.pt", weights_only=True)
-    assert set(blob) == {"state_dict", "source", "fuse_rtol", "probe", "outputs", "first_outputs"}
+    assert set(blob) == {"state_dict", "source", "steps", "probe", "outputs", "noise"}
+    assert all(o.dtype == torch.float64 for o in blob["outputs"]), "the reference is float64"
     assert not any("rbr_1x1" in key for key in blob["state_dict"]), "deploy form has no branches"
 
 

@@ -63,12 +63,12 @@ CASES = {
     "targets": (["openvino", "tensorrt"], {"export", "simplify"}),  # the onnx target's two stages go
     "precisions": (["fp32", "int8"], {"openvino.fp16", "tensorrt.end2end.fp16", "tensorrt.bundle"}),
     "export.opset": (16, EXPORTED),
-    "export.dynamic_batch": (True, EXPORTED),
+    "export.dynamic_batch": (True, BUILD),  # the reference probe has two images
     "export.simplify": (False, EXPORTED - {"export", "openvino.export", "tensorrt.export"}),
     "export.output_names": (["s", "b"], EXPORTED),
     "export.akconv_lowering": ("gather", EXPORTED),
-    "thresholds.fuse_rtol": (1e-5, BUILD),
-    "thresholds.onnx_rtol": (1e-5, EXPORTED),
+    "thresholds.fuse_rtol": (1e-10, BUILD),
+    "thresholds.fp32_noise_factor": (4.0, EXPORTED),  # every FP32 check; the rest via their inputs
     "calibration.source": ("OTHER_IMAGES", INT8 | {"sensitivity"}),
     "calibration.count": (3, INT8),  # the first two images, which sensitivity scores, stay the same
     "calibration.seed": (1, INT8 | {"sensitivity"}),

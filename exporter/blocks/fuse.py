@@ -1,23 +1,32 @@
 """The fuser: turn any nn.Module into its plain inference form and prove it unchanged.
 
 Pass 1 fuses re-parameterizable blocks: ours by type, foreign ones by protocol (the first of
-PROTOCOL_METHODS a module defines, callable without arguments). Pass 2 folds every remaining
-Conv+BN: adjacent pairs in an nn.Sequential, and modules holding `conv` and `bn` children (a
-heuristic, kept only when the module's output is unchanged).
+PROTOCOL_METHODS a module defines, callable without arguments; never the whole model's own method),
+then walks into what a deploy method left for blocks it did not fuse. Pass 2 folds every remaining
+Conv+BN: adjacent pairs in an nn.Sequential, and modules holding `conv` and `bn` children (a guess,
+kept only when proved).
 
-Every rewritten module is checked on the input it received during a reference forward pass, so a
-mismatch names the first offending module in execution order; the whole model is checked last.
+The proof is of the algebra, so it runs in float64 on a copy: the reference forward passes (one per
+probe input: the model's own size and a second size and draw) record what every rewritten module
+received and returned; each rewrite is re-run on those inputs and must agree to rtol·max(1, |y|) per
+output (a correct fusion agrees to ~1e-12 of the scale, a wrong one misses by orders of magnitude), so a
+mismatch names the first offending module in execution order. The whole model is checked last, with
+the reference's discrete selections replayed (numerics.selections). A rewrite no probe reaches is proved
+on an input made for it, or left unfused and reported "not proved". The fused model is returned in the
+model's own dtype, with its drift from the float64 reference (rounding, not a fusion error) reported.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -25,34 +34,58 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from exporter.blocks import OUR_BLOCKS
 from exporter.blocks.convbn import CONV_TYPES, fold_conv_bn, require_running_stats
 from exporter.numerics.complexity import count_params
-from exporter.numerics.parity import Parity, compare
+from exporter.numerics.parity import Parity, compare, compare_within, flatten_outputs, scales
+from exporter.numerics.selections import Selections
 
-PROTOCOL_METHODS = ("switch_to_deploy", "reparameterize", "fuse_convs", "merge_kernel", "fuse")
+PROOF_DTYPE = torch.float64
+ROUNDING_DTYPE = torch.float32  # exported artifacts compute in FP32: the rounding they are held to
+CONDITION_MARGIN = 64
+PROTOCOL_METHODS = (
+    "switch_to_deploy",
+    "reparameterize",
+    "reparametrize",
+    "convert_to_deploy",
+    "fuse_convs",
+    "merge_kernel",
+    "fuse",
+)
+GENERATED_SIZE = 16  # spatial size of an input made for a module no probe reaches
+MAX_ROUNDS = 3  # deploy methods leaving blocks behind: walks into what they left
 
 
 @dataclass
 class Step:
-    """One rewrite of the module at `path` ('' is the root)."""
+    """One rewrite of the module at `path` ('' is the root). `action`: 'block' (our block's fuse()),
+    'method:<name>' (a foreign deploy method), 'sequential' or 'attributes' (Conv+BN folds)."""
 
     path: str
     kind: str
-    apply: Callable[[nn.Module], nn.Module]
-    strict: bool = True  # False: a heuristic, reverted when its check fails
+    action: str
+    strict: bool = True  # False: a guess, reverted when its check fails
+    aliases: tuple[str, ...] = ()  # other paths of the same (shared) module
 
 
 @dataclass
 class StepResult:
     path: str
     kind: str
-    status: str  # fused | mismatch | reverted
-    parity: Parity | None  # None when the forward pass never ran this module
+    action: str
+    status: str  # fused | mismatch | reverted | not proved | failed | changes outputs
+    parity: Parity | None  # None when nothing could be compared
+    proved_on: str = ""  # "probes" or the input made for it
+    note: str = ""
+    aliases: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "module": self.path or "<root>",
             "kind": self.kind,
+            "action": self.action,
             "status": self.status,
             "parity": self.parity.as_dict() if self.parity else None,
+            "proved_on": self.proved_on,
+            **({"note": self.note} if self.note else {}),
+            **({"aliases": list(self.aliases)} if self.aliases else {}),
         }
 
 
@@ -61,7 +94,14 @@ class FuseReport:
     steps: list[StepResult] = field(default_factory=list)
     params_before: int = 0
     params_after: int = 0
-    model_parity: Parity | None = None
+    model_parity: Parity | None = None  # float64: the proof
+    drift: Parity | None = None  # the fused model in its dtype against the float64 reference
+    noise: list[float] = field(default_factory=list)  # per output: the model's rounding in its dtype
+    reference_outputs: list[np.ndarray] = field(default_factory=list)  # float64, on the first probe
+    inputs: list[str] = field(default_factory=list)
+    selections: int = 0  # discrete selections replayed in the whole-model check
+    flips: int = 0  # of those, where the fused model's own pick differed (a near-tie)
+    skipped: list[str] = field(default_factory=list)  # blocks left as they are, and why
 
     @property
     def counts(self) -> dict[str, int]:
@@ -75,15 +115,36 @@ class FuseReport:
     def ok(self) -> bool:
         return self.offender is None and self.model_parity is not None and self.model_parity.ok
 
+    def fused_steps(self) -> list[dict[str, Any]]:
+        """What to replay to rebuild the deploy form (path, action, aliases), in order."""
+        return [
+            {"path": s.path, "action": s.action, "aliases": list(s.aliases)}
+            for s in self.steps
+            if s.status == "fused"
+        ]
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "proof": "float64",
             "counts": self.counts,
             "params_before": self.params_before,
             "params_after": self.params_after,
             "model_parity": self.model_parity.as_dict() if self.model_parity else None,
+            "drift": (
+                {k: getattr(self.drift, k) for k in ("max_abs_err", "max_abs_ref", "output")}
+                if self.drift
+                else None
+            ),
+            "inputs": self.inputs,
+            "selections": {"replayed": self.selections, "flipped": self.flips},
+            "not_fused": self.skipped + [f"{s.path or '<root>'}: {s.status}" for s in self.unfused],
             "steps": [s.as_dict() for s in self.steps],
         }
+
+    @property
+    def unfused(self) -> list[StepResult]:
+        return [s for s in self.steps if s.status in ("not proved", "failed", "changes outputs")]
 
 
 def get_module(root: nn.Module, path: str) -> nn.Module:
@@ -103,43 +164,36 @@ def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
-def protocol_method(module: nn.Module) -> str | None:
-    """Name of the first deploy protocol method the module defines, callable with no arguments."""
+def protocol_method(module: nn.Module) -> tuple[str | None, str | None]:
+    """(the first deploy method the module defines that takes no arguments, the first that needs some)."""
+    needs = None
     for name in PROTOCOL_METHODS:
         method = getattr(module, name, None)
         if not inspect.ismethod(method):
             continue
         params = inspect.signature(method).parameters.values()
         if all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
-            return name
-    return None
+            return name, needs
+        needs = needs or name
+    return None, needs
 
 
-def _call_protocol(name: str) -> Callable[[nn.Module], nn.Module]:
-    def apply(module: nn.Module) -> nn.Module:
-        result = getattr(module, name)()
-        return result if isinstance(result, nn.Module) else module
-
-    return apply
-
-
-def plan_blocks(root: nn.Module) -> list[Step]:
-    """Pass 1: our blocks by type, foreign blocks by protocol; no descent into a fused block."""
-    steps: list[Step] = []
-
-    def visit(module: nn.Module, path: str) -> None:
-        if isinstance(module, OUR_BLOCKS):
-            steps.append(Step(path, type(module).__name__, lambda m: m.fuse()))
-            return
-        method = protocol_method(module)
-        if method is not None:
-            steps.append(Step(path, f"{type(module).__name__}.{method}()", _call_protocol(method)))
-            return
-        for name, child in module.named_children():
-            visit(child, _join(path, name))
-
-    visit(root, "")
-    return steps
+def apply_action(module: nn.Module, action: str) -> nn.Module:
+    """The deploy form of `module` by `action` (see Step)."""
+    if action == "block":
+        return module.fuse()
+    if action == "sequential":
+        return _fold_sequential(module)
+    if action == "attributes":
+        return _fold_attributes(module)
+    name = action.removeprefix("method:")
+    if name not in PROTOCOL_METHODS:
+        raise ValueError(f"unknown fusion action {action!r}")
+    result = getattr(module, name)()
+    fused = result if isinstance(result, nn.Module) else module
+    if inspect.ismethod(getattr(fused, "forward_fuse", None)):  # Ultralytics' convention
+        fused.forward = fused.forward_fuse
+    return fused
 
 
 def _is_conv_bn(conv: nn.Module, bn: nn.Module) -> bool:
@@ -163,19 +217,63 @@ def _fold_attributes(module: nn.Module) -> nn.Module:
     return module
 
 
+def _paths_by_module(root: nn.Module) -> dict[int, list[str]]:
+    """Every path of each module (a shared module has several)."""
+    found: dict[int, list[str]] = {}
+    for path, module in root.named_modules(remove_duplicate=False):
+        found.setdefault(id(module), []).append(path)
+    return found
+
+
+def plan_blocks(root: nn.Module, done: set[int], report: FuseReport) -> list[Step]:
+    """Pass 1: our blocks by type, foreign blocks by protocol. Modules in `done` (already given their
+    deploy method) are not called again; the walk goes into them instead."""
+    steps: list[Step] = []
+    paths = _paths_by_module(root)
+    seen: set[int] = set()
+
+    def visit(module: nn.Module, path: str) -> None:
+        if id(module) in seen:
+            return
+        seen.add(id(module))
+        aliases = tuple(p for p in paths.get(id(module), []) if p != path)
+        if id(module) not in done:
+            if isinstance(module, OUR_BLOCKS):
+                steps.append(Step(path, type(module).__name__, "block", aliases=aliases))
+                return
+            method, needs_args = protocol_method(module) if path else (None, None)  # never the model's own
+            if method is not None:
+                kind = f"{type(module).__name__}.{method}()"
+                steps.append(Step(path, kind, f"method:{method}", aliases=aliases))
+                return
+            if needs_args is not None:
+                report.skipped.append(f"{path}: {type(module).__name__}.{needs_args}() needs arguments")
+        for name, child in module.named_children():
+            visit(child, _join(path, name))
+
+    visit(root, "")
+    return steps
+
+
 def plan_conv_bn(root: nn.Module) -> list[Step]:
     """Pass 2: Conv+BN pairs left after pass 1."""
     steps: list[Step] = []
+    paths = _paths_by_module(root)
+    seen: set[int] = set()
 
     def visit(module: nn.Module, path: str) -> None:
+        if id(module) in seen:
+            return
+        seen.add(id(module))
+        aliases = tuple(p for p in paths.get(id(module), []) if p != path)
         skip: set[str] = set()
         if isinstance(module, nn.Sequential):
             children = list(module.children())
             if any(_is_conv_bn(a, b) for a, b in zip(children, children[1:], strict=False)):
-                steps.append(Step(path, "Conv+BN", _fold_sequential))
+                steps.append(Step(path, "Conv+BN", "sequential", aliases=aliases))
         elif _is_conv_bn(getattr(module, "conv", None), getattr(module, "bn", None)):
             kind = f"{type(module).__name__} conv/bn"
-            steps.append(Step(path, kind, _fold_attributes, strict=False))
+            steps.append(Step(path, kind, "attributes", strict=False, aliases=aliases))
             skip = {"conv", "bn"}
         for name, child in module.named_children():
             if name not in skip:
@@ -195,24 +293,52 @@ def _clone(value: Any) -> Any:
     return value
 
 
-def record_io(root: nn.Module, paths: list[str], probe: torch.Tensor) -> dict[str, tuple]:
-    """Run the model once; return, per module path, its first (args, kwargs, output), in call order."""
-    records: dict[str, tuple] = {}
-    handles = []
-    for path in paths:
+class ForwardFailed(Exception):
+    """The model itself failed on probe input `index` (before any rewrite)."""
 
-        def hook(module, args, kwargs, output, path=path):
-            if path not in records:
-                records[path] = (_clone(args), _clone(kwargs), _clone(output))
+    def __init__(self, index: int, shape: tuple[int, ...], cause: BaseException):
+        super().__init__(f"forward failed on input {index}")
+        self.index, self.shape, self.cause = index, shape, cause
 
-        handles.append(get_module(root, path).register_forward_hook(hook, with_kwargs=True))
-    try:
-        with torch.no_grad():
-            root(probe)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return records
+
+@dataclass
+class Recording:
+    """Per probe input: every watched module's first (args, kwargs, output), the model's outputs and its
+    discrete selections."""
+
+    calls: list[dict[str, tuple]]
+    outputs: list[Any]
+    picks: list[list]
+
+
+def record(
+    root: nn.Module, paths: Sequence[str], inputs: Sequence[torch.Tensor], first: int = 0
+) -> Recording:
+    """One forward pass per input with hooks on the modules at `paths`; ForwardFailed names the input
+    (counted from `first`) the model failed on."""
+    result = Recording([], [], [])
+    for index, x in enumerate(inputs, first):
+        calls: dict[str, tuple] = {}
+        handles = []
+        for path in paths:
+
+            def hook(module, args, kwargs, output, path=path, calls=calls):
+                if path not in calls:
+                    calls[path] = (_clone(args), _clone(kwargs), _clone(output))
+
+            handles.append(get_module(root, path).register_forward_hook(hook, with_kwargs=True))
+        try:
+            with torch.no_grad(), Selections() as selections:
+                output = root(x)
+        except Exception as exc:  # noqa: BLE001 - the user's model failing on an input
+            raise ForwardFailed(index, tuple(x.shape), exc) from exc
+        finally:
+            for handle in handles:
+                handle.remove()
+        result.calls.append(calls)
+        result.outputs.append(_clone(output))
+        result.picks.append(selections.picks)
+    return result
 
 
 def _check_running_stats(module: nn.Module, path: str) -> None:
@@ -221,47 +347,215 @@ def _check_running_stats(module: nn.Module, path: str) -> None:
             require_running_stats(sub, _join(path, name))
 
 
+def generated_input(module: nn.Module) -> torch.Tensor | None:
+    """A seeded input for a module no probe reaches, shaped for its first convolution (None: unknown)."""
+    conv = next((m for m in module.modules() if isinstance(m, CONV_TYPES)), None)
+    if conv is None:
+        return None
+    dims = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}[type(conv)]
+    generator = torch.Generator().manual_seed(0)
+    shape = (1, conv.in_channels, *([GENERATED_SIZE] * dims))
+    return torch.rand(shape, generator=generator, dtype=PROOF_DTYPE)
+
+
+def _prove(fused: nn.Module, calls: list[tuple], rtol: float) -> tuple[Parity, bool]:
+    """The worst parity over the recorded calls, and whether the outputs' structure changed."""
+    worst, reshaped = None, False
+    for args, kwargs, expected in calls:
+        with torch.no_grad():
+            got = fused(*args, **kwargs)
+        reshaped |= _structure(got) != _structure(expected)
+        parity = compare(expected, got, rtol)
+        if worst is None or parity.ratio >= worst.ratio:
+            worst = parity
+    return worst, reshaped
+
+
+def _structure(value: Any) -> list[tuple[int, ...]]:
+    return [a.shape for a in flatten_outputs(value)]
+
+
 def _run_steps(
-    root: nn.Module, steps: list[Step], probe: torch.Tensor, rtol: float, report: FuseReport
+    root: nn.Module, steps: list[Step], recording: Recording, rtol: float, report: FuseReport, done: set[int]
 ) -> nn.Module:
-    records = record_io(root, [s.path for s in steps], probe)
-    order = {path: i for i, path in enumerate(records)}
+    order: dict[str, int] = {}
+    for calls in recording.calls:
+        for path in calls:
+            order.setdefault(path, len(order))
     for step in sorted(steps, key=lambda s: order.get(s.path, len(order))):
         original = get_module(root, step.path)
         _check_running_stats(original, step.path)
-        backup = None if step.strict else copy.deepcopy(original)
-        with torch.no_grad():
-            fused = step.apply(original).eval()
-        root = set_module(root, step.path, fused)
-        parity, status = None, "fused"
-        if step.path in records:
-            args, kwargs, expected = records[step.path]
-            with torch.no_grad():
-                parity = compare(expected, fused(*args, **kwargs), rtol)
-            if not parity.ok:
-                status = "mismatch" if step.strict else "reverted"
-        elif not step.strict:
-            status = "reverted"  # a guessed rewrite the probe never runs cannot be proved: keep the original
-        if status == "reverted":
-            root = set_module(root, step.path, backup)
-        report.steps.append(StepResult(step.path, step.kind, status, parity))
+        backup = copy.deepcopy(original)
+        calls = [c[step.path] for c in recording.calls if step.path in c]
+        proved_on = "probes" if calls else ""
+        if not calls:
+            x = generated_input(original)
+            if x is not None:
+                try:
+                    with torch.no_grad():
+                        calls = [((x,), {}, backup(x))]
+                    proved_on = f"a generated {'x'.join(map(str, x.shape))} input"
+                except Exception:  # noqa: BLE001 - the module does not take such an input
+                    calls = []
+        try:
+            with torch.no_grad(), default_dtype(PROOF_DTYPE):  # what a deploy method creates: float64 too
+                fused = apply_action(original, step.action).to(PROOF_DTYPE).eval()
+            root = _place(root, step, fused)
+            parity, reshaped = _prove(fused, calls, rtol) if calls else (None, False)
+        except Exception as exc:  # noqa: BLE001 - a block the fuser cannot handle is left as it is
+            root = _place(root, step, backup)
+            done.add(id(backup))
+            text = str(exc).strip().splitlines()
+            note = f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__
+            report.steps.append(StepResult(step.path, step.kind, step.action, "failed", None, note=note))
+            continue
+        status, note = "fused", ""
+        if parity is None:
+            status, note = "not proved", "no probe reaches it and no input could be made for it"
+        elif reshaped:
+            status, note = (
+                "changes outputs",
+                "its deploy method changes the module's outputs: not a deploy form",
+            )
+        elif not parity.ok:
+            status = "mismatch" if step.strict else "reverted"
+        if status in ("fused", "mismatch"):
+            done.add(id(fused))
+        else:  # keep the original; walk into it instead
+            root = _place(root, step, backup)
+            done.add(id(backup))
+        report.steps.append(
+            StepResult(step.path, step.kind, step.action, status, parity, proved_on, note, step.aliases)
+        )
     return root
 
 
-def fuse_model(model: nn.Module, probe: torch.Tensor, rtol: float = 1e-4) -> tuple[nn.Module, FuseReport]:
-    """Return a fused copy of `model` and the report proving (or refuting) its equality.
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(saved)
 
-    Tolerance: max|y_fused − y| ≤ rtol·max(1, max|y|), per rewritten module and for the model.
-    """
-    model = model.eval()
-    report = FuseReport(params_before=count_params(model))
-    with torch.no_grad():
-        reference = model(probe)
-    fused = copy.deepcopy(model)
-    fused = _run_steps(fused, plan_blocks(fused), probe, rtol, report)
-    fused = _run_steps(fused, plan_conv_bn(fused), probe, rtol, report)
-    fused.eval()
-    with torch.no_grad():
-        report.model_parity = compare(reference, fused(probe), rtol)
-    report.params_after = count_params(fused)
+
+def _within(path: str, block: str) -> bool:
+    return not block or path == block or path.startswith(block + ".")
+
+
+def _place(root: nn.Module, step: Step, module: nn.Module) -> nn.Module:
+    for path in (step.path, *step.aliases):
+        root = set_module(root, path, module)
+    return root
+
+
+def cast(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """`model` in `dtype`: its parameters and buffers, and the tensors modules keep as plain attributes
+    (caches such as anchors made on an earlier call, which would otherwise keep their precision)."""
+    model = model.to(dtype)
+    for module in model.modules():
+        for name, value in vars(module).items():
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                setattr(module, name, value.to(dtype))
+    return model
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def fuse_model(
+    model: nn.Module, probes: torch.Tensor | Sequence[torch.Tensor], rtol: float = 1e-9
+) -> tuple[nn.Module, FuseReport]:
+    """A fused copy of `model` (in its dtype; `model` is left as it was) and the report proving or
+    refuting its equality in float64 on each probe input: per rewritten module max|y_fused − y| ≤
+    rtol·max(1, max|y|); for the whole model the same, or CONDITION_MARGIN times the float64 rounding
+    the model amplifies, whichever is larger (its FP32 rounding scaled by eps64/eps32: a chaotic model
+    amplifies float64 rounding as it does FP32's)."""
+    inputs = [probes] if isinstance(probes, torch.Tensor) else list(probes)
+    dtype = model_dtype(model)
+    work = cast(copy.deepcopy(model), PROOF_DTYPE).eval()
+    inputs64 = [x.to(PROOF_DTYPE) for x in inputs]
+    report = FuseReport(
+        params_before=count_params(work), inputs=["x".join(map(str, x.shape)) for x in inputs]
+    )
+    done: set[int] = set()
+    steps = plan_blocks(work, done, report)
+    blocks = [s.path for s in steps]  # and, in the same passes, the Conv+BN pairs no block holds
+    pairs = [s.path for s in plan_conv_bn(work) if not any(_within(s.path, b) for b in blocks)]
+    # the last input first: caches a model keeps between calls (anchors by input size) are made in
+    # float64 and are in the state the final check finds them
+    record(work, [], inputs64[-1:], first=len(inputs64) - 1)
+    reference = recording = record(work, blocks + pairs, inputs64)
+    unfused = _in_rounding_dtype(model)  # its rounding, before any rewrite
+    rounding = [
+        _rounding(unfused, x, output, picks)
+        for x, output, picks in zip(inputs, reference.outputs, reference.picks, strict=True)
+    ]
+    for _ in range(MAX_ROUNDS):  # a deploy method may leave blocks behind: walk into what it left
+        work = _run_steps(work, steps, recording, rtol, report, done)
+        steps = plan_blocks(work, done, report)
+        if not steps:
+            break
+        recording = record(work, [s.path for s in steps], inputs64)
+    steps = plan_conv_bn(work)
+    unrecorded = [s.path for s in steps if s.path not in pairs]
+    if steps:
+        calls = reference.calls
+        if unrecorded:  # pairs a deploy method left: their inputs in the model as fused so far
+            found = record(work, unrecorded, inputs64).calls
+            calls = [{**a, **b} for a, b in zip(calls, found, strict=True)]
+        work = _run_steps(work, steps, Recording(calls, [], []), rtol, report, done)
+    parities = []
+    for x, expected, picks, errors in zip(
+        inputs64, reference.outputs, reference.picks, rounding, strict=True
+    ):
+        ratio = torch.finfo(PROOF_DTYPE).eps / torch.finfo(ROUNDING_DTYPE).eps
+        bounds = [
+            max(rtol * max(1.0, scale), CONDITION_MARGIN * ratio * error)
+            for scale, error in zip(scales(expected), errors, strict=True)
+        ]
+        with torch.no_grad(), Selections(replay=picks) as replayed:
+            parities.append(compare_within(expected, work(x), bounds))
+        report.selections += len(picks)
+        report.flips += replayed.flips
+    report.model_parity = max(parities, key=lambda p: p.ratio)
+    report.params_after = count_params(work)
+    report.reference_outputs = flatten_outputs(reference.outputs[0])
+    report_scales = scales(report.reference_outputs)
+    fused = cast(work, dtype)
+    if report.ok:  # the rounding of the fused model too: the scale of an export's tolerance
+        expected = reference.outputs[0]
+        errors = _rounding(_in_rounding_dtype(fused), inputs[0], expected, reference.picks[0])
+        report.noise = [max(pair) for pair in zip(errors, rounding[0], strict=True)]
+        worst = max(range(len(errors)), key=lambda i: errors[i] / max(1.0, report_scales[i]))
+        report.drift = Parity(errors[worst], report_scales[worst], 0.0, worst)
     return fused, report
+
+
+def _in_rounding_dtype(model: nn.Module) -> nn.Module:
+    """`model` itself where it is already an FP32 model in eval mode, else an FP32 copy of it."""
+    if not model.training and model_dtype(model) == ROUNDING_DTYPE:
+        return model
+    return cast(copy.deepcopy(model), ROUNDING_DTYPE).eval()
+
+
+def _rounding(model: nn.Module, x: torch.Tensor, expected: Any, picks: list) -> list[float]:
+    """Per output, max|y − y_float64| of `model` in its dtype, the reference's selections replayed."""
+    with torch.no_grad(), Selections(replay=picks):
+        output = model(x.to(model_dtype(model)))
+    pairs = zip(flatten_outputs(expected), flatten_outputs(output), strict=True)
+    return [float(np.abs(r - c).max()) if r.size else 0.0 for r, c in pairs]
+
+
+def replay(model: nn.Module, steps: Sequence[dict[str, Any]]) -> nn.Module:
+    """The deploy form of `model` by the fused steps of an earlier proof (FuseReport.fused_steps),
+    without proving them again."""
+    root = model.eval()
+    with torch.no_grad():
+        for step in steps:
+            fused = apply_action(get_module(root, step["path"]), step["action"]).eval()
+            for path in (step["path"], *step.get("aliases", [])):
+                root = set_module(root, path, fused)
+    return root

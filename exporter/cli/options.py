@@ -131,6 +131,8 @@ PRECISION = option(
     type=click.Choice(["fp32", "fp16", "int8"]),
     help="Precision(s) to build; repeatable (default: the recipe's).",
 )
+
+
 def calib_count(**settings) -> Decorator:
     """--calib-count; a command with its own default passes it (shown instead of the recipe's)."""
     recipe_default = "" if "default" in settings else f" (default {default('calibration.count')})"

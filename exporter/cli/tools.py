@@ -67,6 +67,51 @@ def bench_cpu(recipes, threads, min_seconds, calib_count, eval_limit):
                 out.print(f"    {fusion.describe()}", highlight=False)
 
 
+@cli.command("bench-fuse")
+@click.option(
+    "--recipe",
+    "recipes",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Recipe(s) to measure; repeatable (default: the demo, and DAMO-YOLO-S at 640 with "
+    "trained-scale weights).",
+)
+@click.option("--threads", default=2, type=click.IntRange(min=1), show_default=True, help="torch threads.")
+@click.option("--runs", default=3, type=click.IntRange(min=1), show_default=True, help="Runs per timing.")
+def bench_fuse(recipes, threads, runs):
+    """Fuse + float64 proof time as forward passes of the model (FP32 and float64), and loading fused.pt
+    against building the model.
+
+    \b
+    Examples:
+      reparam-export bench-fuse
+      reparam-export bench-fuse --recipe recipes/damoyolo_l.yaml --threads 1
+    """
+    import torch
+
+    from exporter.bench import cpu_name
+    from exporter.bench_fuse import measure
+    from exporter.recipe import load_recipe
+
+    torch.set_num_threads(threads)
+    chosen = [load_recipe(path) for path in recipes] or [
+        load_recipe(None),
+        load_recipe(REPO_RECIPES / "damoyolo_s.yaml", SYNTHETIC_DAMOYOLO_S),
+    ]
+    say(f"{cpu_name()}, {threads} threads, median of {runs} runs")
+    for recipe in chosen:
+        with console.status(f"measuring {recipe.name}…"):
+            cost = measure(recipe, runs)
+        click.echo(f"{cost.model} {cost.input}: {cost.describe()}")
+
+
+# DAMO-YOLO-S with deterministic trained-scale weights (exporter.models.synthetic)
+SYNTHETIC_DAMOYOLO_S = {
+    "model.builder": "exporter.models.synthetic:build",
+    "model.kwargs": {"builder": "exporter.models.damoyolo:build_damoyolo", "variant": "s"},
+}
+
+
 @cli.command("demo-data")
 @click.option(
     "--out",

@@ -13,12 +13,7 @@ from torch import nn
 
 from exporter.artifacts import sha256_file, sha256_json
 from exporter.data.transforms import Preprocess, normalize
-from exporter.errors import UserError, setting
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+from exporter.errors import UserError, setting, summary
 
 
 def resolve_builder(spec: str):
@@ -27,7 +22,7 @@ def resolve_builder(spec: str):
         module = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001 - any import failure of user code is bad input
         raise UserError(
-            f"model builder '{spec}': cannot import '{module_name}' ({_describe(exc)}); "
+            f"model builder '{spec}': cannot import '{module_name}' ({summary(exc)}); "
             "check the module path and that its package is installed or on PYTHONPATH"
         ) from None
     builder = getattr(module, func_name, None)
@@ -116,7 +111,7 @@ class ModelSource:
         try:
             model = builder(**self.kwargs)
         except Exception as exc:  # noqa: BLE001 - the user's builder failing is bad input
-            raise UserError(f"model builder '{self.builder}' raised {_describe(exc)}") from None
+            raise UserError(f"model builder '{self.builder}' raised {summary(exc)}") from None
         if not isinstance(model, nn.Module):
             raise UserError(
                 f"model builder '{self.builder}' returned {type(model).__name__}, expected a torch nn.Module"
@@ -134,16 +129,3 @@ def probe_input(
     generator = torch.Generator().manual_seed(seed)
     pixels = torch.rand(batch, 3, height, width, generator=generator) * 255.0
     return torch.from_numpy(normalize(pixels.numpy(), preprocess))
-
-
-def run_forward(model: nn.Module, probe: torch.Tensor) -> Any:
-    """Forward pass whose failure is reported as bad input (wrong input size, broken model)."""
-    try:
-        with torch.no_grad():
-            return model(probe)
-    except Exception as exc:  # noqa: BLE001 - a model that cannot run on its declared input is bad input
-        shape = "x".join(str(d) for d in probe.shape)
-        raise UserError(
-            f"model forward failed on a {shape} input ({_describe(exc)}); "
-            "check input_size and the model builder"
-        ) from None

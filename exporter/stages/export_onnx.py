@@ -29,7 +29,7 @@ class ExportSettings:
     output_names: tuple[str, ...] | None
     akconv: Choice  # the AKConv lowering chosen for the target (by its descriptor), and why
     metadata: dict[str, str]
-    rtol: float
+    noise_factor: float  # the FP32 check's bound (exporter.stages.reference)
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, akconv: Choice) -> ExportSettings:
@@ -40,7 +40,7 @@ class ExportSettings:
             tuple(spec.output_names) if spec.output_names is not None else None,
             akconv,
             metadata(recipe),
-            recipe.thresholds.onnx_rtol,
+            recipe.thresholds.fp32_noise_factor,
         )
 
 
@@ -99,9 +99,7 @@ def run(settings: ExportSettings, fused_pt: Path, out: Path) -> dict[str, Any]:
     onnx.helper.set_model_props(proto, settings.metadata)
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, out)
-    parity = reference.onnxruntime_parity(
-        "the exported model", out, fused_pt, settings.rtol, settings.dynamic_batch
-    )
+    parity = reference.onnxruntime_parity("the exported model", out, fused_pt, settings.noise_factor)
     return {
         "check": parity.as_dict(),
         "nodes": len(proto.graph.node),

@@ -1,4 +1,7 @@
-"""Fuse stage: model → deploy form, proved equal; writes fused.pt (see exporter.stages.reference)."""
+"""Fuse stage: model → deploy form, proved equal in float64; writes fused.pt (exporter.stages.reference).
+
+The proof runs on the probe batch (2 images where the export has a dynamic batch, else 1) and on a second
+input of another size and draw, so a rewrite that only holds at one size or for one input is caught."""
 
 from __future__ import annotations
 
@@ -10,16 +13,10 @@ import torch
 from torch import nn
 
 from exporter.artifacts import sha256_file
-from exporter.blocks.fuse import FuseReport, fuse_model
+from exporter.blocks.fuse import ForwardFailed, FuseReport, fuse_model
 from exporter.data.transforms import Preprocess
-from exporter.errors import CheckFailed
-from exporter.models.loader import (
-    ModelSource,
-    builder_source_hash,
-    probe_input,
-    require_checkpoint,
-    run_forward,
-)
+from exporter.errors import CheckFailed, UserError, summary
+from exporter.models.loader import ModelSource, builder_source_hash, probe_input, require_checkpoint
 from exporter.numerics.complexity import profile
 from exporter.recipe import Recipe
 from exporter.stages import reference
@@ -33,7 +30,8 @@ class FuseSettings:
     input_size: tuple[int, int]
     preprocess: Preprocess
     seed: int  # of the probe batch
-    rtol: float
+    batch: int  # images in the probe: 2 where exports take a dynamic batch
+    rtol: float  # of the float64 proof
 
     @classmethod
     def from_recipe(cls, recipe: Recipe) -> FuseSettings:
@@ -46,19 +44,39 @@ class FuseSettings:
             tuple(recipe.input_size),
             recipe.preprocess,
             recipe.seed,
+            2 if recipe.export.dynamic_batch else 1,
             recipe.thresholds.fuse_rtol,
         )
 
-    def probe(self, batch: int = 2) -> torch.Tensor:
-        return probe_input(self.input_size, self.preprocess, self.seed, batch)
+    def probe(self, batch: int | None = None) -> torch.Tensor:
+        return probe_input(self.input_size, self.preprocess, self.seed, batch or self.batch)
+
+    def second_probe(self) -> torch.Tensor:
+        """One image of another size (a quarter, in multiples of 32) and another draw."""
+        size = tuple(max(32, d // 128 * 32) for d in self.input_size)
+        return probe_input(size, self.preprocess, self.seed + 1, 1)
 
 
 def fuse(settings: FuseSettings) -> tuple[nn.Module, FuseReport, torch.Tensor]:
     """Build the model, fuse it and prove it; a mismatch raises CheckFailed."""
     model = settings.source.build()
     probe = settings.probe()
-    run_forward(model, probe)
-    fused, report = fuse_model(model, probe, settings.rtol)
+    second = settings.second_probe()
+    try:
+        try:
+            fused, report = fuse_model(model, [probe, second], settings.rtol)
+        except ForwardFailed as failure:
+            if failure.index == 0:
+                raise
+            # a model of one input size: the second input is another draw at that size
+            second = probe_input(settings.input_size, settings.preprocess, settings.seed + 1, 1)
+            fused, report = fuse_model(model, [probe, second], settings.rtol)
+    except ForwardFailed as failure:
+        shape = "x".join(map(str, failure.shape))
+        raise UserError(
+            f"model forward failed on a {shape} input ({summary(failure.cause)}); "
+            "check input_size and the model builder"
+        ) from None
     offender = report.offender
     if offender is not None:
         raise CheckFailed(
@@ -72,14 +90,19 @@ def fuse(settings: FuseSettings) -> tuple[nn.Module, FuseReport, torch.Tensor]:
 
 def run(settings: FuseSettings, out: Path) -> dict[str, Any]:
     fused, report, probe = fuse(settings)
-    reference.save(out, fused, settings.source, probe, settings.rtol)
+    reference.save(out, fused, report, settings.source, probe)
     return {"check": report.as_dict(), "gflops": profile(fused, probe[:1]).gflops}
 
 
 def describe(record: dict[str, Any]) -> str:
     check = record["check"]
     counts = ", ".join(f"{n}×{k}" for k, n in sorted(check["counts"].items())) or "nothing to fuse"
-    return (
-        f"{counts}; params {check['params_before']:,} → {check['params_after']:,}; "
-        f"{reference.describe_check(check['model_parity'])}"
+    drift = check["drift"]
+    detail = (
+        f"{counts}; params {check['params_before']:,} → {check['params_after']:,}; float64 proof on "
+        f"{' and '.join(check['inputs'])}: {reference.describe_check(check['model_parity'])}; FP32 drift "
+        f"{drift['max_abs_err']:.3g} (output scale {drift['max_abs_ref']:.3g}, rounding)"
     )
+    if check["not_fused"]:
+        detail += f"; NOT FUSED: {'; '.join(check['not_fused'])}"
+    return detail

@@ -23,8 +23,7 @@ PRESET = "performance"  # NNCF's quantization preset: symmetric activations and 
 @dataclass(frozen=True)
 class IrSettings:
     precision: str
-    rtol: float
-    dynamic_batch: bool
+    noise_factor: float  # the FP32 check's bound (exporter.stages.reference)
     calibration: CalibrationSet | None = None  # INT8 only
     float_nodes: tuple[str, ...] = ()  # INT8: convolutions kept in float besides the head (the search's)
     preset: str = PRESET
@@ -40,8 +39,7 @@ class IrSettings:
         int8 = precision == "int8"
         return cls(
             precision,
-            recipe.thresholds.onnx_rtol,
-            recipe.export.dynamic_batch,
+            recipe.thresholds.fp32_noise_factor,
             calibration if int8 else None,
             tuple(float_nodes) if int8 else (),
         )
@@ -84,7 +82,7 @@ def run(settings: IrSettings, onnx_path: Path, fused_pt: Path, out: Path) -> dic
         }
     ov.save_model(model, str(out), compress_to_fp16=precision == "fp16")
     runner = ov_backend.load(out, precision)
-    parity = reference.reference_parity(fused_pt, runner.infer, settings.rtol, settings.dynamic_batch)
+    parity = reference.reference_parity(fused_pt, runner.infer, settings.noise_factor)
     if precision == "fp32":
         reference.require_parity("OpenVINO FP32 IR output", parity)
     record.update(check=parity.as_dict(), runtime=runner.config)

@@ -23,12 +23,11 @@ from exporter.stages import reference
 
 @dataclass(frozen=True)
 class SimplifySettings:
-    rtol: float
-    dynamic_batch: bool  # the parity check runs the probe's batch of 2 only on a dynamic batch
+    noise_factor: float  # the FP32 check's bound (exporter.stages.reference)
 
     @classmethod
     def from_recipe(cls, recipe: Recipe) -> SimplifySettings:
-        return cls(recipe.thresholds.onnx_rtol, recipe.export.dynamic_batch)
+        return cls(recipe.thresholds.fp32_noise_factor)
 
 
 @contextlib.contextmanager
@@ -73,9 +72,7 @@ def run(settings: SimplifySettings, onnx_path: Path, fused_pt: Path, out: Path) 
     simplified, failure, notes = run_onnxsim(model)
     onnx.checker.check_model(simplified, full_check=True)
     onnx.save(simplified, out)
-    parity = reference.onnxruntime_parity(
-        "the simplified model", out, fused_pt, settings.rtol, settings.dynamic_batch
-    )
+    parity = reference.onnxruntime_parity("the simplified model", out, fused_pt, settings.noise_factor)
     return {
         "check": parity.as_dict(),
         "nodes_before": len(model.graph.node),

@@ -369,8 +369,7 @@ class EngineStageSettings:
     precision: str
     plugin_library: Path | None
     end2end: bool  # EfficientNMS_TRT appended: no parity with the NMS-free reference
-    rtol: float
-    dynamic_batch: bool
+    noise_factor: float  # the FP32 check's bound (exporter.stages.reference)
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, precision: str) -> EngineStageSettings:
@@ -381,8 +380,7 @@ class EngineStageSettings:
             precision,
             spec.plugin_library,
             spec.end2end_nms,
-            recipe.thresholds.onnx_rtol,
-            recipe.export.dynamic_batch,
+            recipe.thresholds.fp32_noise_factor,
         )
 
 
@@ -449,7 +447,7 @@ def engine_stage(
         record["note"] = "end-to-end NMS engine: outputs are detections, not the reference's: no parity check"
         return record
     runner = trt_backend.load(out, plugin if record["plan"]["plugin"] else None)
-    parity = reference.reference_parity(fused_pt, runner.infer, settings.rtol, settings.dynamic_batch)
+    parity = reference.reference_parity(fused_pt, runner.infer, settings.noise_factor)
     if settings.precision == "fp32":
         reference.require_parity("TensorRT FP32 engine output", parity)
     record["check"] = parity.as_dict()
