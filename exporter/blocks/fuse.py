@@ -461,12 +461,36 @@ def cast(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     return model
 
 
+def _holds_tensors(model: nn.Module) -> bool:
+    """Whether a module keeps tensors as plain attributes (caches of an earlier call)."""
+    return any(isinstance(v, torch.Tensor) for m in model.modules() for v in vars(m).values())
+
+
 def model_dtype(model: nn.Module) -> torch.dtype:
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
 def fuse_model(
     model: nn.Module, probes: torch.Tensor | Sequence[torch.Tensor], rtol: float = 1e-9
+) -> tuple[nn.Module, FuseReport]:
+    with flush_denormals():
+        return _fuse_model(model, probes, rtol)
+
+
+@contextlib.contextmanager
+def flush_denormals() -> Iterator[None]:
+    """Subnormal numbers (below 2.2e-308 in float64, which an activation like SiLU(-720) produces)
+    flushed to zero while the proof runs: on x86 CPUs arithmetic on them is tens of times slower, and
+    at that size they change no comparison."""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def _fuse_model(
+    model: nn.Module, probes: torch.Tensor | Sequence[torch.Tensor], rtol: float
 ) -> tuple[nn.Module, FuseReport]:
     """A fused copy of `model` (in its dtype; `model` is left as it was) and the report proving or
     refuting its equality in float64 on each probe input: per rewritten module max|y_fused − y| ≤
@@ -484,9 +508,8 @@ def fuse_model(
     steps = plan_blocks(work, done, report)
     blocks = [s.path for s in steps]  # and, in the same passes, the Conv+BN pairs no block holds
     pairs = [s.path for s in plan_conv_bn(work) if not any(_within(s.path, b) for b in blocks)]
-    # the last input first: caches a model keeps between calls (anchors by input size) are made in
-    # float64 and are in the state the final check finds them
-    record(work, [], inputs64[-1:], first=len(inputs64) - 1)
+    if _holds_tensors(model):  # caches of an earlier call (anchors by input size): made anew in
+        record(work, [], inputs64[-1:], first=len(inputs64) - 1)  # float64, as the final check finds them
     reference = recording = record(work, blocks + pairs, inputs64)
     unfused = _in_rounding_dtype(model)  # its rounding, before any rewrite
     rounding = [

@@ -94,22 +94,12 @@ def bench_fuse(recipes, threads, runs):
     from exporter.recipe import load_recipe
 
     torch.set_num_threads(threads)
-    chosen = [load_recipe(path) for path in recipes] or [
-        load_recipe(None),
-        load_recipe(REPO_RECIPES / "damoyolo_s.yaml", SYNTHETIC_DAMOYOLO_S),
-    ]
+    paths = list(recipes) or [None, REPO_RECIPES / "synthetic" / "damoyolo_s.yaml"]
     say(f"{cpu_name()}, {threads} threads, median of {runs} runs")
-    for recipe in chosen:
+    for recipe in map(load_recipe, paths):
         with console.status(f"measuring {recipe.name}…"):
             cost = measure(recipe, runs)
         click.echo(f"{cost.model} {cost.input}: {cost.describe()}")
-
-
-# DAMO-YOLO-S with deterministic trained-scale weights (exporter.models.synthetic)
-SYNTHETIC_DAMOYOLO_S = {
-    "model.builder": "exporter.models.synthetic:build",
-    "model.kwargs": {"builder": "exporter.models.damoyolo:build_damoyolo", "variant": "s"},
-}
 
 
 @cli.command("demo-data")
