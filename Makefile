@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e '.[dev,eval,openvino]'
+	$(BIN)/python -m pip install -q -e '.[dev,eval,openvino,ultralytics]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -20,4 +20,4 @@ demo: $(STAMP)
 	$(BIN)/reparam-export build
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile  # two workers, each test file in one of them

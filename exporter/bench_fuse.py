@@ -65,3 +65,105 @@ def measure(recipe: Recipe, runs: int = 3) -> FuseCost:
         load_s = _median(lambda: reference.load_fused(out), runs)
     size = "x".join(map(str, probe.shape))
     return FuseCost(recipe.name, size, build_s, forward32, forward64, fuse_s, load_s)
+
+
+# Models of the field's libraries, built without weights: (library, name, input size, second input
+# size; the vision transformers take one size only)
+ZOO = [
+    ("timm", "repvgg_a0", 64, 32),
+    ("timm", "mobileone_s0", 64, 32),
+    ("timm", "fastvit_t8", 64, 32),
+    ("timm", "repghostnet_050", 64, 32),
+    ("timm", "ghostnetv3_050", 64, 64),  # its pooling needs 64
+    ("timm", "repvit_m0_9", 64, 32),
+    ("timm", "nextvit_small", 64, 32),
+    ("timm", "lcnetv2_base", 64, 32),
+    ("timm", "efficientvim_m1", 64, 32),
+    ("timm", "iformer_t", 64, 32),
+    ("timm", "shvit_s1", 64, 32),
+    ("timm", "levit_128s", 224, 224),
+    ("timm", "tiny_vit_5m_224", 224, 224),
+    ("timm", "efficientvit_m0", 224, 224),
+    ("ultralytics", "yolov8n", 64, 32),
+    ("ultralytics", "yolo11n", 64, 32),
+    ("ultralytics", "yolov9t", 64, 32),
+]
+
+
+@dataclass(frozen=True)
+class ZooRow:
+    library: str
+    model: str
+    input: int
+    ok: bool
+    ratio: float  # the float64 proof's error / tolerance
+    not_fused: list[str]
+    ours_s: float
+    library_s: float  # the library's own deploy path
+    left: tuple[int, int]  # BatchNorms and convolutions left by our fusion
+    library_left: tuple[int, int]
+    before: tuple[int, int]
+
+
+def zoo_model(library: str, name: str):
+    """(model in eval mode with randomized BatchNorm statistics, the library's own deploy function)."""
+    import copy
+
+    from exporter.models.embedded import randomize_batchnorm
+
+    if library == "timm":
+        import timm
+        from timm.models._manipulate import reparameterize_model
+
+        model, deploy = timm.create_model(name, pretrained=False, num_classes=10), reparameterize_model
+    else:
+        from ultralytics import YOLO
+
+        model = YOLO(f"{name}.yaml").model
+
+        def deploy(m):
+            return copy.deepcopy(m).fuse(verbose=False)
+
+    with torch.no_grad():
+        randomize_batchnorm(model, torch.Generator().manual_seed(0))
+    return model.eval(), deploy
+
+
+def _left(model) -> tuple[int, int]:
+    from torch import nn
+
+    norms = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return norms, sum(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def zoo_row(library: str, name: str, size: int, second: int) -> ZooRow:
+    """Fuse one zoo model (on two inputs of other sizes and draws, as the fuse stage does) and compare
+    with the library's own deploy path."""
+    from exporter.blocks.fuse import fuse_model
+
+    model, deploy = zoo_model(library, name)
+    inputs = [
+        torch.rand(1, 3, s, s, generator=torch.Generator().manual_seed(i))
+        for i, s in enumerate((size, second))
+    ]
+    start = time.perf_counter()
+    theirs = deploy(model)
+    library_s = time.perf_counter() - start
+    start = time.perf_counter()
+    fused, report = fuse_model(model, inputs)
+    ours_s = time.perf_counter() - start
+    not_fused = report.as_dict()["not_fused"]
+    ratio = report.model_parity.ratio
+    return ZooRow(
+        library,
+        name,
+        size,
+        report.ok,
+        ratio,
+        not_fused,
+        ours_s,
+        library_s,
+        _left(fused),
+        _left(theirs),
+        _left(model),
+    )

@@ -6,12 +6,22 @@ import torch
 from hypothesis import settings
 
 from exporter.cli import main
+from exporter.data.shapes import DATA_ENV
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "recipes" / "embedded_demo.yaml"
 
+@pytest.fixture(autouse=True, scope="session")
+def shared_demo_data(tmp_path_factory):
+    """One demo dataset for the whole session (generated on first use), whatever a test's cwd."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(DATA_ENV, str(tmp_path_factory.mktemp("demo-data") / "shapes"))
+        yield
+
+
 settings.register_profile("deterministic", derandomize=True, deadline=None, max_examples=25, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
-torch.set_num_threads(2)
+# two cores: two threads, or one per worker when pytest-xdist runs two
+torch.set_num_threads(max(1, 2 // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 
 
 @pytest.fixture

@@ -78,7 +78,13 @@ def bench_cpu(recipes, threads, min_seconds, calib_count, eval_limit):
 )
 @click.option("--threads", default=2, type=click.IntRange(min=1), show_default=True, help="torch threads.")
 @click.option("--runs", default=3, type=click.IntRange(min=1), show_default=True, help="Runs per timing.")
-def bench_fuse(recipes, threads, runs):
+@click.option(
+    "--zoo",
+    is_flag=True,
+    help="Instead: fuse the models of timm and Ultralytics the fuser is verified on, against each "
+    "library's own deploy path (BatchNorms and convolutions left, seconds).",
+)
+def bench_fuse(recipes, threads, runs, zoo):
     """Fuse + float64 proof time as forward passes of the model (FP32 and float64), and loading fused.pt
     against building the model.
 
@@ -86,14 +92,25 @@ def bench_fuse(recipes, threads, runs):
     Examples:
       reparam-export bench-fuse
       reparam-export bench-fuse --recipe recipes/damoyolo_l.yaml --threads 1
+      reparam-export bench-fuse --zoo
     """
     import torch
 
     from exporter.bench import cpu_name
-    from exporter.bench_fuse import measure
+    from exporter.bench_fuse import ZOO, measure, zoo_row
     from exporter.recipe import load_recipe
+    from exporter.report import tables
 
     torch.set_num_threads(threads)
+    if zoo:
+        rows = []
+        for entry in ZOO:
+            with console.status(f"fusing {entry[1]}…"):
+                rows.append(zoo_row(*entry))
+        out_console().print(
+            tables.zoo(f"fusion of the field's models, {cpu_name()}, {threads} threads", rows)
+        )
+        return
     paths = list(recipes) or [None, REPO_RECIPES / "synthetic" / "damoyolo_s.yaml"]
     say(f"{cpu_name()}, {threads} threads, median of {runs} runs")
     for recipe in map(load_recipe, paths):

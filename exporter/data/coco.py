@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from exporter.errors import UserError, read_user_file
+from exporter.errors import UserError, read_user_file, summary
 
 
 @dataclass(frozen=True)
@@ -89,9 +89,10 @@ def _parse(content: dict, annotations: Path, folder: Path) -> CocoDataset:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """HxWx3 uint8 RGB; a missing or unreadable image is bad input."""
+    """HxWx3 uint8 RGB; a missing or unreadable image is bad input (whatever the decoder raises: plugins
+    such as the HEIF opener another library patches into PIL raise their own errors)."""
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read image {path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - any failure to decode a user's file
+        raise UserError(f"cannot read image {path}: {summary(exc)}") from None

@@ -8,6 +8,7 @@ occlude each other, and sit on gradient, stripe or blotch textures with pixel no
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,8 +143,13 @@ def write_split(root: Path, name: str, count: int, seed: int) -> Path:
     return path
 
 
-def demo_split(name: str, root: Path = Path("data/shapes")) -> Path:
-    """The instances json of a demo split, written under `root` on first use."""
+DATA_ENV = "REPARAM_EXPORT_DATA"  # folder of the demo dataset (default: data/shapes in the cwd)
+
+
+def demo_split(name: str, root: Path | None = None) -> Path:
+    """The instances json of a demo split, written under `root` on first use (default: the folder
+    named by $REPARAM_EXPORT_DATA, else data/shapes)."""
+    root = Path(root or os.environ.get(DATA_ENV) or "data/shapes")
     path = root / f"{name}.json"
     if not path.is_file():
         count, seed = SPLITS[name]

@@ -128,3 +128,34 @@ def doctor(checks: list) -> Table:
         [c.name, c.version, "[green]yes[/green]" if c.usable else "[red]no[/red]", c.note] for c in checks
     ]
     return _table("reparam-export doctor", ("library", "version", "usable", "notes"), rows)
+
+
+def zoo(title: str, rows: list) -> Table:
+    cells = [
+        [
+            f"{r.library} {r.model}",
+            str(r.input),
+            "yes" if r.ok else "[red]NO[/red]",
+            f"{r.ratio:.1g}",
+            "{} / {}".format(*r.left),
+            "{} / {}".format(*r.library_left),
+            "{} / {}".format(*r.before),
+            f"{r.ours_s:.2f}",
+            f"{r.library_s:.2f}",
+            "; ".join(r.not_fused) or "-",
+        ]
+        for r in rows
+    ]
+    columns = (
+        "model",
+        "input",
+        "proved",
+        "err/tol",
+        "BN / conv left",
+        "library's deploy",
+        "before",
+        "fuse + proof s",
+        "library's deploy s",
+        "not fused",
+    )
+    return _table(title, columns, cells)

@@ -1,0 +1,210 @@
+"""The fuser on the cases third-party models bring: nested blocks, unreached branches, shape-dependent
+paths, the field's method spellings, Ultralytics' blocks outside Ultralytics, half precision, shared
+modules and a chaotic model. Never an unproved rewrite kept, never a traceback."""
+
+import pytest
+import torch
+from torch import nn
+
+from exporter.blocks import RepConv
+from exporter.blocks.fuse import fuse_model
+from tests import fixture_models as fm
+
+
+def x(size=24, channels=3, seed=0):
+    return torch.rand(1, channels, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def norms(model):
+    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+class LazyOuter(nn.Module):
+    """Like timm's GhostBottleneckV3 at stride 1: its deploy method returns at once, its blocks inside
+    keep their training form."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = fm.SwitchToDeploy(8)
+        self.other = fm.Reparameterize(8)
+
+    def switch_to_deploy(self):
+        return
+
+    def forward(self, x):
+        return self.other(self.inner(x))
+
+
+def test_blocks_a_deploy_method_leaves_behind_are_fused():
+    model = fm.randomized(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), LazyOuter()))
+    fused, report = fuse_model(model, x())
+    assert report.ok and norms(fused) == 0
+    assert {s.path for s in report.steps if s.status == "fused"} >= {"1", "1.inner", "1.other"}
+
+
+class PartialRoot(nn.Module):
+    """A model whose own fuse() handles only part of it (a whole-model method is never called)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = fm.ConvBnAct(3, 8), RepConv(8, 8)
+
+    def fuse(self):
+        self.a = nn.Identity()  # drops a layer: not a deploy form of this model
+        return self
+
+    def forward(self, x):
+        return self.b(self.a(x))
+
+
+def test_the_models_own_fuse_is_never_called():
+    fused, report = fuse_model(fm.randomized(PartialRoot()), x())
+    assert report.ok and norms(fused) == 0 and isinstance(fused.a.conv, nn.Conv2d)
+
+
+class WrongDeploy(fm.ForeignRepVGG):
+    def switch_to_deploy(self):
+        self._deploy()
+        self.reparam.weight.data *= 1.01
+
+
+class BigInputsOnly(nn.Module):
+    """A branch taken only for inputs larger than the probes."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.big = WrongDeploy(8)
+
+    def forward(self, x):
+        y = self.stem(x)
+        return self.big(y) if x.shape[-1] > 64 else y
+
+
+def test_a_block_no_probe_reaches_is_proved_on_an_input_made_for_it():
+    _, report = fuse_model(fm.randomized(BigInputsOnly()), [x(32), x(24, seed=1)])
+    assert not report.ok
+    assert report.offender.path == "big" and report.offender.proved_on == "a generated 1x8x16x16 input"
+
+
+class NormOnLargeMaps(nn.Module):
+    """`conv` and `bn` children, but the BatchNorm applies only to maps of 48 pixels or more."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.bn(y) if y.shape[-1] >= 48 else y
+
+
+def test_a_guess_right_at_one_size_and_wrong_at_another_is_not_kept():
+    model = fm.randomized(nn.Sequential(NormOnLargeMaps()))
+    fused, report = fuse_model(model, [x(64), x(32, seed=1)])
+    (step,) = report.steps
+    assert step.status == "reverted" and not step.parity.ok
+    assert isinstance(fused[0].bn, nn.BatchNorm2d) and report.ok
+    _, one_size = fuse_model(model, [x(64)])
+    assert one_size.steps[0].status == "fused", "at one size the guess looks right: two sizes are needed"
+
+
+class Reparametrize(fm.ForeignRepVGG):
+    def reparametrize(self):  # mobileone-pytorch's spelling
+        self._deploy()
+
+
+class NeedsMode(fm.ForeignRepVGG):
+    def switch_to_deploy(self, mode):
+        self._deploy()
+
+
+def test_the_fields_spellings_and_a_method_that_needs_arguments():
+    model = fm.randomized(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Reparametrize(8), NeedsMode(8)))
+    fused, report = fuse_model(model, x())
+    assert report.ok and report.counts["Reparametrize.reparametrize()"] == 1
+    assert "2: NeedsMode.switch_to_deploy() needs arguments" in report.as_dict()["not_fused"]
+    assert fused[2].reparam is None, "left as it is"
+
+
+def test_ultralytics_blocks_outside_an_ultralytics_model():
+    modules = pytest.importorskip(
+        "ultralytics.nn.modules", reason="pip install 'reparam-export[ultralytics]'"
+    )
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        modules.RepConv(16, 16, 3),
+        modules.RepVGGDW(16),
+        modules.RepC3(16, 16),
+        modules.C2fCIB(16, 16, lk=True),
+        modules.RepNCSPELAN4(16, 16, 16, 8),
+    )
+    model = fm.randomized(model)
+    fused, report = fuse_model(model, x(32))
+    assert report.ok and report.as_dict()["not_fused"] == []
+    assert norms(fused) == 0
+    assert report.counts["RepConv.fuse_convs()"] >= 2 and report.counts["RepVGGDW.fuse()"] >= 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_models_are_proved_in_float64_and_keep_their_dtype(dtype):
+    model = fm.randomized(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), RepConv(8, 8)))
+    model = model.to(dtype).train()
+    fused, report = fuse_model(model, x())
+    assert report.ok and report.model_parity.ratio < 1e-3
+    assert all(p.dtype == dtype for p in fused.parameters())
+    assert model.training and all(p.dtype == dtype for p in model.parameters()), (
+        "the caller's model as it was"
+    )
+
+
+def test_a_shared_block_is_fused_once_and_stays_shared():
+    shared = RepConv(8, 8, identity=True)
+    model = fm.randomized(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), shared, nn.ReLU(), shared))
+    fused, report = fuse_model(model, x())
+    assert report.ok and fused[1] is fused[3]
+    assert [s.path for s in report.steps if s.kind == "RepConv"] == ["1"]
+    single = fuse_model(fm.randomized(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), RepConv(8, 8))), x())[0]
+    assert sum(p.numel() for p in fused.parameters()) == sum(p.numel() for p in single.parameters())
+
+
+def chaotic_repvgg(timm):
+    """RepVGG-D2se with BatchNorm γ ~ U(0.5, 1.5) and σ² ~ U(0.5, 1): each block amplifies, and a change
+    of 1e-7 in the input moves the output by about its own size."""
+    torch.manual_seed(0)
+    model = timm.create_model("repvgg_d2se", pretrained=False, num_classes=10)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                n = module.num_features
+                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.2)
+                module.running_var.copy_(torch.rand(n, generator=generator) * 0.5 + 0.5)
+                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(n, generator=generator) * 0.2)
+    return model.eval()
+
+
+@pytest.mark.slow
+def test_a_chaotic_model_is_proved_where_fp32_cannot_tell_and_a_wrong_fusion_still_fails(monkeypatch):
+    timm = pytest.importorskip("timm", reason="pip install timm (a test dependency)")
+    model = chaotic_repvgg(timm)
+    probes = [x(32), x(16, seed=1)]
+    with torch.no_grad():
+        y = model(probes[0])
+        nudged = model(probes[0] + 1e-7)
+    assert (y - nudged).abs().max() > 0.5 * y.abs().max(), "chaotic: a 1e-7 nudge moves the output"
+    _, report = fuse_model(model, probes)
+    assert report.ok and report.model_parity.ratio < 0.1, report.model_parity
+    assert report.counts["RepVggBlock.reparameterize()"] == 48
+
+    block = type(model.stages[1][0])
+    deploy = block.reparameterize
+
+    def off_by_1e3(self):
+        deploy(self)
+        self.reparam_conv.weight.data *= 1 + 1e-3
+
+    monkeypatch.setattr(block, "reparameterize", off_by_1e3)
+    _, wrong = fuse_model(model, probes)
+    assert not wrong.ok and wrong.offender.path == "stem"
