@@ -221,13 +221,15 @@ class Pipeline:
         )
 
     def calibration_folder(self, model: Path) -> Path:
-        """calibration/<model+preprocessing key>/: the record of the images and the Q/DQ range cache."""
-        return self.recipe.calibration.folder / self.calibration_set.key(sha256_file(model))
+        """<calibration folder>/<model+preprocessing key>/: the record of the images and the Q/DQ range
+        cache (the folder: calibration.folder, else the run directory's calibration/)."""
+        folder = self.recipe.calibration.folder or self.run.root / "calibration"
+        return folder / self.calibration_set.key(sha256_file(model))
 
     def calibration(self, model: Path) -> calibration.CalibrationSet:
         """The calibration images for `model`, recorded (paths + sha256) beside its other caches."""
         chosen = self.calibration_set
-        chosen.record(self.recipe.calibration.folder, sha256_file(model))
+        chosen.record(self.calibration_folder(model).parent, sha256_file(model))
         return chosen
 
     def sensitivity(self) -> StageResult:

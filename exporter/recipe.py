@@ -7,12 +7,12 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from exporter.artifacts import sha256_json
 from exporter.data.transforms import Preprocess
 from exporter.errors import UserError, read_user_file, setting
-from exporter.models.adapters import ADAPTERS
+from exporter.models.adapters import ADAPTERS, ModelRef
 
 Precision = Literal["fp32", "fp16", "int8"]
 
@@ -22,18 +22,39 @@ class Strict(BaseModel):
 
 
 class ModelSpec(Strict):
-    builder: str = Field(description="'package.module:function' returning an nn.Module")
+    """The model: a builder 'package.module:function' returning an nn.Module (`kwargs` its arguments,
+    `checkpoint` a state dict to load), or, for a family whose checkpoint holds the whole model
+    (adapter `ultralytics`), that checkpoint alone. `trust`: packages whose module classes a pickled
+    checkpoint may use (a fork's custom blocks)."""
+
+    builder: str | None = None
     kwargs: dict[str, Any] = {}
     checkpoint: Path | None = None
-    adapter: str | None = None  # the model family's output contract (exporter.models.adapters)
+    adapter: str | None = None  # the model family (exporter.models.adapters)
+    trust: list[str] = []
 
     @field_validator("builder")
     @classmethod
-    def _builder_form(cls, value: str) -> str:
-        module, _, func = value.partition(":")
-        if not module or not func:
+    def _builder_form(cls, value: str | None) -> str | None:
+        module, _, func = (value or "").partition(":")
+        if value is not None and (not module or not func):
             raise ValueError("expected 'package.module:function'")
         return value
+
+    @model_validator(mode="after")
+    def _built_somehow(self) -> ModelSpec:
+        if self.builder is None:
+            loads = self.adapter is not None and ADAPTERS[self.adapter].load is not None
+            if not loads or self.checkpoint is None:
+                raise ValueError(
+                    "needs a builder ('package.module:function'), or a checkpoint that holds the model "
+                    "with its adapter (adapter: ultralytics)"
+                )
+        return self
+
+    def ref(self) -> ModelRef:
+        """What the model's adapter reads of it."""
+        return ModelRef(dict(self.kwargs), self.checkpoint, tuple(self.trust))
 
     @field_validator("adapter")
     @classmethod
@@ -52,13 +73,15 @@ class ExportSpec(Strict):
 
 
 class CalibrationSpec(Strict):
-    """INT8 calibration images: a folder, a COCO json, or 'demo' (the demo dataset's calib split)."""
+    """INT8 calibration images: a folder, a COCO json, or 'demo' (the demo dataset's calib split).
+    `folder`: where the record of the images chosen and cached activation ranges go (default: the run
+    directory's calibration/)."""
 
-    source: str = "demo"
+    source: str | None = None
     count: int = Field(300, ge=1)
     seed: int = 0
     allow_fewer: bool = False  # True: use a smaller set and record a warning instead of failing
-    folder: Path = Path("calibration")
+    folder: Path | None = None
 
 
 class TensorRTSpec(Strict):
@@ -173,18 +196,71 @@ def recipe_from_dict(data: Any, source: str, overrides: dict[str, Any] | None = 
         raise UserError(_format_error(source, exc.errors()[0], Recipe)) from None
 
 
+def is_checkpoint(model: str) -> bool:
+    """Whether a model named on the command line is a checkpoint file rather than a builder."""
+    return ":" not in model or Path(model).is_file()
+
+
+def model_recipe(model: str, trust: list[str], overrides: dict[str, Any]) -> Recipe:
+    """The recipe of a model given without one: a builder ('package.module:function'; its input size
+    must be given) or a checkpoint holding the model (Ultralytics: input size, class names and
+    preprocessing read from it). One FP32 ONNX, nothing calibrated or evaluated until asked for."""
+    data: dict[str, Any] = {"targets": ["onnx"], "precisions": ["fp32"], "calibration": {}}
+    if is_checkpoint(model):
+        from exporter.models.ultralytics import recipe_fields
+
+        path = Path(model)
+        run = path.parent.parent.name if path.parent.name == "weights" else path.parent.name
+        data["name"] = _safe_name(f"{run}_{path.stem}" if run else path.stem)
+        data["model"] = {"checkpoint": str(path), "adapter": "ultralytics", "trust": trust}
+        data.update(recipe_fields(path, tuple(trust)))
+    else:
+        data["name"] = _safe_name(model.rpartition(":")[2])
+        data["model"] = {"builder": model, "trust": trust}
+        if "input_size" not in overrides:
+            raise UserError(
+                f"model builder '{model}': pass {setting('input_size')} H W (a builder's model says nothing "
+                "of its input), or a recipe with --recipe"
+            )
+    return recipe_from_dict(data, f"model {model}", overrides)
+
+
+def _safe_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "_.-" else "_" for c in text).strip(".") or "model"
+
+
+# fields naming files or folders: relative ones in a recipe file resolve against the recipe's folder
+PATH_FIELDS = (
+    "model.checkpoint",
+    "calibration.source",
+    "calibration.folder",
+    "evaluation.data",
+    "tensorrt.plugin_library",
+)
+DEMO = "demo"  # the demo dataset, where a dataset is asked for
+
+
+def _resolve_paths(data: Any, folder: Path) -> None:
+    if not isinstance(data, dict):
+        return
+    for dotted in PATH_FIELDS:
+        section, _, leaf = dotted.partition(".")
+        values = data.get(section)
+        value = values.get(leaf) if isinstance(values, dict) else None
+        if isinstance(value, str) and value != DEMO and not Path(value).is_absolute():
+            values[leaf] = str(folder / value)
+
+
 def load_recipe(path: str | os.PathLike | None, overrides: dict[str, Any] | None = None) -> Recipe:
     """Read and validate a recipe (the embedded default when `path` is None); overrides win.
 
-    Relative checkpoint paths are resolved against the recipe's folder.
+    Relative paths in the file (PATH_FIELDS) resolve against the recipe's folder; those given as
+    overrides (the command line) against the current directory.
     """
     file = Path(path) if path is not None else DEFAULT_RECIPE
     source = str(path) if path is not None else "embedded default recipe"
     if not file.is_file():
         raise UserError(f"recipe not found: {file}; pass an existing YAML file with {setting('recipe_path')}")
     data = read_user_file(file, "yaml", source)
-    model = data.get("model") if isinstance(data, dict) else None
-    checkpoint = model.get("checkpoint") if isinstance(model, dict) else None
-    if isinstance(checkpoint, str) and not Path(checkpoint).is_absolute():
-        model["checkpoint"] = str(file.parent / checkpoint)
+    _resolve_paths(data, file.parent)
     return recipe_from_dict(data, source, overrides)

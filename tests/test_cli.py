@@ -77,9 +77,17 @@ def test_bad_input_exit_2_no_artifact(run_cli, user_recipe, tmp_path, case, patt
     elif case == "wrong_checkpoint":
         torch.save({"model": {"x": torch.zeros(1)}}, tmp_path / "wrong.pth")
         args += ["--model", USER + "build_user_model", "--checkpoint", str(tmp_path / "wrong.pth")]
+    if "--model" in args:
+        args += ["--input-size", "32", "32"]
     code, _, err = run_cli(*args)
     assert_one_line_error(code, err, 2, pattern)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_builder_without_recipe_or_input_size_is_refused(run_cli, tmp_path):
+    """A model given by its builder alone takes nothing from the demo recipe: its input size is asked."""
+    code, _, err = run_cli("export", "--model", USER + "build_user_model", "--run-dir", str(tmp_path / "run"))
+    assert_one_line_error(code, err, 2, "pass --input-size H W (a builder's model says nothing of its input)")
 
 
 def test_fusion_mismatch_exit_1_names_module(run_cli, tmp_path):
@@ -235,12 +243,15 @@ def test_damaged_run_files_and_odd_builders_are_bad_input(run_cli, tmp_path):
     (run / "fused.pt").unlink()
     code, _, err = run_cli("bench", "--artifacts", str(run), "--min-iters", "1", "--min-seconds", "0")
     assert_one_line_error(code, err, 2, "fused.pt is missing; rebuild the run")
-    code, _, err = run_cli("fuse", "--model", "os:getcwd", "--run-dir", str(tmp_path / "other"))
+    code, _, err = run_cli(
+        "fuse", "--model", "os:getcwd", "--input-size", "32", "32", "--run-dir", str(tmp_path / "other")
+    )
     assert_one_line_error(code, err, 2, "returned str, expected a torch nn.Module")
     (tmp_path / "random.pt").write_bytes(bytes(range(256)))
     code, _, err = run_cli(
-        "fuse", "--model", USER + "build_user_model", "--checkpoint", str(tmp_path / "random.pt")
-    )
+        "fuse", "--model", USER + "build_user_model", "--input-size", "32", "32",
+        "--checkpoint", str(tmp_path / "random.pt"),
+    )  # fmt: skip
     assert_one_line_error(
         code, err, 2, "cannot be loaded with weights_only=True (UnpicklingError): it is not a"
     )

@@ -186,7 +186,8 @@ def test_calibrate_command_records_the_images(run_cli, tmp_path, calib_json):
         str(tmp_path / "run"),
     )
     assert code == 0, err
-    (record,) = (tmp_path / "calibration").glob("*/images.json")
+    (record,) = (tmp_path / "run" / "calibration").glob("*/images.json")
+    assert not (tmp_path / "calibration").exists(), "a run writes nothing outside its directory"
     assert json.loads(record.read_text())["count"] == 5 and "5 images" in err
     code, _, err = run_cli(
         "calibrate",

@@ -174,11 +174,9 @@ def test_a_wrong_export_fails_and_the_right_one_passes(built, tmp_path, folder, 
 
     model = built / folder / "model.sim.onnx"
     fused_pt = built / "fused.pt"
-    right = reference.reference_parity(fused_pt, onnxruntime.load(model).infer, 8.0)
+    right = reference.reference_parity(fused_pt, onnxruntime.load(model), 8.0)
     assert right.ok and right.ratio < 0.5
-    wrong = reference.reference_parity(
-        fused_pt, onnxruntime.load(corrupted(model, tmp_path, change)).infer, 8.0
-    )
+    wrong = reference.reference_parity(fused_pt, onnxruntime.load(corrupted(model, tmp_path, change)), 8.0)
     assert not wrong.ok and wrong.ratio > 10, wrong.describe()
 
 

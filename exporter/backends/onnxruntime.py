@@ -10,24 +10,38 @@ import onnx
 
 class OrtRunner:
     def __init__(self, path: str | Path, threads: int = 0):
+        self.path, self.threads = path, threads
+        self.session = self._session(onnx.load(str(path)))
+        self.input_name = self.session.get_inputs()[0].name
+
+    def _session(self, proto: onnx.ModelProto):
         import onnxruntime as ort
 
         from exporter.lowering import ort_ops
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = self.threads
         options.log_severity_level = 3
-        model: str | bytes = str(path)
-        proto = onnx.load(str(path), load_external_data=False)
         if ort_ops.has_plugin_nodes(proto):
-            proto, library = ort_ops.for_cpu(onnx.load(str(path)))
+            proto, library = ort_ops.for_cpu(proto)
             options.register_custom_ops_library(library)
-            model = proto.SerializeToString()
-        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
+
+    def infer_with_orderings(self, batch: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The outputs and the indices every TopK node picked, in graph order."""
+        proto = onnx.load(str(self.path))
+        picks = [node.output[1] for node in proto.graph.node if node.op_type == "TopK"]
+        outputs = len(proto.graph.output)
+        proto.graph.output.extend(
+            onnx.helper.make_tensor_value_info(n, onnx.TensorProto.INT64, None) for n in picks
+        )
+        results = self._session(proto).run(
+            None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)}
+        )
+        return results[:outputs], results[outputs:]
 
 
 def load(path: str | Path, threads: int = 0) -> OrtRunner:

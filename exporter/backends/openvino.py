@@ -21,6 +21,7 @@ class OpenVinoRunner:
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
+        self.source, self.settings = source, config
         model = source if isinstance(source, ov.Model) else str(source)
         self.compiled = ov.Core().compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
@@ -38,6 +39,23 @@ class OpenVinoRunner:
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         result = self.request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
         return [np.asarray(result[output]) for output in self.compiled.outputs]
+
+    def infer_with_orderings(self, batch: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The outputs and the indices every TopK op picked, in graph order."""
+        import openvino as ov
+
+        core = ov.Core()
+        model = (
+            self.source.clone() if isinstance(self.source, ov.Model) else core.read_model(str(self.source))
+        )
+        outputs = len(model.outputs)
+        tops = [op.output(1) for op in model.get_ordered_ops() if op.get_type_name() == "TopK"]
+        if tops:
+            model.add_outputs(tops)
+        compiled = core.compile_model(model, "CPU", self.settings)
+        result = compiled.create_infer_request().infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+        values = [np.asarray(result[output]) for output in compiled.outputs]
+        return values[:outputs], [v.astype(np.int64) for v in values[outputs:]]
 
 
 def throughput(path: Path, batch: np.ndarray, seconds: float) -> tuple[float, int]:

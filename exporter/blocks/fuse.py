@@ -33,6 +33,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from exporter.blocks import OUR_BLOCKS
 from exporter.blocks.convbn import CONV_TYPES, fold_conv_bn, require_running_stats
+from exporter.blocks.kernels import Geometry, NotAKernel, fold_kernel, holds_a_kernel
 from exporter.numerics.complexity import count_params
 from exporter.numerics.parity import Parity, compare, compare_within, flatten_outputs, scales
 from exporter.numerics.selections import Selections
@@ -56,7 +57,8 @@ MAX_ROUNDS = 3  # deploy methods leaving blocks behind: walks into what they lef
 @dataclass
 class Step:
     """One rewrite of the module at `path` ('' is the root). `action`: 'block' (our block's fuse()),
-    'method:<name>' (a foreign deploy method), 'sequential' or 'attributes' (Conv+BN folds)."""
+    'method:<name>' (a foreign deploy method), 'kernel' (a kernel computed from weights alone, folded
+    into one convolution: 'kernel:<geometry>' once found), 'sequential' or 'attributes' (Conv+BN)."""
 
     path: str
     kind: str
@@ -182,6 +184,8 @@ def apply_action(module: nn.Module, action: str) -> nn.Module:
     """The deploy form of `module` by `action` (see Step)."""
     if action == "block":
         return module.fuse()
+    if action.startswith("kernel:"):
+        return Geometry.from_action(action).conv()
     if action == "sequential":
         return _fold_sequential(module)
     if action == "attributes":
@@ -248,6 +252,11 @@ def plan_blocks(root: nn.Module, done: set[int], report: FuseReport) -> list[Ste
                 return
             if needs_args is not None:
                 report.skipped.append(f"{path}: {type(module).__name__}.{needs_args}() needs arguments")
+            elif path and holds_a_kernel(module):
+                steps.append(
+                    Step(path, f"{type(module).__name__} kernel", "kernel", strict=False, aliases=aliases)
+                )
+                return
         for name, child in module.named_children():
             visit(child, _join(path, name))
 
@@ -397,11 +406,22 @@ def _run_steps(
                     proved_on = f"a generated {'x'.join(map(str, x.shape))} input"
                 except Exception:  # noqa: BLE001 - the module does not take such an input
                     calls = []
+        action = step.action
         try:
             with torch.no_grad(), default_dtype(PROOF_DTYPE):  # what a deploy method creates: float64 too
-                fused = apply_action(original, step.action).to(PROOF_DTYPE).eval()
+                if action == "kernel":
+                    if not calls:
+                        raise NotAKernel("no input reaches it")
+                    fused, geometry = fold_kernel(original, *calls[0][:2])
+                    action = geometry.action()
+                else:
+                    fused = apply_action(original, action).to(PROOF_DTYPE).eval()
             root = _place(root, step, fused)
             parity, reshaped = _prove(fused, calls, rtol) if calls else (None, False)
+        except NotAKernel:  # a module holding some 4-D tensor: not a convolution kernel after all
+            root = _place(root, step, backup)
+            done.add(id(backup))
+            continue
         except Exception as exc:  # noqa: BLE001 - a block the fuser cannot handle is left as it is
             root = _place(root, step, backup)
             done.add(id(backup))
@@ -425,7 +445,7 @@ def _run_steps(
             root = _place(root, step, backup)
             done.add(id(backup))
         report.steps.append(
-            StepResult(step.path, step.kind, step.action, status, parity, proved_on, note, step.aliases)
+            StepResult(step.path, step.kind, action, status, parity, proved_on, note, step.aliases)
         )
     return root
 

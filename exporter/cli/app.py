@@ -58,21 +58,28 @@ def flags() -> dict[str, str]:
 
 
 def load(values: dict[str, Any], **fixed: Any):
-    """The recipe (or the embedded default) with every option the user passed applied on top; `fixed`
-    sets fields the command decides itself."""
-    from exporter.recipe import load_recipe
+    """The recipe with every option the user passed applied on top (`fixed`: fields the command decides
+    itself): the --recipe file, else the model's own recipe when --model names one (a builder, or a
+    checkpoint holding the model), else the embedded demo recipe."""
+    from exporter.recipe import is_checkpoint, load_recipe, model_recipe
 
     overrides = options.overrides(click.get_current_context().command, values)
     overrides.update(fixed)
-    builder = values.get("builder")
-    if builder:
-        overrides["model.kwargs"] = {}
-        if values.get("recipe_path") is None:
-            name = builder.rpartition(":")[2] or "model"
-            overrides.update(
-                {"name": name, "class_names": [], "export.output_names": None, "model.adapter": None}
-            )
-            overrides.setdefault("evaluation.data", None)  # the demo's val split does not fit this model
+    model = overrides.pop("model.builder", None)
+    if model and values.get("recipe_path") is None:
+        trust = overrides.pop("model.trust", [])
+        return model_recipe(model, trust, overrides)
+    if model and is_checkpoint(model):
+        overrides.update(
+            {
+                "model.builder": None,
+                "model.checkpoint": model,
+                "model.adapter": "ultralytics",
+                "model.kwargs": {},
+            }
+        )
+    elif model:
+        overrides.update({"model.builder": model, "model.kwargs": {}})
     return load_recipe(values.get("recipe_path"), overrides)
 
 

@@ -77,8 +77,18 @@ MODEL = group(
         "--model",
         "builder",
         field="model.builder",
-        metavar="PKG.MODULE:FUNC",
-        help="Builder returning an nn.Module; overrides the recipe's model.builder.",
+        metavar="PKG.MODULE:FUNC|CHECKPOINT",
+        help="Builder returning an nn.Module, or an Ultralytics checkpoint (runs/train/exp/weights/best.pt); "
+        "without --recipe the model's own settings are used (a checkpoint's input size and classes).",
+    ),
+    option(
+        "--trust-module",
+        "trust",
+        field="model.trust",
+        multiple=True,
+        metavar="PACKAGE",
+        help="A package whose module classes a pickled checkpoint may use (your fork's custom blocks); "
+        "repeatable. torch and ultralytics are trusted.",
     ),
     option(
         "--checkpoint",

@@ -24,8 +24,14 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 DEMO_SOURCE = "demo"
 
 
-def require_source(source: str | Path) -> None:
-    """A calibration source that does not exist is bad input (checked before any stage runs too)."""
+def require_source(source: str | Path | None) -> None:
+    """A calibration source that is not given or does not exist is bad input (checked before any stage
+    runs too)."""
+    if source is None:
+        raise UserError(
+            f"INT8 needs calibration images: pass {setting('calibration.source')} (an image folder, a COCO "
+            "json, or 'demo' for the demo model)"
+        )
     if str(source) != DEMO_SOURCE and not Path(source).exists():
         raise UserError(
             f"calibration source not found: {source}; pass an image folder, a COCO json or 'demo' "

@@ -249,9 +249,9 @@ def demo_map(model: nn.Module, data: Path, limit: int | None = None) -> dict[str
     """COCO mAP of a demo detector (torch, unfused or fused) on a shapes split."""
     from exporter.data.coco import load_coco
     from exporter.data.coco_map import evaluate
-    from exporter.models.adapters import decoded
+    from exporter.models.adapters import DECODED
 
-    head, size = decoded(), (320, 320)
+    head, size = DECODED, (320, 320)
 
     def infer(batch: np.ndarray) -> list[np.ndarray]:
         with torch.no_grad():

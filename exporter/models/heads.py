@@ -2,8 +2,10 @@
 
 Modes: `decoded` — scores (N, A, C) and xyxy boxes (N, A, 4) in input pixels, NMS needed; `raw` —
 DAMO-YOLO's per-level GFL maps (sigmoid scores ×L, then box logits ×L), decoded here; `nms` —
-detections (K, 7) [batch, x1, y1, x2, y2, score, class] from an NMS inside the model; `engine_nms` —
-a TensorRT engine's EfficientNMS_TRT outputs (counts, boxes, scores, classes). Post-processing:
+detections (K, 7) [batch, x1, y1, x2, y2, score, class] from an NMS inside the model; `yolo` —
+Ultralytics' Detect, (N, 4 + C, A): centre/size boxes in input pixels then sigmoid scores, NMS needed;
+`yolo_end2end` — Ultralytics' NMS-free heads, (N, K, 6) rows [x1, y1, x2, y2, score, class];
+`engine_nms` — a TensorRT engine's EfficientNMS_TRT outputs (counts, boxes, scores, classes). Post-processing:
 every (box, class) with score > threshold, class-wise NMS, the top `max_detections` by score, boxes
 rescaled from the model input to the original image size (not clipped).
 """
@@ -20,7 +22,7 @@ from torchvision.ops import batched_nms
 from exporter.data.coco_map import Detections
 
 MAX_DETECTIONS = 500
-HEAD_MODES = ("raw", "decoded", "nms")
+HEAD_MODES = ("raw", "decoded", "nms")  # DAMO-YOLO's
 ENGINE_NMS = "engine_nms"  # outputs of a TensorRT engine built with end-to-end NMS (not a model mode)
 
 
@@ -53,6 +55,12 @@ class Head:
                 mine = rows[rows[:, 0] == b]
                 mine = mine[torch.argsort(mine[:, 5], descending=True)]
                 results.append((mine[:, 1:5], mine[:, 5], mine[:, 6].long(), size))
+        elif self.mode == "yolo_end2end":
+            rows = tensors[0]
+            for b, size in enumerate(image_sizes):
+                mine = rows[b][rows[b, :, 4] > self.score_threshold][: self.max_detections]
+                mine = mine[torch.argsort(mine[:, 4], descending=True)]
+                results.append((mine[:, :4], mine[:, 4], mine[:, 5].long(), size))
         else:
             if self.mode == "raw":
                 from exporter.models.damoyolo.postprocess import decode
@@ -61,6 +69,11 @@ class Head:
                 scores, boxes = decode(tensors[:half], tensors[half:], self.reg_max)
             elif self.mode == "decoded":
                 scores, boxes = tensors
+            elif self.mode == "yolo":
+                predictions = tensors[0].transpose(1, 2)  # (N, A, 4 + C)
+                centre, extent = predictions[..., :2], predictions[..., 2:4]
+                boxes = torch.cat([centre - extent / 2, centre + extent / 2], -1)
+                scores = predictions[..., 4:]
             else:
                 raise ValueError(f"unknown head_mode {self.mode!r}; expected one of {', '.join(HEAD_MODES)}")
             for b, size in enumerate(image_sizes):

@@ -99,14 +99,21 @@ def load_checkpoint(model: nn.Module, path: Path) -> None:
 @dataclass(frozen=True)
 class ModelSource:
     """Where a model comes from: a builder 'package.module:function', its keyword arguments and an
-    optional checkpoint (a state dict)."""
+    optional checkpoint (a state dict); or, without a builder, a checkpoint holding the whole model,
+    which its adapter loads (trusting the packages named in `trust` for its module classes)."""
 
-    builder: str
+    builder: str | None
     kwargs: dict[str, Any] = field(default_factory=dict)
     checkpoint: Path | None = None
+    adapter: str | None = None
+    trust: tuple[str, ...] = ()
 
     def build(self) -> nn.Module:
         """The model in eval mode, with its checkpoint loaded when one is named."""
+        if self.builder is None:
+            from exporter.models.adapters import ADAPTERS
+
+            return ADAPTERS[self.adapter].load(self.checkpoint, self.trust).eval()
         builder = resolve_builder(self.builder)
         try:
             model = builder(**self.kwargs)

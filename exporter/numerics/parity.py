@@ -20,6 +20,7 @@ class Parity:
     max_abs_ref: float
     tolerance: float
     output: int | None = None
+    note: str = ""
 
     @property
     def ok(self) -> bool:
@@ -34,9 +35,10 @@ class Parity:
     def describe(self) -> str:
         verdict = "ok" if self.ok else "MISMATCH"
         where = f", output {self.output}" if self.output is not None else ""
+        note = f"; {self.note}" if self.note else ""
         return (
             f"max abs err {self.max_abs_err:.3g} (tolerance {self.tolerance:.3g}{where}; "
-            f"err/tol {self.ratio:.2g}) {verdict}"
+            f"err/tol {self.ratio:.2g}{note}) {verdict}"
         )
 
     def as_dict(self) -> dict[str, Any]:

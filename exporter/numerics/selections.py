@@ -31,17 +31,21 @@ SELECTIONS = {
     torch.Tensor.min: ("min", 1),
 }
 INDICES_ONLY = {"argsort", "argmax", "argmin"}
+ORDERINGS = ("topk", "sort", "argsort")  # what a graph's TopK nodes compute
+KINDS = tuple(sorted({name for name, _ in SELECTIONS.values()}))
 
 
 class Selections(TorchFunctionMode):
     """Within `with Selections() as s:` every selection is recorded in `s.picks`; within
     `with Selections(replay=picks) as s:` the recorded picks are used instead of the candidate's own,
     counted in `s.flips` where they differ. A run whose selections do not line up with the recording
-    (another count, kind or shape) is left to its own picks and flagged `s.misaligned`."""
+    (another count, kind or shape) is left to its own picks and flagged `s.misaligned`. `kinds` limits
+    both to some kinds of selection (ORDERINGS: those a graph's TopK nodes make)."""
 
-    def __init__(self, replay: list[tuple[str, torch.Tensor]] | None = None):
+    def __init__(self, replay: list[tuple[str, torch.Tensor]] | None = None, kinds: tuple[str, ...] = KINDS):
         super().__init__()
         self.replay = replay
+        self.kinds = set(kinds)
         self.picks: list[tuple[str, torch.Tensor]] = []
         self.flips = 0
         self.misaligned = False
@@ -50,7 +54,11 @@ class Selections(TorchFunctionMode):
         kwargs = kwargs or {}
         result = func(*args, **kwargs)
         entry = SELECTIONS.get(func)
-        if entry is None or (entry[0] in ("max", "min") and not _has_dim(args, kwargs)):
+        if (
+            entry is None
+            or entry[0] not in self.kinds
+            or (entry[0] in ("max", "min") and not _has_dim(args, kwargs))
+        ):
             return result
         name, dim_at = entry
         indices = result if name in INDICES_ONLY else result[1]
@@ -63,7 +71,7 @@ class Selections(TorchFunctionMode):
             self.misaligned = True
             return result
         recorded_name, recorded = self.replay[position]
-        if recorded_name != name or recorded.shape != indices.shape:
+        if _family(recorded_name) != _family(name) or recorded.shape != indices.shape:
             self.misaligned = True
             return result
         if torch.equal(recorded, indices):
@@ -78,6 +86,11 @@ class Selections(TorchFunctionMode):
         else:
             values = source.gather(dim, recorded)
         return type(result)((values, recorded))
+
+
+def _family(name: str) -> str:
+    """Orderings are one family: a graph's TopK serves torch's topk, sort and argsort alike."""
+    return "ordering" if name in ORDERINGS else name
 
 
 def _has_dim(args, kwargs) -> bool:

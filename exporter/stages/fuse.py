@@ -37,9 +37,11 @@ class FuseSettings:
     def from_recipe(cls, recipe: Recipe) -> FuseSettings:
         spec = recipe.model
         checkpoint = require_checkpoint(spec.checkpoint) if spec.checkpoint is not None else None
+        # the adapter and the trusted packages load a checkpoint that holds the whole model only
+        loader = (spec.adapter, tuple(spec.trust)) if spec.builder is None else (None, ())
         return cls(
-            ModelSource(spec.builder, dict(spec.kwargs), checkpoint),
-            builder_source_hash(spec.builder),
+            ModelSource(spec.builder, dict(spec.kwargs), checkpoint, *loader),
+            builder_source_hash(spec.builder) if spec.builder else None,
             sha256_file(checkpoint) if checkpoint is not None else None,
             tuple(recipe.input_size),
             recipe.preprocess,

@@ -82,7 +82,7 @@ def run(settings: IrSettings, onnx_path: Path, fused_pt: Path, out: Path) -> dic
         }
     ov.save_model(model, str(out), compress_to_fp16=precision == "fp16")
     runner = ov_backend.load(out, precision)
-    parity = reference.reference_parity(fused_pt, runner.infer, settings.noise_factor)
+    parity = reference.reference_parity(fused_pt, runner, settings.noise_factor)
     if precision == "fp32":
         reference.require_parity("OpenVINO FP32 IR output", parity)
     record.update(check=parity.as_dict(), runtime=runner.config)

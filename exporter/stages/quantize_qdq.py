@@ -316,7 +316,7 @@ def run(
     record = quantize_detector(
         onnx_path, out, settings.calibration, settings.method, settings.float_nodes, ranges_dir
     )
-    parity = reference.reference_parity(fused_pt, ort_backend.load(out).infer, noise_factor=1.0)  # recorded
+    parity = reference.reference_parity(fused_pt, ort_backend.load(out), noise_factor=1.0)  # recorded
     return {**record, "check": parity.as_dict()}
 
 

@@ -54,7 +54,7 @@ class EvaluationSettings:
             str(named),
             annotations,
             limit or recipe.evaluation.limit,
-            adapters.head(recipe.model.adapter, recipe.model.kwargs),
+            adapters.head(recipe.model.adapter, recipe.model.ref()),
             tuple(recipe.input_size),
             recipe.preprocess,
         )

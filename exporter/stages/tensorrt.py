@@ -407,7 +407,7 @@ class End2EndSettings:
 
     @classmethod
     def from_recipe(cls, recipe: Recipe) -> End2EndSettings:
-        head = adapters.head(recipe.model.adapter, recipe.model.kwargs)
+        head = adapters.head(recipe.model.adapter, recipe.model.ref())
         return cls(head.score_threshold, head.iou_threshold, recipe.tensorrt.max_output_boxes)
 
 
@@ -447,7 +447,7 @@ def engine_stage(
         record["note"] = "end-to-end NMS engine: outputs are detections, not the reference's: no parity check"
         return record
     runner = trt_backend.load(out, plugin if record["plan"]["plugin"] else None)
-    parity = reference.reference_parity(fused_pt, runner.infer, settings.noise_factor)
+    parity = reference.reference_parity(fused_pt, runner, settings.noise_factor)
     if settings.precision == "fp32":
         reference.require_parity("TensorRT FP32 engine output", parity)
     record["check"] = parity.as_dict()

@@ -1,0 +1,116 @@
+"""Ultralytics YOLO checkpoints (`runs/train/<name>/weights/best.pt`): read without running their pickle,
+and their models in export form.
+
+A checkpoint is a pickled dict whose `model` (or `ema`) is the module, saved in FP16. It is read in two
+steps: the pickle's globals are listed without executing anything; each must be a module class
+(nn.Module) of torch, of ultralytics or of a package the user trusts by name (a fork's custom blocks);
+then torch's weights-only unpickler loads it with exactly those classes allowed. Anything else — a
+function, `os.system`, a class from an unnamed package — is refused by name, and nothing of it runs.
+
+Heads in export form (the output contract, exporter.models.heads): Detect (YOLOv8/YOLO11/YOLOv9)
+gives (N, 4 + C, A) — centre/size boxes in input pixels, then sigmoid class scores — and needs NMS;
+the end-to-end heads of YOLOv10 and YOLO26 give (N, K, 6) rows [x1, y1, x2, y2, score, class], NMS-free.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from exporter.errors import UserError, setting, summary
+
+EXPORT_FORMAT = "onnx"
+
+
+def _allowed(name: str, path: Path, trusted: tuple[str, ...]) -> type:
+    """The class a checkpoint global names, if it may be unpickled (else a one-line refusal)."""
+    module_name, _, attribute = name.rpartition(".")
+    package = module_name.split(".")[0]
+    if package not in ("torch", "ultralytics", *trusted):
+        raise UserError(
+            f"{path} needs {name} to load, from the package '{package}', which is not trusted; if it is "
+            f"your own (a fork's custom blocks), pass {setting('model.trust', package)}"
+        )
+    try:
+        found = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        hint = "pip install 'reparam-export[ultralytics]'" if package == "ultralytics" else "install it"
+        raise UserError(f"{path} needs {name}, which cannot be imported ({summary(exc)}); {hint}") from None
+    if not (isinstance(found, type) and issubclass(found, nn.Module)):
+        raise UserError(
+            f"{path} needs {name}, which is not a module class: a model checkpoint holds modules and "
+            "tensors only; it was refused and nothing of it ran"
+        )
+    return found
+
+
+def read_checkpoint(path: Path, trusted: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The checkpoint dict, loaded with torch's weights-only unpickler and the classes it needs allowed."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(
+            f"checkpoint not found: {path}; pass an existing file with {setting('model.checkpoint')}"
+        )
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception as exc:  # noqa: BLE001 - not a torch file at all
+        raise UserError(f"{path} is not a torch checkpoint ({summary(exc)})") from None
+    classes = [_allowed(name, path, tuple(trusted)) for name in names]
+    try:
+        with torch.serialization.safe_globals(classes):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a damaged file
+        raise UserError(f"{path} cannot be loaded ({summary(exc)})") from None
+    if not isinstance(checkpoint, dict):
+        raise UserError(f"{path} is not an Ultralytics checkpoint (a dict with 'model' or 'ema')")
+    return checkpoint
+
+
+def checkpoint_model(checkpoint: dict[str, Any], path: Path) -> nn.Module:
+    """The trained module of a checkpoint (its EMA where the trainer kept one), in FP32 and eval mode."""
+    model = checkpoint.get("ema") or checkpoint.get("model")
+    if not isinstance(model, nn.Module):
+        raise UserError(f"{path} holds no model (neither 'model' nor 'ema' is a module)")
+    return model.float().eval()
+
+
+def export_form(model: nn.Module) -> nn.Module:
+    """Heads in export form: decoded outputs alone; end-to-end heads give their one-to-one top-k."""
+    from ultralytics.nn.modules.head import Detect
+
+    for module in model.modules():
+        if isinstance(module, Detect):
+            module.export, module.format, module.dynamic = True, EXPORT_FORMAT, False
+            if getattr(module, "one2one_cv2", None) is not None:
+                module.end2end = True
+    return model
+
+
+def load(checkpoint: Path, trusted: tuple[str, ...] = ()) -> nn.Module:
+    """An Ultralytics checkpoint's model in FP32, eval mode and export form."""
+    return export_form(checkpoint_model(read_checkpoint(checkpoint, trusted), checkpoint))
+
+
+def end_to_end(model: nn.Module) -> bool:
+    from ultralytics.nn.modules.head import Detect
+
+    return any(isinstance(m, Detect) and getattr(m, "end2end", False) for m in model.modules())
+
+
+def recipe_fields(checkpoint: Path, trusted: tuple[str, ...] = ()) -> dict[str, Any]:
+    """What the checkpoint says of itself: input size (its training imgsz), class names, preprocessing
+    (RGB, /255)."""
+    content = read_checkpoint(checkpoint, trusted)
+    model = checkpoint_model(content, checkpoint)
+    size = (content.get("train_args") or {}).get("imgsz", 640)
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    names = getattr(model, "names", None) or {}
+    return {
+        "input_size": [int(height), int(width)],
+        "class_names": [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names),
+        "preprocess": {"color": "rgb", "scale": 1 / 255},
+    }
