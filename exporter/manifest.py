@@ -1,7 +1,8 @@
 """Run directory and manifest: per-stage inputs/outputs with sha256, settings, versions, timing, checks.
 
-A stage whose input hashes, settings and library versions are unchanged, and whose output is still
-on disk with its recorded hash, is a cache hit and is not run again; an interrupted run resumes.
+A stage whose input hashes, settings and library versions are unchanged, whose output is still on disk
+with its recorded hash, and whose recorded `reads` (files it found itself reading, path → sha256) are
+unchanged, is a cache hit and is not run again; an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -68,8 +69,13 @@ class RunDir:
         if entry is None or entry.get("key") != key:
             return False
         recorded = [entry["output"], *entry["output"].get("companions", [])]
-        return len(recorded) == len(files) and all(
-            f.is_file() and sha256_file(f) == r["sha256"] for f, r in zip(files, recorded, strict=True)
+        reads = entry.get("reads", {})  # files the stage found itself reading: each must be unchanged
+        return (
+            len(recorded) == len(files)
+            and all(
+                f.is_file() and sha256_file(f) == r["sha256"] for f, r in zip(files, recorded, strict=True)
+            )
+            and all(Path(p).is_file() and sha256_file(Path(p)) == digest for p, digest in reads.items())
         )
 
     def run_stage(

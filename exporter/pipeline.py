@@ -178,6 +178,7 @@ class Pipeline:
         self.fuse_settings  # noqa: B018 - builder importable, checkpoint present
         for target in targets_of(self.recipe):
             self.akconv(target)
+            target.check(self.recipe)
         if calibrates(self.recipe):
             self.calibration_set  # noqa: B018 - the source exists and holds enough readable images
         if self.recipe.int8.accuracy_budget is not None:
@@ -293,16 +294,24 @@ class Pipeline:
         return tuple(search.record["float_nodes"])
 
     def build(self) -> dict[str, StageResult]:
-        """Every stage the recipe's targets need; returns the final artifact per target/precision."""
+        """Every stage the recipe's targets need; returns the final artifact per target/precision.
+
+        The run keeps the artifacts of other targets built into it earlier from the same fused model
+        (a second `build --target` adds to a run); a new fused model leaves them out."""
         self.check()
+        previous = self.run.manifest().get("artifacts", {})
         artifacts: dict[str, StageResult] = {}
         for target in targets_of(self.recipe):
             artifacts.update(target.build(self))
+        built = {key: str(result.output.relative_to(self.run.root)) for key, result in artifacts.items()}
+        kept = {
+            key: path
+            for key, path in previous.items()
+            if key.partition(".")[0] not in self.recipe.targets and (self.run.root / path).is_file()
+        }
         self.note(
             recipe=self.recipe.model_dump(mode="json"),
             recipe_hash=self.recipe.digest(),
-            artifacts={
-                key: str(result.output.relative_to(self.run.root)) for key, result in artifacts.items()
-            },
+            artifacts={**(kept if self.fuse().cached else {}), **built},
         )
         return artifacts

@@ -171,6 +171,16 @@ def build_blog_model() -> nn.Module:
     return randomized(nn.Sequential(ConvBN(3, 8, 3, act=nn.ReLU()), BlogRepConv(8)))
 
 
+class NeedsMode(ForeignRepVGG):
+    def switch_to_deploy(self, mode):
+        self._deploy()
+
+
+def build_with_unfusable_block() -> nn.Module:
+    """A block whose deploy method needs an argument the fuser cannot know: left unfused."""
+    return randomized(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), NeedsMode(8)))
+
+
 def build_raising() -> nn.Module:
     raise RuntimeError("weights server unreachable")
 

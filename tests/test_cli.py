@@ -136,6 +136,26 @@ def test_user_model_fuse_and_export(run_cli, tmp_path):
     assert manifest["stages"]["export"]["opset"] == 13
 
 
+def test_blocks_left_unfused_are_named_in_the_summary_and_the_report(run_cli, tmp_path):
+    run = tmp_path / "run"
+    code, _, err = run_cli(
+        "fuse",
+        "--model",
+        USER + "build_with_unfusable_block",
+        "--input-size",
+        "32",
+        "32",
+        "--run-dir",
+        str(run),
+    )
+    assert code == 0, err
+    assert "NOT FUSED: 1: NeedsMode.switch_to_deploy() needs arguments" in " ".join(err.split())
+    code, _, err = run_cli("report", "--artifacts", str(run))
+    assert code == 0, err
+    report = (run / "report" / "report.md").read_text()
+    assert "NOT FUSED (left in training form): 1: NeedsMode.switch_to_deploy() needs arguments" in report
+
+
 def test_unavailable_precision_is_refused_before_any_work(run_cli, tmp_path):
     code, _, err = run_cli(
         "build", "--target", "onnx", "--precision", "int8", "--run-dir", str(tmp_path / "run")
@@ -154,7 +174,17 @@ def test_doctor_lists_backends(run_cli):
     code, out, _ = run_cli("doctor", "--json")
     assert code == 0
     checks = {c["name"]: c for c in json.loads(out)}
-    for name in ("torch", "onnx", "onnxsim", "onnxruntime", "openvino", "nncf", "tensorrt", "CUDA GPU"):
+    for name in (
+        "torch",
+        "onnx",
+        "onnxsim",
+        "onnxruntime",
+        "openvino",
+        "nncf",
+        "tensorrt",
+        "ultralytics",
+        "CUDA GPU",
+    ):
         assert name in checks
     assert checks["torch"]["usable"] and checks["onnxruntime"]["usable"]
     if not checks["tensorrt"]["usable"]:

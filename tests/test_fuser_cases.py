@@ -114,13 +114,8 @@ class Reparametrize(fm.ForeignRepVGG):
         self._deploy()
 
 
-class NeedsMode(fm.ForeignRepVGG):
-    def switch_to_deploy(self, mode):
-        self._deploy()
-
-
 def test_the_fields_spellings_and_a_method_that_needs_arguments():
-    model = fm.randomized(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Reparametrize(8), NeedsMode(8)))
+    model = fm.randomized(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Reparametrize(8), fm.NeedsMode(8)))
     fused, report = fuse_model(model, x())
     assert report.ok and report.counts["Reparametrize.reparametrize()"] == 1
     assert "2: NeedsMode.switch_to_deploy() needs arguments" in report.as_dict()["not_fused"]

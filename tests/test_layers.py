@@ -10,7 +10,10 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "exporter"
 
 LAYERS = [  # bottom first: module prefixes of each layer
-    ("base", ["exporter", "exporter.errors", "exporter.artifacts", "exporter.manifest"]),
+    (
+        "base",
+        ["exporter", "exporter.errors", "exporter.artifacts", "exporter.manifest", "exporter.libraries"],
+    ),
     ("numerics", ["exporter.numerics"]),
     ("lowerings", ["exporter.lowering"]),
     ("blocks", ["exporter.blocks"]),
@@ -30,6 +33,7 @@ LAYERS = [  # bottom first: module prefixes of each layer
             "exporter.bench_akconv",
             "exporter.bench_fuse",
             "exporter.bench_cpu",
+            "exporter.bench_ultralytics",
             "exporter.report",
         ],
     ),
@@ -80,9 +84,7 @@ def upward_imports() -> list[str]:
         rank = layer_of(module)
         for target in sorted(imported(path)):
             if layer_of(target) > rank:
-                found.append(
-                    f"{module} ({LAYERS[rank][0]}) imports {target} ({LAYERS[layer_of(target)][0]})"
-                )
+                found.append(f"{module} ({LAYERS[rank][0]}) imports {target} ({LAYERS[layer_of(target)][0]})")
     return found
 
 

@@ -194,3 +194,32 @@ def test_builder_hash_covers_the_builders_package(tmp_path, monkeypatch):
     before = builder_source_hash("hashed_model_pkg.model:build")
     (package / "parts.py").write_text("WIDTH = 8\n")
     assert builder_source_hash("hashed_model_pkg.model:build") != before
+
+
+def test_files_a_builder_reads_are_part_of_the_fuse_cache(tmp_path, monkeypatch):
+    """A builder that loads its weights itself: changing that file reruns fuse, an unrelated one does not."""
+    package = tmp_path / "reading_model_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "model.py").write_text(
+        "from pathlib import Path\n\nimport torch\nfrom torch import nn\n\n\n"
+        "def build(weights):\n    model = nn.Conv2d(3, 4, 3, padding=1)\n"
+        "    model.load_state_dict(torch.load(Path(weights), weights_only=True))\n    return model\n"
+    )
+    weights = tmp_path / "weights.pt"
+    torch.manual_seed(0)
+    torch.save(torch.nn.Conv2d(3, 4, 3, padding=1).state_dict(), weights)
+    (tmp_path / "unrelated.txt").write_text("a")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    settings = {
+        "model": {"builder": "reading_model_pkg.model:build", "kwargs": {"weights": str(weights)}},
+        "input_size": [32, 32],
+    }
+    run = tmp_path / "run"
+    first = Pipeline(load_recipe(EMBEDDED, settings), run).fuse()
+    assert not first.cached and list(first.record["reads"]) == [str(weights.resolve())]
+    (tmp_path / "unrelated.txt").write_text("b")
+    assert Pipeline(load_recipe(EMBEDDED, settings), run).fuse().cached
+    torch.save(torch.nn.Conv2d(3, 4, 3, padding=1).state_dict(), weights)
+    again = Pipeline(load_recipe(EMBEDDED, settings), run).fuse()
+    assert not again.cached, "the builder's weights changed: the fused model must be rebuilt"

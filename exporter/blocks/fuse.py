@@ -34,6 +34,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from exporter.blocks import OUR_BLOCKS
 from exporter.blocks.convbn import CONV_TYPES, fold_conv_bn, require_running_stats
 from exporter.blocks.kernels import Geometry, NotAKernel, fold_kernel, holds_a_kernel
+from exporter.errors import ExporterError, summary
 from exporter.numerics.complexity import count_params
 from exporter.numerics.parity import Parity, compare, compare_within, flatten_outputs, scales
 from exporter.numerics.selections import Selections
@@ -181,11 +182,25 @@ def protocol_method(module: nn.Module) -> tuple[str | None, str | None]:
 
 
 def apply_action(module: nn.Module, action: str) -> nn.Module:
-    """The deploy form of `module` by `action` (see Step)."""
+    """The deploy form of `module` by `action` (see Step), carrying the plain attributes its model may
+    read of it (Ultralytics' layers: from-index `f`, index `i`, `type`)."""
+    return _carry(module, _deploy_form(module, action))
+
+
+def _carry(module: nn.Module, fused: nn.Module) -> nn.Module:
+    if fused is not module:
+        for name, value in vars(module).items():
+            plain = isinstance(value, (int, float, str, list, tuple))
+            if plain and not name.startswith("_") and not hasattr(fused, name):
+                setattr(fused, name, value)
+    return fused
+
+
+def _deploy_form(module: nn.Module, action: str) -> nn.Module:
     if action == "block":
         return module.fuse()
     if action.startswith("kernel:"):
-        return Geometry.from_action(action).conv()
+        return Geometry.from_action(action).deploy_form(module)
     if action == "sequential":
         return _fold_sequential(module)
     if action == "attributes":
@@ -414,6 +429,7 @@ def _run_steps(
                         raise NotAKernel("no input reaches it")
                     fused, geometry = fold_kernel(original, *calls[0][:2])
                     action = geometry.action()
+                    fused = _carry(original, fused)
                 else:
                     fused = apply_action(original, action).to(PROOF_DTYPE).eval()
             root = _place(root, step, fused)
@@ -536,41 +552,27 @@ def _fuse_model(
         _rounding(unfused, x, output, picks)
         for x, output, picks in zip(inputs, reference.outputs, reference.picks, strict=True)
     ]
-    for _ in range(MAX_ROUNDS):  # a deploy method may leave blocks behind: walk into what it left
-        work = _run_steps(work, steps, recording, rtol, report, done)
-        steps = plan_blocks(work, done, report)
-        if not steps:
-            break
-        recording = record(work, [s.path for s in steps], inputs64)
-    steps = plan_conv_bn(work)
-    unrecorded = [s.path for s in steps if s.path not in pairs]
-    if steps:
-        calls = reference.calls
-        if unrecorded:  # pairs a deploy method left: their inputs in the model as fused so far
-            found = record(work, unrecorded, inputs64).calls
-            calls = [{**a, **b} for a, b in zip(calls, found, strict=True)]
-        work = _run_steps(work, steps, Recording(calls, [], []), rtol, report, done)
-    parities = []
-    for x, expected, picks, errors in zip(
-        inputs64, reference.outputs, reference.picks, rounding, strict=True
-    ):
-        ratio = torch.finfo(PROOF_DTYPE).eps / torch.finfo(ROUNDING_DTYPE).eps
-        bounds = [
-            max(rtol * max(1.0, scale), CONDITION_MARGIN * ratio * error)
-            for scale, error in zip(scales(expected), errors, strict=True)
-        ]
-        with torch.no_grad(), Selections(replay=picks) as replayed:
-            output = work(x)
-        parity = compare_within(expected, output, bounds)
-        if not parity.ok:  # a chaotic model: bound its float64 rounding by its response to a 1-ulp nudge
-            with torch.no_grad(), Selections(replay=picks):
-                nudged = work(x * (1 + torch.finfo(PROOF_DTYPE).eps))
-            response = [float(np.abs(a - b).max()) if a.size else 0.0 for a, b in _pairs(output, nudged)]
-            bounds = [max(b, CONDITION_MARGIN * r) for b, r in zip(bounds, response, strict=True)]
-            parity = compare_within(expected, output, bounds)
-        parities.append(parity)
-        report.selections += len(picks)
-        report.flips += replayed.flips
+    try:
+        for _ in range(MAX_ROUNDS):  # a deploy method may leave blocks behind: walk into what it left
+            work = _run_steps(work, steps, recording, rtol, report, done)
+            steps = plan_blocks(work, done, report)
+            if not steps:
+                break
+            recording = record(work, [s.path for s in steps], inputs64)
+        steps = plan_conv_bn(work)
+        unrecorded = [s.path for s in steps if s.path not in pairs]
+        if steps:
+            calls = reference.calls
+            if unrecorded:  # pairs a deploy method left: their inputs in the model as fused so far
+                found = record(work, unrecorded, inputs64).calls
+                calls = [{**a, **b} for a, b in zip(calls, found, strict=True)]
+            work = _run_steps(work, steps, Recording(calls, [], []), rtol, report, done)
+        parities = _whole_model(work, inputs64, reference, rounding, rtol, report)
+    except ExporterError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a rewrite broke the model in a way no module check saw
+        cause = exc.cause if isinstance(exc, ForwardFailed) else exc
+        parities = [Parity(float("inf"), 0.0, 0.0, note=f"the fused model raised {summary(cause)}")]
     report.model_parity = max(parities, key=lambda p: p.ratio)
     report.params_after = count_params(work)
     report.reference_outputs = flatten_outputs(reference.outputs[0])
@@ -587,6 +589,40 @@ def _fuse_model(
 
 def _pairs(a: Any, b: Any):
     return zip(flatten_outputs(a), flatten_outputs(b), strict=True)
+
+
+def _whole_model(
+    work: nn.Module,
+    inputs: list[torch.Tensor],
+    reference: Recording,
+    rounding: list[list[float]],
+    rtol: float,
+    report: FuseReport,
+) -> list[Parity]:
+    """The fused model against the reference on each input, the reference's selections replayed:
+    within rtol·max(1, |y|) or CONDITION_MARGIN × eps64/eps32 × the model's FP32 rounding; where that
+    fails, within CONDITION_MARGIN × its response to a 1-ulp nudge of the input (a chaotic model
+    amplifies float64 rounding as it amplifies the nudge)."""
+    ratio = torch.finfo(PROOF_DTYPE).eps / torch.finfo(ROUNDING_DTYPE).eps
+    parities = []
+    for x, expected, picks, errors in zip(inputs, reference.outputs, reference.picks, rounding, strict=True):
+        bounds = [
+            max(rtol * max(1.0, scale), CONDITION_MARGIN * ratio * error)
+            for scale, error in zip(scales(expected), errors, strict=True)
+        ]
+        with torch.no_grad(), Selections(replay=picks) as replayed:
+            output = work(x)
+        parity = compare_within(expected, output, bounds)
+        if not parity.ok:
+            with torch.no_grad(), Selections(replay=picks):
+                nudged = work(x * (1 + torch.finfo(PROOF_DTYPE).eps))
+            response = [float(np.abs(a - b).max()) if a.size else 0.0 for a, b in _pairs(output, nudged)]
+            bounds = [max(b, CONDITION_MARGIN * r) for b, r in zip(bounds, response, strict=True)]
+            parity = compare_within(expected, output, bounds)
+        parities.append(parity)
+        report.selections += len(picks)
+        report.flips += replayed.flips
+    return parities
 
 
 def _in_rounding_dtype(model: nn.Module) -> nn.Module:

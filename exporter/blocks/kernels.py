@@ -1,9 +1,12 @@
 """Weight-only re-parameterizations without a deploy method: a module whose convolution kernel is
 computed from its own parameters and buffers alone (a blog's RefConv: kernel = W + convmap(W); DBB- or
-OREPA-style sums of kernels) is one plain convolution with that kernel.
+OREPA-style sums of kernels) is one plain convolution with that kernel, followed by the child modules
+it applies after that convolution (a BatchNorm and an activation, as YOLO forks wrap RefConv).
 
 Found from what the module computes, not from its name: run on two different inputs, it must make
-exactly one convolution of its own input, with the same kernel both times.
+exactly one convolution of its own input, with a kernel it computes (not one it holds, as a layer
+convolving with its own weight does) and the same kernel both times. The form found is a candidate:
+the fuser keeps it only when proved equal to the module.
 """
 
 from __future__ import annotations
@@ -23,14 +26,16 @@ class NotAKernel(Exception):
 
 
 class _Convolutions(TorchFunctionMode):
+    """Records, in order, the convolutions run and the names of the module's children called."""
+
     def __init__(self):
         super().__init__()
-        self.calls: list[tuple[tuple, dict]] = []
+        self.events: list[tuple[str, tuple, dict]] = []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in CONVOLUTIONS:
-            self.calls.append((args, kwargs))
+            self.events.append(("conv", args, kwargs))
         return func(*args, **kwargs)
 
 
@@ -44,6 +49,7 @@ class Geometry:
     dilation: tuple[int, int]
     groups: int
     bias: bool
+    tail: tuple[str, ...] = ()  # the module's children applied after the convolution, in order
 
     def action(self) -> str:
         """The fusion action that rebuilds this convolution (exporter.blocks.fuse)."""
@@ -53,6 +59,13 @@ class Geometry:
     def from_action(cls, action: str) -> Geometry:
         fields = json.loads(action.removeprefix("kernel:"))
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+
+    def deploy_form(self, module: nn.Module) -> nn.Module:
+        """The convolution, followed by `module`'s tail children (themselves, not copies)."""
+        conv = self.conv()
+        if not self.tail:
+            return conv
+        return nn.Sequential(conv, *(getattr(module, name) for name in self.tail))
 
     def conv(self) -> nn.Conv2d:
         return nn.Conv2d(
@@ -75,25 +88,40 @@ def _pair(value, name: str) -> tuple[int, int]:
     raise NotAKernel(f"{name} {value!r} is not a pair of integers")
 
 
-def _own_convolution(module: nn.Module, x: torch.Tensor, rest: tuple, kwargs: dict):
-    with torch.no_grad(), _Convolutions() as seen:
-        module(x, *rest, **kwargs)
-    own = [c for c in seen.calls if c[0] and c[0][0] is x]
+def _own_convolution(module: nn.Module, x: torch.Tensor, rest: tuple, kwargs: dict) -> tuple[dict, tuple]:
+    """The one convolution of `x` that `module` runs (its arguments by name) and the names of the
+    children it calls after it."""
+    seen = _Convolutions()
+
+    def called(name: str):
+        return lambda *_: seen.events.append((name, (), {}))
+
+    hooks = [child.register_forward_pre_hook(called(n)) for n, child in module.named_children()]
+    try:
+        with torch.no_grad(), seen:
+            module(x, *rest, **kwargs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    own = [i for i, (kind, args, _) in enumerate(seen.events) if kind == "conv" and args and args[0] is x]
     if len(own) != 1:
         raise NotAKernel(f"{len(own)} convolutions of its input")
-    args, kw = own[0]
+    _, args, kw = seen.events[own[0]]
     names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
-    call = dict(zip(names, args, strict=False)) | kw
-    return call
+    tail = tuple(kind for kind, _, _ in seen.events[own[0] + 1 :] if kind != "conv")
+    return dict(zip(names, args, strict=False)) | kw, tail
 
 
-def fold_kernel(module: nn.Module, args: tuple, kwargs: dict) -> tuple[nn.Conv2d, Geometry]:
-    """The plain convolution `module` computes on its first argument, and its geometry (NotAKernel when
-    it is not one convolution of that argument with an input-independent kernel)."""
+def fold_kernel(module: nn.Module, args: tuple, kwargs: dict) -> tuple[nn.Module, Geometry]:
+    """The plain convolution `module` computes on its first argument followed by the children it calls
+    after it, and its geometry (NotAKernel when it is not one convolution of that argument with an
+    input-independent kernel)."""
     x, *rest = args
-    first = _own_convolution(module, x, tuple(rest), kwargs)
-    second = _own_convolution(module, x * 0.5 + 1.0, tuple(rest), kwargs)
+    first, tail = _own_convolution(module, x, tuple(rest), kwargs)
     weight, bias = first["weight"], first.get("bias")
+    if any(weight is t for t in (*module.parameters(), *module.buffers())):
+        raise NotAKernel("its convolution uses a kernel it holds, not one it computes")
+    second, _ = _own_convolution(module, x * 0.5 + 1.0, tuple(rest), kwargs)
     if not torch.equal(weight, second["weight"]) or (
         bias is not None and not torch.equal(bias, second["bias"])
     ):
@@ -107,13 +135,16 @@ def fold_kernel(module: nn.Module, args: tuple, kwargs: dict) -> tuple[nn.Conv2d
         dilation=_pair(first.get("dilation", 1), "dilation"),
         groups=int(first.get("groups", 1)),
         bias=bias is not None,
+        tail=tail,
     )
-    conv = geometry.conv().to(dtype=weight.dtype, device=weight.device)
+    form = geometry.deploy_form(module)
+    conv = form[0] if tail else form
+    conv.to(dtype=weight.dtype, device=weight.device).eval()
     with torch.no_grad():
         conv.weight.copy_(weight)
         if bias is not None:
             conv.bias.copy_(bias)
-    return conv.eval(), geometry
+    return form, geometry
 
 
 def holds_a_kernel(module: nn.Module) -> bool:

@@ -23,12 +23,60 @@ from exporter.errors import UserError
 
 OP = "EfficientNMS_TRT"
 DOMAIN = "TRT"
-BOX_CORNERS = 0
+BOX_CORNERS, BOX_CENTRE_SIZE = 0, 1
 OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
 
 
 def _dims(value: onnx.ValueInfoProto) -> list[int | str]:
     return [d.dim_value or d.dim_param or "?" for d in value.type.tensor_type.shape.dim]
+
+
+def split_yolo(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of a model with Ultralytics' Detect output (B, 4 + C, A) — centre/size boxes, then scores —
+    whose outputs are `boxes` (B, A, 4) and `scores` (B, A, C) instead."""
+    if len(model.graph.output) != 1:
+        raise UserError(f"end-to-end NMS: a YOLO head has one output, this model {len(model.graph.output)}")
+    output = model.graph.output[0]
+    dims = _dims(output)
+    if len(dims) != 3 or not isinstance(dims[1], int) or dims[1] < 5:
+        raise UserError(f"end-to-end NMS needs the YOLO output (B, 4 + C, A), got {dims}")
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    graph = result.graph
+
+    def const(name: str, values: list[int]) -> str:
+        graph.initializer.append(helper.make_tensor(name, TensorProto.INT64, [len(values)], values))
+        return name
+
+    graph.node.extend(
+        [
+            helper.make_node("Transpose", [output.name], ["end2end/rows"], perm=[0, 2, 1]),
+            helper.make_node(
+                "Slice",
+                [
+                    "end2end/rows",
+                    const("end2end/0", [0]),
+                    const("end2end/4", [4]),
+                    const("end2end/axis", [2]),
+                ],
+                ["boxes"],
+            ),  # fmt: skip
+            helper.make_node(
+                "Slice",
+                ["end2end/rows", "end2end/4", const("end2end/end", [dims[1]]), "end2end/axis"],
+                ["scores"],
+            ),
+        ]
+    )
+    batch, classes, anchors = dims[0], dims[1] - 4, dims[2]
+    del graph.output[:]
+    graph.output.extend(
+        [
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [batch, anchors, 4]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batch, anchors, classes]),
+        ]
+    )
+    return result
 
 
 def append_efficient_nms(
@@ -38,8 +86,10 @@ def append_efficient_nms(
     score_threshold: float = 0.05,
     iou_threshold: float = 0.7,
     max_output_boxes: int = 100,
+    box_coding: int = BOX_CORNERS,
 ) -> onnx.ModelProto:
-    """A copy of `model` whose outputs are EfficientNMS_TRT's, fed by its xyxy `boxes` and `scores`."""
+    """A copy of `model` whose outputs are EfficientNMS_TRT's, fed by its `boxes` (corners, or centre/size
+    with box_coding 1) and `scores`."""
     outputs = {o.name: o for o in model.graph.output}
     for name in (boxes, scores):
         if name not in outputs:
@@ -72,7 +122,7 @@ def append_efficient_nms(
             max_output_boxes=int(max_output_boxes),
             background_class=-1,
             score_activation=0,
-            box_coding=BOX_CORNERS,
+            box_coding=box_coding,
         )
     )
     batch = box_dims[0]
@@ -90,9 +140,13 @@ def append_efficient_nms(
     return result
 
 
-def end2end_stage(onnx_path: Path, out: Path, **nms: Any) -> dict[str, Any]:
-    """Write `onnx_path` with end-to-end NMS to `out`; returns the record (the node's attributes)."""
-    model = append_efficient_nms(onnx.load(str(onnx_path)), **nms)
+def end2end_stage(onnx_path: Path, out: Path, layout: str = "decoded", **nms: Any) -> dict[str, Any]:
+    """Write `onnx_path` with end-to-end NMS to `out`; returns the record (the node's attributes).
+    `layout`: 'decoded' (outputs `boxes` in corners and `scores`) or 'yolo' (Ultralytics' Detect)."""
+    model = onnx.load(str(onnx_path))
+    if layout == "yolo":
+        model, nms = split_yolo(model), {**nms, "box_coding": BOX_CENTRE_SIZE}
+    model = append_efficient_nms(model, **nms)
     onnx.save(model, str(out))
     values = {a.name: helper.get_attribute_value(a) for a in model.graph.node[-1].attribute}
     return {"op": OP, "attributes": {k: v.decode() if isinstance(v, bytes) else v for k, v in values.items()}}

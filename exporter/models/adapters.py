@@ -15,7 +15,8 @@ from typing import Any
 from torch import nn
 
 from exporter.errors import UserError
-from exporter.models import damoyolo
+from exporter.libraries import Library
+from exporter.models import damoyolo, ultralytics
 from exporter.models.heads import Head
 
 ULTRALYTICS_CONF, ULTRALYTICS_IOU, ULTRALYTICS_MAX_DET = 0.001, 0.7, 300  # its validation defaults
@@ -44,17 +45,16 @@ def damoyolo_head(model: ModelRef) -> Head:
 
 
 def ultralytics_head(model: ModelRef) -> Head:
-    """Detect: NMS at Ultralytics' validation thresholds; YOLOv10/YOLO26 end to end: none."""
-    from exporter.models import ultralytics
-
-    end2end = ultralytics.end_to_end(ultralytics.load(model.checkpoint, model.trust))
-    mode = "yolo_end2end" if end2end else "yolo"
+    """Detect: NMS at Ultralytics' validation thresholds; YOLOv10/YOLO26 end to end and RT-DETR: none."""
+    mode = ultralytics.head_mode(ultralytics.load(model.checkpoint, model.trust))
     return Head(mode, ULTRALYTICS_CONF, ULTRALYTICS_IOU, max_detections=ULTRALYTICS_MAX_DET)
 
 
-def ultralytics_load(checkpoint: Path, trust: tuple[str, ...]) -> nn.Module:
-    from exporter.models import ultralytics
+def ultralytics_metadata(model: ModelRef, names: list[str], input_size: tuple[int, int]) -> dict[str, Any]:
+    return ultralytics.export_metadata(ultralytics.load(model.checkpoint, model.trust), names, input_size)
 
+
+def ultralytics_load(checkpoint: Path, trust: tuple[str, ...]) -> nn.Module:
     return ultralytics.load(checkpoint, trust)
 
 
@@ -62,13 +62,22 @@ def ultralytics_load(checkpoint: Path, trust: tuple[str, ...]) -> nn.Module:
 class Adapter:
     head: Callable[[ModelRef], Head]
     load: Callable[[Path, tuple[str, ...]], nn.Module] | None = None  # the model from its checkpoint
+    libraries: tuple[Library, ...] = ()  # optional packages its models need (doctor lists them)
+    # what the family's own tools read of an export (Ultralytics' predictor), written beside ours
+    metadata: Callable[[ModelRef, list[str], tuple[int, int]], dict[str, Any]] | None = None
 
 
 ADAPTERS: dict[str, Adapter] = {
     "decoded": Adapter(decoded),
     "damoyolo": Adapter(damoyolo_head),
-    "ultralytics": Adapter(ultralytics_head, ultralytics_load),
+    "ultralytics": Adapter(ultralytics_head, ultralytics_load, (ultralytics.LIBRARY,), ultralytics_metadata),
 }
+
+
+def family_metadata(adapter: str | None, model: ModelRef, names: list[str], size: tuple[int, int]) -> dict:
+    """What the model family's own tools read of an export ({} for families without such tools)."""
+    found = ADAPTERS[adapter].metadata if adapter is not None else None
+    return found(model, list(names), tuple(size)) if found else {}
 
 
 def head(adapter: str | None, model: ModelRef) -> Head:

@@ -5,9 +5,10 @@ DAMO-YOLO's per-level GFL maps (sigmoid scores ×L, then box logits ×L), decode
 detections (K, 7) [batch, x1, y1, x2, y2, score, class] from an NMS inside the model; `yolo` —
 Ultralytics' Detect, (N, 4 + C, A): centre/size boxes in input pixels then sigmoid scores, NMS needed;
 `yolo_end2end` — Ultralytics' NMS-free heads, (N, K, 6) rows [x1, y1, x2, y2, score, class];
+`rtdetr` — RT-DETR's, (N, K, 6) rows [cx, cy, w, h, score, class], boxes a fraction of the input;
 `engine_nms` — a TensorRT engine's EfficientNMS_TRT outputs (counts, boxes, scores, classes). Post-processing:
 every (box, class) with score > threshold, class-wise NMS, the top `max_detections` by score, boxes
-rescaled from the model input to the original image size (not clipped).
+mapped from the model input back to the original image (exporter.data.transforms.to_image).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from torchvision.ops import batched_nms
 
 from exporter.data.coco_map import Detections
+from exporter.data.transforms import Resize, to_image
 
 MAX_DETECTIONS = 500
 HEAD_MODES = ("raw", "decoded", "nms")  # DAMO-YOLO's
@@ -38,10 +40,14 @@ class Head:
         return dataclasses.replace(self, mode=mode)
 
     def postprocess(
-        self, outputs: list, input_size: tuple[int, int], image_sizes: list[tuple[int, int]]
+        self,
+        outputs: list,
+        input_size: tuple[int, int],
+        image_sizes: list[tuple[int, int]],
+        resize: Resize = "stretch",
     ) -> list[Detections]:
         """Outputs (torch tensors or numpy arrays, a batch of images) → Detections per image, by
-        descending score."""
+        descending score, boxes in the original image's pixels (`resize`: how the input was made)."""
         tensors = [torch.as_tensor(np.asarray(o)) for o in outputs]
         results = []
         if self.mode == ENGINE_NMS:  # counts, xyxy boxes, scores, classes (sorted by score)
@@ -55,11 +61,16 @@ class Head:
                 mine = rows[rows[:, 0] == b]
                 mine = mine[torch.argsort(mine[:, 5], descending=True)]
                 results.append((mine[:, 1:5], mine[:, 5], mine[:, 6].long(), size))
-        elif self.mode == "yolo_end2end":
+        elif self.mode in ("yolo_end2end", "rtdetr"):
             rows = tensors[0]
+            if self.mode == "rtdetr":  # centre/size fractions of the input → corners in input pixels
+                height, width = input_size
+                scale = torch.tensor([width, height], dtype=rows.dtype)
+                centre, extent = rows[..., :2] * scale, rows[..., 2:4] * scale
+                rows = torch.cat([centre - extent / 2, centre + extent / 2, rows[..., 4:]], -1)
             for b, size in enumerate(image_sizes):
-                mine = rows[b][rows[b, :, 4] > self.score_threshold][: self.max_detections]
-                mine = mine[torch.argsort(mine[:, 4], descending=True)]
+                mine = rows[b][rows[b, :, 4] > self.score_threshold]
+                mine = mine[torch.argsort(mine[:, 4], descending=True)][: self.max_detections]
                 results.append((mine[:, :4], mine[:, 4], mine[:, 5].long(), size))
         else:
             if self.mode == "raw":
@@ -82,7 +93,7 @@ class Head:
                 )
                 results.append((*kept, size))
         return [
-            Detections(rescale(bx, input_size, size).numpy(), sc.numpy(), lb.numpy())
+            Detections(to_image(bx, input_size, size, resize).numpy(), sc.numpy(), lb.numpy())
             for bx, sc, lb, size in results
         ]
 
@@ -95,10 +106,3 @@ def multiclass_nms(
     kept_scores = scores[anchor, label]
     keep = batched_nms(boxes[anchor].float(), kept_scores.float(), label, iou_threshold)[:top_k]
     return boxes[anchor[keep]], kept_scores[keep], label[keep]
-
-
-def rescale(boxes: torch.Tensor, input_size: tuple[int, int], image_size: tuple[int, int]) -> torch.Tensor:
-    """xyxy boxes from the model input (height, width) to the original image (height, width)."""
-    (in_h, in_w), (h, w) = input_size, image_size
-    factor = torch.tensor([w / in_w, h / in_h, w / in_w, h / in_h], dtype=boxes.dtype)
-    return boxes * factor

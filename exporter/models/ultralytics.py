@@ -15,6 +15,7 @@ the end-to-end heads of YOLOv10 and YOLO26 give (N, K, 6) rows [x1, y1, x2, y2, 
 from __future__ import annotations
 
 import importlib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,26 @@ import torch
 from torch import nn
 
 from exporter.errors import UserError, setting, summary
+from exporter.libraries import Library
 
 EXPORT_FORMAT = "onnx"
+LIBRARY = Library(
+    "ultralytics",
+    "ultralytics",
+    "Ultralytics checkpoints (--model best.pt)",
+    "pip install 'reparam-export[ultralytics]'",
+)
 
 
 def _allowed(name: str, path: Path, trusted: tuple[str, ...]) -> type:
     """The class a checkpoint global names, if it may be unpickled (else a one-line refusal)."""
     module_name, _, attribute = name.rpartition(".")
     package = module_name.split(".")[0]
+    if package in sys.stdlib_module_names or package in ("builtins", "__builtin__"):
+        raise UserError(
+            f"{path} needs {name}, from Python's standard library, which a model's checkpoint never needs: "
+            "refused, nothing of it ran"
+        )
     if package not in ("torch", "ultralytics", *trusted):
         raise UserError(
             f"{path} needs {name} to load, from the package '{package}', which is not trusted; if it is "
@@ -38,7 +51,7 @@ def _allowed(name: str, path: Path, trusted: tuple[str, ...]) -> type:
     try:
         found = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
-        hint = "pip install 'reparam-export[ultralytics]'" if package == "ultralytics" else "install it"
+        hint = LIBRARY.hint if package == "ultralytics" else "install it"
         raise UserError(f"{path} needs {name}, which cannot be imported ({summary(exc)}); {hint}") from None
     if not (isinstance(found, type) and issubclass(found, nn.Module)):
         raise UserError(
@@ -80,13 +93,13 @@ def checkpoint_model(checkpoint: dict[str, Any], path: Path) -> nn.Module:
 
 def export_form(model: nn.Module) -> nn.Module:
     """Heads in export form: decoded outputs alone; end-to-end heads give their one-to-one top-k."""
-    from ultralytics.nn.modules.head import Detect
+    from ultralytics.nn.modules.head import Detect, RTDETRDecoder
 
     for module in model.modules():
-        if isinstance(module, Detect):
+        if isinstance(module, (Detect, RTDETRDecoder)):
             module.export, module.format, module.dynamic = True, EXPORT_FORMAT, False
-            if getattr(module, "one2one_cv2", None) is not None:
-                module.end2end = True
+        if isinstance(module, Detect) and getattr(module, "one2one_cv2", None) is not None:
+            module.end2end = True
     return model
 
 
@@ -95,15 +108,36 @@ def load(checkpoint: Path, trusted: tuple[str, ...] = ()) -> nn.Module:
     return export_form(checkpoint_model(read_checkpoint(checkpoint, trusted), checkpoint))
 
 
-def end_to_end(model: nn.Module) -> bool:
-    from ultralytics.nn.modules.head import Detect
+def export_metadata(model: nn.Module, names: list[str], input_size: tuple[int, int]) -> dict[str, Any]:
+    """What Ultralytics' predictor reads of an export (its ONNX metadata_props, the metadata.yaml beside
+    an OpenVINO IR): task, stride, input size, class names and whether the head is end to end."""
+    stride = getattr(model, "stride", None)
+    return {
+        "author": "reparam-export",
+        "task": "detect",
+        "stride": int(max(stride)) if stride is not None else 32,
+        "batch": 1,
+        "imgsz": [int(v) for v in input_size],
+        "names": dict(enumerate(names)),
+        "channels": 3,
+        "end2end": head_mode(model) != "yolo",
+        "args": {"batch": 1, "dynamic": False, "nms": False},
+    }
 
-    return any(isinstance(m, Detect) and getattr(m, "end2end", False) for m in model.modules())
+
+def head_mode(model: nn.Module) -> str:
+    """The output contract of the model's head (exporter.models.heads)."""
+    from ultralytics.nn.modules.head import Detect, RTDETRDecoder
+
+    if any(isinstance(m, RTDETRDecoder) for m in model.modules()):
+        return "rtdetr"
+    end2end = any(isinstance(m, Detect) and getattr(m, "end2end", False) for m in model.modules())
+    return "yolo_end2end" if end2end else "yolo"
 
 
 def recipe_fields(checkpoint: Path, trusted: tuple[str, ...] = ()) -> dict[str, Any]:
     """What the checkpoint says of itself: input size (its training imgsz), class names, preprocessing
-    (RGB, /255)."""
+    (Ultralytics': letterbox, RGB, /255)."""
     content = read_checkpoint(checkpoint, trusted)
     model = checkpoint_model(content, checkpoint)
     size = (content.get("train_args") or {}).get("imgsz", 640)
@@ -112,5 +146,5 @@ def recipe_fields(checkpoint: Path, trusted: tuple[str, ...] = ()) -> dict[str, 
     return {
         "input_size": [int(height), int(width)],
         "class_names": [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names),
-        "preprocess": {"color": "rgb", "scale": 1 / 255},
+        "preprocess": {"color": "rgb", "resize": "letterbox", "scale": 1 / 255},
     }

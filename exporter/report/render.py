@@ -98,6 +98,8 @@ def to_markdown(metrics: dict[str, Any]) -> str:
             + (f"; {fused['gflops']:.2f} GFLOPs" if fused.get("gflops") else "")
             + "."
         )
+    if fused.get("not_fused"):
+        lines.append(f"NOT FUSED (left in training form): {'; '.join(fused['not_fused'])}.")
     lines += ["", _row([h for _, h in COLUMNS]), "|" + "---|" * len(COLUMNS)]
     lines += [_row([_cell(k, row.get(k)) for k, _ in COLUMNS]) for row in metrics["rows"]]
     targets = target_rows(metrics)

@@ -17,6 +17,7 @@ from exporter.blocks.fuse import ForwardFailed, FuseReport, fuse_model
 from exporter.data.transforms import Preprocess
 from exporter.errors import CheckFailed, UserError, summary
 from exporter.models.loader import ModelSource, builder_source_hash, probe_input, require_checkpoint
+from exporter.models.reads import files_read
 from exporter.numerics.complexity import profile
 from exporter.recipe import Recipe
 from exporter.stages import reference
@@ -91,9 +92,17 @@ def fuse(settings: FuseSettings) -> tuple[nn.Module, FuseReport, torch.Tensor]:
 
 
 def run(settings: FuseSettings, out: Path) -> dict[str, Any]:
-    fused, report, probe = fuse(settings)
+    with files_read() as read:
+        fused, report, probe = fuse(settings)
     reference.save(out, fused, report, settings.source, probe)
-    return {"check": report.as_dict(), "gflops": profile(fused, probe[:1]).gflops}
+    # files the builder read itself (a checkpoint it loads, a config): a change to one reruns the stage
+    known = settings.source.checkpoint.resolve() if settings.source.checkpoint else None
+    reads = [p for p in read if p != known] if settings.source.builder else []
+    return {
+        "check": report.as_dict(),
+        "gflops": profile(fused, probe[:1]).gflops,
+        "reads": {str(p): sha256_file(p) for p in reads},
+    }
 
 
 def describe(record: dict[str, Any]) -> str:

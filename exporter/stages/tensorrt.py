@@ -27,7 +27,7 @@ import onnx
 
 from exporter.artifacts import atomic_output, sha256_file
 from exporter.data.calibration import CalibrationSet
-from exporter.errors import UserError
+from exporter.errors import UserError, setting
 from exporter.lowering import efficient_nms, trt_compat
 from exporter.lowering.akconv import PLUGIN_OP
 from exporter.models import adapters
@@ -399,8 +399,10 @@ class BundleSettings:
 
 @dataclass(frozen=True)
 class End2EndSettings:
-    """EfficientNMS_TRT appended to the decoded outputs: the adapter's NMS thresholds, the box cap."""
+    """EfficientNMS_TRT appended to the outputs: their layout ('decoded' scores and corner boxes, or
+    Ultralytics' Detect 'yolo'), the adapter's NMS thresholds, the box cap."""
 
+    layout: str
     score_threshold: float
     iou_threshold: float
     max_output_boxes: int
@@ -408,7 +410,13 @@ class End2EndSettings:
     @classmethod
     def from_recipe(cls, recipe: Recipe) -> End2EndSettings:
         head = adapters.head(recipe.model.adapter, recipe.model.ref())
-        return cls(head.score_threshold, head.iou_threshold, recipe.tensorrt.max_output_boxes)
+        if head.mode not in ("decoded", "yolo"):
+            raise UserError(
+                f"{setting('tensorrt.end2end_nms')}: the model's head ({head.mode}) does not output scores "
+                "and boxes for NMS: it selects its detections itself (NMS-free or in-graph NMS); leave "
+                f"{setting('tensorrt.end2end_nms')} off"
+            )
+        return cls(head.mode, head.score_threshold, head.iou_threshold, recipe.tensorrt.max_output_boxes)
 
 
 def end2end_stage(settings: End2EndSettings, onnx_path: Path, out: Path) -> dict[str, Any]:
@@ -419,7 +427,8 @@ def end2end_stage(settings: End2EndSettings, onnx_path: Path, out: Path) -> dict
 
 def describe_end2end(record: dict[str, Any]) -> str:
     coding = record["attributes"]["box_coding"]
-    return f"EfficientNMS_TRT appended, box_coding {coding} (corners); {record['note']}"
+    spelt = {efficient_nms.BOX_CORNERS: "corners", efficient_nms.BOX_CENTRE_SIZE: "centre/size"}[coding]
+    return f"EfficientNMS_TRT appended, box_coding {coding} ({spelt}); {record['note']}"
 
 
 def engine_settings(recipe: Recipe) -> EngineSettings:

@@ -14,19 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exporter.libraries import Library
 from exporter.lowering.capability import Choice, choose
 from exporter.recipe import Recipe
-
-
-@dataclass(frozen=True)
-class Library:
-    """A library a target uses: the precisions it cannot build without it (() = optional)."""
-
-    dist: str
-    module: str
-    role: str
-    hint: str
-    precisions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -49,6 +39,7 @@ class Target:
     # (path, batch, seconds) -> (images/s, parallel requests) by the runtime's own scheduling; None: bench
     # runs single-thread runners in parallel
     throughput: Callable[..., tuple[float, int]] | None = None
+    check: Callable[[Recipe], None] = field(default=lambda recipe: None)  # refusals known before a stage
 
     def stage(self, name: str) -> str:
         """A per-target stage's name in the manifest ('export' for onnx, 'openvino.export', …)."""

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from exporter.libraries import Library
 from exporter.lowering import trt_compat
 from exporter.lowering.capability import TRT_GRIDSAMPLE_SINCE, Choice, gridsample_if_opset
 from exporter.recipe import Recipe
-from exporter.targets import Library, Target
+from exporter.targets import Target
 
 
 def build(pipeline) -> dict:
@@ -117,6 +118,14 @@ def akconv_auto(opset: int, trt_version: str) -> Choice:
     return gridsample_if_opset(opset, f"TensorRT {trt_version} parses ONNX GridSample natively (since 8.5)")
 
 
+def check(recipe: Recipe) -> None:
+    """What the TensorRT stages would refuse, refused before any stage runs."""
+    from exporter.stages import tensorrt as stage
+
+    if recipe.tensorrt.end2end_nms:
+        stage.End2EndSettings.from_recipe(recipe)
+
+
 def search_method(recipe: Recipe) -> str:
     return recipe.tensorrt.calibration_method
 
@@ -148,5 +157,6 @@ TARGET = Target(
     ),
     quantizer=quantizer,
     search_method=search_method,
+    check=check,
     stand_ins={"tensorrt.qdq": "tensorrt.qdq (onnxruntime)"},
 )

@@ -1,0 +1,332 @@
+"""Ultralytics checkpoints as users bring them: read without running their pickle, their own settings,
+their heads' output contracts through onnxruntime and OpenVINO, a fork's custom blocks fused inside."""
+
+import copy
+import json
+import os
+import textwrap
+from datetime import datetime
+
+import numpy as np
+import pytest
+import torch
+
+from exporter.models.synthetic import trained_scale
+from exporter.models.ultralytics import head_mode, load
+
+ultralytics = pytest.importorskip("ultralytics", reason="pip install 'reparam-export[ultralytics]'")
+
+IMGSZ = 64
+NAMES = {0: "circle", 1: "square", 2: "triangle"}
+
+
+def save_like_ultralytics(model, path, imgsz=IMGSZ, names=NAMES):
+    """A checkpoint as Ultralytics' trainer leaves best.pt: the model pickled in FP16, the training
+    arguments beside it, the optimizer stripped."""
+    model = copy.deepcopy(model)
+    model.names = dict(names)
+    checkpoint = {
+        "date": datetime(2026, 1, 1).isoformat(),
+        "version": ultralytics.__version__,
+        "license": "AGPL-3.0 License (https://ultralytics.com/license)",
+        "docs": "https://docs.ultralytics.com",
+        "epoch": -1,
+        "best_fitness": None,
+        "model": model.half(),
+        "ema": None,
+        "updates": None,
+        "optimizer": None,
+        "train_args": {"model": "custom.yaml", "imgsz": imgsz, "epochs": 1},
+        "train_metrics": None,
+        "train_results": None,
+    }
+    torch.save(checkpoint, path)
+    return path
+
+
+def yolo(config: str, seed: int = 0):
+    """An Ultralytics model from its YAML for the test's classes, with trained-scale weights (its
+    outputs depend on them)."""
+    from ultralytics.nn.tasks import DetectionModel, RTDETRDetectionModel
+
+    torch.manual_seed(seed)
+    cls = RTDETRDetectionModel if config.startswith("rtdetr") else DetectionModel
+    return trained_scale(cls(f"{config}.yaml", nc=len(NAMES), verbose=False), seed)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ultralytics")
+    return {name: save_like_ultralytics(yolo(name), root / f"{name}.pt") for name in ("yolov8n", "yolo26n")}
+
+
+def test_a_payload_in_a_checkpoint_is_refused_and_never_runs(run_cli, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    torch.save({"model": Payload(), "train_args": {}}, tmp_path / "best.pt")
+    code, _, err = run_cli("fuse", "--model", str(tmp_path / "best.pt"), "--run-dir", str(tmp_path / "run"))
+    assert code == 2 and "needs posix.system, from Python's standard library" in err, err
+    assert "refused, nothing of it ran" in err and "Traceback" not in err
+    assert not marker.exists() and not (tmp_path / "run").exists()
+
+
+FORK = '''
+"""A user's Ultralytics fork: the blocks its YAML names."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from exporter.blocks.akconv import AKConv as _AKConv
+from exporter.blocks.repconv import centre_pad, conv_bn, fold_branch
+from exporter.blocks.repconv import YOLOv7RepConv as _YOLOv7RepConv
+
+
+class RepConv(nn.Module):
+    """The blog posts' RefConv: a frozen base kernel refocused by a grouped conv; no deploy method."""
+
+    def __init__(self, c1, c2, k=3, s=1):
+        super().__init__()
+        self.stride, self.padding = s, k // 2
+        self.register_buffer("weight", torch.randn(c2, c1, k, k) * (2 / (c1 * k * k)) ** 0.5)
+        kernels = c2 * c1
+        self.convmap = nn.Conv2d(kernels, kernels, 3, 1, 1, groups=kernels // c1, bias=False)
+        self.bn, self.act = nn.BatchNorm2d(c2), nn.SiLU()
+
+    def forward(self, x):
+        kernel = self.weight + self.convmap(self.weight.view(1, -1, *self.weight.shape[2:])).view(
+            *self.weight.shape
+        )
+        return self.act(self.bn(F.conv2d(x, kernel, None, self.stride, self.padding)))
+
+
+class DamoRepConv(nn.Module):
+    """DAMO-YOLO's RepConv as its repository writes it: switch_to_deploy fuses in place."""
+
+    def __init__(self, c1, c2, k=3, s=1):
+        super().__init__()
+        self.rbr_dense = conv_bn(c1, c2, k, s, k // 2)
+        self.rbr_1x1 = conv_bn(c1, c2, 1, s, 0)
+        self.act = nn.ReLU()
+        self.rbr_reparam = None
+
+    def forward(self, x):
+        if self.rbr_reparam is not None:
+            return self.act(self.rbr_reparam(x))
+        return self.act(self.rbr_dense(x) + self.rbr_1x1(x))
+
+    def switch_to_deploy(self):
+        w, b = fold_branch(self.rbr_dense)
+        w1, b1 = fold_branch(self.rbr_1x1)
+        dense = self.rbr_dense.conv
+        self.rbr_reparam = nn.Conv2d(dense.in_channels, dense.out_channels, 3, dense.stride, 1)
+        self.rbr_reparam.weight.data.copy_(w + centre_pad(w1, 3))
+        self.rbr_reparam.bias.data.copy_(b + b1)
+        del self.rbr_dense, self.rbr_1x1
+
+
+class YOLOv7RepConv(_YOLOv7RepConv):
+    """YOLOv7's RepConv under the fork's name."""
+
+
+class AKConv(_AKConv):
+    """AKConv under the fork's name."""
+'''
+
+
+def with_fork_blocks(model, fork):
+    """YOLOv8n with four of its convolutions replaced by the fork's blocks, keeping Ultralytics' wiring."""
+    replacements = {
+        1: fork.AKConv(16, 32, num_param=5, stride=2),
+        3: fork.RepConv(32, 64, 3, 2),
+        5: fork.DamoRepConv(64, 128, 3, 2),
+        7: fork.YOLOv7RepConv(128, 256, 3, 2),
+    }
+    for index, block in replacements.items():
+        old = model.model[index]
+        block.i, block.f, block.type, block.np = old.i, old.f, type(block).__name__, 0
+        model.model[index] = block
+    return model
+
+
+@pytest.fixture(scope="module")
+def fork_checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fork")
+    (root / "myfork").mkdir()
+    (root / "myfork" / "__init__.py").write_text("")
+    (root / "myfork" / "blocks.py").write_text(textwrap.dedent(FORK))
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(root))
+    try:
+        fork = importlib.import_module("myfork.blocks")
+        torch.manual_seed(0)
+        model = with_fork_blocks(yolo("yolov8n"), fork)
+        path = save_like_ultralytics(trained_scale(model), root / "best.pt")
+    finally:
+        sys.path.remove(str(root))
+    return root, path
+
+
+def test_a_forks_blocks_load_only_when_its_package_is_trusted_and_are_fused(
+    run_cli, fork_checkpoint, tmp_path, monkeypatch
+):
+    root, checkpoint = fork_checkpoint
+    monkeypatch.chdir(root)  # the fork is importable from here, as from a user's checkout
+    run = tmp_path / "run"
+    code, _, err = run_cli("fuse", "--model", str(checkpoint), "--run-dir", str(run))
+    assert code == 2 and "from the package 'myfork', which is not trusted" in err
+    assert "pass --trust-module myfork" in err and not run.exists()
+
+    code, _, err = run_cli(
+        "build", "--model", str(checkpoint), "--trust-module", "myfork", "--target", "onnx", "--target",
+        "openvino", "--run-dir", str(run),
+    )  # fmt: skip
+    assert code == 0, err
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    proof = stages["fuse"]["check"]
+    assert proof["ok"] and proof["not_fused"] == []
+    counts = proof["counts"]
+    assert counts["RepConv kernel"] == 1, "the blog's RefConv, folded from what it computes"
+    assert counts["DamoRepConv.switch_to_deploy()"] == 1 and counts["YOLOv7RepConv"] == 1
+    assert stages["export"]["akconv"]["lowering"] == "gather"
+    assert stages["openvino.export"]["akconv"]["lowering"] == "gridsample"
+    assert stages["openvino.fp32"]["check"]["ok"]
+
+
+def test_an_fp16_checkpoint_is_proved_in_float64_and_exported_in_fp32(run_cli, checkpoints, tmp_path):
+    code, _, err = run_cli(
+        "export", "--model", str(checkpoints["yolov8n"]), "--run-dir", str(tmp_path / "run")
+    )
+    assert code == 0, err
+    blob = torch.load(tmp_path / "run" / "fused.pt", weights_only=True)
+    assert all(t.dtype == torch.float32 for t in blob["state_dict"].values() if t.is_floating_point())
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    fuse, metadata = (
+        manifest["stages"]["fuse"]["settings"],
+        manifest["stages"]["export"]["settings"]["metadata"],
+    )
+    assert fuse["input_size"] == [IMGSZ, IMGSZ], "the checkpoint's training size"
+    assert fuse["preprocess"]["scale"] == pytest.approx(1 / 255)
+    assert json.loads(metadata["class_names"]) == list(NAMES.values())
+    assert manifest["stages"]["fuse"]["check"]["model_parity"]["ratio"] < 1e-3
+
+
+def test_an_interrupted_runs_last_pt_loads_its_ema(tmp_path):
+    """Mid-training, Ultralytics saves `model` None, the EMA in FP16 and the optimizer's state."""
+    source = yolo("yolov8n", seed=3)
+    optimizer = torch.optim.SGD(source.parameters(), lr=0.01, momentum=0.9)
+    source(torch.rand(1, 3, IMGSZ, IMGSZ))[0].sum().backward()
+    optimizer.step()
+    path = save_like_ultralytics(source, tmp_path / "last.pt")
+    checkpoint = torch.load(path, weights_only=False)  # the test's own file: rewritten as a last.pt
+    checkpoint.update(model=None, ema=checkpoint["model"], optimizer=optimizer.state_dict(), updates=7)
+    torch.save(checkpoint, path)
+    model = load(path)
+    image = torch.rand(1, 3, IMGSZ, IMGSZ, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = copy.deepcopy(source).half().float().eval()(image)[0]
+        np.testing.assert_allclose(model(image).numpy(), expected.numpy(), rtol=1e-5, atol=1e-4)
+
+
+def test_a_checkpoint_without_a_recipe_asks_for_calibration_images(run_cli, checkpoints, tmp_path):
+    code, _, err = run_cli(
+        "build", "--model", str(checkpoints["yolov8n"]), "--target", "openvino", "--precision", "int8",
+        "--run-dir", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert code == 2 and "INT8 needs calibration images: pass --calib-data" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name, mode", [("yolov8n", "yolo"), ("yolo26n", "yolo_end2end")])
+def test_each_head_keeps_its_output_contract_through_onnxruntime_and_openvino(
+    checkpoints, tmp_path, name, mode
+):
+    from exporter.backends import onnxruntime, openvino
+    from exporter.models.adapters import ULTRALYTICS_CONF, ULTRALYTICS_IOU
+    from exporter.models.heads import Head
+    from exporter.pipeline import Pipeline
+    from exporter.recipe import model_recipe
+    from exporter.stages.reference import load_fused
+
+    recipe = model_recipe(str(checkpoints[name]), [], {"targets": ["onnx", "openvino"]})
+    Pipeline(recipe, tmp_path).build()
+    model = load(checkpoints[name])
+    assert head_mode(model) == mode
+    image = torch.rand(2, 3, IMGSZ, IMGSZ, generator=torch.Generator().manual_seed(7))
+    fused, _ = load_fused(tmp_path / "fused.pt")
+    with torch.no_grad():
+        expected = [o.numpy() for o in [fused(image[:1])]]
+    head = Head(mode, ULTRALYTICS_CONF, ULTRALYTICS_IOU)
+    for runner in (
+        onnxruntime.load(tmp_path / "model.sim.onnx"),
+        openvino.load(tmp_path / "openvino" / "model_fp32.xml"),
+    ):
+        outputs = runner.infer(image[:1].numpy())
+        assert [o.shape for o in outputs] == [e.shape for e in expected]
+        if mode == "yolo":
+            assert outputs[0].shape[1] == 4 + len(NAMES), "(N, 4 + C, A): boxes then class scores"
+        else:
+            assert outputs[0].shape[2] == 6, "(N, K, 6): x1 y1 x2 y2 score class"
+        ours, theirs = (head.postprocess(o, (IMGSZ, IMGSZ), [(IMGSZ, IMGSZ)])[0] for o in (outputs, expected))
+        top = min(10, len(theirs.scores))
+        assert top > 0
+        np.testing.assert_allclose(ours.scores[:top], theirs.scores[:top], atol=1e-4)
+        np.testing.assert_allclose(ours.boxes[:top], theirs.boxes[:top], atol=1e-2)
+
+
+def test_another_target_adds_to_the_run(run_cli, checkpoints, tmp_path):
+    args = ("--model", str(checkpoints["yolov8n"]), "--run-dir", str(tmp_path / "run"))
+    assert run_cli("build", "--target", "onnx", *args)[0] == 0
+    assert run_cli("build", "--target", "openvino", *args)[0] == 0
+    artifacts = json.loads((tmp_path / "run" / "manifest.json").read_text())["artifacts"]
+    assert set(artifacts) == {"onnx.fp32", "openvino.fp32"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["yolov8n", "yolo11n", "yolov9t", "yolov10n", "yolo26n", "rtdetr-l"])
+def test_the_packaged_models_fuse_and_export_with_the_proof_passing(run_cli, tmp_path, name):
+    checkpoint = save_like_ultralytics(yolo(name), tmp_path / f"{name}.pt")
+    code, _, err = run_cli("export", "--model", str(checkpoint), "--run-dir", str(tmp_path / "run"))
+    assert code == 0, err
+    stages = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]
+    assert stages["fuse"]["check"]["ok"] and stages["fuse"]["check"]["not_fused"] == []
+    assert stages["export"]["check"]["ok"] and stages["simplify"]["check"]["ok"]
+
+
+def test_end_to_end_nms_feeds_a_yolo_heads_boxes_and_scores_and_refuses_nms_free_heads(
+    run_cli, checkpoints, tmp_path
+):
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    from exporter.lowering.efficient_nms import split_yolo
+
+    run = tmp_path / "run"
+    args = ("build", "--target", "tensorrt", "--trt-end2end-nms", "--run-dir", str(run))
+    code, _, err = run_cli(*args, "--model", str(checkpoints["yolov8n"]))
+    assert code == 0, err
+    model = onnx.load(run / "tensorrt" / "model.fp32.end2end.onnx")
+    (node,) = [n for n in model.graph.node if n.op_type == "EfficientNMS_TRT"]
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    assert attrs["box_coding"] == 1, "Ultralytics' boxes are centre/size"
+    assert attrs["score_threshold"] == pytest.approx(0.001) and attrs["iou_threshold"] == pytest.approx(0.7)
+
+    simplified = onnx.load(run / "tensorrt" / "model.sim.onnx")
+    split = split_yolo(simplified)
+    image = np.random.default_rng(0).random((1, 3, IMGSZ, IMGSZ), dtype=np.float32)
+    (raw,) = ort.InferenceSession(simplified.SerializeToString()).run(None, {"images": image})
+    boxes, scores = ort.InferenceSession(split.SerializeToString()).run(None, {"images": image})
+    np.testing.assert_array_equal(boxes, raw[:, :4].transpose(0, 2, 1))
+    np.testing.assert_array_equal(scores, raw[:, 4:].transpose(0, 2, 1))
+
+    code, _, err = run_cli(*args, "--model", str(checkpoints["yolo26n"]), "--run-dir", str(tmp_path / "e2e"))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "yolo_end2end" in err and "leave --trt-end2end-nms off" in err
+    assert not (tmp_path / "e2e").exists()
