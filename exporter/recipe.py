@@ -95,6 +95,14 @@ class TensorRTSpec(Strict):
     max_output_boxes: int = Field(100, ge=1)
 
 
+class OpenVinoSpec(Strict):
+    """OpenVINO settings. `int8_preset`: NNCF's quantization preset — `mixed`: symmetric weights,
+    asymmetric activations (a signed activation such as SiLU's keeps its negative range); `performance`:
+    symmetric everywhere."""
+
+    int8_preset: Literal["mixed", "performance"] = "mixed"
+
+
 class Int8Spec(Strict):
     """INT8 accuracy. `accuracy_budget`: mAP points (0–100 scale) the INT8 model may lose against FP32 on
     the evaluation data; set, the build keeps the fewest most-sensitive layers in float that meet it.
@@ -133,6 +141,7 @@ class Recipe(Strict):
     thresholds: Thresholds = Thresholds()
     calibration: CalibrationSpec = CalibrationSpec()
     tensorrt: TensorRTSpec = TensorRTSpec()
+    openvino: OpenVinoSpec = OpenVinoSpec()
     int8: Int8Spec = Int8Spec()
     evaluation: EvaluationSpec = EvaluationSpec()
     seed: int = 0
@@ -211,11 +220,11 @@ def model_recipe(model: str, trust: list[str], overrides: dict[str, Any]) -> Rec
 
         path = Path(model)
         run = path.parent.parent.name if path.parent.name == "weights" else path.parent.name
-        data["name"] = _safe_name(f"{run}_{path.stem}" if run else path.stem)
+        data["name"] = safe_name(f"{run}_{path.stem}" if run else path.stem)
         data["model"] = {"checkpoint": str(path), "adapter": "ultralytics", "trust": trust}
         data.update(recipe_fields(path, tuple(trust)))
     else:
-        data["name"] = _safe_name(model.rpartition(":")[2])
+        data["name"] = safe_name(model.rpartition(":")[2])
         data["model"] = {"builder": model, "trust": trust}
         if "input_size" not in overrides:
             raise UserError(
@@ -225,7 +234,7 @@ def model_recipe(model: str, trust: list[str], overrides: dict[str, Any]) -> Rec
     return recipe_from_dict(data, f"model {model}", overrides)
 
 
-def _safe_name(text: str) -> str:
+def safe_name(text: str) -> str:
     return "".join(c if c.isalnum() or c in "_.-" else "_" for c in text).strip(".") or "model"
 
 

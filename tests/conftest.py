@@ -10,6 +10,7 @@ from exporter.data.shapes import DATA_ENV
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "recipes" / "embedded_demo.yaml"
 
+
 @pytest.fixture(autouse=True, scope="session")
 def shared_demo_data(tmp_path_factory):
     """One demo dataset for the whole session (generated on first use), whatever a test's cwd."""

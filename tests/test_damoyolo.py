@@ -68,6 +68,8 @@ ANCHORS = {
     "nm": (2.71, 3.69),
     "nl": (5.69, 6.04),
 }
+
+
 def layout(state):
     text = "\n".join(f"{k}:{tuple(t.shape)}" for k, t in sorted(state.items()))
     return len(state), sum(t.numel() for t in state.values()), hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from exporter.data.transforms import resize_stretch
+from exporter.data.transforms import resize_stretch, to_image
 from exporter.models.damoyolo.postprocess import decode, nms_detections
-from exporter.models.heads import Head, multiclass_nms, rescale
+from exporter.models.heads import Head, multiclass_nms
 
 
 def test_preprocess_stretches_bilinear_keeps_rgb_and_0_255():
@@ -93,7 +93,7 @@ def test_multiclass_nms_known_answer():
 
 def test_rescale_to_original_size():
     boxes = torch.tensor([[64.0, 64.0, 320.0, 640.0]])
-    out = rescale(boxes, (640, 640), (480, 320))  # original height 480, width 320
+    out = to_image(boxes, (640, 640), (480, 320), "stretch")  # original height 480, width 320
     torch.testing.assert_close(out, torch.tensor([[32.0, 48.0, 160.0, 480.0]]))
 
 

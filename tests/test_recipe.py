@@ -64,11 +64,11 @@ def test_opset_range(tmp_path):
         load_recipe(path, {"export.opset": 20})
 
 
-def test_letterbox_is_refused_not_ignored(tmp_path):
-    """Calibration, evaluation and box rescaling all stretch: a letterbox recipe must not pass."""
+def test_resize_is_stretch_or_letterbox(tmp_path):
     path = write(tmp_path, BASE)
-    with pytest.raises(UserError, match=r"preprocess\.resize: Input should be 'stretch'"):
-        load_recipe(path, {"preprocess.resize": "letterbox"})
+    assert load_recipe(path, {"preprocess.resize": "letterbox"}).preprocess.resize == "letterbox"
+    with pytest.raises(UserError, match=r"preprocess\.resize: Input should be 'stretch' or 'letterbox'"):
+        load_recipe(path, {"preprocess.resize": "pad"})
 
 
 def test_overrides_win_and_change_the_hash(tmp_path):

@@ -177,6 +177,41 @@ def test_qdq_structure_check_rejects_what_tensorrt_cannot_take(qdq):
         quantize_qdq.check_qdq_structure(per_tensor)
 
 
+class Attention(torch.nn.Module):
+    """A convolution, then self-attention over its pixels: Q·Kᵀ and scores·V multiply two activations."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, 4, 1)
+        self.qkv, self.out = torch.nn.Conv2d(8, 24, 1), torch.nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        q, k, v = self.qkv(self.conv(x)).flatten(2).chunk(3, 1)
+        weights = torch.softmax(q.transpose(1, 2) @ k / 8**0.5, -1)
+        return self.out((v @ weights.transpose(1, 2)).reshape(x.shape[0], 8, SIZE[0] // 4, SIZE[1] // 4))
+
+
+def test_attention_matmuls_quantize_both_activations_per_tensor(calib_set, tmp_path):
+    torch.manual_seed(0)
+    onnx_path, out = tmp_path / "attention.onnx", tmp_path / "attention.qdq.onnx"
+    torch.onnx.export(
+        Attention().eval(), torch.rand(1, 3, *SIZE), onnx_path, input_names=["images"], dynamo=False
+    )
+    record = quantize_qdq.quantize_qdq(onnx_path, out, calib_set)
+    model = onnx.load(str(out))
+    matmuls = [n.name for n in model.graph.node if n.op_type == "MatMul"]
+    assert len(matmuls) == 2 and set(matmuls) <= set(record["quantized_nodes"])
+    assert trt_compat.check_model(model, "10.0").ok
+    broken = onnx.ModelProto()
+    broken.CopyFrom(model)
+    producer = {o: n for n in broken.graph.node for o in n.output}
+    matmul = next(n for n in broken.graph.node if n.op_type == "MatMul")
+    dq = producer[matmul.input[1]]
+    matmul.input[1] = producer[dq.input[0]].input[0]  # the second activation read without its Q → DQ
+    with pytest.raises(CheckFailed, match="only some inputs are dequantized"):
+        quantize_qdq.check_qdq_structure(broken)
+
+
 def test_qdq_accuracy_under_onnxruntime(demo, qdq):
     _, _, _, fused = demo
     path, record = qdq

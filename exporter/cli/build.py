@@ -15,6 +15,7 @@ from exporter.cli.app import cli, load, out_console, pipeline, say
 @options.CALIBRATION
 @options.EVALUATION
 @options.budget()
+@options.INT8_PRESET
 @options.option(
     "--trt-end2end-nms",
     field="tensorrt.end2end_nms",
@@ -161,6 +162,7 @@ def sensitivity(top, **values):
     help="Whose INT8 to search: OpenVINO (NNCF) or the TensorRT Q/DQ ONNX (scored by onnxruntime).",
 )
 @options.budget(default=0.5, show_default=True)
+@options.INT8_PRESET
 @options.CALIBRATION
 @options.EVALUATION
 def bench_int8(backend, **values):

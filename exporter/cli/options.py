@@ -183,6 +183,14 @@ EVALUATION = group(
 )
 
 
+INT8_PRESET = option(
+    "--ov-int8-preset",
+    field="openvino.int8_preset",
+    type=click.Choice(["mixed", "performance"]),
+    help="OpenVINO INT8: NNCF preset, mixed (asymmetric activations) or performance (symmetric).",
+)
+
+
 def budget(**kwargs) -> Decorator:
     return option(
         "--int8-accuracy-budget",

@@ -1,7 +1,8 @@
 """Calibration images: one stream for every INT8 path (OpenVINO/NNCF now, TensorRT later).
 
-Sources: a folder of images, a COCO instances json (or a folder holding one), or `demo` (the
-demo dataset's calib split). A seeded selection of N images is preprocessed exactly like
+Sources: a folder of images, a COCO instances json (or a folder holding one), an Ultralytics
+data.yaml (its train split: the val split is what evaluation scores), or `demo` (the demo dataset's
+calib split). A seeded selection of N images is preprocessed exactly like
 evaluation. `calibration/<model>-<preprocessing>/images.json` records the images used (paths +
 sha256) so a cache keyed by model and preprocessing is never reused for another model.
 """
@@ -17,7 +18,8 @@ import numpy as np
 
 from exporter.artifacts import sha256_file, sha256_json, write_json
 from exporter.data.coco import load_coco, read_rgb
-from exporter.data.transforms import Preprocess, normalize, resize_stretch
+from exporter.data.transforms import Preprocess, normalize, resize
+from exporter.data.yolo import is_yolo_yaml, split_images
 from exporter.errors import UserError, setting
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -30,12 +32,12 @@ def require_source(source: str | Path | None) -> None:
     if source is None:
         raise UserError(
             f"INT8 needs calibration images: pass {setting('calibration.source')} (an image folder, a COCO "
-            "json, or 'demo' for the demo model)"
+            "json, an Ultralytics data.yaml or 'demo' for the demo model)"
         )
     if str(source) != DEMO_SOURCE and not Path(source).exists():
         raise UserError(
-            f"calibration source not found: {source}; pass an image folder, a COCO json or 'demo' "
-            f"with {setting('calibration.source')}"
+            f"calibration source not found: {source}; pass an image folder, a COCO json, a data.yaml or "
+            f"'demo' with {setting('calibration.source')}"
         )
 
 
@@ -47,6 +49,8 @@ def list_images(source: str | Path) -> list[Path]:
 
         source = demo_split("calib")
     path = Path(source)
+    if is_yolo_yaml(path):
+        return split_images(path, "train")
     if path.is_file() and path.suffix.lower() != ".json":
         raise UserError(f"calibration source {path} is a single file; pass its folder or a COCO json")
     if path.is_file() or (path / "val.json").is_file() or (path / "annotations").is_dir():
@@ -77,7 +81,10 @@ class CalibrationSet:
         """NCHW float32 model inputs, preprocessed exactly like evaluation."""
         for start in range(0, len(self.images), batch):
             pixels = np.stack(
-                [resize_stretch(read_rgb(p), self.input_size) for p in self.images[start : start + batch]]
+                [
+                    resize(read_rgb(p), self.input_size, self.preprocess.resize)
+                    for p in self.images[start : start + batch]
+                ]
             )
             yield normalize(pixels, self.preprocess)
 

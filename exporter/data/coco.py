@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from exporter.errors import UserError, read_user_file, summary
+
+ORIENTATION = 0x0112  # the EXIF tag: 5–8 turn the image a quarter
 
 
 @dataclass(frozen=True)
@@ -23,10 +25,11 @@ class Sample:
 
 @dataclass(frozen=True)
 class CocoDataset:
-    annotations: Path
+    annotations: Path  # the file that defines it: an instances json, or an Ultralytics data.yaml
     samples: list[Sample]
     category_ids: list[int]  # class index -> COCO category id
     class_names: list[str]
+    content: dict  # the COCO instances dict pycocotools scores against
 
 
 def find_split(data: str | Path) -> tuple[Path, Path]:
@@ -55,13 +58,14 @@ def load_coco(data: str | Path) -> CocoDataset:
     annotations, folder = find_split(data)
     content = read_user_file(annotations, "json")
     try:
-        return _parse(content, annotations, folder)
+        return parse_coco(content, annotations, folder)
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         problem = f"missing field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
         raise UserError(f"{annotations}: not a COCO instances file ({problem})") from None
 
 
-def _parse(content: dict, annotations: Path, folder: Path) -> CocoDataset:
+def parse_coco(content: dict, annotations: Path, folder: Path) -> CocoDataset:
+    """A COCO instances dict whose images' `file_name`s are relative to `folder`."""
     categories = sorted(content["categories"], key=lambda c: c["id"])
     index = {c["id"]: i for i, c in enumerate(categories)}
     per_image: dict[int, list[dict]] = {}
@@ -85,14 +89,28 @@ def _parse(content: dict, annotations: Path, folder: Path) -> CocoDataset:
                 labels,
             )
         )
-    return CocoDataset(annotations, samples, [c["id"] for c in categories], [c["name"] for c in categories])
+    return CocoDataset(
+        annotations, samples, [c["id"] for c in categories], [c["name"] for c in categories], content
+    )
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """HxWx3 uint8 RGB; a missing or unreadable image is bad input (whatever the decoder raises: plugins
-    such as the HEIF opener another library patches into PIL raise their own errors)."""
+    """HxWx3 uint8 RGB, turned upright by its EXIF orientation; a missing or unreadable image is bad
+    input (whatever the decoder raises: plugins such as the HEIF opener another library patches into
+    PIL raise their own errors)."""
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     except Exception as exc:  # noqa: BLE001 - any failure to decode a user's file
         raise UserError(f"cannot read image {path}: {summary(exc)}") from None
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(height, width) of an image as read_rgb returns it, from its header alone."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            rotated = image.getexif().get(ORIENTATION) in (5, 6, 7, 8)
+    except Exception as exc:  # noqa: BLE001 - any failure to decode a user's file
+        raise UserError(f"cannot read image {path}: {summary(exc)}") from None
+    return (width, height) if rotated else (height, width)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ import numpy as np
 from rich.progress import Progress
 
 from exporter.data.coco import CocoDataset, Sample, read_rgb
-from exporter.data.transforms import resize_stretch
+from exporter.data.transforms import Resize, resize
 
 STAT_NAMES = ("map", "map50", "map75", "map_small", "map_medium", "map_large")
 
@@ -49,7 +50,9 @@ def score(dataset: CocoDataset, results: list[dict], image_ids: Sequence[int]) -
     from pycocotools.cocoeval import COCOeval
 
     with contextlib.redirect_stdout(io.StringIO()):
-        truth = COCO(str(dataset.annotations))
+        truth = COCO()
+        truth.dataset = copy.deepcopy(dataset.content)
+        truth.createIndex()
         if not results:
             return dict.fromkeys(STAT_NAMES, 0.0)
         evaluation = COCOeval(truth, truth.loadRes(results), "bbox")
@@ -70,10 +73,11 @@ def evaluate(
     batch: int = 8,
     limit: int | None = None,
     progress: bool = True,
+    resize_mode: Resize = "stretch",
 ) -> dict[str, float]:
     """Run `infer` over the dataset (or its first `limit` images) and score the detections.
 
-    `infer` takes an NCHW float32 batch (stretch-resized 0–255 pixels passed through `to_input`);
+    `infer` takes an NCHW float32 batch (0–255 pixels resized by `resize_mode`, through `to_input`);
     `postprocess` maps its outputs and the original (height, width) of each image to Detections.
     """
     samples: list[Sample] = dataset.samples[:limit] if limit else dataset.samples
@@ -82,7 +86,7 @@ def evaluate(
         task = bar.add_task("evaluating", total=len(samples))
         for start in range(0, len(samples), batch):
             chunk = samples[start : start + batch]
-            pixels = np.stack([resize_stretch(read_rgb(s.path), input_size) for s in chunk])
+            pixels = np.stack([resize(read_rgb(s.path), input_size, resize_mode) for s in chunk])
             outputs = infer(to_input(pixels))
             for sample, det in zip(
                 chunk, postprocess(outputs, [(s.height, s.width) for s in chunk]), strict=True

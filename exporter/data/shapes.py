@@ -1,4 +1,5 @@
-"""Synthetic detection dataset: shapes on textured, noisy backgrounds, written in COCO format.
+"""Synthetic detection dataset: shapes on textured, noisy backgrounds, written in COCO format (and
+alongside in Ultralytics' format: data.yaml, images/<split> hard-linking the COCO images, labels/).
 
 Deterministic from a seed (each image from its own generator, so any image can be regenerated
 alone). Objects vary in class, size (small ones included), colour and rotation, may partially
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,6 +145,48 @@ def write_split(root: Path, name: str, count: int, seed: int) -> Path:
     return path
 
 
+def write_yolo(root: Path, splits: tuple[str, ...]) -> Path:
+    """Ultralytics' layout of written COCO splits under `root`: `labels/<split>/*.txt` (class cx cy w h,
+    normalized), `images/<split>/` (the split's images, hard-linked), and `data.yaml`; returns the yaml's
+    path. (Not a link to the folder: Ultralytics resolves links and would look for labels beside it.)"""
+    import json
+
+    for name in splits:
+        content = json.loads((root / f"{name}.json").read_text())
+        first = min(c["id"] for c in content["categories"])
+        lines: dict[int, list[str]] = {image["id"]: [] for image in content["images"]}
+        sizes = {image["id"]: (image["width"], image["height"]) for image in content["images"]}
+        for ann in content["annotations"]:
+            (x, y, w, h), (width, height) = ann["bbox"], sizes[ann["image_id"]]
+            centre = ((x + w / 2) / width, (y + h / 2) / height)
+            values = (*centre, w / width, h / height)
+            lines[ann["image_id"]].append(
+                f"{ann['category_id'] - first} " + " ".join(f"{v:.6f}" for v in values)
+            )
+        labels = root / "labels" / name
+        labels.mkdir(parents=True, exist_ok=True)
+        for image in content["images"]:
+            with atomic_output(labels / f"{Path(image['file_name']).stem}.txt") as tmp:
+                tmp.write_text("\n".join(lines[image["id"]]) + "\n")
+        images = root / "images" / name  # the COCO split's files, hard-linked (copied across devices)
+        images.mkdir(parents=True, exist_ok=True)
+        for image in content["images"]:
+            source, target = root / name / image["file_name"], images / image["file_name"]
+            if not target.exists():
+                try:
+                    os.link(source, target)
+                except OSError:
+                    shutil.copyfile(source, target)
+    path = root / "data.yaml"
+    with atomic_output(path) as tmp:
+        tmp.write_text(
+            "# the demo shapes in Ultralytics' format (written by reparam-export demo-data)\n"
+            + "".join(f"{name}: images/{name}\n" for name in splits)
+            + f"names: {list(CLASSES)}\n"
+        )
+    return path
+
+
 DATA_ENV = "REPARAM_EXPORT_DATA"  # folder of the demo dataset (default: data/shapes in the cwd)
 
 
@@ -155,3 +199,12 @@ def demo_split(name: str, root: Path | None = None) -> Path:
         count, seed = SPLITS[name]
         write_split(root, name, count, seed)
     return path
+
+
+def demo_yolo(root: Path | None = None) -> Path:
+    """The demo's train and val splits in Ultralytics' format (written on first use): the data.yaml."""
+    splits = ("train", "val")
+    for name in splits:
+        root = demo_split(name, root).parent
+    path = root / "data.yaml"
+    return path if path.is_file() else write_yolo(root, splits)

@@ -9,13 +9,17 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
+Resize = Literal["stretch", "letterbox"]
+PAD_VALUE = 114  # Ultralytics' letterbox border
+
 
 class Preprocess(BaseModel):
     """How images become the model input: resize, colour order, then (x·scale − mean)/std."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     color: Literal["rgb", "bgr"] = "rgb"
-    resize: Literal["stretch"] = "stretch"  # plain resize, as DAMO-YOLO evaluates (no letterbox)
+    # stretch: plain resize, as DAMO-YOLO evaluates; letterbox: aspect kept, centred, padded (Ultralytics)
+    resize: Resize = "stretch"
     scale: float = 1.0 / 255.0
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -35,8 +39,55 @@ def resize_stretch(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return x[0].round().clamp(0, 255).numpy().astype(np.float32)
 
 
+def letterbox_fit(
+    image_size: tuple[int, int], size: tuple[int, int]
+) -> tuple[float, tuple[int, int], int, int]:
+    """Ultralytics' letterbox of an image (height, width) into `size`: the gain, the resized (height,
+    width) and the top and left padding (the image centred, each side's share rounded as Ultralytics
+    rounds it)."""
+    (h, w), (height, width) = image_size, size
+    gain = min(height / h, width / w)
+    resized = max(round(h * gain), 1), max(round(w * gain), 1)
+    top = round((height - resized[0]) / 2 - 0.1)
+    left = round((width - resized[1]) / 2 - 0.1)
+    return gain, resized, top, left
+
+
+def resize_letterbox(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """HxWx3 uint8 RGB → 3xHxW float32 at `size`: scaled to fit with its aspect kept (bilinear, as
+    resize_stretch), centred, the border filled with 114."""
+    _, resized, top, left = letterbox_fit(image.shape[:2], size)
+    inner = resize_stretch(image, resized)
+    out = np.full((3, *size), PAD_VALUE, np.float32)
+    out[:, top : top + resized[0], left : left + resized[1]] = inner
+    return out
+
+
+def resize(image: np.ndarray, size: tuple[int, int], mode: Resize) -> np.ndarray:
+    """The model-input pixels of an image (0–255, 3xHxW) by `mode`."""
+    return resize_letterbox(image, size) if mode == "letterbox" else resize_stretch(image, size)
+
+
+def to_image(
+    boxes: torch.Tensor, input_size: tuple[int, int], image_size: tuple[int, int], mode: Resize
+) -> torch.Tensor:
+    """xyxy boxes from the model input (height, width) back to the original image's pixels. Letterbox:
+    the padding removed and each axis scaled by the resized image's size, as Ultralytics' scale_boxes
+    does, then clipped to the image; stretch: scaled per axis (not clipped)."""
+    (in_h, in_w), (h, w) = input_size, image_size
+    if mode != "letterbox":
+        factor = torch.tensor([w / in_w, h / in_h, w / in_w, h / in_h], dtype=boxes.dtype)
+        return boxes * factor
+    _, (resized_h, resized_w), top, left = letterbox_fit(image_size, input_size)
+    offset = torch.tensor([left, top, left, top], dtype=boxes.dtype)
+    gain = torch.tensor([resized_w / w, resized_h / h] * 2, dtype=boxes.dtype)  # of the resized image
+    shifted = (boxes - offset) / gain
+    limit = torch.tensor([w, h, w, h], dtype=boxes.dtype)
+    return torch.minimum(shifted.clamp(min=0), limit)
+
+
 def normalize(pixels: np.ndarray, preprocess: Preprocess) -> np.ndarray:
-    """Stretch-resized 0–255 RGB pixels (N, 3, H, W) → model input: colour order, (x·scale − mean)/std."""
+    """Resized 0–255 RGB pixels (N, 3, H, W) → model input: colour order, (x·scale − mean)/std."""
     x = pixels[:, ::-1] if preprocess.color == "bgr" else pixels
     mean = np.asarray(preprocess.mean, np.float32).reshape(1, 3, 1, 1)
     std = np.asarray(preprocess.std, np.float32).reshape(1, 3, 1, 1)

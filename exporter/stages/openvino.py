@@ -7,17 +7,18 @@ FP32 reference are measured and recorded.
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from exporter.artifacts import atomic_output
 from exporter.backends import openvino as ov_backend
 from exporter.data.calibration import CalibrationSet
 from exporter.numerics.graph import openvino_head_tail
 from exporter.recipe import Recipe
 from exporter.stages import reference
-
-PRESET = "performance"  # NNCF's quantization preset: symmetric activations and weights
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class IrSettings:
     noise_factor: float  # the FP32 check's bound (exporter.stages.reference)
     calibration: CalibrationSet | None = None  # INT8 only
     float_nodes: tuple[str, ...] = ()  # INT8: convolutions kept in float besides the head (the search's)
-    preset: str = PRESET
+    preset: str | None = None  # INT8: NNCF's preset (recipe openvino.int8_preset)
 
     @classmethod
     def from_recipe(
@@ -42,10 +43,11 @@ class IrSettings:
             recipe.thresholds.fp32_noise_factor,
             calibration if int8 else None,
             tuple(float_nodes) if int8 else (),
+            recipe.openvino.int8_preset if int8 else None,
         )
 
 
-def quantize(model, calibration: CalibrationSet, float_nodes: tuple[str, ...] = (), preset: str = PRESET):
+def quantize(model, calibration: CalibrationSet, float_nodes: tuple[str, ...], preset: str):
     """INT8 model (NNCF) and the ops it keeps in float: the head tail plus `float_nodes`."""
     import logging
 
@@ -87,6 +89,26 @@ def run(settings: IrSettings, onnx_path: Path, fused_pt: Path, out: Path) -> dic
         reference.require_parity("OpenVINO FP32 IR output", parity)
     record.update(check=parity.as_dict(), runtime=runner.config)
     return record
+
+
+def package(ir: Path, metadata: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The IR as Ultralytics' predictor loads it (`YOLO("…/model_fp32_openvino_model")`): in a folder whose
+    name ends in _openvino_model, the IR's files (hard links) beside a metadata.yaml of `metadata`."""
+    import yaml
+
+    for suffix in (".xml", ".bin"):
+        target = out.with_suffix(suffix)
+        try:
+            os.link(ir.with_suffix(suffix), target)
+        except OSError:  # another device, or links not supported
+            shutil.copyfile(ir.with_suffix(suffix), target)
+    with atomic_output(out.parent / "metadata.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(metadata, sort_keys=False))
+    return {"folder": out.parent.name, "metadata": metadata}
+
+
+def describe_package(record: dict[str, Any]) -> str:
+    return f"Ultralytics' layout: {record['folder']}/ with metadata.yaml (YOLO(folder) predicts with it)"
 
 
 def describe(record: dict[str, Any]) -> str:

@@ -94,8 +94,8 @@ class OpenVinoQuantizer:
 
     backend = "openvino"
 
-    def __init__(self, onnx_path: Path, calibration: CalibrationSet):
-        self.onnx_path, self.calibration = onnx_path, calibration
+    def __init__(self, onnx_path: Path, calibration: CalibrationSet, preset: str):
+        self.onnx_path, self.calibration, self.preset = onnx_path, calibration, preset
         model = self.convert()
         self.graph_index = layer_names.openvino_convs(model)
         self.always_float = set(openvino_head_tail(model))
@@ -111,7 +111,7 @@ class OpenVinoQuantizer:
 
         if float_nodes is None:
             return ov_backend.OpenVinoRunner(self.convert())
-        model, _ = quantize(self.convert(), self.calibration, tuple(float_nodes))
+        model, _ = quantize(self.convert(), self.calibration, tuple(float_nodes), self.preset)
         return ov_backend.OpenVinoRunner(model)
 
 

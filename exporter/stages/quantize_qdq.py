@@ -225,8 +225,9 @@ def float_inputs_for(model: onnx.ModelProto, excluded: set[str]) -> onnx.ModelPr
 
 def check_qdq_structure(model: onnx.ModelProto) -> dict[str, Any]:
     """Prove the TensorRT form: every quantized Conv/Gemm/MatMul reads a DequantizeLinear on its data and
-    weight inputs, weights per channel (axis 0, one scale per output channel), activations per tensor, every
-    zero point an int8 0, and every QuantizeLinear followed by a DequantizeLinear. Raises CheckFailed."""
+    weight inputs, weights per channel (axis 0, one scale per output channel), activations per tensor (both
+    inputs of a MatMul of two activations), every zero point an int8 0, and every QuantizeLinear followed
+    by a DequantizeLinear. Raises CheckFailed."""
     init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     producer = {out: node for node in model.graph.node for out in node.output}
 
@@ -256,13 +257,19 @@ def check_qdq_structure(model: onnx.ModelProto) -> dict[str, Any]:
                 fail(f"{node.name}: only some inputs are dequantized")
             continue
         data_dq, weight_dq = feeds
-        data_q = producer.get(data_dq.input[0])
-        if data_q is None or data_q.op_type != "QuantizeLinear":
-            fail(f"{node.name}: activation input must be quantized (Q → DQ)")
-        if init[data_dq.input[1]].size != 1:
-            fail(f"{node.name}: activation scale must be per tensor")
         weight_q = producer.get(weight_dq.input[0])
         weight = init.get(weight_q.input[0]) if weight_q is not None else None
+        # a MatMul of two activations (attention's Q·Kᵀ, scores·V): both are activations, per tensor
+        activations = [data_dq, weight_dq] if node.op_type == "MatMul" and weight is None else [data_dq]
+        for dq in activations:
+            q = producer.get(dq.input[0])
+            if q is None or q.op_type != "QuantizeLinear":
+                fail(f"{node.name}: activation input must be quantized (Q → DQ)")
+            if init[dq.input[1]].size != 1:
+                fail(f"{node.name}: activation scale must be per tensor")
+        if len(activations) == 2:
+            quantized.append(node.name)
+            continue
         if weight is None:
             fail(f"{node.name}: weight must be a float initializer behind Q → DQ")
         channels = weight.shape[0] if node.op_type == "Conv" else None

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.data.coco import find_split, load_coco
 from exporter.data.coco_map import evaluate
+from exporter.data.datasets import dataset_file, load_dataset
 from exporter.data.transforms import Preprocess, normalize
 from exporter.errors import UserError, setting
 from exporter.models import adapters
@@ -29,15 +29,16 @@ def evaluation_source(data: str | Path | None) -> Path:
         return demo_split("val")
     if not Path(data).exists():
         raise UserError(
-            f"evaluation data not found: {data}; pass a COCO json or folder with {setting('evaluation.data')}"
+            f"evaluation data not found: {data}; pass a COCO json or folder, or an Ultralytics data.yaml, "
+            f"with {setting('evaluation.data')}"
         )
     return Path(data)
 
 
 @dataclass(frozen=True)
 class EvaluationSettings:
-    data: str  # as named: a COCO json or folder, or 'demo'
-    annotations: Path  # the instances json it resolves to
+    data: str  # as named: a COCO json or folder, an Ultralytics data.yaml (its val split), or 'demo'
+    annotations: Path  # the file that defines it (instances json or data.yaml)
     limit: int | None  # only the first `limit` images
     head: Head  # the adapter's output contract
     input_size: tuple[int, int]
@@ -49,7 +50,7 @@ class EvaluationSettings:
     ) -> EvaluationSettings:
         """`data` and `limit` override the recipe's evaluation.data and evaluation.limit."""
         named = data or recipe.evaluation.data
-        annotations, _ = find_split(evaluation_source(named))
+        annotations = dataset_file(evaluation_source(named))
         return cls(
             str(named),
             annotations,
@@ -65,7 +66,7 @@ class Scorer:
 
     def __init__(self, settings: EvaluationSettings, progress: bool = False):
         self.settings = settings
-        self.dataset = load_coco(settings.annotations)
+        self.dataset = load_dataset(settings.annotations)
         self.progress = progress
 
     @property
@@ -76,13 +77,15 @@ class Scorer:
         """`head` overrides the model's (e.g. an end-to-end NMS engine's outputs)."""
         settings = self.settings
         head = head or settings.head
+        resize = settings.preprocess.resize
         return evaluate(
             self.dataset,
             infer,
-            lambda outputs, sizes: head.postprocess(outputs, settings.input_size, sizes),
+            lambda outputs, sizes: head.postprocess(outputs, settings.input_size, sizes, resize),
             settings.input_size,
             lambda p: normalize(p, settings.preprocess),
             batch,
             settings.limit,
             self.progress,
+            resize,
         )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from exporter.libraries import Library
 from exporter.lowering.capability import Choice, gridsample_if_opset
-from exporter.targets import Library, Target
+from exporter.models import adapters
+from exporter.targets import Target
 
 HINT = "pip install 'reparam-export[openvino]'"
 
@@ -26,7 +28,7 @@ def ir(pipeline, model: Path, precision: str):
         calibration = pipeline.calibration(model)
         float_nodes = pipeline.float_nodes(TARGET, model, inputs)
     settings = stage.IrSettings.from_recipe(pipeline.recipe, precision, calibration, float_nodes)
-    return pipeline.stage(
+    result = pipeline.stage(
         f"openvino.{precision}",
         f"openvino/model_{precision}.xml",
         inputs,
@@ -36,6 +38,21 @@ def ir(pipeline, model: Path, precision: str):
         companions=(".bin",),
         versions=versions(),
     )
+    recipe = pipeline.recipe
+    metadata = adapters.family_metadata(
+        recipe.model.adapter, recipe.model.ref(), recipe.class_names, tuple(recipe.input_size)
+    )
+    if metadata:  # the family's own predictor (Ultralytics') loads a folder of its layout
+        pipeline.stage(
+            f"openvino.{precision}.package",
+            f"openvino/model_{precision}_openvino_model/model_{precision}.xml",
+            {"ir": result.output},
+            metadata,
+            lambda out: stage.package(result.output, metadata, out),
+            stage.describe_package,
+            companions=(".bin",),
+        )
+    return result
 
 
 def load(path, precision: str = "fp32", threads: int = 0, plugin_library=None):
@@ -54,7 +71,12 @@ def throughput(path, batch, seconds: float) -> tuple[float, int]:
 def quantizer(model: Path, calibration, method: str | None, ranges_dir: Path):
     from exporter.stages.partial_int8 import OpenVinoQuantizer
 
-    return OpenVinoQuantizer(model, calibration)
+    return OpenVinoQuantizer(model, calibration, method)
+
+
+def search_method(recipe) -> str:
+    """The INT8 search quantizes as the build will: with the recipe's NNCF preset."""
+    return recipe.openvino.int8_preset
 
 
 def versions() -> dict[str, str]:
@@ -80,7 +102,9 @@ TARGET = Target(
         Library("nncf", "nncf", "OpenVINO INT8 calibration", HINT, ("int8",)),
     ),
     calibrated=("int8",),
+    options=("openvino.int8_preset",),
     quantizer=quantizer,
+    search_method=search_method,
     versions=versions,
     throughput=throughput,
 )
