@@ -135,7 +135,8 @@ def bench_fuse(recipes, threads, runs, zoo):
     help="Split(s) to write; repeatable (default: all three).",
 )
 def demo_data(out, splits):
-    """Write the synthetic shapes detection dataset (COCO format), deterministic from fixed seeds.
+    """Write the synthetic shapes detection dataset (COCO format, and Ultralytics' format beside it:
+    data.yaml, labels/), deterministic from fixed seeds.
 
     Splits: train 3000 images (seed 1), val 500 (seed 2), calib 300 (seed 3); five shape classes
     of varied size, colour and rotation, with partial occlusion, on textured noisy backgrounds.
@@ -147,14 +148,70 @@ def demo_data(out, splits):
     """
     from rich.progress import Progress
 
-    from exporter.data.shapes import SPLITS, write_split
+    from exporter.data.shapes import SPLITS, write_split, write_yolo
 
+    splits = splits or tuple(SPLITS)
     with Progress(console=console, transient=True) as progress:
-        for name in splits or tuple(SPLITS):
+        for name in splits:
             count, seed = SPLITS[name]
             progress.add_task(f"writing {name} ({count} images)", total=None)
             path = write_split(out, name, count, seed)
             say(f"{name:<6} {count} images → {path}")
+    say(f"Ultralytics' format → {write_yolo(out, splits)}")
+
+
+@cli.command("bench-ultralytics")
+@click.option(
+    "--model",
+    "checkpoint",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="An Ultralytics checkpoint (best.pt).",
+)
+@click.option(
+    "--trust-module", "trust", multiple=True, metavar="PACKAGE", help="A package of your fork's blocks."
+)
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Its Ultralytics data.yaml (calibration and mAP).",
+)
+@options.timing(
+    2, 2.0, "CPU threads for every runtime.", "Timed seconds per artifact, over 3 alternating rounds.", 1
+)
+@options.calib_count(default=300, show_default=True)
+@options.eval_limit()
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where both tools' artifacts go (default runs/bench_ultralytics/<checkpoint name>).",
+)
+def bench_ultralytics(checkpoint, trust, data, threads, min_seconds, calib_count, eval_limit, run_dir):
+    """One checkpoint through Ultralytics' exporter and through ours, side by side: convolutions and
+    weights of each graph, outputs against the torch model, OpenVINO FP32/INT8 latency (batch 1,
+    alternating rounds, ratio to Ultralytics' FP32 IR) and mAP on the same data with one evaluator.
+
+    \b
+    Examples:
+      reparam-export bench-ultralytics --model runs/train/exp/weights/best.pt --data data.yaml
+      reparam-export bench-ultralytics --model best.pt --trust-module myfork --data data.yaml --eval-limit 200
+    """
+    from exporter.bench import cpu_name
+    from exporter.bench_ultralytics import bench
+    from exporter.recipe import safe_name
+    from exporter.report import tables
+
+    run = run_dir or Path("runs/bench_ultralytics") / safe_name(checkpoint.stem)
+    with console.status("building with both tools and measuring…"):
+        report = bench(checkpoint, data, tuple(trust), run, threads, min_seconds, calib_count, eval_limit)
+    height, width = report["input_size"]
+    title = (
+        f"{checkpoint.name} {height}x{width}: batch 1, {threads} threads, {cpu_name()}; mAP on "
+        f"{report['images']} images of {data}"
+    )
+    out_console().print(tables.bench_ultralytics(title, report["rows"]))
+    say(f"→ {run / 'bench_ultralytics.json'}")
 
 
 @cli.command("bench-akconv")

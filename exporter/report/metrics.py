@@ -76,6 +76,7 @@ def collect(run: str | Path) -> dict[str, Any]:
             "params_before": fuse.get("params_before"),
             "params_after": fuse.get("params_after"),
             "gflops": (stages.get("fuse") or {}).get("gflops"),
+            "not_fused": fuse.get("not_fused", []),
         },
         "stage_seconds": {name: s.get("wall_s") for name, s in stages.items()},
         "eval": {k: evaluation.get(k) for k in ("data", "images")} if evaluation else {},

@@ -159,3 +159,24 @@ def zoo(title: str, rows: list) -> Table:
         "not fused",
     )
     return _table(title, columns, cells)
+
+
+def bench_ultralytics(title: str, rows: list[dict[str, Any]]) -> Table:
+    def cell(value, fmt):
+        return "-" if value is None else format(value, fmt)
+
+    cells = [
+        [
+            r["tool"],
+            r["artifact"],
+            str(r["convolutions"]),
+            f"{r['weights'] / 1e6:.3f}",
+            f"{r['max_abs_err']:.3g}" + {True: " ok", False: " [red]FAILS[/red]", None: ""}[r["ok"]],
+            cell(r["p50_ms"], ".2f"),
+            cell(r["ratio"], ".2f") + ("x" if r["ratio"] is not None else ""),
+            cell(None if r["map"] is None else 100 * r["map"], ".2f"),
+        ]
+        for r in rows
+    ]
+    columns = ("tool", "artifact", "convs", "weights M", "max abs err vs torch", "p50 ms", "speed", "mAP")
+    return _table(title, columns, cells)
