@@ -181,7 +181,7 @@ class Pipeline:
             target.check(self.recipe)
         if calibrates(self.recipe):
             self.calibration_set  # noqa: B018 - the source exists and holds enough readable images
-        if self.recipe.int8.accuracy_budget is not None:
+        if self.recipe.evaluation.data is not None:
             self.evaluation  # noqa: B018 - the evaluation data exists and the model has an adapter
 
     # stages every target shares
@@ -255,8 +255,8 @@ class Pipeline:
         )
 
     def int8_search(self, target: Target, model: Path) -> StageResult:
-        """The fewest most-sensitive layers kept in float for INT8 to meet int8.accuracy_budget."""
-        ranked = self.sensitivity().output
+        """The fewest most-sensitive layers kept in float for INT8 to meet int8.accuracy_budget (the
+        sensitivity stage runs inside it, when full INT8 misses the budget)."""
         fused = self.fuse().output
         chosen = self.calibration(model)
         settings = partial_int8.SearchSettings.from_recipe(
@@ -265,14 +265,15 @@ class Pipeline:
         inputs = {
             "onnx": model,
             "fused": fused,
-            "sensitivity": ranked,
             "evaluation": self.evaluation.annotations,
         }
         ranges = self.calibration_folder(model)
 
         def run(out: Path) -> dict[str, Any]:
             quantizer = target.quantizer(model, chosen, settings.method, ranges)
-            return partial_int8.run(settings, quantizer, fused, ranked, out, self.say)
+            return partial_int8.run(
+                settings, quantizer, fused, lambda: self.sensitivity().output, out, self.say
+            )
 
         return self.stage(
             target.stage("int8_search"),

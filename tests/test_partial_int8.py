@@ -25,18 +25,23 @@ def test_search_returns_the_fewest_float_layers(gains, budget):
     reference = maps[-1] + 0.001
     budget_points = budget / 100
     passing = [k for k, m in enumerate(maps) if 100 * (reference - m) <= budget_points]
-    calls = []
+    calls, asked = [], []
 
     def evaluate(k):
         calls.append(k)
         return maps[k]
 
+    def candidates():
+        asked.append(len(calls))
+        return len(gains)
+
     if not passing:
         with pytest.raises(CheckFailed, match="raise int8.accuracy_budget"):
-            search(evaluate, len(gains), reference, budget_points)
+            search(evaluate, candidates, reference, budget_points)
         return
-    chosen, trials = search(evaluate, len(gains), reference, budget_points)
+    chosen, trials = search(evaluate, candidates, reference, budget_points)
     assert chosen == passing[0]
+    assert len(asked) == (chosen > 0), "the ranking is made once, and only when full INT8 misses"
     assert len(calls) == len(set(calls)), "a trial was evaluated twice"
     assert len(calls) <= 2 * len(gains).bit_length() + 2
     assert [t.float_layers for t in trials] == sorted(calls)
@@ -44,7 +49,7 @@ def test_search_returns_the_fewest_float_layers(gains, budget):
 
 def test_search_without_candidates_fails_with_the_fix():
     with pytest.raises(CheckFailed, match="all 0 searchable layers"):
-        search(lambda k: 0.70, 0, 0.75, 0.5)
+        search(lambda k: 0.70, lambda: 0, 0.75, 0.5)
 
 
 def test_layers_map_to_graph_nodes_by_weights(tmp_path):

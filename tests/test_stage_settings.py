@@ -150,6 +150,8 @@ def plan(recipe: Recipe, run: Path) -> dict[str, tuple[object, dict[str, str]]]:
     with pytest.MonkeyPatch.context() as patch:  # the TensorRT op check reads the (placeholder) ONNX
         patch.setattr(tensorrt, "require_compatible", lambda model, version: None)
         pipeline.build()
+        if recipe.int8.accuracy_budget is not None:
+            pipeline.sensitivity()  # the search runs it when full INT8 misses the budget
     if recipe.evaluation.data is not None:
         planned["eval"] = (plain(scoring.EvaluationSettings.from_recipe(recipe)), {})
     return planned

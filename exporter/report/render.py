@@ -130,7 +130,11 @@ def int8_sections(metrics: dict[str, Any], top: int = 15) -> list[str]:
             f"## Partial INT8 ({backend}, budget {search['budget_points']:g} mAP points)",
             "",
             f"Evaluated on {search['evaluation']['images']} images; "
-            f"{search['candidates']} searchable layers.",
+            + (
+                f"{search['candidates']} searchable layers."
+                if search.get("ranked", True)
+                else "full INT8 met the budget, so no layer was ranked."
+            ),
             "",
             "| model | float layers | mAP | vs FP32 | p50 ms |",
             "|---|---|---|---|---|",

@@ -1,11 +1,12 @@
 """Partial INT8: keep the fewest most-sensitive layers in float so that INT8 stays within an mAP budget.
 
-Candidates are the convolutions of the sensitivity ranking (sensitivity.json), most sensitive first,
-less those INT8 keeps in float anyway (the prediction convolutions). k, the number of top candidates
-kept in float, is searched: k = 0, 1, 2, 4, … until the INT8 model's mAP on the evaluation data is
-within the budget of the FP32 model's, then bisected between the last failing and the first passing
-k. That is the fewest layers if keeping one more layer in float never lowers mAP; every trial is
-recorded so that assumption can be checked.
+Full INT8 (k = 0) is tried first; only when it misses the budget is the sensitivity ranking computed
+(sensitivity.json, the costliest step: every convolution scored alone). Candidates are its
+convolutions, most sensitive first, less those INT8 keeps in float anyway (the prediction
+convolutions). k, the number of top candidates kept in float, is searched: k = 0, 1, 2, 4, … until
+the INT8 model's mAP on the evaluation data is within the budget of the FP32 model's, then bisected
+between the last failing and the first passing k. That is the fewest layers if keeping one more layer
+in float never lowers mAP; every trial is recorded so that assumption can be checked.
 
 OpenVINO keeps a layer in float through NNCF's ignored scope; the TensorRT Q/DQ model by leaving the
 layer's Q/DQ out (scored here by onnxruntime's Q/DQ kernels). Layers are matched to graph nodes by
@@ -49,12 +50,13 @@ class Trial:
 
 def search(
     evaluate: Callable[[int], float],
-    candidates: int,
+    candidates: Callable[[], int],
     reference_map: float,
     budget_points: float,
     report: Callable[[Trial], None] = lambda trial: None,
 ) -> tuple[int, list[Trial]]:
-    """The smallest k (top-k candidates in float) whose mAP is within the budget, and every trial."""
+    """The smallest k (top-k candidates in float) whose mAP is within the budget, and every trial;
+    `candidates()` (their number) is asked only when k = 0 misses the budget."""
     trials: dict[int, Trial] = {}
 
     def passes(k: int) -> bool:
@@ -76,13 +78,14 @@ def search(
 
     if passes(0):
         return 0, tried()
-    if candidates == 0:
+    count = candidates()
+    if count == 0:
         raise unreachable(0)
     low, high = 0, 1
     while not passes(high):
-        if high == candidates:
+        if high == count:
             raise unreachable(high)
-        low, high = high, min(2 * high, candidates)
+        low, high = high, min(2 * high, count)
     while high - low > 1:
         middle = (low + high) // 2
         low, high = (low, middle) if passes(middle) else (middle, high)
@@ -150,6 +153,7 @@ class SearchSettings:
     input_size: tuple[int, int]  # of the probe the latency is timed on
     preprocess: Preprocess
     seed: int
+    sensitivity_images: int  # the ranking's (int8.sensitivity_images): it is made inside the search
 
     @classmethod
     def from_recipe(
@@ -163,6 +167,7 @@ class SearchSettings:
             tuple(recipe.input_size),
             recipe.preprocess,
             recipe.seed,
+            recipe.int8.sensitivity_images,
         )
 
 
@@ -180,14 +185,24 @@ def run(
     settings: SearchSettings,
     quantizer,
     fused_pt: Path,
-    sensitivity_json: Path,
+    sensitivity_json: Callable[[], Path],
     out: Path,
     say: Callable[[str], None] = lambda line: None,
 ) -> dict[str, Any]:
-    """Search the float layers for the budget; writes and returns the record."""
+    """Search the float layers for the budget; writes and returns the record. `sensitivity_json()`
+    makes the ranking, asked for only when full INT8 misses the budget."""
     budget = settings.budget_points
-    ranked, always_float = candidates(fused_pt, sensitivity_json, quantizer)
-    layers, nodes = list(ranked), list(ranked.values())
+    layers: list[str] = []
+    nodes: list[str] = []
+    always_float: list[str] = []
+
+    def rank() -> int:
+        ranked, kept = candidates(fused_pt, sensitivity_json(), quantizer)
+        layers.extend(ranked)
+        nodes.extend(ranked.values())
+        always_float.extend(kept)
+        return len(layers)
+
     score = Scorer(settings.evaluation)
     fp32 = quantizer.runner(None)
     reference_map = score(fp32.infer, 1)["map"]
@@ -206,11 +221,12 @@ def run(
             f"({-trial.drop_points:+.2f} points)"
         )
 
-    chosen, trials = search(evaluate, len(layers), reference_map, budget, report)
+    chosen, trials = search(evaluate, rank, reference_map, budget, report)
     record: dict[str, Any] = {
         "backend": quantizer.backend,
         "budget_points": budget,
         "evaluation": {"data": str(score.dataset.annotations), "images": score.images},
+        "ranked": bool(layers),  # false: full INT8 met the budget, no ranking was made
         "candidates": len(layers),
         "fp32_map": reference_map,
         "full_int8_map": trials[0].map,
@@ -244,8 +260,13 @@ def run(
 
 
 def describe(record: dict[str, Any]) -> str:
+    kept = (
+        f"{len(record['float_layers'])} of {record['candidates']} layers kept in float"
+        if record["ranked"]
+        else "full INT8 within the budget (no layer ranking needed)"
+    )
     return (
-        f"{len(record['float_layers'])} of {record['candidates']} layers kept in float; mAP FP32 "
+        f"{kept}; mAP FP32 "
         f"{100 * record['fp32_map']:.2f}, full INT8 {100 * record['full_int8_map']:.2f}, partial INT8 "
         f"{100 * record['partial_int8_map']:.2f} (budget {record['budget_points']:g} points)"
     )
