@@ -83,9 +83,53 @@ def read_user_file(path: Path, kind: str = "yaml", source: str | None = None) ->
                 f"{source}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
             ) from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_strict_loader())  # noqa: S506 - a SafeLoader, stricter
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UserError(f"{source}: invalid YAML{where}: {problem}") from None
+
+
+MAX_YAML_NODES = 100_000  # a recipe or data.yaml has hundreds; aliases may not expand past this
+
+
+def _strict_loader():
+    """yaml.SafeLoader that refuses a key given twice in one mapping (at the second's line) and a
+    document whose aliases expand to more than MAX_YAML_NODES nodes (an alias bomb)."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, str | int | float | bool) and key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} given twice (remove one)", key_node.start_mark
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+        def construct_document(self, node):
+            sizes: dict[int, int] = {}
+
+            def size(n) -> int:  # the node count with every alias expanded (memoized per node)
+                if id(n) not in sizes:
+                    sizes[id(n)] = 1  # a recursive alias counts once
+                    children = n.value if isinstance(n.value, list) else []
+                    flat = [c for pair in children for c in (pair if isinstance(pair, tuple) else (pair,))]
+                    sizes[id(n)] = 1 + sum(size(c) for c in flat)
+                    if sizes[id(n)] > MAX_YAML_NODES:
+                        raise yaml.constructor.ConstructorError(
+                            None,
+                            None,
+                            f"aliases expand to over {MAX_YAML_NODES} values (refused)",
+                            n.start_mark,
+                        )
+                return sizes[id(n)]
+
+            size(node)
+            return super().construct_document(node)
+
+    return StrictLoader

@@ -4,6 +4,7 @@ take what they read through their own settings, built from a recipe)."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -129,8 +130,11 @@ class Thresholds(Strict):
     fp32_noise_factor: float = Field(8.0, ge=1)
 
 
+MAX_INPUT_SIDE = 8192  # pixels: far beyond detectors' inputs (640–1536), far below an allocation failure
+
+
 class Recipe(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str  # the run folder's name: one path component (runs/<name>/)
     model: ModelSpec
     input_size: tuple[int, int]
     class_names: list[str] = []
@@ -146,6 +150,16 @@ class Recipe(Strict):
     evaluation: EvaluationSpec = EvaluationSpec()
     seed: int = 0
 
+    @field_validator("name")
+    @classmethod
+    def _one_folder(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", value):
+            raise ValueError(
+                f"{value!r} is not a run folder name: use letters, digits, '_', '.' and '-', not starting "
+                "with '.' (the run goes to runs/<name>/)"
+            )
+        return value
+
     @field_validator("input_size", mode="before")
     @classmethod
     def _two_ints(cls, value: Any) -> Any:
@@ -156,6 +170,8 @@ class Recipe(Strict):
         )
         if not ok:
             raise ValueError(f"expected two positive integers (height, width), got {value!r}")
+        if max(value) > MAX_INPUT_SIDE:
+            raise ValueError(f"{list(value)} exceeds {MAX_INPUT_SIDE} pixels a side; detectors take 320–1536")
         return value
 
     def digest(self) -> str:

@@ -14,8 +14,6 @@ from exporter.errors import ExporterError
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code instead of raising (one-line errors, no tracebacks)."""
     Group.invoked = None
-    if "" not in sys.path:
-        sys.path.insert(0, "")  # builders given as package.module:function resolve from the cwd
     try:
         cli.main(args=argv, prog_name="reparam-export", standalone_mode=False)
     except click.exceptions.Exit as exc:

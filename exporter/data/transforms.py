@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 Resize = Literal["stretch", "letterbox"]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+PositiveFiniteFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 PAD_VALUE = 114  # Ultralytics' letterbox border
 
 
@@ -20,9 +22,9 @@ class Preprocess(BaseModel):
     color: Literal["rgb", "bgr"] = "rgb"
     # stretch: plain resize, as DAMO-YOLO evaluates; letterbox: aspect kept, centred, padded (Ultralytics)
     resize: Resize = "stretch"
-    scale: float = 1.0 / 255.0
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    scale: float = Field(1.0 / 255.0, gt=0, allow_inf_nan=False)
+    mean: tuple[FiniteFloat, FiniteFloat, FiniteFloat] = (0.0, 0.0, 0.0)
+    std: tuple[PositiveFiniteFloat, PositiveFiniteFloat, PositiveFiniteFloat] = (1.0, 1.0, 1.0)
 
 
 def resize_stretch(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

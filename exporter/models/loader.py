@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
+import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,19 +19,54 @@ from exporter.artifacts import sha256_file, sha256_json
 from exporter.data.transforms import Preprocess, normalize
 from exporter.errors import UserError, setting, summary
 
+STANDARD_LIBRARY = sys.stdlib_module_names | set(sys.builtin_module_names)
+
+
+@contextlib.contextmanager
+def user_modules() -> Iterator[None]:
+    """The current directory importable while the user's own code (a builder, a fork's blocks) is
+    imported and called: appended to sys.path, so installed libraries are always found first and a
+    file planted in the directory shadows nothing; removed afterwards."""
+    entry = os.getcwd()
+    added = entry not in sys.path
+    if added:
+        sys.path.append(entry)
+    try:
+        yield
+    finally:
+        if added and entry in sys.path:
+            sys.path.remove(entry)
+
+
+def _in_standard_library(module: str) -> bool:
+    return module.split(".")[0] in STANDARD_LIBRARY
+
 
 def resolve_builder(spec: str):
+    """The function or class `package.module:name` names, imported as user code (never from
+    Python's standard library: a recipe naming `os:system` is refused before anything is imported)."""
     module_name, _, func_name = spec.partition(":")
+    if _in_standard_library(module_name):
+        raise UserError(
+            f"model builder '{spec}': '{module_name}' is Python's standard library, which builds no model; "
+            "name a function or class of your own package (package.module:function)"
+        )
     try:
-        module = importlib.import_module(module_name)
+        with user_modules():
+            module = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001 - any import failure of user code is bad input
         raise UserError(
             f"model builder '{spec}': cannot import '{module_name}' ({summary(exc)}); "
             "check the module path and that its package is installed or on PYTHONPATH"
         ) from None
     builder = getattr(module, func_name, None)
-    if not callable(builder):
-        raise UserError(f"model builder '{spec}': '{module_name}' has no callable '{func_name}'")
+    if not (inspect.isfunction(builder) or inspect.isclass(builder)):
+        raise UserError(f"model builder '{spec}': '{module_name}' has no function or class '{func_name}'")
+    if _in_standard_library(builder.__module__ or ""):
+        raise UserError(
+            f"model builder '{spec}' is {builder.__module__}.{builder.__qualname__}, from Python's "
+            "standard library, which builds no model; name a function or class of your own package"
+        )
     return builder
 
 
@@ -116,7 +155,12 @@ class ModelSource:
             return ADAPTERS[self.adapter].load(self.checkpoint, self.trust).eval()
         builder = resolve_builder(self.builder)
         try:
-            model = builder(**self.kwargs)
+            with user_modules():
+                model = builder(**self.kwargs)
+        except SystemExit as exc:
+            raise UserError(
+                f"model builder '{self.builder}' called sys.exit({exc.code!r}) instead of returning a model"
+            ) from None
         except Exception as exc:  # noqa: BLE001 - the user's builder failing is bad input
             raise UserError(f"model builder '{self.builder}' raised {summary(exc)}") from None
         if not isinstance(model, nn.Module):

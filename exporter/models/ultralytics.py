@@ -24,6 +24,7 @@ from torch import nn
 
 from exporter.errors import UserError, setting, summary
 from exporter.libraries import Library
+from exporter.models.loader import user_modules
 
 EXPORT_FORMAT = "onnx"
 LIBRARY = Library(
@@ -49,7 +50,8 @@ def _allowed(name: str, path: Path, trusted: tuple[str, ...]) -> type:
             f"your own (a fork's custom blocks), pass {setting('model.trust', package)}"
         )
     try:
-        found = getattr(importlib.import_module(module_name), attribute)
+        with user_modules():  # a trusted fork may live in the current directory
+            found = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
         hint = LIBRARY.hint if package == "ultralytics" else "install it"
         raise UserError(f"{path} needs {name}, which cannot be imported ({summary(exc)}); {hint}") from None
