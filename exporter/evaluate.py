@@ -10,7 +10,7 @@ import torch
 
 from exporter.artifacts import sha256_file, write_json
 from exporter.errors import UserError
-from exporter.manifest import read_manifest, run_artifacts
+from exporter.manifest import in_run, read_manifest, run_artifacts
 from exporter.models.heads import ENGINE_NMS
 from exporter.numerics.parity import flatten_outputs
 from exporter.recipe import Recipe
@@ -55,7 +55,8 @@ def evaluate_run(
     for target in TARGETS.values():
         for stage, label in target.stand_ins.items():
             if stage in stages:
-                runners[label] = (TARGETS["onnx"].load(run / stages[stage]["output"]["path"]).infer, batch)
+                model = in_run(run, stages[stage]["output"]["path"])
+                runners[label] = (TARGETS["onnx"].load(model).infer, batch)
     # end-to-end NMS engines output detections (EfficientNMS_TRT); the Q/DQ ONNX does not
     engines = {k for k in artifacts if k.startswith("tensorrt.")} if recipe.tensorrt.end2end_nms else set()
     engine_head = score.settings.head.with_mode(ENGINE_NMS)

@@ -147,10 +147,21 @@ def read_manifest(run: Path) -> dict[str, Any]:
     return manifest
 
 
+def in_run(run: Path, recorded: str) -> Path:
+    """A file a manifest records (relative to its run), refused if it leads out of the run directory."""
+    root = Path(run).resolve()
+    if not (root / recorded).resolve().is_relative_to(root):
+        raise UserError(
+            f"{Path(run) / 'manifest.json'} names {recorded}, outside its run directory: refused; rebuild "
+            f"the run (build with {setting('force')})"
+        )
+    return Path(run) / recorded
+
+
 def run_artifacts(run: Path) -> dict[str, Path]:
     """The built artifacts of a run (stored relative to the run directory, so a run can move)."""
     artifacts = read_manifest(run).get("artifacts", {})
-    paths = {key: Path(run) / path for key, path in artifacts.items()}
+    paths = {key: in_run(run, path) for key, path in artifacts.items()}
     missing = [str(path) for path in paths.values() if not path.is_file()]
     if missing:
         raise UserError(f"artifact {missing[0]} is missing; rebuild the run with `reparam-export build`")

@@ -2,11 +2,13 @@
 cannot name the standard library as its builder, and a builder that exits instead of returning a model
 is bad input."""
 
+import json
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import EMBEDDED
@@ -141,3 +143,109 @@ def test_missing_evaluation_data_is_refused_before_any_stage(run_cli, tmp_path):
     )  # fmt: skip
     assert code == 2 and "evaluation data not found" in err, err
     assert not (tmp_path / "run").exists()
+
+
+MODELS = """
+import torch
+from torch import nn
+
+
+def nan_statistics():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+    model[1].running_var[1] = float("nan")
+    model[0].weight.data[0, 0, 0, 0] = float("inf")
+    return model
+
+
+class Silent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        self.conv(x)
+
+
+class Words(Silent):
+    def forward(self, x):
+        return {"boxes": "none"}
+"""
+
+
+@pytest.mark.parametrize(
+    ("builder", "named"),
+    [
+        ("nan_statistics", "non-finite weights: 0.weight (0 NaN, 1 infinite of 108), 1.running_var (1 NaN"),
+        ("Silent", "forward returned NoneType, no tensor"),
+        ("Words", "forward returned dict, no tensor"),
+    ],
+)
+def test_models_that_cannot_be_proved_are_named_not_blamed_on_fusion(run_cli, tmp_path, builder, named):
+    (tmp_path / f"bad_{builder.lower()}.py").write_text(MODELS)
+    code, _, err = run_cli(
+        "fuse", "--model", f"bad_{builder.lower()}:{builder}", "--input-size", "32", "32",
+        "--run-dir", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert code == 2 and named in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run" / "fused.pt").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage"])
+def test_doctor_names_a_file_that_is_not_onnx(run_cli, tmp_path, content):
+    (tmp_path / "model.onnx").write_bytes(content)
+    code, _, err = run_cli("doctor", "--onnx", str(tmp_path / "model.onnx"))
+    assert code == 2 and "is not an ONNX model" in err, err
+
+
+def fake_run(folder: Path, artifact: str) -> Path:
+    """A run directory whose manifest names `artifact` as its ONNX model."""
+    from exporter.recipe import load_recipe
+
+    recipe = load_recipe(EMBEDDED, {})
+    run = folder / "run"
+    run.mkdir()
+    manifest = {"recipe": recipe.model_dump(mode="json"), "recipe_hash": recipe.digest(), "stages": {}}
+    (run / "manifest.json").write_text(json.dumps({**manifest, "artifacts": {"onnx.fp32": artifact}}))
+    return run
+
+
+def conv_with_data_at(location: str, folder: Path) -> Path:
+    """A one-Conv ONNX in `folder` whose weight is external data at `location` (relative to it)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnx.external_data_helper import set_external_data
+
+    weight = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
+    set_external_data(weight, location=location)
+    weight.ClearField("raw_data")
+    weight.data_location = TensorProto.EXTERNAL
+    (folder / location).parent.mkdir(parents=True, exist_ok=True)
+    np.ones(108, np.float32).tofile(folder / location)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [weight],
+    )
+    path = folder / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_a_manifest_naming_a_file_outside_its_run_is_refused(run_cli, tmp_path):
+    (tmp_path / "outside.onnx").write_bytes(b"not read")
+    run = fake_run(tmp_path, "../outside.onnx")
+    code, _, err = run_cli("bench", "--artifacts", str(run))
+    assert code == 2 and "names ../outside.onnx, outside its run directory" in err, err
+
+
+def test_onnx_external_data_outside_its_folder_is_refused(tmp_path):
+    from exporter.backends.onnxruntime import load
+    from exporter.errors import UserError
+
+    (tmp_path / "run").mkdir()
+    model = conv_with_data_at("../secret.bin", tmp_path / "run")
+    with pytest.raises(UserError, match=r"'\.\./secret\.bin' points outside the directory"):
+        load(model)
+    assert load(conv_with_data_at("weights/w.bin", tmp_path / "run")).infer(np.zeros((1, 3, 8, 8)))[0].shape

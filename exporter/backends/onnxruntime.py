@@ -7,11 +7,23 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from exporter.errors import UserError
+
+
+def read_model(path: str | Path) -> onnx.ModelProto:
+    """An ONNX model with its external data, which must lie in the model's folder (else one line)."""
+    try:
+        return onnx.load(str(path))
+    except onnx.checker.ValidationError as exc:  # external data leaving the folder, among others
+        raise UserError(f"{path} refused: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError, a truncated file
+        raise UserError(f"{path} is not a readable ONNX model ({type(exc).__name__}); rebuild it") from None
+
 
 class OrtRunner:
     def __init__(self, path: str | Path, threads: int = 0):
         self.path, self.threads = path, threads
-        self.session = self._session(onnx.load(str(path)))
+        self.session = self._session(read_model(path))
         self.input_name = self.session.get_inputs()[0].name
 
     def _session(self, proto: onnx.ModelProto):
@@ -32,7 +44,7 @@ class OrtRunner:
 
     def infer_with_orderings(self, batch: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """The outputs and the indices every TopK node picked, in graph order."""
-        proto = onnx.load(str(self.path))
+        proto = read_model(self.path)
         picks = [node.output[1] for node in proto.graph.node if node.op_type == "TopK"]
         outputs = len(proto.graph.output)
         proto.graph.output.extend(

@@ -34,7 +34,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from exporter.blocks import OUR_BLOCKS
 from exporter.blocks.convbn import CONV_TYPES, fold_conv_bn, require_running_stats
 from exporter.blocks.kernels import Geometry, NotAKernel, fold_kernel, holds_a_kernel
-from exporter.errors import ExporterError, summary
+from exporter.errors import ExporterError, UserError, summary
 from exporter.numerics.complexity import count_params
 from exporter.numerics.parity import Parity, compare, compare_within, flatten_outputs, scales
 from exporter.numerics.selections import Selections
@@ -359,6 +359,11 @@ def record(
         finally:
             for handle in handles:
                 handle.remove()
+        if not flatten_outputs(output):
+            raise UserError(
+                f"the model's forward returned {type(output).__name__}, no tensor: a detector returns its "
+                "outputs as tensors (or a tuple, list or dict of them); check the model builder"
+            )
         result.calls.append(calls)
         result.outputs.append(_clone(output))
         result.picks.append(selections.picks)

@@ -327,6 +327,8 @@ def check_model(model: onnx.ModelProto | str | Path, trt_version: str = DEFAULT_
             raise UserError(
                 f"{path} is not an ONNX model ({type(exc).__name__}); pass a .onnx file"
             ) from None
+        if not model.graph.node or not model.opset_import:  # an empty file parses as an empty model
+            raise UserError(f"{path} is not an ONNX model (no graph nodes, no opset); pass a .onnx file")
     trt = parse_trt_version(trt_version)
     opset = _default_opset(model)
     report = Report(str(trt), opset, 0, _opset_issues(opset, trt))

@@ -148,7 +148,12 @@ class ModelSource:
     trust: tuple[str, ...] = ()
 
     def build(self) -> nn.Module:
-        """The model in eval mode, with its checkpoint loaded when one is named."""
+        """The model in eval mode, with its checkpoint loaded when one is named; its weights finite."""
+        model = self._build()
+        require_finite(model, self.checkpoint or self.builder)
+        return model
+
+    def _build(self) -> nn.Module:
         if self.builder is None:
             from exporter.models.adapters import ADAPTERS
 
@@ -170,6 +175,21 @@ class ModelSource:
         if self.checkpoint is not None:
             load_checkpoint(model, self.checkpoint)
         return model.eval()
+
+
+def require_finite(model: nn.Module, source: object) -> None:
+    """Refuse NaN or infinite weights and statistics, naming them (before anything blames fusion)."""
+    bad = []
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            nan = int(torch.isnan(tensor).sum())
+            bad.append(f"{name} ({nan} NaN, {int(torch.isinf(tensor).sum())} infinite of {tensor.numel()})")
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" (+{len(bad) - 3} more tensors)" if len(bad) > 3 else "")
+        raise UserError(
+            f"the model from {source} has non-finite weights: {shown}; the checkpoint is damaged or its "
+            "training diverged: use an earlier checkpoint"
+        )
 
 
 def probe_input(
