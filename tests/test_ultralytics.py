@@ -57,7 +57,13 @@ def yolo(config: str, seed: int = 0):
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("ultralytics")
-    return {name: save_like_ultralytics(yolo(name), root / f"{name}.pt") for name in ("yolov8n", "yolo26n")}
+    end_to_end = yolo("yolo26n")
+    end_to_end.end2end = True  # one-to-one top-k, as Ultralytics' `nms=False` selects
+    return {
+        "yolov8n": save_like_ultralytics(yolo("yolov8n"), root / "yolov8n.pt"),
+        "yolo26n": save_like_ultralytics(yolo("yolo26n"), root / "yolo26n.pt"),
+        "yolo26n_end2end": save_like_ultralytics(end_to_end, root / "yolo26n_end2end.pt"),
+    }
 
 
 def test_a_payload_in_a_checkpoint_is_refused_and_never_runs(run_cli, tmp_path):
@@ -243,7 +249,9 @@ def test_a_checkpoint_without_a_recipe_asks_for_calibration_images(run_cli, chec
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("name, mode", [("yolov8n", "yolo"), ("yolo26n", "yolo_end2end")])
+@pytest.mark.parametrize(
+    "name, mode", [("yolov8n", "yolo"), ("yolo26n", "yolo"), ("yolo26n_end2end", "yolo_end2end")]
+)
 def test_each_head_keeps_its_output_contract_through_onnxruntime_and_openvino(
     checkpoints, tmp_path, name, mode
 ):
@@ -326,7 +334,9 @@ def test_end_to_end_nms_feeds_a_yolo_heads_boxes_and_scores_and_refuses_nms_free
     np.testing.assert_array_equal(boxes, raw[:, :4].transpose(0, 2, 1))
     np.testing.assert_array_equal(scores, raw[:, 4:].transpose(0, 2, 1))
 
-    code, _, err = run_cli(*args, "--model", str(checkpoints["yolo26n"]), "--run-dir", str(tmp_path / "e2e"))
+    code, _, err = run_cli(
+        *args, "--model", str(checkpoints["yolo26n_end2end"]), "--run-dir", str(tmp_path / "e2e")
+    )
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "yolo_end2end" in err and "leave --trt-end2end-nms off" in err
     assert not (tmp_path / "e2e").exists()

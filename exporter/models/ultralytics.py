@@ -94,14 +94,14 @@ def checkpoint_model(checkpoint: dict[str, Any], path: Path) -> nn.Module:
 
 
 def export_form(model: nn.Module) -> nn.Module:
-    """Heads in export form: decoded outputs alone; end-to-end heads give their one-to-one top-k."""
+    """Heads in export form: decoded outputs alone. A head with both branches (YOLOv10, YOLO26) keeps the
+    one the checkpoint selects (`end2end`), as Ultralytics' own exporter and validator do by default:
+    one-to-many with NMS unless the model was set end to end (`model.end2end = True`: one-to-one top-k)."""
     from ultralytics.nn.modules.head import Detect, RTDETRDecoder
 
     for module in model.modules():
         if isinstance(module, (Detect, RTDETRDecoder)):
             module.export, module.format, module.dynamic = True, EXPORT_FORMAT, False
-        if isinstance(module, Detect) and getattr(module, "one2one_cv2", None) is not None:
-            module.end2end = True
     return model
 
 
