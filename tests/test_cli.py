@@ -41,7 +41,7 @@ def user_recipe(tmp_path):
         ("unknown_field", "colour: unknown field"),
         ("bad_input_size", "input_size: expected two positive integers (height, width), got [32]"),
         ("builder_raises", "raised RuntimeError: weights server unreachable"),
-        ("builder_missing", "has no callable 'nope'"),
+        ("builder_missing", "has no function or class 'nope'"),
         ("module_missing", "cannot import 'no_such_pkg.models'"),
         ("not_a_module", "returned dict, expected a torch nn.Module"),
         ("forward_fails", "model forward failed on a 1x3x32x32 input"),
@@ -274,9 +274,10 @@ def test_damaged_run_files_and_odd_builders_are_bad_input(run_cli, tmp_path):
     code, _, err = run_cli("bench", "--artifacts", str(run), "--min-iters", "1", "--min-seconds", "0")
     assert_one_line_error(code, err, 2, "fused.pt is missing; rebuild the run")
     code, _, err = run_cli(
-        "fuse", "--model", "os:getcwd", "--input-size", "32", "32", "--run-dir", str(tmp_path / "other")
-    )
-    assert_one_line_error(code, err, 2, "returned str, expected a torch nn.Module")
+        "fuse", "--model", "tests.fixture_models:build_not_a_module", "--input-size", "32", "32",
+        "--run-dir", str(tmp_path / "other"),
+    )  # fmt: skip
+    assert_one_line_error(code, err, 2, "expected a torch nn.Module")
     (tmp_path / "random.pt").write_bytes(bytes(range(256)))
     code, _, err = run_cli(
         "fuse", "--model", USER + "build_user_model", "--input-size", "32", "32",

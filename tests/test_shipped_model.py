@@ -93,13 +93,16 @@ def test_int8_meets_its_budget(shipped):
 
 
 def test_our_map_agrees_with_ultralytics_val(shipped, tmp_path, monkeypatch):
+    """The same images letterboxed to the same square input (rect=False: Ultralytics' default rect
+    batches pad each batch to its own shape, an input no fixed-size export gets); Ultralytics' NMS and
+    AP code against ours and pycocotools."""
     from ultralytics import YOLO
 
     monkeypatch.syspath_prepend(str(FORK))
     monkeypatch.chdir(tmp_path)
     ours = 100 * json.loads((shipped["run"] / "eval.json").read_text())["results"]["torch.fp32"]["map"]
     metrics = YOLO(str(SHIPPED)).val(
-        data=str(shipped["data"]), imgsz=256, batch=16, device="cpu", plots=False, verbose=False
+        data=str(shipped["data"]), imgsz=256, batch=16, rect=False, device="cpu", plots=False, verbose=False
     )
     assert abs(100 * metrics.box.map - ours) <= 0.5, (100 * metrics.box.map, ours)
 

@@ -1,0 +1,49 @@
+"""NNCF INT8 calibration of a built run's OpenVINO model against FP32 inference of the same images,
+in alternating rounds (2 threads for inference, as on the project's machine):
+
+    python examples/ultralytics_fork/calibration_cost.py --run runs/x --data data/shapes/data.yaml
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import openvino as ov
+
+from exporter.backends.openvino import OpenVinoRunner
+from exporter.data import calibration
+from exporter.recipe import Recipe
+from exporter.stages.openvino import quantize
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--run", type=Path, required=True, help="a run built with --target openvino")
+    parser.add_argument("--data", required=True, help="calibration images: a folder or a data.yaml")
+    parser.add_argument("--count", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+
+    recipe = Recipe.model_validate(json.loads((args.run / "manifest.json").read_text())["recipe"])
+    images, _ = calibration.select(args.data, args.count, 0, tuple(recipe.input_size), recipe.preprocess)
+    onnx = args.run / "openvino" / "model.sim.onnx"
+    for round_ in range(args.rounds):
+        start = time.perf_counter()
+        runner = OpenVinoRunner(ov.convert_model(str(onnx)), threads=2)
+        for batch in images.batches():
+            runner.infer(batch)
+        fp32 = time.perf_counter() - start
+        start = time.perf_counter()
+        quantize(ov.convert_model(str(onnx)), images, (), recipe.openvino.int8_preset)
+        int8 = time.perf_counter() - start
+        print(
+            f"round {round_}: FP32 inference of {args.count} images (read, resized, run) {fp32:.1f} s; "
+            f"INT8 calibration {int8:.1f} s; ratio {int8 / fp32:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
