@@ -134,3 +134,29 @@ def test_ultralytics_predicts_with_our_artifacts(shipped, artifact, monkeypatch,
         np.testing.assert_allclose(mine.boxes.xyxy.numpy(), theirs.boxes.xyxy.numpy(), atol=0.05)
         np.testing.assert_allclose(mine.boxes.conf.numpy(), theirs.boxes.conf.numpy(), atol=1e-4)
         np.testing.assert_array_equal(mine.boxes.cls.numpy(), theirs.boxes.cls.numpy())
+
+
+@pytest.mark.slow
+def test_bench_ultralytics_measures_both_tools_side_by_side(shipped, run_cli, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(FORK))
+    code, out, err = run_cli(
+        "bench-ultralytics", "--model", str(SHIPPED), "--trust-module", "shapes_fork",
+        "--data", str(shipped["data"]), "--calib-count", "16", "--eval-limit", "10", "--min-seconds", "0.05",
+        "--run-dir", str(tmp_path / "bench"),
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads((tmp_path / "bench" / "bench_ultralytics.json").read_text())
+    rows = {(row["tool"], row["artifact"]): row for row in report["rows"]}
+    artifacts = ("ONNX FP32", "OpenVINO FP32", "OpenVINO INT8")
+    assert set(rows) == {(tool, a) for tool in ("reparam-export", "Ultralytics") for a in artifacts}
+    for (tool, artifact), row in rows.items():
+        assert row["map"] is not None and row["convolutions"] > 0, (tool, artifact)
+        if artifact.endswith("FP32"):
+            assert row["ok"], (tool, artifact, row["max_abs_err"])
+        if artifact.startswith("OpenVINO"):
+            assert row["p50_ms"] > 0 and row["ratio"] > 0
+    assert rows[("Ultralytics", "OpenVINO FP32")]["ratio"] == 1.0
+    ours, theirs = rows[("reparam-export", "ONNX FP32")], rows[("Ultralytics", "ONNX FP32")]
+    assert ours["convolutions"] == theirs["convolutions"] - 2, "the fork's RefConv and RepConv are folded"
+    assert ours["map"] == pytest.approx(theirs["map"], abs=1e-6), "the same FP32 model, the same evaluator"
+    assert "Ultralytics" in out and "speed" in out
