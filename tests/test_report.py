@@ -148,6 +148,7 @@ def test_check_fails_on_regression(tmp_path, run_cli, baseline, worse, metric):
         ('{"metrics": {"onnx.fp32": {"map": NaN}}}', "onnx.fp32.map is nan, not a finite number"),
         ('{"metrics": {"onnx.fp32": {"map": true}}}', "onnx.fp32.map is True, not a finite number"),
         ('{"model": "other", "metrics": {"onnx.fp32": {"map": 0.5}}}', "is the baseline of 'other', not of"),
+        ('{"metrics": {"onnx.fp32": {"map": 0.5}}}', "records no 'model'"),
         (None, "baseline not found"),
     ],
 )
@@ -166,6 +167,29 @@ def test_bad_baseline_exit_2(tmp_path, run_cli, baseline, content, message):
         str(tolerances),
     )
     assert code == 2 and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("value", [float("nan"), "0.31"])
+def test_a_current_metric_that_is_not_a_number_regresses(tmp_path, run_cli, baseline, value):
+    path, tolerances = baseline
+    code, out, err = run_cli(
+        "check", "--artifacts", str(make_run(tmp_path / "odd", map_int8=value)), "--baseline", str(path),
+        "--tolerances", str(tolerances),
+    )  # fmt: skip
+    assert code == 1 and "1 of 5 metrics regressed" in err, out + err
+    (line,) = [line for line in out.splitlines() if "REGRESSED" in line]
+    assert "openvino.int8" in line and "map" in line
+
+
+def test_a_misspelt_tolerance_is_refused_not_ignored(tmp_path, run_cli, baseline):
+    path, _ = baseline
+    misspelt = tmp_path / "tol.yaml"
+    misspelt.write_text("mAP: {better: higher, abs: 0.003}\np50_ms: {better: lower, rel: 0.5}\n")
+    code, _, err = run_cli(
+        "check", "--artifacts", str(make_run(tmp_path / "r", map_int8=0.0)), "--baseline", str(path),
+        "--tolerances", str(misspelt),
+    )  # fmt: skip
+    assert code == 2 and "mAP is not a metric (checkable: map, map50" in err, err
 
 
 def test_bad_tolerances_exit_2(tmp_path, run_cli, baseline):

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from exporter.artifacts import write_json
 from exporter.errors import UserError, read_user_file, setting
-from exporter.report.metrics import collect
+from exporter.report.metrics import CHECKABLE, collect
 
 
 class Tolerance(BaseModel):
@@ -44,6 +44,12 @@ def load_tolerances(path: str | Path) -> dict[str, Tolerance]:
     data = read_user_file(path, "yaml")
     if not isinstance(data, dict) or not data:
         raise UserError(f"{path}: expected a mapping of metric -> {{better, abs, rel}}")
+    unknown = ", ".join(sorted(str(name) for name in data if name not in CHECKABLE))
+    if unknown:
+        raise UserError(
+            f"{path}: {unknown} is not a metric (checkable: {', '.join(CHECKABLE)}); fix the name: a "
+            "misspelt one would check nothing"
+        )
     tolerances = {}
     for metric, spec in data.items():
         try:
@@ -68,7 +74,12 @@ def load_baseline(path: str | Path, run: str | Path) -> dict[str, dict[str, floa
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"{path}: not a baseline file ({type(exc).__name__}: {exc})") from None
     recorded, model = data.get("model"), collect(run)["model"]
-    if recorded not in (None, model):
+    if recorded is None:
+        raise UserError(
+            f"{path} records no 'model', so it could be any model's baseline; recreate it with "
+            f"{setting('update_baseline')}"
+        )
+    if recorded != model:
         raise UserError(
             f"{path} is the baseline of '{recorded}', not of {run} ('{model}'); pass that run's baseline"
         )
@@ -89,6 +100,7 @@ def current_metrics(run: str | Path, names: list[str]) -> dict[str, dict[str, fl
 
 
 def compare(baseline: dict, current: dict, tolerances: dict[str, Tolerance]) -> list[Finding]:
+    """Each baseline metric a tolerance names; a current value missing or not a finite number regresses."""
     findings = []
     for artifact, values in baseline.items():
         for metric, base in values.items():
@@ -98,7 +110,13 @@ def compare(baseline: dict, current: dict, tolerances: dict[str, Tolerance]) -> 
             slack = tolerance.abs + tolerance.rel * abs(base)
             limit = base - slack if tolerance.better == "higher" else base + slack
             now = current.get(artifact, {}).get(metric)
-            regressed = now is None or (now < limit if tolerance.better == "higher" else now > limit)
+            if now is not None and (isinstance(now, bool) or not isinstance(now, (int, float))):
+                now = math.nan  # a damaged measurement is no measurement
+            regressed = (
+                now is None
+                or not math.isfinite(now)
+                or (now < limit if tolerance.better == "higher" else now > limit)
+            )
             findings.append(Finding(artifact, metric, base, now, limit, regressed))
     return findings
 

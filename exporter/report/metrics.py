@@ -26,6 +26,9 @@ def _stage_of(key: str, artifact: str | None, stages: dict[str, Any]) -> dict[st
     return written[0] if written else stages.get(key, {})
 
 
+CHECKABLE = ("map", "map50", "p50_ms", "p90_ms", "p99_ms", "fps", "bytes", "max_abs_err")  # numbers per row
+
+
 def collect(run: str | Path) -> dict[str, Any]:
     run = Path(run)
     manifest = read_manifest(run)
