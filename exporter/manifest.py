@@ -52,13 +52,18 @@ class StageResult:
 class RunDir:
     """`runs/<name>/`: the artifacts of one recipe plus manifest.json."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, force: bool = False):
         self.root = Path(root)
         self.manifest_path = self.root / "manifest.json"
+        self.force = force  # every stage reruns: a damaged manifest is replaced, not refused
 
     def manifest(self) -> dict[str, Any]:
         if self.manifest_path.is_file():
-            return read_manifest(self.root)
+            try:
+                return read_manifest(self.root)
+            except UserError:
+                if not self.force:
+                    raise
         return {"stages": {}}
 
     @staticmethod

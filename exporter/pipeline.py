@@ -103,7 +103,7 @@ class Pipeline:
         console: Console | None = None,
     ):
         self.recipe = recipe
-        self.run = RunDir(run_dir or Path("runs") / recipe.name)
+        self.run = RunDir(run_dir or Path("runs") / recipe.name, force)
         self.force = force
         self.console = console or Console(stderr=True, quiet=True)
         self.results: list[StageResult] = []

@@ -249,3 +249,26 @@ def test_onnx_external_data_outside_its_folder_is_refused(tmp_path):
     with pytest.raises(UserError, match=r"'\.\./secret\.bin' points outside the directory"):
         load(model)
     assert load(conv_with_data_at("weights/w.bin", tmp_path / "run")).infer(np.zeros((1, 3, 8, 8)))[0].shape
+
+
+def test_force_rebuilds_over_a_damaged_manifest(run_cli, tmp_path):
+    args = (
+        "build",
+        "--recipe",
+        str(EMBEDDED),
+        "--target",
+        "onnx",
+        "--precision",
+        "fp32",
+        "--input-size",
+        "64",
+        "64",
+    )
+    run = tmp_path / "run"
+    assert run_cli(*args, "--run-dir", str(run))[0] == 0
+    (run / "manifest.json").write_text("{broken")
+    code, _, err = run_cli(*args, "--run-dir", str(run))
+    assert code == 2 and "manifest.json is damaged" in err and "--force" in err
+    code, _, err = run_cli(*args, "--run-dir", str(run), "--force")
+    assert code == 0, err
+    assert set(json.loads((run / "manifest.json").read_text())["stages"]) == {"fuse", "export", "simplify"}
