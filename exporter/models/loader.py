@@ -19,7 +19,8 @@ from exporter.artifacts import sha256_file, sha256_json
 from exporter.data.transforms import Preprocess, normalize
 from exporter.errors import UserError, setting, summary
 
-STANDARD_LIBRARY = sys.stdlib_module_names | set(sys.builtin_module_names)
+# Python's own modules (and Python 2's name for builtins, which old pickles use): never user code
+STANDARD_LIBRARY = sys.stdlib_module_names | set(sys.builtin_module_names) | {"__builtin__"}
 
 
 @contextlib.contextmanager
@@ -38,7 +39,7 @@ def user_modules() -> Iterator[None]:
             sys.path.remove(entry)
 
 
-def _in_standard_library(module: str) -> bool:
+def in_standard_library(module: str) -> bool:
     return module.split(".")[0] in STANDARD_LIBRARY
 
 
@@ -46,7 +47,7 @@ def resolve_builder(spec: str):
     """The function or class `package.module:name` names, imported as user code (never from
     Python's standard library: a recipe naming `os:system` is refused before anything is imported)."""
     module_name, _, func_name = spec.partition(":")
-    if _in_standard_library(module_name):
+    if in_standard_library(module_name):
         raise UserError(
             f"model builder '{spec}': '{module_name}' is Python's standard library, which builds no model; "
             "name a function or class of your own package (package.module:function)"
@@ -62,7 +63,7 @@ def resolve_builder(spec: str):
     builder = getattr(module, func_name, None)
     if not (inspect.isfunction(builder) or inspect.isclass(builder)):
         raise UserError(f"model builder '{spec}': '{module_name}' has no function or class '{func_name}'")
-    if _in_standard_library(builder.__module__ or ""):
+    if in_standard_library(builder.__module__ or ""):
         raise UserError(
             f"model builder '{spec}' is {builder.__module__}.{builder.__qualname__}, from Python's "
             "standard library, which builds no model; name a function or class of your own package"

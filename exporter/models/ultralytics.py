@@ -15,7 +15,6 @@ the end-to-end heads of YOLOv10 and YOLO26 give (N, K, 6) rows [x1, y1, x2, y2, 
 from __future__ import annotations
 
 import importlib
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from torch import nn
 
 from exporter.errors import UserError, setting, summary
 from exporter.libraries import Library
-from exporter.models.loader import user_modules
+from exporter.models.loader import in_standard_library, user_modules
 
 EXPORT_FORMAT = "onnx"
 LIBRARY = Library(
@@ -39,7 +38,7 @@ def _allowed(name: str, path: Path, trusted: tuple[str, ...]) -> type:
     """The class a checkpoint global names, if it may be unpickled (else a one-line refusal)."""
     module_name, _, attribute = name.rpartition(".")
     package = module_name.split(".")[0]
-    if package in sys.stdlib_module_names or package in ("builtins", "__builtin__"):
+    if in_standard_library(package):
         raise UserError(
             f"{path} needs {name}, from Python's standard library, which a model's checkpoint never needs: "
             "refused, nothing of it ran"
