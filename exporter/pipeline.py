@@ -22,6 +22,8 @@ from exporter.data import calibration
 from exporter.errors import UserError, setting
 from exporter.lowering.capability import Choice
 from exporter.manifest import RunDir, StageResult
+from exporter.models import adapters
+from exporter.models.heads import Head
 from exporter.recipe import Recipe
 from exporter.stages import export_onnx, fuse, partial_int8, sensitivity, simplify
 from exporter.stages.scoring import EvaluationSettings
@@ -169,6 +171,12 @@ class Pipeline:
         return chosen
 
     @functools.cached_property
+    def head(self) -> Head | None:
+        """The output contract of the model's adapter (None without one)."""
+        adapter = self.recipe.model.adapter
+        return None if adapter is None else adapters.head(adapter, self.recipe.model.ref())
+
+    @functools.cached_property
     def evaluation(self) -> EvaluationSettings:
         return EvaluationSettings.from_recipe(self.recipe)
 
@@ -186,11 +194,32 @@ class Pipeline:
 
     # stages every target shares
 
+    def accept_outputs(self, shapes: list[list[int]]) -> None:
+        """Refuse a recipe that does not fit the model's outputs (before fused.pt is written): the
+        export's output names, one per output; the class names, one per class the head scores."""
+        export_onnx.output_names(self.recipe.export.output_names, len(shapes))
+        names = self.recipe.class_names
+        if names and self.head is not None:
+            classes = self.head.classes(shapes)
+            if classes is not None and classes != len(names):
+                raise UserError(
+                    f"class_names lists {len(names)} names but the model scores {classes} classes; "
+                    "give one name per class in the recipe's class_names"
+                )
+
     def fuse(self) -> StageResult:
         settings = self.fuse_settings
-        return self.stage(
-            "fuse", "fused.pt", {}, settings, lambda out: fuse.run(settings, out), fuse.describe
+        result = self.stage(
+            "fuse",
+            "fused.pt",
+            {},
+            settings,
+            lambda out: fuse.run(settings, out, self.accept_outputs),
+            fuse.describe,
         )
+        if result.cached:
+            self.accept_outputs(result.record["outputs"])
+        return result
 
     def export(self, target: Target) -> StageResult:
         fused = self.fuse().output

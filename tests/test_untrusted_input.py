@@ -136,6 +136,29 @@ def test_a_yaml_alias_bomb_is_refused_at_once(run_cli, tmp_path):
     assert code == 2 and "aliases expand to over 100000 values" in err, err
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "named"),
+    [
+        (
+            "class_names: [circle, square, triangle]",
+            "class_names: [circle, square]",
+            "class_names lists 2 names but the model scores 3 classes",
+        ),
+        ("output_names: [scores, boxes]", "output_names: [a, b, c]", "has 3 names but the model returns 2"),
+    ],
+)
+def test_a_recipe_that_does_not_fit_the_model_leaves_nothing(run_cli, tmp_path, old, new, named):
+    """Known only once the model ran, yet refused before fused.pt or a manifest is written; and again
+    when a build of the right recipe left a cached fused model behind."""
+    run = tmp_path / "run"
+    code, _, err = run_cli("fuse", "--recipe", str(recipe_with(tmp_path, old, new)), "--run-dir", str(run))
+    assert code == 2 and named in err and len(err.strip().splitlines()) == 1, err
+    assert not run.exists()
+    assert run_cli("fuse", "--recipe", str(EMBEDDED), "--run-dir", str(run))[0] == 0
+    code, _, err = run_cli("fuse", "--recipe", str(recipe_with(tmp_path, old, new)), "--run-dir", str(run))
+    assert code == 2 and named in err, err
+
+
 def test_missing_evaluation_data_is_refused_before_any_stage(run_cli, tmp_path):
     code, _, err = run_cli(
         "build", "--target", "onnx", "--precision", "fp32", "--eval-data", str(tmp_path / "none"),

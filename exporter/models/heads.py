@@ -39,6 +39,15 @@ class Head:
     def with_mode(self, mode: str) -> Head:
         return dataclasses.replace(self, mode=mode)
 
+    def classes(self, shapes: list[list[int]]) -> int | None:
+        """The model's class count read from its output shapes (batch first); None where the outputs
+        carry class indices instead of one score per class."""
+        if self.mode in ("raw", "decoded"):
+            return shapes[0][-1]
+        if self.mode == "yolo":
+            return shapes[0][1] - 4
+        return None
+
     def postprocess(
         self,
         outputs: list,

@@ -74,16 +74,22 @@ def apply_akconv_lowering(model: torch.nn.Module, choice: Choice) -> dict[str, A
     return {"layers": len(layers), "lowering": choice.lowering, "reason": choice.reason}
 
 
+def output_names(requested: tuple[str, ...] | list[str] | None, count: int) -> list[str]:
+    """The ONNX output names for a model of `count` outputs: the requested ones, else output0, …"""
+    names = list(requested or [f"output{i}" for i in range(count)])
+    if len(names) != count:
+        raise UserError(
+            f"{setting('export.output_names')} has {len(names)} names but the model returns {count} "
+            "tensors; name each output once, or drop export.output_names"
+        )
+    return names
+
+
 def run(settings: ExportSettings, fused_pt: Path, out: Path) -> dict[str, Any]:
     model, blob = reference.load_fused(fused_pt)
     probe, outputs = blob["probe"], blob["outputs"]
     akconv = apply_akconv_lowering(model, settings.akconv)
-    names = list(settings.output_names or [f"output{i}" for i in range(len(outputs))])
-    if len(names) != len(outputs):
-        raise UserError(
-            f"{setting('export.output_names')} has {len(names)} names but the model returns "
-            f"{len(outputs)} tensors"
-        )
+    names = output_names(settings.output_names, len(outputs))
     dynamic = {n: {0: "batch"} for n in [INPUT_NAME, *names]} if settings.dynamic_batch else None
     buffer = io.BytesIO()
     with warnings.catch_warnings():

@@ -5,6 +5,7 @@ input of another size and draw, so a rewrite that only holds at one size or for 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,15 +92,21 @@ def fuse(settings: FuseSettings) -> tuple[nn.Module, FuseReport, torch.Tensor]:
     return fused, report, probe
 
 
-def run(settings: FuseSettings, out: Path) -> dict[str, Any]:
+def run(
+    settings: FuseSettings, out: Path, accept: Callable[[list[list[int]]], None] = lambda shapes: None
+) -> dict[str, Any]:
+    """Fuse and prove; `accept` sees the output shapes before fused.pt is written and may refuse them."""
     with files_read() as read:
         fused, report, probe = fuse(settings)
+    shapes = [list(a.shape) for a in report.reference_outputs]
+    accept(shapes)
     reference.save(out, fused, report, settings.source, probe)
     # files the builder read itself (a checkpoint it loads, a config): a change to one reruns the stage
     known = settings.source.checkpoint.resolve() if settings.source.checkpoint else None
     reads = [p for p in read if p != known] if settings.source.builder else []
     return {
         "check": report.as_dict(),
+        "outputs": shapes,
         "gflops": profile(fused, probe[:1]).gflops,
         "reads": {str(p): sha256_file(p) for p in reads},
     }
