@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+TEMPORARY = ".tmp-"  # prefix of a file being written (then the writer's pid): absent once it is renamed
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -51,24 +54,48 @@ def atomic_output(path: str | os.PathLike, companions: tuple[str, ...] = ()) -> 
     version, or the complete new version, never a half-written file.
     """
     final = Path(path)
-    created = [p for p in [final.parent, *final.parent.parents] if not p.exists()]
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".tmp-{os.getpid()}-{final.name}")
+    tmp = final.with_name(f"{TEMPORARY}{os.getpid()}-{final.name}")
     pairs = [(tmp.with_suffix(s), final.with_suffix(s)) for s in companions] + [(tmp, final)]
+    with folder_for(final):
+        try:
+            yield tmp
+            for written, _ in pairs:
+                if not written.exists():
+                    raise RuntimeError(f"stage wrote nothing to {written}")
+            for written, target in pairs:
+                os.replace(written, target)
+        except BaseException as exc:
+            for written, _ in pairs:
+                written.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.filename is None:  # a failed write names no file: name it
+                raise OSError(exc.errno, exc.strerror, str(final)) from exc
+            raise
+
+
+@contextlib.contextmanager
+def folder_for(path: Path, *, inclusive: bool = False) -> Iterator[None]:
+    """Create the folders `path` (inclusive) or its parent needs; if the block fails, remove those it
+    created and left empty, so a failed write leaves no empty run directory behind."""
+    folder = path if inclusive else path.parent
+    created = [p for p in [folder, *folder.parents] if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
     try:
-        yield tmp
-        for written, _ in pairs:
-            if not written.exists():
-                raise RuntimeError(f"stage wrote nothing to {written}")
-        for written, target in pairs:
-            os.replace(written, target)
+        yield
     except BaseException:
-        for written, _ in pairs:
-            written.unlink(missing_ok=True)
-        for folder in created:  # innermost first: leave no empty run directory behind
+        for made in created:  # innermost first
             with contextlib.suppress(OSError):
-                folder.rmdir()
+                made.rmdir()
         raise
+
+
+def save_torch(value: object, path: str | os.PathLike) -> None:
+    """torch.save, byte for byte the same for the same value: the archive inside is named "archive",
+    not after the (temporary) file written, and a failed write raises OSError as any file write does."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    Path(path).write_bytes(buffer.getvalue())
 
 
 def write_json(path: str | os.PathLike, value: object) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 from exporter.artifacts import sha256_file, write_json
 from exporter.errors import UserError
 from exporter.evaluate import run_recipe
-from exporter.manifest import run_artifacts
+from exporter.manifest import run_artifacts, verified
 from exporter.numerics.latency import measure, throughput
 from exporter.stages.reference import load_reference
 from exporter.targets import artifact_target, load_artifact
@@ -37,7 +37,7 @@ def bench_run(
     if not artifacts:
         raise UserError(f"{run} has no built artifacts; run `reparam-export build` for it first")
     plugin = run_recipe(run).tensorrt.plugin_library
-    blob = load_reference(run / "fused.pt")
+    blob = load_reference(verified(run, "fused.pt"))
     batch = np.ascontiguousarray(blob["probe"][:1].numpy())
     results: dict[str, Any] = {}
     for key, path in artifacts.items():

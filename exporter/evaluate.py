@@ -10,7 +10,7 @@ import torch
 
 from exporter.artifacts import sha256_file, write_json
 from exporter.errors import UserError
-from exporter.manifest import in_run, read_manifest, run_artifacts
+from exporter.manifest import read_manifest, run_artifacts, verified
 from exporter.models.heads import ENGINE_NMS
 from exporter.numerics.parity import flatten_outputs
 from exporter.recipe import Recipe
@@ -43,11 +43,12 @@ def evaluate_run(
     onnxruntime) on `data` (default: the recipe's evaluation data); written to RUN/eval.json."""
     run = Path(run)
     recipe = run_recipe(run)
+    artifacts = run_artifacts(run)  # verified before anything is measured
+    fused = verified(run, "fused.pt")
     score = Scorer(EvaluationSettings.from_recipe(recipe, data, limit), progress)
     stages = read_manifest(run)["stages"]
-    runners = {"torch.fp32": (torch_infer(run / "fused.pt"), 8)}
+    runners = {"torch.fp32": (torch_infer(fused), 8)}
     batch = 8 if recipe.export.dynamic_batch else 1
-    artifacts = run_artifacts(run)
     plugin = recipe.tensorrt.plugin_library
     runners.update(
         {key: (load_artifact(key, path, 0, plugin).infer, batch) for key, path in artifacts.items()}
@@ -55,7 +56,7 @@ def evaluate_run(
     for target in TARGETS.values():
         for stage, label in target.stand_ins.items():
             if stage in stages:
-                model = in_run(run, stages[stage]["output"]["path"])
+                model = verified(run, stages[stage]["output"]["path"])
                 runners[label] = (TARGETS["onnx"].load(model).infer, batch)
     # end-to-end NMS engines output detections (EfficientNMS_TRT); the Q/DQ ONNX does not
     engines = {k for k in artifacts if k.startswith("tensorrt.")} if recipe.tensorrt.end2end_nms else set()

@@ -7,8 +7,10 @@ unchanged, is a cache hit and is not run again; an interrupted run resumes.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import json
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -18,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from exporter import __version__
-from exporter.artifacts import atomic_output, plain, sha256_file, sha256_json, write_json
+from exporter.artifacts import (
+    TEMPORARY,
+    atomic_output,
+    folder_for,
+    plain,
+    sha256_file,
+    sha256_json,
+    write_json,
+)
 from exporter.errors import UserError, setting
 
 TRACKED_LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxsim", "numpy")
@@ -49,13 +59,41 @@ class StageResult:
     cached: bool
 
 
+_LOCKS: dict[Path, int] = {}  # run directories this process holds: folder -> its open descriptor
+
+
 class RunDir:
-    """`runs/<name>/`: the artifacts of one recipe plus manifest.json."""
+    """`runs/<name>/`: the artifacts of one recipe plus manifest.json.
+
+    The first write takes an exclusive lock on the folder, held until the process ends (a second build
+    of the same run directory is refused, not interleaved), and removes the temporary files a killed
+    build left behind."""
 
     def __init__(self, root: str | Path, force: bool = False):
         self.root = Path(root)
         self.manifest_path = self.root / "manifest.json"
         self.force = force  # every stage reruns: a damaged manifest is replaced, not refused
+
+    def lock(self) -> None:
+        """Hold the run directory (created if needed) for this process; stale temporary files go."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        key = self.root.resolve()
+        held = _LOCKS.get(key)
+        if held is not None and os.fstat(held).st_ino == key.stat().st_ino:
+            return
+        descriptor = os.open(key, os.O_RDONLY)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise UserError(
+                f"{self.root} is being built by another process; wait for it to finish or pass another "
+                f"{setting('run_dir')}"
+            ) from None
+        _LOCKS[key] = descriptor
+        for stale in self.root.rglob(f"{TEMPORARY}*"):  # no writer of this run is alive but us
+            if stale.is_file():
+                stale.unlink()
 
     def manifest(self) -> dict[str, Any]:
         if self.manifest_path.is_file():
@@ -107,8 +145,10 @@ class RunDir:
         if not force and self._cache_hit(entry, key, files):
             return StageResult(name, output, entry, cached=True)
         start = time.perf_counter()
-        with atomic_output(output, companions) as tmp:
-            record = func(tmp)
+        with folder_for(self.root, inclusive=True):
+            self.lock()
+            with atomic_output(output, companions) as tmp:
+                record = func(tmp)
         described = [
             {"path": str(f.relative_to(self.root)), "sha256": sha256_file(f), "bytes": f.stat().st_size}
             for f in files
@@ -131,6 +171,7 @@ class RunDir:
         """Record run-level fields (recipe, targets, skipped stages) in the manifest."""
         manifest = self.manifest()
         manifest.update(fields)
+        self.lock()
         write_json(self.manifest_path, manifest)
 
 
@@ -163,11 +204,31 @@ def in_run(run: Path, recorded: str) -> Path:
     return Path(run) / recorded
 
 
+def verified(run: Path, recorded: str, manifest: dict[str, Any] | None = None) -> Path:
+    """A file a stage of the run wrote, once it and the files written with it (an IR's .bin) still hash
+    as the manifest recorded: a changed or damaged artifact is refused, never measured."""
+    manifest = manifest or read_manifest(run)
+    for stage in manifest["stages"].values():
+        output = stage.get("output") or {}
+        if output.get("path") != recorded:
+            continue
+        for written in [output, *output.get("companions", [])]:
+            path = in_run(run, written["path"])
+            if not path.is_file():
+                raise UserError(f"artifact {path} is missing; rebuild the run with `reparam-export build`")
+            if sha256_file(path) != written["sha256"]:
+                raise UserError(
+                    f"{path} is not the file its build wrote (its sha256 differs from manifest.json's): it "
+                    f"was changed or damaged; rebuild the run (build with {setting('force')})"
+                )
+        return in_run(run, recorded)
+    raise UserError(f"{Path(run) / 'manifest.json'} records no stage that wrote {recorded}; rebuild the run")
+
+
 def run_artifacts(run: Path) -> dict[str, Path]:
-    """The built artifacts of a run (stored relative to the run directory, so a run can move)."""
-    artifacts = read_manifest(run).get("artifacts", {})
-    paths = {key: in_run(run, path) for key, path in artifacts.items()}
-    missing = [str(path) for path in paths.values() if not path.is_file()]
-    if missing:
-        raise UserError(f"artifact {missing[0]} is missing; rebuild the run with `reparam-export build`")
-    return paths
+    """The built artifacts of a run (stored relative to the run directory, so a run can move), each
+    verified against the manifest's hashes, as is the reference they were checked against (fused.pt)."""
+    manifest = read_manifest(run)
+    if "fuse" in manifest["stages"]:
+        verified(run, manifest["stages"]["fuse"]["output"]["path"], manifest)
+    return {key: verified(run, path, manifest) for key, path in manifest.get("artifacts", {}).items()}

@@ -4,12 +4,29 @@ support OpenVINO would otherwise run an FP32 model in bfloat16."""
 from __future__ import annotations
 
 import math
+import re
 import time
 from pathlib import Path
 
 import numpy as np
 
 PRECISION_HINTS = {"fp32": "f32", "fp16": "f32", "int8": "f32"}  # compute precision of non-INT8 ops
+
+
+AUTO_NAME = re.compile(r"(?<![\w.:/])([A-Z][A-Za-z0-9]*)_(\d+)(?!\w)")  # OpenVINO's Type_<counter>
+
+
+def canonical_names(model) -> None:
+    """Renumber the names OpenVINO generates (`Type_<n>`, n counting every node the process ever made) in
+    graph order, so the same model saves to the same .xml whatever the process did before."""
+    numbers: dict[str, int] = {}
+
+    def renumber(match: re.Match) -> str:
+        number = numbers.setdefault(match.group(0), len(numbers))
+        return f"{match.group(1)}_{number}"
+
+    for op in model.get_ordered_ops():
+        op.set_friendly_name(AUTO_NAME.sub(renumber, op.get_friendly_name()))
 
 
 class OpenVinoRunner:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
-from exporter.artifacts import atomic_output, write_json
+from exporter.artifacts import atomic_output, save_torch, write_json
 from exporter.data.coco import load_coco, read_rgb
 from exporter.data.transforms import resize_stretch
 from exporter.models.demo import DemoDetector
@@ -238,7 +238,7 @@ def train(config: TrainConfig) -> Path:
     meta = {**asdict(config), "train_seconds": round(time.perf_counter() - start, 1), "iterations": total}
     out = Path(config.out)
     with atomic_output(out) as tmp:
-        torch.save({"model": ema.model.state_dict(), "meta": meta}, tmp)
+        save_torch({"model": ema.model.state_dict(), "meta": meta}, tmp)
     return out
 
 

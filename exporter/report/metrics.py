@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.errors import UserError
-from exporter.manifest import read_manifest
+from exporter.manifest import read_manifest, run_artifacts
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -32,6 +32,7 @@ CHECKABLE = ("map", "map50", "p50_ms", "p90_ms", "p99_ms", "fps", "bytes", "max_
 def collect(run: str | Path) -> dict[str, Any]:
     run = Path(run)
     manifest = read_manifest(run)
+    run_artifacts(run)  # numbers of a changed or damaged artifact are not reported
     stages = manifest.get("stages", {})
     evaluation, bench = _read(run / "eval.json"), _read(run / "bench.json")
     artifacts = manifest.get("artifacts", {})

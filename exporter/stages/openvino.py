@@ -82,6 +82,7 @@ def run(settings: IrSettings, onnx_path: Path, fused_pt: Path, out: Path) -> dic
             "float_layers": list(settings.float_nodes),
             "ignored_scope": ignored,
         }
+    ov_backend.canonical_names(model)  # the same .xml from the same inputs, in any process
     ov.save_model(model, str(out), compress_to_fp16=precision == "fp16")
     runner = ov_backend.load(out, precision)
     parity = reference.reference_parity(fused_pt, runner, settings.noise_factor)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from exporter.artifacts import save_torch
 from exporter.blocks.fuse import FuseReport, cast, replay
 from exporter.errors import CheckFailed, UserError, setting
 from exporter.models.loader import ModelSource
@@ -45,7 +46,7 @@ def save(out: Path, fused: nn.Module, report: FuseReport, source: ModelSource, p
         "outputs": [torch.from_numpy(a) for a in report.reference_outputs],
         "noise": report.noise,
     }
-    torch.save(blob, out)
+    save_torch(blob, out)
 
 
 def load_reference(fused_pt: Path) -> dict[str, Any]:

@@ -1,0 +1,160 @@
+"""A run directory's integrity: every reader verifies the artifacts against the manifest, one build at a
+time, temporary files of a killed build removed, the same inputs give the same bytes (interrupted or
+not), and a read-only folder or a full disk is one line that leaves nothing half-written."""
+
+import ctypes
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from exporter.artifacts import sha256_file
+from exporter.recipe import load_recipe
+from tests.conftest import EMBEDDED
+
+pytest.importorskip("openvino")
+
+SCRIPT = Path(sys.executable).parent / "reparam-export"
+SIZE = ["--input-size", "96", "128"]
+BUILD = ["build", "--recipe", str(EMBEDDED), *SIZE, "--target", "openvino", "--precision", "fp32"]
+FILES = ("fused.pt", "openvino/model.onnx", "openvino/model_fp32.xml", "openvino/model_fp32.bin")
+
+
+def build(run: Path) -> None:
+    from exporter.pipeline import Pipeline
+
+    recipe = load_recipe(EMBEDDED, {"input_size": [96, 128], "targets": ["openvino"], "precisions": ["fp32"]})
+    Pipeline(recipe, run).build()
+
+
+def digests(run: Path) -> dict[str, str]:
+    return {name: sha256_file(run / name) for name in FILES}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    run = tmp_path_factory.mktemp("built") / "run"
+    build(run)
+    return run
+
+
+def cli(*argv: str, preexec=None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(SCRIPT), *argv], capture_output=True, text=True, preexec_fn=preexec, cwd=cwd, timeout=300
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["eval", "--data", "demo"],
+        ["bench", "--min-iters", "1", "--min-seconds", "0"],
+        ["report"],
+        ["check", "--update-baseline"],
+    ],
+)
+@pytest.mark.parametrize("damaged", ["openvino/model_fp32.bin", "fused.pt"])
+def test_every_reader_refuses_a_changed_artifact(built, run_cli, tmp_path, command, damaged):
+    run = shutil.copytree(built, tmp_path / "run")
+    content = bytearray((run / damaged).read_bytes())
+    content[len(content) // 2] ^= 0x40  # one flipped bit in the weights
+    (run / damaged).write_bytes(bytes(content))
+    (tmp_path / "t.yaml").write_text("map: {better: higher, abs: 0.5}\n")
+    extra = ["--tolerances", str(tmp_path / "t.yaml"), "--baseline", str(tmp_path / "b.json")]
+    extra = extra if command[0] == "check" else []
+    code, _, err = run_cli(command[0], "--artifacts", str(run), *command[1:], *extra)
+    assert code == 2 and f"{damaged} is not the file its build wrote" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not (run / "eval.json").exists() and not (run / "bench.json").exists()
+
+
+def test_the_same_inputs_give_the_same_bytes_in_any_process(built, tmp_path):
+    """This process built other models before (OpenVINO's node counter and torch.save's temporary
+    archive name differ): fused.pt and the IR are still byte for byte those of the first build."""
+    build(tmp_path / "again")
+    assert digests(tmp_path / "again") == digests(built)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SCRIPT.is_file(), reason="the reparam-export console script is not installed")
+def test_a_killed_build_resumes_to_the_same_bytes_and_leaves_no_temporaries(built, tmp_path):
+    run = tmp_path / "run"
+    process = subprocess.Popen([str(SCRIPT), *BUILD, "--run-dir", str(run)], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (run / "fused.pt").is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # mid-export (or just after), whatever was being written
+    process.wait()
+    (run / "openvino").mkdir(exist_ok=True)
+    stale = run / "openvino" / ".tmp-999999-model.onnx"  # as a kill at the rename leaves it
+    stale.write_bytes(b"half")
+    result = cli(*BUILD, "--run-dir", str(run))
+    assert result.returncode == 0, result.stderr
+    assert not stale.exists() and not list(run.rglob(".tmp-*"))
+    assert digests(run) == digests(built)
+
+
+def test_a_second_build_of_one_run_directory_is_refused(built, run_cli, tmp_path):
+    run = shutil.copytree(built, tmp_path / "run")
+    holder = subprocess.Popen(
+        [
+            sys.executable, "-c",
+            "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(120)",
+            str(run),
+        ],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code, _, err = run_cli(*BUILD, "--run-dir", str(run), "--force")
+        assert code == 2 and "is being built by another process" in err, err
+        assert digests(run) == digests(built), "the held run was not touched"
+    finally:
+        holder.kill()
+        holder.wait()
+    code, _, err = run_cli(*BUILD, "--run-dir", str(run))
+    assert code == 0, err
+
+
+def without_privileges() -> None:
+    """In the child before it runs the command: drop every capability (a root user's included), so file
+    permissions bind it as they bind anyone."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in range(64):
+        libc.prctl(24, capability, 0, 0, 0)  # PR_CAPBSET_DROP; past the kernel's last one it fails
+
+
+@pytest.mark.skipif(not SCRIPT.is_file(), reason="the reparam-export console script is not installed")
+def test_a_read_only_run_directory_is_one_line(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    run.chmod(0o555)
+    try:
+        result = cli(*BUILD, "--run-dir", str(run), preexec=without_privileges, cwd=tmp_path)
+    finally:
+        run.chmod(0o755)
+    assert result.returncode == 2, result.stderr
+    assert f"error: cannot write {run}" in result.stderr and "permission denied" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not list(run.iterdir())
+
+
+@pytest.mark.skipif(not SCRIPT.is_file(), reason="the reparam-export console script is not installed")
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
+    """A file-size limit makes writes fail as a full disk does (EFBIG instead of ENOSPC)."""
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    run = tmp_path / "run"
+    result = cli(*BUILD, "--run-dir", str(run), preexec=small_files, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert f"error: cannot write {run / 'fused.pt'}:" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not run.exists(), "nothing half-written, no empty run directory"
