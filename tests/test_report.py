@@ -5,20 +5,38 @@ import re
 
 import pytest
 
+from exporter.artifacts import sha256_file
 from exporter.report.render import write_report
+
+
+def written(root, relative, size):
+    """A stand-in artifact file and its manifest record (`size`: the bytes the report shows)."""
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{relative}\n")
+    return {"path": relative, "sha256": sha256_file(path), "bytes": size}
 
 
 def make_run(root, name="damoyolo_ns", map_int8=0.300, p50_int8=3.0):
     root.mkdir(parents=True, exist_ok=True)
     stages = {
-        "fuse": {"wall_s": 1.2, "check": {"params_before": 1500000, "params_after": 1410000}},
-        "openvino.fp32": {"wall_s": 2.0, "check": {"max_abs_err": 1e-5}, "output": {"bytes": 5_600_000}},
-        "openvino.int8": {"wall_s": 9.0, "check": {"max_abs_err": 0.08}, "output": {"bytes": 1_500_000}},
+        "fuse": {
+            "wall_s": 1.2,
+            "check": {"params_before": 1500000, "params_after": 1410000},
+            "output": written(root, "fused.pt", 6_000_000),
+        },
+        "openvino.fp32": {
+            "wall_s": 2.0,
+            "check": {"max_abs_err": 1e-5},
+            "output": written(root, "openvino/model_fp32.xml", 5_600_000),
+        },
+        "openvino.int8": {
+            "wall_s": 9.0,
+            "check": {"max_abs_err": 0.08},
+            "output": written(root, "openvino/model_int8.xml", 1_500_000),
+        },
     }
-    artifacts = {
-        "openvino.fp32": str(root / "openvino/model_fp32.xml"),
-        "openvino.int8": str(root / "openvino/model_int8.xml"),
-    }
+    artifacts = {"openvino.fp32": "openvino/model_fp32.xml", "openvino.int8": "openvino/model_int8.xml"}
     (root / "manifest.json").write_text(
         json.dumps({"recipe": {"name": name}, "recipe_hash": "abc", "stages": stages, "artifacts": artifacts})
     )
@@ -228,8 +246,8 @@ def test_measurements_of_an_earlier_build_are_left_out(tmp_path):
 
     run = make_run(tmp_path / "r")
     manifest = json.loads((run / "manifest.json").read_text())
-    manifest["stages"]["openvino.int8"]["output"].update(path="openvino/model_int8.xml", sha256="new")
-    manifest["artifacts"]["openvino.int8"] = "openvino/model_int8.xml"
+    (run / "openvino/model_int8.xml").write_text("rebuilt\n")
+    manifest["stages"]["openvino.int8"]["output"]["sha256"] = sha256_file(run / "openvino/model_int8.xml")
     (run / "manifest.json").write_text(json.dumps(manifest))
     bench = json.loads((run / "bench.json").read_text())
     bench["results"]["openvino.int8"]["sha256"] = "old"  # timed before the rebuild
