@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from exporter.artifacts import sha256_file, write_json
+from exporter.artifacts import sha256_file, sha256_json, write_json
 from exporter.errors import UserError
 from exporter.manifest import read_manifest, run_artifacts, verified
 from exporter.models.heads import ENGINE_NMS
@@ -69,7 +69,9 @@ def evaluate_run(
         results[key]["sha256"] = sha256_file(path)
     report = {
         "data": str(score.dataset.annotations),
+        "data_sha256": sha256_json(score.dataset.content),  # what was scored: images, boxes, categories
         "images": next(iter(results.values()))["images"],
+        "category_matching": score.category_matching,
         "results": results,
     }
     write_json(run / "eval.json", report)

@@ -129,6 +129,10 @@ def test_eval_command_scores_torch_and_every_artifact(run_cli, tmp_path):
     from tests.conftest import EMBEDDED
 
     data = write_split(tmp_path / "shapes", "val", 6, seed=2)
+    content = json.loads(data.read_text())  # the embedded model's three classes only
+    content["categories"] = content["categories"][:3]
+    content["annotations"] = [a for a in content["annotations"] if a["category_id"] <= 3]
+    data.write_text(json.dumps(content))
     run = tmp_path / "run"
     code, _, err = run_cli("build", "--recipe", str(EMBEDDED), "--run-dir", str(run))
     assert code == 0, err
@@ -136,6 +140,7 @@ def test_eval_command_scores_torch_and_every_artifact(run_cli, tmp_path):
     assert code == 0, err
     report = json.loads((run / "eval.json").read_text())
     assert set(report["results"]) == {"torch.fp32", "onnx.fp32"} and report["images"] == 6
+    assert report["category_matching"] == "by name" and "warning" not in err
     assert report["results"]["onnx.fp32"]["map"] == pytest.approx(
         report["results"]["torch.fp32"]["map"], abs=1e-3
     )

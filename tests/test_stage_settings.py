@@ -56,7 +56,7 @@ CASES = {
     "model.adapter": ("damoyolo", INT8 | END2END | {"eval"}),  # NMS thresholds of scoring and EfficientNMS
     "model.trust": (["mypkg"], set()),  # read only where a checkpoint holds the whole model
     "input_size": ([64, 64], ALL),
-    "class_names": (["a", "b", "c"], EXPORTED),
+    "class_names": (["a", "b", "c"], EXPORTED | {"eval"}),
     "preprocess.color": ("bgr", ALL),
     "preprocess.scale": (1.0, ALL),
     "preprocess.mean": ([1, 2, 3], ALL),

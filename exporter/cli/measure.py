@@ -16,10 +16,14 @@ ARTIFACTS = click.option(
 
 
 def print_evaluation(run: Path, data=None, limit=None) -> None:
+    from exporter.data.coco_map import BY_NAME
     from exporter.evaluate import evaluate_run
     from exporter.report import tables
 
-    out_console().print(tables.evaluation(evaluate_run(run, data, limit)))
+    report = evaluate_run(run, data, limit)
+    if report["category_matching"] != BY_NAME:
+        say(f"warning: {report['data']}: categories matched {report['category_matching']}")
+    out_console().print(tables.evaluation(report))
 
 
 @cli.command("eval")

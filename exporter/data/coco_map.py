@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from rich.progress import Progress
 
 from exporter.data.coco import CocoDataset, Sample, read_rgb
 from exporter.data.transforms import Resize, resize
+from exporter.errors import UserError
 
 STAT_NAMES = ("map", "map50", "map75", "map_small", "map_medium", "map_large")
 
@@ -26,8 +28,67 @@ class Detections:
     labels: np.ndarray
 
 
+BY_NAME = "by name"
+BY_POSITION = "by position: the model has no class names (set class_names in the recipe to match by name)"
+
+
+def for_model(dataset: CocoDataset, class_names: Sequence[str]) -> tuple[CocoDataset, str]:
+    """The dataset indexed by the model's classes (class i is the category named class_names[i]) and
+    how its categories were matched to them (BY_NAME, or BY_POSITION where the model names none).
+    Refused: nothing to score, or categories and class names that are not the same set."""
+    file, names = dataset.annotations, dataset.class_names
+    if not names:
+        raise UserError(
+            f"{file}: no categories, nothing to score; list the dataset's classes under 'categories'"
+        )
+    if not any(len(sample.labels) for sample in dataset.samples):
+        raise UserError(
+            f"{file}: no annotations, nothing to score; evaluate on a dataset with labelled objects"
+        )
+    if not class_names:
+        return dataset, BY_POSITION
+    for side, listed in (("the dataset's categories", names), ("the model's class names", class_names)):
+        twice = sorted({name for name in listed if listed.count(name) > 1})
+        if twice:
+            raise UserError(
+                f"{file}: names given twice in {side} ({len(twice)}, first: '{twice[0]}'); give each class "
+                "its own name to match categories to the model's classes by name"
+            )
+    unknown = [name for name in names if name not in class_names]
+    if unknown:
+        raise UserError(
+            f"{file}: {len(unknown)} categories the model does not have (first: '{unknown[0]}'; the model's "
+            f"{len(class_names)} classes: {', '.join(class_names)}), which it can never detect; remove them "
+            "and their annotations, or set class_names in the recipe to the model's classes"
+        )
+    missing = [name for name in class_names if name not in names]
+    if missing:
+        raise UserError(
+            f"{file}: {len(missing)} of the model's {len(class_names)} classes are not among the dataset's "
+            f"categories (first: '{missing[0]}'); add them as categories (without annotations: only the "
+            "others are scored) or evaluate on a dataset with the model's classes"
+        )
+    order = [names.index(name) for name in class_names]  # the dataset's class index of each model class
+    relabel = np.argsort(order)  # dataset class index -> model class index
+    samples = [dataclasses.replace(s, labels=relabel[s.labels]) for s in dataset.samples]
+    category_ids = [dataset.category_ids[i] for i in order]
+    matched = dataclasses.replace(
+        dataset, samples=samples, category_ids=category_ids, class_names=list(class_names)
+    )
+    return matched, BY_NAME
+
+
 def to_coco_results(dataset: CocoDataset, image_id: int, det: Detections) -> list[dict]:
-    """Detections as COCO result records (xywh boxes, dataset category ids)."""
+    """Detections as COCO result records (xywh boxes, dataset category ids); a class index the dataset
+    has no category for is refused."""
+    count = len(dataset.category_ids)
+    unknown = det.labels[(det.labels < 0) | (det.labels >= count)]
+    if len(unknown):
+        raise UserError(
+            f"{dataset.annotations}: the model predicts class {int(unknown[0])}, but the dataset has {count} "
+            f"categories (classes 0..{count - 1}); give the model's class names in the recipe (class_names) "
+            "or evaluate on a dataset with all its classes"
+        )
     xywh = (
         np.concatenate([det.boxes[:, :2], det.boxes[:, 2:] - det.boxes[:, :2]], 1)
         if len(det.boxes)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.data.coco_map import evaluate
+from exporter.data.coco_map import evaluate, for_model
 from exporter.data.datasets import dataset_file, load_dataset
 from exporter.data.transforms import Preprocess, normalize
 from exporter.errors import UserError, setting
@@ -43,6 +43,7 @@ class EvaluationSettings:
     head: Head  # the adapter's output contract
     input_size: tuple[int, int]
     preprocess: Preprocess
+    class_names: tuple[str, ...]  # the model's, matched to the dataset's category names (none: by position)
 
     @classmethod
     def from_recipe(
@@ -58,15 +59,29 @@ class EvaluationSettings:
             adapters.head(recipe.model.adapter, recipe.model.ref()),
             tuple(recipe.input_size),
             recipe.preprocess,
+            model_class_names(recipe),
         )
 
 
+def model_class_names(recipe: Recipe) -> tuple[str, ...]:
+    """The recipe's class_names, else those an Ultralytics checkpoint holds."""
+    if recipe.class_names or recipe.model.adapter != "ultralytics":
+        return tuple(recipe.class_names)
+    from exporter.models.ultralytics import recipe_fields
+
+    model = recipe.model.ref()
+    return tuple(recipe_fields(model.checkpoint, model.trust)["class_names"])
+
+
 class Scorer:
-    """`scorer(infer, batch)` -> COCO stats (mAP, …) of a runner on the evaluation data."""
+    """`scorer(infer, batch)` -> COCO stats (mAP, …) of a runner on the evaluation data; `category_matching`
+    says how the dataset's categories were matched to the model's classes."""
 
     def __init__(self, settings: EvaluationSettings, progress: bool = False):
         self.settings = settings
-        self.dataset = load_dataset(settings.annotations)
+        self.dataset, self.category_matching = for_model(
+            load_dataset(settings.annotations), settings.class_names
+        )
         self.progress = progress
 
     @property
