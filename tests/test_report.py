@@ -34,16 +34,25 @@ def make_run(root, name="damoyolo_ns", map_int8=0.300, p50_int8=3.0):
             "wall_s": 9.0,
             "check": {"max_abs_err": 0.08},
             "output": written(root, "openvino/model_int8.xml", 1_500_000),
+            "settings": {"calibration": {"digests": ["a1", "b2"]}},
         },
     }
     artifacts = {"openvino.fp32": "openvino/model_fp32.xml", "openvino.int8": "openvino/model_int8.xml"}
     (root / "manifest.json").write_text(
-        json.dumps({"recipe": {"name": name}, "recipe_hash": "abc", "stages": stages, "artifacts": artifacts})
+        json.dumps(
+            {
+                "recipe": {"name": name, "calibration": {"count": 64, "source": "/data/calib"}},
+                "recipe_hash": "abc",
+                "stages": stages,
+                "artifacts": artifacts,
+            }
+        )
     )
     (root / "eval.json").write_text(
         json.dumps(
             {
                 "data": "val",
+                "data_sha256": "digest-of-val",
                 "images": 100,
                 "results": {
                     "torch.fp32": {"map": 0.310, "map50": 0.5},
@@ -185,6 +194,72 @@ def test_bad_baseline_exit_2(tmp_path, run_cli, baseline, content, message):
         str(tolerances),
     )
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def edit(path, change):
+    content = json.loads(path.read_text())
+    change(content)
+    path.write_text(json.dumps(content))
+
+
+@pytest.mark.parametrize(
+    "file, change, named",
+    [
+        (
+            "eval.json",
+            lambda e: e.update(images=1),
+            "evaluation data (eval.json) (images: baseline 100, run 1)",
+        ),
+        ("eval.json", lambda e: e.update(data_sha256="other"), "data_sha256: baseline 'digest-of-val', run"),
+        (
+            "bench.json",
+            lambda b: b.update(threads=16),
+            "benchmark (bench.json) (threads: baseline 2, run 16)",
+        ),
+        ("bench.json", lambda b: b.update(cpu="another"), "cpu: baseline 'test cpu', run 'another'"),
+        (
+            "manifest.json",
+            lambda m: m["recipe"]["calibration"].update(count=8),
+            "the build (calibration.count: baseline 64, run 8)",
+        ),
+        (
+            "manifest.json",
+            lambda m: m["stages"]["openvino.int8"]["settings"]["calibration"].update(digests=["a1", "c3"]),
+            "the build (calibration_sha256: baseline",
+        ),
+    ],
+)
+def test_numbers_measured_otherwise_are_not_compared(tmp_path, run_cli, baseline, file, change, named):
+    """A run re-scored on one image, on other data, timed on another machine or built otherwise is not
+    checked against the baseline: exit 2 naming both sides (a calibration folder elsewhere is no
+    difference: the images' contents key the build)."""
+    path, tolerances = baseline
+    run = make_run(tmp_path / "other")
+    edit(run / "manifest.json", lambda m: m["recipe"]["calibration"].update(source="/elsewhere/calib"))
+    assert (
+        run_cli("check", "--artifacts", str(run), "--baseline", str(path), "--tolerances", str(tolerances))[0]
+        == 0
+    )
+    edit(run / file, change)
+    code, _, err = run_cli(
+        "check", "--artifacts", str(run), "--baseline", str(path), "--tolerances", str(tolerances)
+    )
+    assert code == 2 and named in err and "not comparable" in err, err
+
+
+def test_a_baseline_that_records_no_conditions_is_refused(tmp_path, run_cli, baseline):
+    path, tolerances = baseline
+    edit(path, lambda b: b.pop("conditions"))
+    code, _, err = run_cli(
+        "check",
+        "--artifacts",
+        str(make_run(tmp_path / "r")),
+        "--baseline",
+        str(path),
+        "--tolerances",
+        str(tolerances),
+    )
+    assert code == 2 and "records not what its numbers were measured under" in err, err
 
 
 @pytest.mark.parametrize("value", [float("nan"), "0.31"])

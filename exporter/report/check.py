@@ -11,12 +11,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from exporter.artifacts import write_json
+from exporter.artifacts import sha256_json, write_json
 from exporter.errors import UserError, read_user_file, setting
+from exporter.manifest import read_manifest
+from exporter.recipe import PATH_FIELDS
 from exporter.report.metrics import CHECKABLE, collect
 
 
@@ -60,8 +62,79 @@ def load_tolerances(path: str | Path) -> dict[str, Tolerance]:
     return tolerances
 
 
+ACCURACY = {"map", "map50"}
+LATENCY = {"p50_ms", "p90_ms", "p99_ms", "fps"}
+# recipe fields that do not change what is measured, or name files (their contents are keyed elsewhere)
+NOT_CONDITIONS = {"name", "targets", "precisions", "evaluation", *PATH_FIELDS}
+
+
+def conditions(run: str | Path) -> dict[str, Any]:
+    """What a run's numbers were measured under: the evaluation data (digest of what was scored, image
+    count), the benchmark (mode, threads, CPU) and the build (the recipe's settings; the checkpoint and
+    calibration images by content, not by path)."""
+    metrics, manifest = collect(run), read_manifest(run)
+    recipe = flat(manifest.get("recipe", {}))
+    stages = manifest["stages"].values()
+    fuse = manifest["stages"].get("fuse", {}).get("settings", {})
+    calibrated = sorted(
+        {d for s in stages for d in ((s.get("settings") or {}).get("calibration") or {}).get("digests", [])}
+    )
+    build = {
+        k: v for k, v in recipe.items() if k not in NOT_CONDITIONS and k.split(".")[0] not in NOT_CONDITIONS
+    }
+    return {
+        "evaluation": {k: metrics["eval"].get(k) for k in ("data_sha256", "images")},
+        "bench": {k: metrics["bench"].get(k) for k in ("mode", "threads", "cpu")},
+        "build": {
+            **build,
+            "checkpoint_sha256": fuse.get("checkpoint_sha256"),
+            "calibration_sha256": sha256_json(calibrated) if calibrated else None,  # the images' contents
+        },
+    }
+
+
+def flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as dotted names ('calibration.count')."""
+    out = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        out.update(flat(value, f"{name}.") if isinstance(value, dict) and value else {name: value})
+    return out
+
+
+def require_same_conditions(path: Path, recorded: object, run: str | Path, metrics: set[str]) -> None:
+    """Numbers are compared only when measured alike: the same evaluation data for mAP, the same benchmark
+    for latency, the same build for both; a difference is bad input naming both sides."""
+    if not isinstance(recorded, dict) or not all(
+        isinstance(recorded.get(k), dict) for k in ("evaluation", "bench", "build")
+    ):
+        raise UserError(
+            f"{path} records not what its numbers were measured under (evaluation data, benchmark, build); "
+            f"recreate it with {setting('update_baseline')}"
+        )
+    current = conditions(run)
+    parts = [("build", "the build")]
+    if metrics & ACCURACY:
+        parts.append(("evaluation", "the evaluation data (eval.json)"))
+    if metrics & LATENCY:
+        parts.append(("bench", "the benchmark (bench.json)"))
+    for part, what in parts:
+        differ = sorted(
+            k for k in {*recorded[part], *current[part]} if recorded[part].get(k) != current[part].get(k)
+        )
+        if differ:
+            sides = "; ".join(
+                f"{k}: baseline {recorded[part].get(k)!r}, run {current[part].get(k)!r}" for k in differ[:3]
+            )
+            raise UserError(
+                f"{run} and {path} differ in {what} ({sides}): their numbers are not comparable; measure the "
+                f"run as the baseline was, or accept it with {setting('update_baseline')}"
+            )
+
+
 def load_baseline(path: str | Path, run: str | Path) -> dict[str, dict[str, float]]:
-    """The baseline's metrics; a baseline recorded for another model than `run`'s is bad input."""
+    """The baseline's metrics; a baseline recorded for another model than `run`'s, or under other
+    conditions, is bad input."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"baseline not found: {path}; create one with {setting('update_baseline')}")
@@ -83,6 +156,7 @@ def load_baseline(path: str | Path, run: str | Path) -> dict[str, dict[str, floa
         raise UserError(
             f"{path} is the baseline of '{recorded}', not of {run} ('{model}'); pass that run's baseline"
         )
+    require_same_conditions(path, data.get("conditions"), run, {m for ms in values.values() for m in ms})
     return values
 
 
@@ -128,5 +202,5 @@ def update_baseline(run: str | Path, path: str | Path, tolerances: dict[str, Tol
             f"{run} has no measured {', '.join(tolerances)}; run `reparam-export eval` and `bench` on it "
             f"first (the baseline {path} was left as it is)"
         )
-    write_json(path, {"model": collect(run)["model"], "metrics": metrics})
+    write_json(path, {"model": collect(run)["model"], "conditions": conditions(run), "metrics": metrics})
     return metrics

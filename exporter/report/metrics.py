@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from exporter.artifacts import sha256_json
 from exporter.errors import UserError
 from exporter.manifest import read_manifest, run_artifacts
 
@@ -61,6 +62,7 @@ def collect(run: str | Path) -> dict[str, Any]:
                 "fps": timing.get("fps_batch1"),
                 "bytes": sum(f["bytes"] for f in [output, *output.get("companions", [])]) if output else None,
                 "max_abs_err": check.get("max_abs_err"),
+                "settings_sha256": sha256_json(stage.get("settings")) if stage.get("settings") else None,
                 "samples_ms": timing.get("samples_ms", []),
             }
         )
@@ -83,7 +85,7 @@ def collect(run: str | Path) -> dict[str, Any]:
             "not_fused": fuse.get("not_fused", []),
         },
         "stage_seconds": {name: s.get("wall_s") for name, s in stages.items()},
-        "eval": {k: evaluation.get(k) for k in ("data", "images")} if evaluation else {},
+        "eval": {k: evaluation.get(k) for k in ("data", "data_sha256", "images")} if evaluation else {},
         "bench": {k: bench.get(k) for k in ("mode", "threads", "cpu")} if bench else {},
         "sensitivity": _read(run / "sensitivity.json").get("layers", []),
         "int8_search": searches,
