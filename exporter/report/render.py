@@ -5,10 +5,13 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from exporter.artifacts import atomic_output, write_json
+from exporter.manifest import read_manifest
 from exporter.report import plots
 from exporter.report.metrics import collect
 from exporter.report.targets import DAMO_YOLO, variant_of
@@ -25,6 +28,25 @@ COLUMNS = [
     ("max_abs_err", "max err vs FP32"),
 ]
 SENSITIVITY_COLUMNS = ("layer", "SNR dB", "channel range max/median", "6σ outliers")
+CHECK_COLUMNS = ("stage", "artifact", "check", "error", "tolerance", "err/tol", "result")
+RECORDED_ONLY = ("fp16", "int8", "qdq")  # precisions whose error is recorded, not held to the FP32 bound
+STYLE = (
+    "body{font-family:sans-serif;max-width:80em;margin:2em auto;padding:0 1em}"
+    "table{border-collapse:collapse;margin:1em 0}"
+    "th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}"
+    "th{background:#eee;cursor:pointer}tbody tr:nth-child(even){background:#f8f8f8}img{max-width:100%}"
+)
+CODE_SPAN = re.compile(r"`([^`]*)`")
+SORT_SCRIPT = """
+const value = (row, i) => { const t = row.cells[i].textContent, n = parseFloat(t); return isNaN(n) ? t : n; };
+const order = (a, b) => typeof a !== typeof b ? (typeof a === "number" ? -1 : 1) : a < b ? -1 : a > b ? 1 : 0;
+document.querySelectorAll("th").forEach((th) => th.addEventListener("click", () => {
+  const body = th.closest("table").tBodies[0], i = th.cellIndex, up = th.dataset.up !== "1";
+  th.dataset.up = up ? "1" : "0";
+  const rows = [...body.rows].sort((a, b) => (up ? 1 : -1) * order(value(a, i), value(b, i)));
+  rows.forEach((row) => body.append(row));
+}));
+"""
 
 
 def _cell(key: str, value: Any) -> str:
@@ -78,8 +100,47 @@ def target_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
     return out
 
 
-def to_markdown(metrics: dict[str, Any]) -> str:
-    lines = [f"# {metrics['model']}", ""]
+@dataclass(frozen=True)
+class Section:
+    """One part of the report, emitted alike to Markdown and HTML: a heading (none for the lead table),
+    lines before the table, the table, and lines after it (text with `code` spans)."""
+
+    title: str | None
+    header: list[str]
+    rows: list[list[str]]
+    intro: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def sections(metrics: dict[str, Any], manifest: dict[str, Any]) -> list[Section]:
+    """The report's sections in order, from `collect`'s metrics and the run's manifest (its recipe and
+    the check of every stage); the lead section, the table per artifact, comes first."""
+    lead = Section(
+        None,
+        [h for _, h in COLUMNS],
+        [[_cell(k, row.get(k)) for k, _ in COLUMNS] for row in metrics["rows"]],
+        intro=summary(metrics),
+        notes=not_measured(metrics),
+    )
+    parts = [lead]
+    targets = target_rows(metrics)
+    if targets:
+        header = list(targets[0])
+        parts.append(Section("Published DAMO-YOLO targets", header, [list(t.values()) for t in targets]))
+    parts += int8_sections(metrics)
+    seconds = [[name, str(s)] for name, s in metrics["stage_seconds"].items()]
+    parts.append(Section("Build times", ["stage", "seconds"], seconds))
+    checks = check_rows(manifest.get("stages", {}), manifest.get("artifacts", {}))
+    if checks:
+        parts.append(Section("Checks against the FP32 reference", list(CHECK_COLUMNS), checks))
+    if manifest.get("recipe"):
+        parts.append(settings(manifest["recipe"], manifest.get("recipe_hash")))
+    return parts
+
+
+def summary(metrics: dict[str, Any]) -> list[str]:
+    """What was measured how, what was left out, and what fusion did."""
+    lines = []
     bench, evaluation = metrics["bench"], metrics["eval"]
     if bench:
         lines.append(f"Latency: {bench.get('mode')}, {bench.get('threads')} threads, {bench.get('cpu')}.")
@@ -100,45 +161,98 @@ def to_markdown(metrics: dict[str, Any]) -> str:
         )
     if fused.get("not_fused"):
         lines.append(f"NOT FUSED (left in training form): {'; '.join(fused['not_fused'])}.")
-    lines += ["", _row([h for _, h in COLUMNS]), "|" + "---|" * len(COLUMNS)]
-    lines += [_row([_cell(k, row.get(k)) for k, _ in COLUMNS]) for row in metrics["rows"]]
-    targets = target_rows(metrics)
-    if targets:
-        lines += [
-            "",
-            "## Published DAMO-YOLO targets",
-            "",
-            "| target | published mAP | published ms | ours |",
-            "|---|---|---|---|",
-        ]
-        lines += [
-            f"| {t['target']} | {t['published mAP']} | {t['published ms']} | {t['ours']} |" for t in targets
-        ]
-    lines += int8_sections(metrics)
-    lines += ["", "## Build times", "", "| stage | seconds |", "|---|---|"]
-    lines += [f"| {name} | {seconds} |" for name, seconds in metrics["stage_seconds"].items()]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-def int8_sections(metrics: dict[str, Any], top: int = 15) -> list[str]:
+def not_measured(metrics: dict[str, Any]) -> list[str]:
+    """Per artifact, why its cells that say 'not measured' are empty."""
+    lines = []
+    for row in metrics["rows"]:
+        key, reasons = row["artifact"], []
+        for what, value, file, command, recorded in (
+            ("mAP", row["map"], "eval.json", "eval", metrics["eval"]),
+            ("latency", row["p50_ms"], "bench.json", "bench", metrics["bench"]),
+        ):
+            if value is not None:
+                continue
+            if f"{file}: {key}" in metrics["stale"]:
+                reasons.append(f"{what} ({file} measured an earlier build)")
+            elif recorded:
+                reasons.append(f"{what} (not in {file})")
+            else:
+                reasons.append(f"{what} (no {file}: run `reparam-export {command}`)")
+        if row["bytes"] is None:
+            reasons.append("size (no artifact file)")
+        if row["max_abs_err"] is None:
+            reasons.append(
+                "error vs FP32 (" + ("the reference itself" if key == "torch.fp32" else "no check") + ")"
+            )
+        if reasons:
+            lines.append(f"Not measured for {key}: {', '.join(reasons)}.")
+    return lines
+
+
+def check_rows(stages: dict[str, Any], artifacts: dict[str, str]) -> list[list[str]]:
+    """Each stage's check as rows of CHECK_COLUMNS: the error, the tolerance it is held to, their ratio
+    and the result; FP16, INT8 and Q/DQ errors are recorded, not held to the FP32 tolerance."""
+    written = {path: key for key, path in artifacts.items()}
+    rows = []
+    for name, stage in stages.items():
+        artifact = written.get((stage.get("output") or {}).get("path"), "")
+        check = stage.get("check")
+        if check is None:
+            if stage.get("note"):
+                rows.append([name, artifact, "not checked", "", "", "", stage["note"]])
+            continue
+        held = (stage.get("precision") or name.rpartition(".")[2]) not in RECORDED_ONLY
+        if "model_parity" in check:
+            rows.append(
+                [name, artifact, "float64 proof vs training form", *_parity(check["model_parity"], True)]
+            )
+        if "drift" in check:
+            drift = check["drift"]["max_abs_err"]
+            rows.append([name, artifact, "FP32 drift (rounding)", f"{drift:.3g}", "", "", "recorded"])
+        if "max_abs_err" in check:
+            rows.append([name, artifact, "max abs err vs FP32 reference", *_parity(check, held)])
+        if "budget_points" in check:
+            drop, budget = check["drop_points"], check["budget_points"]
+            verdict = "pass" if drop <= budget else "FAIL"
+            ratio = f"{drop / budget:.2g}" if budget else ""
+            rows.append(
+                [name, artifact, "mAP drop vs FP32 (points)", f"{drop:.2f}", f"{budget:g}", ratio, verdict]
+            )
+    return rows
+
+
+def _parity(check: dict[str, Any], held: bool) -> list[str]:
+    """Error, tolerance, err/tol and result of one output-parity check."""
+    if "tolerance" not in check:
+        return [f"{check['max_abs_err']:.3g}", "not recorded", "", "recorded"]
+    if held:
+        verdict = "pass" if check["ok"] else "FAIL"
+    else:
+        verdict = "recorded (not held to the FP32 tolerance)"
+    return [f"{check['max_abs_err']:.3g}", f"{check['tolerance']:.3g}", f"{check['ratio']:.2g}", verdict]
+
+
+def settings(recipe: dict[str, Any], recipe_hash: str | None) -> Section:
+    """The recipe the run was built with, one row per setting (nested keys dotted)."""
+    intro = [f"Recipe digest: `{recipe_hash}`."] if recipe_hash else []
+    return Section("Settings (the recipe)", ["setting", "value"], _flatten(recipe), intro=intro)
+
+
+def _flatten(value: Any, prefix: str = "") -> list[list[str]]:
+    if isinstance(value, dict) and value:
+        return [row for key, item in value.items() for row in _flatten(item, f"{prefix}{key}.")]
+    return [[prefix.rstrip("."), value if isinstance(value, str) else json.dumps(value)]]
+
+
+def int8_sections(metrics: dict[str, Any], top: int = 15) -> list[Section]:
     """The partial-INT8 search per backend (FP32 / full / partial INT8) and the sensitivity ranking."""
-    lines: list[str] = []
+    out = []
     for backend, search in metrics["int8_search"].items():
         latency = search.get("latency_ms") or {}
-        lines += [
-            "",
-            f"## Partial INT8 ({backend}, budget {search['budget_points']:g} mAP points)",
-            "",
-            f"Evaluated on {search['evaluation']['images']} images; "
-            + (
-                f"{search['candidates']} searchable layers."
-                if search.get("ranked", True)
-                else "full INT8 met the budget, so no layer was ranked."
-            ),
-            "",
-            "| model | float layers | mAP | vs FP32 | p50 ms |",
-            "|---|---|---|---|---|",
-        ]
+        rows = []
         for label, floats, key, ms in (
             ("FP32", "all", "fp32_map", latency.get("fp32")),
             ("full INT8", "0", "full_int8_map", latency.get("int8_full")),
@@ -151,26 +265,59 @@ def int8_sections(metrics: dict[str, Any], top: int = 15) -> list[str]:
         ):
             delta = "" if key == "fp32_map" else f"{100 * (search[key] - search['fp32_map']):+.2f}"
             timing = f"{ms:.2f}" if ms is not None else "not measured"
-            lines.append(f"| {label} | {floats} | {100 * search[key]:.2f} | {delta} | {timing} |")
+            rows.append([label, floats, f"{100 * search[key]:.2f}", delta, timing])
+        notes = []
         if search.get("latency_note"):
-            lines += ["", search["latency_note"] + "."]
+            notes.append(search["latency_note"] + ".")
         if search.get("speedup_kept") is not None:
-            lines += ["", f"Share of the full-INT8 speedup kept: {100 * search['speedup_kept']:.0f}%."]
+            notes.append(f"Share of the full-INT8 speedup kept: {100 * search['speedup_kept']:.0f}%.")
         if search["float_layers"]:
-            lines += ["", "Kept in float: " + ", ".join(f"`{name}`" for name in search["float_layers"]) + "."]
+            notes.append("Kept in float: " + ", ".join(f"`{name}`" for name in search["float_layers"]) + ".")
+        scope = (
+            f"{search['candidates']} searchable layers."
+            if search.get("ranked", True)
+            else "full INT8 met the budget, so no layer was ranked."
+        )
+        out.append(
+            Section(
+                f"Partial INT8 ({backend}, budget {search['budget_points']:g} mAP points)",
+                ["model", "float layers", "mAP", "vs FP32", "p50 ms"],
+                rows,
+                intro=[f"Evaluated on {search['evaluation']['images']} images; {scope}"],
+                notes=notes,
+            )
+        )
     if metrics["sensitivity"]:
-        lines += [
-            "",
-            f"## INT8 sensitivity (top {top} of {len(metrics['sensitivity'])} layers)",
-            "",
-            _row([*SENSITIVITY_COLUMNS, "INT8 builds keep it"]),
-            "|" + "---|" * (len(SENSITIVITY_COLUMNS) + 1),
-        ]
-        lines += [
-            _row([*sensitivity_cells(r), _kept_as(r["layer"], metrics["int8_search"])])
-            for r in metrics["sensitivity"][:top]
-        ]
-    return lines
+        out.append(
+            Section(
+                f"INT8 sensitivity (top {top} of {len(metrics['sensitivity'])} layers)",
+                [*SENSITIVITY_COLUMNS, "INT8 builds keep it"],
+                [
+                    [*sensitivity_cells(r), _kept_as(r["layer"], metrics["int8_search"])]
+                    for r in metrics["sensitivity"][:top]
+                ],
+            )
+        )
+    return out
+
+
+def to_markdown(metrics: dict[str, Any], manifest: dict[str, Any] | None = None) -> str:
+    """The Markdown report; the checks and the settings come from `manifest`."""
+    return _markdown(metrics["model"], sections(metrics, manifest or {}))
+
+
+def _markdown(model: str, parts: list[Section]) -> str:
+    lines = [f"# {model}"]
+    for section in parts:
+        if section.title:
+            lines += ["", f"## {section.title}"]
+        if section.intro:
+            lines += ["", *section.intro]
+        lines += ["", _row(section.header), "|" + "---|" * len(section.header)]
+        lines += [_row(row) for row in section.rows]
+        for note in section.notes:
+            lines += ["", note]
+    return "\n".join(lines) + "\n"
 
 
 def sensitivity_cells(row: dict[str, Any]) -> list[str]:
@@ -203,28 +350,44 @@ def _plot_targets(metrics: dict[str, Any]) -> list[tuple[str, float, float]]:
     return [(f"DAMO-YOLO-{variant.upper()} CPU (published)", cpu_ms, map_)] if cpu_ms else []
 
 
-def to_html(markdown: str, images: dict[str, bytes]) -> str:
-    """A self-contained page: the tables as preformatted Markdown and the plots as data URIs."""
-
-    def figure(name: str, png: bytes) -> str:
-        data = base64.b64encode(png).decode()
-        label = html.escape(name)
-        image = f'<img alt="{label}" src="data:image/png;base64,{data}">'
-        return f"<figure>{image}<figcaption>{label}</figcaption></figure>"
-
-    figures = "".join(figure(name, png) for name, png in images.items())
+def to_html(model: str, parts: list[Section], images: dict[str, bytes]) -> str:
+    """A self-contained page: the sections as HTML tables (a click on a header sorts by that column),
+    the plots as data URIs after the lead table."""
+    lead, *rest = parts
+    figures = "".join(_figure(name, png) for name, png in images.items())
     return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>reparam-export report</title>"
-        "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto}"
-        "pre{background:#f6f6f6;padding:1em;overflow-x:auto}img{max-width:100%}</style></head><body>"
-        f"<pre>{html.escape(markdown)}</pre>{figures}</body></html>"
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(model)}: reparam-export report</title><style>{STYLE}</style></head>"
+        f"<body><h1>{html.escape(model)}</h1>{_html_section(lead)}<h2>Plots</h2>{figures}"
+        f"{''.join(_html_section(section) for section in rest)}<script>{SORT_SCRIPT}</script></body></html>"
     )
 
 
+def _html_section(section: Section) -> str:
+    title = f"<h2>{html.escape(section.title)}</h2>" if section.title else ""
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in section.header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in section.rows
+    )
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return title + _paragraphs(section.intro) + table + _paragraphs(section.notes)
+
+
+def _paragraphs(lines: list[str]) -> str:
+    """Lines as paragraphs, `code` spans as <code>."""
+    return "".join("<p>" + CODE_SPAN.sub(r"<code>\1</code>", html.escape(line)) + "</p>" for line in lines)
+
+
+def _figure(name: str, png: bytes) -> str:
+    label = html.escape(name)
+    image = f'<img alt="{label}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+    return f"<figure>{image}<figcaption>{label}</figcaption></figure>"
+
+
 def write_report(run: str | Path, out: str | Path | None = None) -> dict[str, Path]:
-    metrics = collect(run)
+    metrics, manifest = collect(run), read_manifest(Path(run))
     out = Path(out or Path(run) / "report")
-    markdown = to_markdown(metrics)
+    parts = sections(metrics, manifest)
     images = {
         "latency vs mAP": plots.latency_vs_map(metrics["rows"], _plot_targets(metrics)),
         "latency distribution": plots.latency_distribution(metrics["rows"]),
@@ -236,9 +399,9 @@ def write_report(run: str | Path, out: str | Path | None = None) -> dict[str, Pa
         )
     paths = {"markdown": out / "report.md", "html": out / "report.html", "json": out / "report.json"}
     with atomic_output(paths["markdown"]) as tmp:
-        tmp.write_text(markdown)
+        tmp.write_text(_markdown(metrics["model"], parts))
     with atomic_output(paths["html"]) as tmp:
-        tmp.write_text(to_html(markdown, images))
+        tmp.write_text(to_html(metrics["model"], parts, images))
     slim = {
         **metrics,
         "rows": [{k: v for k, v in r.items() if k != "samples_ms"} for r in metrics["rows"]],
