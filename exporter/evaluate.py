@@ -36,6 +36,18 @@ def torch_infer(fused_pt: Path):
     return infer
 
 
+INT8_GOAL_POINTS = 0.5  # mAP points an INT8 artifact may lose against the fused FP32 model
+
+
+def int8_goal(results: dict[str, Any]) -> dict[str, Any]:
+    """Per INT8 artifact (and stand-in), its mAP drop against the fused torch model, in points, and
+    whether it is within INT8_GOAL_POINTS."""
+    reference = results["torch.fp32"]["map"]
+    quantized = [key for key in results if "int8" in key or "qdq" in key]  # the Q/DQ model is INT8
+    drops = {key: 100 * (reference - results[key]["map"]) for key in quantized}
+    return {key: {"drop_points": drop, "met": drop <= INT8_GOAL_POINTS} for key, drop in drops.items()}
+
+
 def evaluate_run(
     run: str | Path, data: str | Path | None = None, limit: int | None = None, progress: bool = True
 ) -> dict[str, Any]:
@@ -73,6 +85,7 @@ def evaluate_run(
         "images": next(iter(results.values()))["images"],
         "category_matching": score.category_matching,
         "results": results,
+        "int8_goal": int8_goal(results),
     }
     write_json(run / "eval.json", report)
     return report

@@ -154,3 +154,19 @@ def test_eval_needs_data(run_cli, tmp_path):
     assert run_cli("build", "--recipe", str(EMBEDDED), "--run-dir", str(run))[0] == 0
     code, _, err = run_cli("eval", "--artifacts", str(run))
     assert code == 2 and "no evaluation data" in err
+
+
+def test_int8_goal_is_judged_against_the_fused_model():
+    from exporter.evaluate import int8_goal
+
+    goal = int8_goal(
+        {
+            "torch.fp32": {"map": 0.77},
+            "openvino.fp32": {"map": 0.77},
+            "openvino.int8": {"map": 0.7675},
+            "tensorrt.qdq (onnxruntime)": {"map": 0.76},
+        }
+    )
+    assert set(goal) == {"openvino.int8", "tensorrt.qdq (onnxruntime)"}
+    assert goal["openvino.int8"]["met"] and goal["openvino.int8"]["drop_points"] == pytest.approx(0.25)
+    assert not goal["tensorrt.qdq (onnxruntime)"]["met"]

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from exporter.cli import options
-from exporter.cli.app import cli, console, out_console, say
-from exporter.errors import CheckFailed, UserError
+from exporter.cli.app import cli, console, flags, out_console, say
+from exporter.errors import CheckFailed, UserError, render, setting
 
 ARTIFACTS = click.option(
     "--artifacts", "run", required=True, type=click.Path(path_type=Path), help="Run directory."
@@ -17,13 +17,17 @@ ARTIFACTS = click.option(
 
 def print_evaluation(run: Path, data=None, limit=None) -> None:
     from exporter.data.coco_map import BY_NAME
-    from exporter.evaluate import evaluate_run
+    from exporter.evaluate import INT8_GOAL_POINTS, evaluate_run
     from exporter.report import tables
 
     report = evaluate_run(run, data, limit)
     if report["category_matching"] != BY_NAME:
         say(f"warning: {report['data']}: categories matched {report['category_matching']}")
     out_console().print(tables.evaluation(report))
+    for key, goal in report["int8_goal"].items():
+        verdict = "met" if goal["met"] else f"NOT met; rebuild with {setting('int8.accuracy_budget', 0.5)}"
+        line = f"INT8 goal (within {INT8_GOAL_POINTS:g} mAP points of FP32): {key} "
+        say(render(f"{line}{-goal['drop_points']:+.2f}, {verdict}", flags()))
 
 
 @cli.command("eval")
