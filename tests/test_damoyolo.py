@@ -1,15 +1,12 @@
 """DAMO-YOLO models: official checkpoint layout, strict loading, published size anchors (checked on the
 fused models by tests/test_proof.py)."""
 
-import copy
 import hashlib
 
 import pytest
 import torch
 from torch import nn
 
-from exporter.blocks import RepConv
-from exporter.blocks.fuse import set_module
 from exporter.errors import UserError
 from exporter.models.damoyolo import VARIANTS, build_damoyolo
 from exporter.models.embedded import randomize_batchnorm
@@ -56,17 +53,6 @@ OFFICIAL_KEYS = {
         "neck.merge_3.convs.1.conv.conv.7.weight": (80,),  # neck block: no SE slot
         "head.integral.project": (8,),
     },
-}
-
-# Published sizes (README of the official repository): fused parameters (M) and GFLOPs.
-ANCHORS = {
-    "t": (8.48, 18.1),
-    "s": (16.25, 37.8),
-    "m": (28.18, 61.9),
-    "l": (42.06, 97.5),
-    "ns": (1.41, 1.56),
-    "nm": (2.71, 3.69),
-    "nl": (5.69, 6.04),
 }
 
 
@@ -151,12 +137,3 @@ def test_unknown_variant_and_head_mode_are_user_errors():
         build_damoyolo("x")
     with pytest.raises(UserError, match=r"head_mode must be one of raw, decoded, nms"):
         build_damoyolo("t", head_mode="boxes")
-
-
-def official_deploy_form(model):
-    """What the official tools measure: every RepConv re-parameterized, every other BatchNorm kept."""
-    model = copy.deepcopy(model)
-    for name, module in list(model.named_modules()):
-        if isinstance(module, RepConv):
-            set_module(model, name, module.fuse())
-    return model

@@ -13,16 +13,16 @@ from torch import nn
 from exporter.blocks import RepConv
 from exporter.blocks.fuse import fuse_model
 from exporter.blocks.repconv import centre_pad, conv_bn, fold_branch
-from exporter.models.damoyolo import VARIANTS
+from exporter.models.damoyolo import VARIANTS, official_deploy_form
 from exporter.numerics.complexity import profile
 from exporter.numerics.parity import compare
 from exporter.numerics.selections import Selections
 from exporter.pipeline import Pipeline
 from exporter.recipe import load_recipe
+from exporter.report.targets import SIZES
 from exporter.stages import openvino, reference
 from tests import fixture_models as fm
 from tests.conftest import EMBEDDED
-from tests.test_damoyolo import ANCHORS, official_deploy_form
 
 REPO = EMBEDDED.parents[1]
 
@@ -58,7 +58,7 @@ def test_damoyolo_at_full_scale_is_proved_and_exported(variant, tmp_path):
 
     fused, _ = reference.load_fused(run / "fused.pt")
     x = torch.rand(1, 3, *recipe.input_size)
-    params, gflops = ANCHORS[variant]
+    params, gflops = SIZES[variant]
     official = profile(official_deploy_form(pipeline.fuse_settings.source.build()), x)
     ours = profile(fused, x)
     assert official.params / 1e6 == pytest.approx(params, rel=0.005)

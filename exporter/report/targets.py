@@ -15,6 +15,19 @@ DAMO_YOLO = {
 }
 
 
+# variant: (parameters in millions, GFLOPs) as published: measured with thop on models whose RepConvs are
+# re-parameterized and whose other BatchNorms are kept
+SIZES = {
+    "t": (8.48, 18.1),
+    "s": (16.25, 37.8),
+    "m": (28.18, 61.9),
+    "l": (42.06, 97.5),
+    "ns": (1.41, 1.56),
+    "nm": (2.71, 3.69),
+    "nl": (5.69, 6.04),
+}
+
+
 def variant_of(model_name: str) -> str | None:
     """'damoyolo_s' → 's'; None for other models."""
     name = model_name.lower().replace("-", "_")

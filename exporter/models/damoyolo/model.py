@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -103,3 +105,16 @@ def build_damoyolo(
             legacy,
         ),
     ).eval()
+
+
+def official_deploy_form(model: nn.Module) -> nn.Module:
+    """What the official tools measure sizes on: every RepConv re-parameterized, every other BatchNorm
+    kept (a copy; `model` is left as it is)."""
+    from exporter.blocks import RepConv
+    from exporter.blocks.fuse import set_module
+
+    model = copy.deepcopy(model)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, RepConv):
+            set_module(model, name, module.fuse())
+    return model
