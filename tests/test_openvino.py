@@ -84,6 +84,36 @@ def test_calibration_manifest_records_images_per_model(built, calib_json):
     assert chosen.key("a" * 64) != chosen.key("b" * 64), "keyed by model"
     other, _ = calibration.select(calib_json, 16, 0, (96, 96), Preprocess())
     assert chosen.key("a" * 64) != other.key("a" * 64), "keyed by preprocessing"
+    drawn, _ = calibration.select(calib_json, 16, 1, (96, 128), Preprocess())
+    assert chosen.key("a" * 64) != drawn.key("a" * 64), "keyed by the images' contents"
+
+
+def test_a_build_on_other_images_never_rewrites_another_runs_record(built, calib_json, tmp_path):
+    """Two runs of one model sharing a calibration folder, calibrated on other images: each INT8
+    artifact keeps the record of the images it was built from."""
+    from exporter.pipeline import Pipeline
+
+    run, _ = built
+    (record,) = (run / "calibration").glob("*/images.json")
+    before = record.read_bytes()
+    recipe = load_recipe(
+        EMBEDDED,
+        {
+            "input_size": [96, 128],
+            "targets": ["openvino"],
+            "precisions": ["int8"],
+            "calibration.source": str(calib_json),
+            "calibration.count": 16,
+            "calibration.seed": 1,
+            "calibration.folder": str(run / "calibration"),
+        },
+    )
+    Pipeline(recipe, tmp_path / "other").build()
+    records = sorted((run / "calibration").glob("*/images.json"))
+    assert len(records) == 2 and record.read_bytes() == before
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    recorded = [i["sha256"] for i in json.loads(before)["images"]]
+    assert stages["openvino.int8"]["settings"]["calibration"]["digests"] == recorded
 
 
 def test_bench_writes_latency_per_artifact(built, run_cli):
@@ -133,7 +163,7 @@ def test_calibration_bad_sources(tmp_path, calib_json):
     no_images = tmp_path / "coco" / "calib.json"
     (tmp_path / "coco" / "calib").mkdir(parents=True)
     no_images.write_text(json.dumps({"categories": [], "images": [], "annotations": []}))
-    with pytest.raises(UserError, match="lists no images; pass a COCO json that has some"):
+    with pytest.raises(UserError, match="not a COCO instances file: no images"):
         calibration.select(no_images, 4, 0, (64, 64), pre)
 
 

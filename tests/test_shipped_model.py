@@ -116,7 +116,7 @@ def test_ultralytics_predicts_with_our_artifacts(shipped, artifact, monkeypatch,
     from PIL import Image
     from ultralytics import YOLO
 
-    from exporter.data.coco import read_rgb
+    from exporter.data.images import read_rgb
     from exporter.data.transforms import resize_letterbox
 
     monkeypatch.syspath_prepend(str(FORK))

@@ -100,7 +100,7 @@ def export(**values):
 def calibrate(**values):
     """Select and check the INT8 calibration images alone, and record them (paths + sha256).
 
-    The record goes to calibration/<model>-<preprocessing>/images.json, the key every INT8 path
+    The record goes to calibration/<model>-<preprocessing>-<images>/images.json, the key every INT8 path
     (OpenVINO, TensorRT) uses, so a stale cache is never reused for another model.
 
     \b

@@ -3,13 +3,17 @@
 Sources: a folder of images, a COCO instances json (or a folder holding one), an Ultralytics
 data.yaml (its train split: the val split is what evaluation scores), or `demo` (the demo dataset's
 calib split). A seeded selection of N images is preprocessed exactly like
-evaluation. `calibration/<model>-<preprocessing>/images.json` records the images used (paths +
-sha256) so a cache keyed by model and preprocessing is never reused for another model.
+evaluation. `calibration/<model>-<preprocessing>-<images>/images.json` records the images used (paths
++ sha256): keyed by their contents too, a record (and the range cache beside it) is never reused for
+another model nor overwritten by a calibration on other images. A selection
+of near-constant images only, or of too few distinct ones, fails the build (exit 1); some such
+images are a warning.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +21,16 @@ from pathlib import Path
 import numpy as np
 
 from exporter.artifacts import sha256_file, sha256_json, write_json
-from exporter.data.coco import load_coco, read_rgb
+from exporter.data.coco import load_coco
+from exporter.data.images import read_rgb, require_file
 from exporter.data.transforms import Preprocess, normalize, resize
 from exporter.data.yolo import is_yolo_yaml, split_images
-from exporter.errors import UserError, setting
+from exporter.errors import CheckFailed, UserError, setting
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 DEMO_SOURCE = "demo"
+MIN_PIXEL_STD = 1.0  # levels (of 0–255): an image whose pixels spread less is near-constant (one colour)
+MIN_DISTINCT = 8  # distinct images a selection of n needs: min(n, MIN_DISTINCT)
 
 
 def require_source(source: str | Path | None) -> None:
@@ -42,7 +49,8 @@ def require_source(source: str | Path | None) -> None:
 
 
 def list_images(source: str | Path) -> list[Path]:
-    """Every candidate image of a source, in a stable order."""
+    """Every candidate image of a source, in a stable order. In a folder: the files named like images
+    (folders so named are not images; a FIFO, device or socket so named is refused)."""
     require_source(source)
     if str(source) == DEMO_SOURCE:
         from exporter.data.shapes import demo_split
@@ -54,11 +62,10 @@ def list_images(source: str | Path) -> list[Path]:
     if path.is_file() and path.suffix.lower() != ".json":
         raise UserError(f"calibration source {path} is a single file; pass its folder or a COCO json")
     if path.is_file() or (path / "val.json").is_file() or (path / "annotations").is_dir():
-        images = [s.path for s in load_coco(path).samples]
-        if not images:
-            raise UserError(f"calibration source {path} lists no images; pass a COCO json that has some")
-        return images
-    images = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        return [s.path for s in load_coco(path).samples]  # a COCO file without images is refused there
+    images = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
+    for image in images:  # a FIFO or device named like an image is refused, not read (it may never end)
+        require_file(image)
     if not images:
         raise UserError(f"calibration folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return images
@@ -89,9 +96,11 @@ class CalibrationSet:
             yield normalize(pixels, self.preprocess)
 
     def key(self, model_sha256: str) -> str:
-        """Cache key: the model and the preprocessing (input size included)."""
+        """Cache key: the model, the preprocessing (input size included) and the images' contents, so a
+        record or range cache is never overwritten by a calibration on other images."""
         prep = sha256_json({"input_size": list(self.input_size), **self.preprocess.model_dump(mode="json")})
-        return f"{model_sha256[:12]}-{prep[:8]}"
+        images = sha256_json(list(self.digests or map(sha256_file, self.images)))
+        return f"{model_sha256[:12]}-{prep[:8]}-{images[:8]}"
 
     def record(self, folder: Path, model_sha256: str) -> Path:
         """Write the manifest of images used (paths + sha256) under folder/<key>/images.json."""
@@ -122,7 +131,8 @@ def select(
     allow_fewer: bool = False,
 ) -> tuple[CalibrationSet, list[str]]:
     """A seeded selection of `count` images; fewer available is an error unless `allow_fewer`,
-    which records a warning instead. Returns the set and its warnings."""
+    which records a warning instead. A degenerate selection fails or warns (`degenerate`). Returns the
+    set and its warnings."""
     if count < 1:
         raise UserError(f"calibration count must be at least 1, got {count}")
     images = list_images(source)
@@ -134,7 +144,52 @@ def select(
         warnings.append(message)
     order = np.random.default_rng(seed).permutation(len(images))[:count]
     chosen = [images[i] for i in sorted(order)]
-    for path in chosen:  # fail now, naming the file, rather than mid-quantization
-        read_rgb(path)
+    # every image decoded now, so a bad one is named here rather than mid-quantization
+    flat = [path for path in chosen if pixel_std(read_rgb(path)) < MIN_PIXEL_STD]
     digests = tuple(sha256_file(p) for p in chosen)
+    warnings += degenerate(chosen, flat, digests)
     return CalibrationSet(str(source), chosen, seed, tuple(input_size), preprocess, digests), warnings
+
+
+def pixel_std(pixels: np.ndarray) -> float:
+    """Standard deviation of an image's levels (0–255, every channel), subsampled to about a million
+    pixels."""
+    step = max(1, math.isqrt(pixels.shape[0] * pixels.shape[1] >> 20))
+    return float(pixels[::step, ::step].std())
+
+
+def degenerate(chosen: list[Path], flat: list[Path], digests: tuple[str, ...]) -> list[str]:
+    """Warnings for the near-constant (`flat`) and repeated images of a selection. A selection that is
+    all near-constant (INT8 calibrated on it collapses), or holds fewer than min(its size, MIN_DISTINCT)
+    distinct images, fails."""
+    count = len(chosen)
+    if len(flat) == count:
+        raise CheckFailed(
+            f"the {count} calibration images are all near-constant (pixel std below {MIN_PIXEL_STD:g} level, "
+            f"first: {flat[0]}) and INT8 calibrated on them collapses; pass images like the model's inputs "
+            f"with {setting('calibration.source')}"
+        )
+    originals: dict[str, Path] = {}
+    copies = []  # (copy, the image it repeats)
+    for path, digest in zip(chosen, digests, strict=True):
+        if digest in originals:
+            copies.append((path, originals[digest]))
+        originals.setdefault(digest, path)
+    if len(originals) < min(count, MIN_DISTINCT):
+        raise CheckFailed(
+            f"the {count} calibration images hold {len(originals)} distinct ones ({copies[0][0]} repeats "
+            f"{copies[0][1]}), too few to calibrate INT8 on; remove the copies or add distinct images"
+        )
+    warnings = []
+    if flat:
+        warnings.append(
+            f"{len(flat)} of {count} calibration images are near-constant (pixel std below "
+            f"{MIN_PIXEL_STD:g} level, first: {flat[0]}) and tell INT8 calibration nothing; replace them "
+            "with images like the model's inputs"
+        )
+    if copies:
+        warnings.append(
+            f"{len(copies)} of {count} calibration images repeat another's content (first: {copies[0][0]} "
+            f"repeats {copies[0][1]}); remove the copies"
+        )
+    return warnings

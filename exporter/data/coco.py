@@ -8,11 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
 
-from exporter.errors import UserError, read_user_file, summary
-
-ORIENTATION = 0x0112  # the EXIF tag: 5–8 turn the image a quarter
+from exporter.data.images import image_size
+from exporter.errors import UserError, read_user_file
 
 
 @dataclass(frozen=True)
@@ -175,25 +173,3 @@ def parse_coco(content: dict, annotations: Path, folder: Path) -> CocoDataset:
     return CocoDataset(
         annotations, samples, [c["id"] for c in categories], [c["name"] for c in categories], content
     )
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """HxWx3 uint8 RGB, turned upright by its EXIF orientation; a missing or unreadable image is bad
-    input (whatever the decoder raises: plugins such as the HEIF opener another library patches into
-    PIL raise their own errors)."""
-    try:
-        with Image.open(path) as image:
-            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
-    except Exception as exc:  # noqa: BLE001 - any failure to decode a user's file
-        raise UserError(f"cannot read image {path}: {summary(exc)}") from None
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(height, width) of an image as read_rgb returns it, from its header alone."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            rotated = image.getexif().get(ORIENTATION) in (5, 6, 7, 8)
-    except Exception as exc:  # noqa: BLE001 - any failure to decode a user's file
-        raise UserError(f"cannot read image {path}: {summary(exc)}") from None
-    return (width, height) if rotated else (height, width)

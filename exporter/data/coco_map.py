@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from rich.progress import Progress
 
-from exporter.data.coco import CocoDataset, Sample, read_rgb
+from exporter.data.coco import CocoDataset, Sample
+from exporter.data.images import read_rgb
 from exporter.data.transforms import Resize, resize
 from exporter.errors import UserError
 

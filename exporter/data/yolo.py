@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from exporter.data.coco import CocoDataset, image_size, parse_coco
+from exporter.data.coco import CocoDataset, parse_coco
+from exporter.data.images import image_size
 from exporter.errors import UserError, read_user_file
 
 SUFFIXES = (".yaml", ".yml")

@@ -24,7 +24,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from torch import nn
 
 from exporter.artifacts import atomic_output, save_torch, write_json
-from exporter.data.coco import load_coco, read_rgb
+from exporter.data.coco import load_coco
+from exporter.data.images import read_rgb
 from exporter.data.transforms import resize_stretch
 from exporter.models.demo import DemoDetector
 
