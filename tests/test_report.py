@@ -98,7 +98,11 @@ def test_report_all_formats_self_contained(tmp_path):
     markdown = paths["markdown"].read_text()
     assert "| openvino.int8 | 30.0 | 49.0 | 3.00 |" in markdown
     assert "| torch.fp32 | 31.0 |" in markdown and "not measured" in markdown
-    assert "DAMO-YOLO-NS CPU OpenVINO | 32.3 | 4.08 |" in markdown
+    assert (
+        "| DAMO-YOLO-NS CPU OpenVINO (Intel Xeon 8163), 416 | mAP 32.3, 4.08 ms | openvino.fp32: 4.10 ms on "
+        "test cpu (1.00x the published speed, another CPU); mAP 31.0 (0.96x published) |"
+    ) in markdown
+    assert "| DAMO-YOLO-NS parameters (M) | 1.41 | 1.410 fully fused (1.000x;" in markdown
     page = paths["html"].read_text()
     assert page.count("data:image/png;base64,") == 2
     assert not re.search(r"(src|href)=[\"'](?!data:)", page), "no external files"
@@ -107,11 +111,16 @@ def test_report_all_formats_self_contained(tmp_path):
     assert content["fused"]["params_after"] == 1410000 and content["targets"]
 
 
-def test_t4_targets_say_not_measured(tmp_path):
-    paths = write_report(make_run(tmp_path / "run", name="damoyolo_s"), tmp_path / "out")
-    assert "T4 TensorRT FP16 | 46.0 | 3.83 | not measured: no T4 GPU with TensorRT on this host" in (
-        paths["markdown"].read_text()
-    )
+def test_t4_targets_say_not_measurable_and_what_would_measure_them(tmp_path):
+    run = make_run(tmp_path / "run", name="damoyolo_s")
+    row = "| DAMO-YOLO-S T4 TensorRT FP16, 640 | mAP 46.0, 3.83 ms | not measurable here: no T4 GPU with "
+    row += "TensorRT"
+    assert row + " on this host |" in write_report(run, tmp_path / "out")["markdown"].read_text()
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["tensorrt"] = {"deferred": True, "bundle": "runs/s/tensorrt/bundle/build_engine.sh"}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    markdown = write_report(run, tmp_path / "out")["markdown"].read_text()
+    assert row + " on this host; `bash runs/s/tensorrt/bundle/build_engine.sh` on a T4 builds" in markdown
 
 
 @pytest.fixture

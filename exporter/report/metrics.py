@@ -89,5 +89,6 @@ def collect(run: str | Path) -> dict[str, Any]:
         "bench": {k: bench.get(k) for k in ("mode", "threads", "cpu")} if bench else {},
         "sensitivity": _read(run / "sensitivity.json").get("layers", []),
         "int8_search": searches,
+        "tensorrt": manifest.get("tensorrt") or {},  # a deferred engine's bundle
         "stale": stale,
     }

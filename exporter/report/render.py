@@ -14,7 +14,7 @@ from exporter.artifacts import atomic_output, write_json
 from exporter.manifest import read_manifest
 from exporter.report import plots
 from exporter.report.metrics import collect
-from exporter.report.targets import DAMO_YOLO, variant_of
+from exporter.report.targets import DAMO_YOLO, SIZES, variant_of
 
 COLUMNS = [
     ("artifact", "artifact"),
@@ -64,37 +64,60 @@ def _cell(key: str, value: Any) -> str:
 
 
 def target_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
-    """Published DAMO-YOLO figures beside ours, with ratios; targets this host cannot measure say so."""
+    """Published DAMO-YOLO figures beside ours, with ratios and the host they were measured on;
+    targets this host cannot measure say so, and what would measure them."""
     variant = variant_of(metrics["model"])
     if variant is None:
         return []
     size, map_, t4_ms, cpu_ms = DAMO_YOLO[variant]
     best = {r["artifact"]: r for r in metrics["rows"]}
+    name = f"DAMO-YOLO-{variant.upper()}"
     out = []
     if t4_ms is not None:
+        bundle = metrics["tensorrt"].get("bundle")
+        where = f"; `bash {bundle}` on a T4 builds and times the engine" if bundle else ""
         out.append(
             {
-                "target": f"DAMO-YOLO-{variant.upper()} T4 TensorRT FP16",
-                "published mAP": f"{100 * map_:.1f}",
-                "published ms": f"{t4_ms:.2f}",
-                "ours": "not measured: no T4 GPU with TensorRT on this host",
+                "target": f"{name} T4 TensorRT FP16, {size}",
+                "published": f"mAP {100 * map_:.1f}, {t4_ms:.2f} ms",
+                "ours": f"not measurable here: no T4 GPU with TensorRT on this host{where}",
             }
         )
     if cpu_ms is not None:
         ours = best.get("openvino.fp32") or best.get("openvino.int8")
         text = "not measured: no OpenVINO artifact in this run"
         if ours and ours["p50_ms"] is not None:
-            speed = cpu_ms / ours["p50_ms"]
-            text = f"{ours['artifact']}: {ours['p50_ms']:.2f} ms"
-            text += f" ({speed:.2f}x the published speed, different CPU)"
+            host = metrics["bench"].get("cpu") or "this host"
+            text = f"{ours['artifact']}: {ours['p50_ms']:.2f} ms on {host}"
+            text += f" ({cpu_ms / ours['p50_ms']:.2f}x the published speed, another CPU)"
             if ours["map"] is not None:
                 text += f"; mAP {100 * ours['map']:.1f} ({ours['map'] / map_:.2f}x published)"
         out.append(
             {
-                "target": f"DAMO-YOLO-{variant.upper()} CPU OpenVINO",
-                "published mAP": f"{100 * map_:.1f}",
-                "published ms": f"{cpu_ms:.2f}",
+                "target": f"{name} CPU OpenVINO (Intel Xeon 8163), {size}",
+                "published": f"mAP {100 * map_:.1f}, {cpu_ms:.2f} ms",
                 "ours": text,
+            }
+        )
+    params, gflops = SIZES[variant]
+    fused = metrics["fused"]
+    if fused.get("params_after"):
+        ours_params = fused["params_after"] / 1e6
+        out.append(
+            {
+                "target": f"{name} parameters (M)",
+                "published": f"{params:.2f}",
+                "ours": f"{ours_params:.3f} fully fused ({ours_params / params:.3f}x; published: RepConvs "
+                "fused, other BatchNorms kept)",
+            }
+        )
+    if fused.get("gflops"):
+        out.append(
+            {
+                "target": f"{name} GFLOPs at {size}",
+                "published": f"{gflops:.2f}",
+                "ours": f"{fused['gflops']:.2f} = 2 x conv MACs, fully fused "
+                f"({fused['gflops'] / gflops:.3f}x; published: thop's count, BatchNorms kept)",
             }
         )
     return out
