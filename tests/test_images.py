@@ -212,7 +212,7 @@ def test_some_degenerate_images_are_warnings(tmp_path):
 
 
 def test_collapse_measure_on_arrays():
-    from exporter.stages.openvino import MIN_SLOPE, collapse
+    from exporter.stages.reference import MIN_SLOPE, collapse
 
     rng = np.random.default_rng(10)
     scores, boxes = rng.random((1, 50, 3)), rng.random((1, 50, 4)) * 300

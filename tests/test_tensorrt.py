@@ -24,7 +24,7 @@ from exporter.errors import CheckFailed, UserError, render
 from exporter.lowering import efficient_nms, trt_compat
 from exporter.numerics.graph import onnx_decode_tail
 from exporter.recipe import load_recipe
-from exporter.stages import quantize_qdq
+from exporter.stages import quantize_qdq, reference
 from exporter.stages import tensorrt as trt_stage
 from exporter.targets import TARGETS
 from tests.conftest import EMBEDDED
@@ -146,6 +146,7 @@ def test_qdq_wraps_every_conv_per_channel_with_zero_points_zero(qdq):
         zero_point = init[node.input[2]]
         assert zero_point.dtype == np.int8 and not zero_point.any(), node.name
     assert record["qdq_pairs"] == sum(n.op_type == "QuantizeLinear" for n in qdq_nodes) > len(quantized)
+    assert record["collapse"]["slope"] > 10 * reference.MIN_SLOPE, "checked against collapse, and passed"
     tail_ops = {producer[o].op_type for o in ("scores", "boxes")}
     assert tail_ops == {"Concat"} and {"Sigmoid", "Add", "Concat"} <= {
         n.op_type for n in model.graph.node if n.name in record["float_tail"]
@@ -513,6 +514,14 @@ def test_build_plans_refuse_what_tensorrt_cannot_build(demo, qdq, tmp_path):
         trt_stage.plan("fp16", trt_stage.inspect_onnx(sim), settings, (8, 2))
     with pytest.raises(UserError, match="not one of fp32, fp16, int8"):
         trt_stage.plan("bf16", trt_stage.inspect_onnx(sim), settings, (10, 0))
+
+
+@pytest.mark.skipif(RUNTIME_MISSING != "TensorRT is not installed", reason="TensorRT is installed")
+def test_an_engine_on_a_host_without_tensorrt_is_one_line(tmp_path):
+    from exporter.backends.tensorrt import TrtRunner
+
+    with pytest.raises(UserError, match="is a TensorRT engine and TensorRT is not installed here"):
+        TrtRunner(tmp_path / "model_fp16.engine")
 
 
 @pytest.mark.skipif(RUNTIME_MISSING is None, reason="TensorRT and a CUDA GPU are present")

@@ -12,7 +12,13 @@ from exporter.errors import CheckFailed, UserError
 
 class TrtRunner:
     def __init__(self, path: str | Path, plugin_library: str | Path | None = None):
-        import tensorrt as trt
+        try:
+            import tensorrt as trt
+        except ImportError:
+            raise UserError(
+                f"{path} is a TensorRT engine and TensorRT is not installed here; measure it where it was "
+                "built (the same TensorRT version and GPU)"
+            ) from None
         import torch
 
         if not torch.cuda.is_available():

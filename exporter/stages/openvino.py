@@ -2,9 +2,8 @@
 (nncf.quantize on the shared calibration stream, the detection head's decode kept in float).
 
 FP32 is checked against the fused torch model (pass/fail); FP16 and INT8 errors against the same
-FP32 reference are measured and recorded. INT8 fails where an output collapsed: on the probe (seeded
-random images), the least-squares slope of each INT8 output on its float64 reference, cov/var, is near
-1 for a correct model and near 0 for one whose output is constant or unrelated (`collapse`).
+FP32 reference are measured and recorded. INT8 fails where an output collapsed against the reference
+(reference.require_no_collapse).
 """
 
 from __future__ import annotations
@@ -15,19 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from exporter.artifacts import atomic_output
 from exporter.backends import openvino as ov_backend
 from exporter.data.calibration import CalibrationSet
-from exporter.errors import CheckFailed, setting
 from exporter.numerics.graph import openvino_head_tail
 from exporter.recipe import Recipe
 from exporter.stages import reference
-
-# The slope below which an INT8 output has collapsed. The demo model: 0.48 correct (its scores on
-# random images), 4e-6 to 5e-5 calibrated on constant or low-noise images (mAP 0).
-MIN_SLOPE = 0.01
 
 
 @dataclass(frozen=True)
@@ -98,43 +90,9 @@ def run(settings: IrSettings, onnx_path: Path, fused_pt: Path, out: Path) -> dic
     if precision == "fp32":
         reference.require_parity("OpenVINO FP32 IR output", parity)
     if precision == "int8":
-        record["int8"]["collapse"] = require_no_collapse(fused_pt, runner)
+        record["int8"]["collapse"] = reference.require_no_collapse(fused_pt, runner)
     record.update(check=parity.as_dict(), runtime=runner.config)
     return record
-
-
-def collapse(references: list[np.ndarray], outputs: list[np.ndarray]) -> tuple[float | None, int | None]:
-    """The lowest least-squares slope of an output on its reference (cov/var: 1 where it follows the
-    reference, 0 where it is constant, unrelated or not finite) and that output's index; outputs the
-    reference does not vary in (beyond FP32 rounding) are skipped, and with none left the slope is None."""
-    slopes = {}
-    for index, (ref, out) in enumerate(zip(references, outputs, strict=True)):
-        scale = max(1.0, float(np.abs(ref).max(initial=0)))
-        if out.size != ref.size or ref.size == 0 or ref.std() <= reference.ROUNDING_FLOOR * scale:
-            continue  # a different shape is the parity check's to report
-        ref = ref.ravel() - ref.mean()
-        centred = out.ravel().astype(np.float64) - out.mean()
-        slope = float(ref @ centred / (ref @ ref))
-        slopes[index] = slope if np.isfinite(slope) else 0.0
-    if not slopes:
-        return None, None
-    index = min(slopes, key=slopes.get)
-    return slopes[index], index
-
-
-def require_no_collapse(fused_pt: Path, runner) -> dict[str, Any]:
-    """The INT8 runner's collapse measure on the probe against the reference; a collapse fails."""
-    blob = reference.load_reference(fused_pt)
-    probe = np.ascontiguousarray(blob["probe"].numpy())
-    slope, output = collapse([r.numpy() for r in blob["outputs"]], runner.infer(probe))
-    if slope is not None and slope < MIN_SLOPE:
-        raise CheckFailed(
-            f"INT8 output {output} collapsed against FP32 (least-squares slope {slope:.2g} on the FP32 "
-            f"output over the probe images, below {MIN_SLOPE:g}; a correct INT8 model is near 1): the "
-            "calibration images may be degenerate or unlike the model's inputs; calibrate on images like "
-            f"them with {setting('calibration.source')}"
-        )
-    return {"slope": slope, "output": output, "threshold": MIN_SLOPE}
 
 
 def package(ir: Path, metadata: dict[str, Any], out: Path) -> dict[str, Any]:

@@ -318,13 +318,16 @@ def run(
     settings: QdqSettings, onnx_path: Path, fused_pt: Path, out: Path, ranges_dir: Path | None = None
 ) -> dict[str, Any]:
     """The Q/DQ model and its onnxruntime CPU error against the reference in fused.pt (recorded, like
-    every INT8 error: INT8 is compared with the one reference, never gated by the FP32 bound).
+    every INT8 error: INT8 is compared with the one reference, never gated by the FP32 bound); an
+    output that collapsed against the reference fails.
     `ranges_dir`: where the activation ranges are cached (see quantize_qdq)."""
     record = quantize_detector(
         onnx_path, out, settings.calibration, settings.method, settings.float_nodes, ranges_dir
     )
-    parity = reference.reference_parity(fused_pt, ort_backend.load(out), noise_factor=1.0)  # recorded
-    return {**record, "check": parity.as_dict()}
+    runner = ort_backend.load(out)
+    parity = reference.reference_parity(fused_pt, runner, noise_factor=1.0)  # recorded
+    collapse = reference.require_no_collapse(fused_pt, runner)
+    return {**record, "check": parity.as_dict(), "collapse": collapse}
 
 
 def describe(record: dict[str, Any]) -> str:
