@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from exporter.backends import onnxruntime as ort_backend
 from exporter.backends import openvino as ov_backend
-from exporter.numerics.latency import side_by_side
+from exporter.numerics.latency import rounds_of
 from exporter.recipe import Recipe, recipe_from_dict
 from exporter.stages.fuse import FuseSettings
 
@@ -32,8 +33,9 @@ ROUNDS = 3  # alternating passes over every runtime (see latency.side_by_side)
 class Row:
     model: str
     name: str
-    p50_ms: float
-    ratio_vs_torch: float
+    p50_ms: float  # median over the rounds
+    ratio_vs_torch: float  # median over the rounds of PyTorch eager's p50 / this runtime's
+    ratio_range: tuple[float, float]  # that ratio's lowest and highest round
 
 
 @dataclass
@@ -108,15 +110,20 @@ def bench_recipe(recipe: Recipe, threads: int, min_seconds: float, calib_count: 
             ov_backend.conv_macs(unfused),
             ov_backend.conv_macs(artifacts["openvino.fp32"].output),
         )
-        timings = side_by_side(calls, ROUNDS, min_seconds)
+        rounds = rounds_of(calls, ROUNDS, min_seconds)
         accuracy = None
         if recipe.evaluation.data:
             from exporter.evaluate import evaluate_run
 
             results = evaluate_run(pipeline.run.root, limit=eval_limit, progress=False)["results"]
             accuracy = {k: results[k]["map"] for k in ("openvino.fp32", "openvino.int8")}
-    base = timings["PyTorch eager, unfused FP32"]
-    rows = [Row(recipe.name, name, ms, base / ms) for name, ms in timings.items()]
+    timings = {name: float(np.median(p50s)) for name, p50s in rounds.items()}
+    rows = []
+    for name, p50s in rounds.items():
+        ratios = [eager / ms for eager, ms in zip(rounds["PyTorch eager, unfused FP32"], p50s, strict=True)]
+        rows.append(
+            Row(recipe.name, name, timings[name], float(np.median(ratios)), (min(ratios), max(ratios)))
+        )
     goals: dict[str, Any] = {
         "fused vs unfused OpenVINO FP32": timings["OpenVINO, unfused FP32"] / timings["OpenVINO, fused FP32"],
         "INT8 vs FP32 IR": timings["OpenVINO, fused FP32"] / timings["OpenVINO, fused INT8"],

@@ -251,6 +251,10 @@ def test_side_by_side_alternates_and_takes_the_median(monkeypatch):
     result = latency.side_by_side({"a": lambda: "a", "b": lambda: "b"}, rounds=3, min_seconds=0.3)
     assert order == ["a", "b", "a", "b", "a", "b"]
     assert result == {"a": 3.0, "b": 4.0}  # medians of 1,3,5 and 2,4,6
+    assert latency.rounds_of({"a": lambda: "a", "b": lambda: "b"}, rounds=2) == {
+        "a": [7.0, 9.0],
+        "b": [8.0, 10.0],
+    }
 
 
 @pytest.mark.slow
@@ -267,7 +271,8 @@ def test_bench_cpu_times_every_runtime_and_checks_its_goals(calib_json, single_t
         "OpenVINO, fused FP16",
         "OpenVINO, fused INT8",
     ]
-    assert all(r.p50_ms > 0 for r in rows) and rows[0].ratio_vs_torch == 1.0
+    assert all(r.p50_ms > 0 for r in rows) and rows[0].ratio_vs_torch == 1.0 and rows[0].ratio_range == (1, 1)
+    assert all(low <= r.ratio_vs_torch <= high for r in rows for low, high in [r.ratio_range])
     by_name = {r.name: r.p50_ms for r in rows}
     assert goals["INT8 vs FP32 IR"] == by_name["OpenVINO, fused FP32"] / by_name["OpenVINO, fused INT8"]
     assert set(goals) == {"fused vs unfused OpenVINO FP32", "INT8 vs FP32 IR"}  # no evaluation data

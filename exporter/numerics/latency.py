@@ -51,14 +51,22 @@ def measure(
 def side_by_side(
     calls: dict[str, Callable[[], object]], rounds: int = 3, min_seconds: float = 1.0
 ) -> dict[str, float]:
-    """p50 ms of each call, compared fairly: `rounds` passes over all calls in turn, then the median
-    of each call's per-round p50 — a machine whose speed drifts during the run (shared hosts, turbo)
-    then favours no call in particular, as timing one call after another would."""
+    """p50 ms of each call, compared fairly: the median of its p50 over alternating rounds
+    (`rounds_of`) — a machine whose speed drifts during the run (shared hosts, turbo) then favours no
+    call in particular, as timing one call after another would."""
+    return {name: float(np.median(values)) for name, values in rounds_of(calls, rounds, min_seconds).items()}
+
+
+def rounds_of(
+    calls: dict[str, Callable[[], object]], rounds: int = 3, min_seconds: float = 1.0
+) -> dict[str, list[float]]:
+    """p50 ms of each call in each of `rounds` passes over all calls in turn (a ratio of two calls
+    taken per round, then its median and range, is a side-by-side ratio with its spread)."""
     p50s: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(rounds):
         for name, call in calls.items():
             p50s[name].append(measure(call, min_seconds=min_seconds / rounds).p50_ms)
-    return {name: float(np.median(values)) for name, values in p50s.items()}
+    return p50s
 
 
 def throughput(make_call: Callable[[], Callable[[], object]], workers: int, seconds: float = 2.0) -> float:

@@ -115,8 +115,15 @@ def check(title: str, findings: list) -> Table:
 
 
 def bench_cpu(title: str, rows: list) -> Table:
-    cells = [[row.name, f"{row.p50_ms:.2f}", f"{row.ratio_vs_torch:.2f}x"] for row in rows]
-    return _table(title, ("runtime", "p50 ms", "speed vs PyTorch eager"), cells)
+    cells = [
+        [
+            row.name,
+            f"{row.p50_ms:.2f}",
+            f"{row.ratio_vs_torch:.2f}x ({row.ratio_range[0]:.2f}–{row.ratio_range[1]:.2f})",
+        ]
+        for row in rows
+    ]
+    return _table(title, ("runtime", "p50 ms", "speed vs PyTorch eager (range over rounds)"), cells)
 
 
 def akconv(title: str, rows: list[list[str]]) -> Table:
