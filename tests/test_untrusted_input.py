@@ -116,6 +116,7 @@ EMBEDDED_PREPROCESS = "scale: 0.00392156862745098}"
         (EMBEDDED_PREPROCESS, "scale: .nan}", "preprocess.scale"),
         (EMBEDDED_PREPROCESS, "scale: 1, mean: [.inf, 0, 0]}", "preprocess.mean"),
         (EMBEDDED_SIZE, f"{EMBEDDED_SIZE}\ninput_size: [64, 64]", "key 'input_size' given twice"),
+        ("{opset: 17,", "{opset: 13, akconv_lowering: gridsample,", "needs opset >= 16"),
     ],
 )
 def test_bad_recipe_values_are_refused_before_anything_is_written(run_cli, tmp_path, old, new, named):
