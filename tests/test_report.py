@@ -123,20 +123,23 @@ def test_t4_targets_say_not_measurable_and_what_would_measure_them(tmp_path):
     assert row + " on this host; `bash runs/s/tensorrt/bundle/build_engine.sh` on a T4 builds" in markdown
 
 
+def check(run_cli, run, baseline, tolerances, *extra):
+    return run_cli(
+        "check", "--artifacts", str(run), "--baseline", str(baseline), "--tolerances", str(tolerances), *extra
+    )
+
+
 @pytest.fixture
 def baseline(tmp_path, run_cli):
     run = make_run(tmp_path / "good")
     path = tmp_path / "baseline.json"
     tolerances = tmp_path / "tol.yaml"
     tolerances.write_text("map: {better: higher, abs: 0.003}\np50_ms: {better: lower, rel: 0.5}\n")
-    code, _, err = run_cli(
-        "check",
-        "--artifacts",
-        str(run),
-        "--baseline",
-        str(path),
-        "--tolerances",
-        str(tolerances),
+    code, _, err = check(
+        run_cli,
+        run,
+        path,
+        tolerances,
         "--update-baseline",
     )
     assert code == 0, err
@@ -145,14 +148,11 @@ def baseline(tmp_path, run_cli):
 
 def test_check_passes_unchanged(tmp_path, run_cli, baseline):
     path, tolerances = baseline
-    code, out, _ = run_cli(
-        "check",
-        "--artifacts",
-        str(make_run(tmp_path / "same")),
-        "--baseline",
-        str(path),
-        "--tolerances",
-        str(tolerances),
+    code, out, _ = check(
+        run_cli,
+        make_run(tmp_path / "same"),
+        path,
+        tolerances,
     )
     assert code == 0 and "REGRESSED" not in out and out.count("ok") >= 4
 
@@ -160,15 +160,7 @@ def test_check_passes_unchanged(tmp_path, run_cli, baseline):
 @pytest.mark.parametrize("worse, metric", [({"map_int8": 0.290}, "map"), ({"p50_int8": 5.0}, "p50_ms")])
 def test_check_fails_on_regression(tmp_path, run_cli, baseline, worse, metric):
     path, tolerances = baseline
-    code, out, err = run_cli(
-        "check",
-        "--artifacts",
-        str(make_run(tmp_path / "worse", **worse)),
-        "--baseline",
-        str(path),
-        "--tolerances",
-        str(tolerances),
-    )
+    code, out, err = check(run_cli, make_run(tmp_path / "worse", **worse), path, tolerances)
     assert code == 1 and "1 of 5 metrics regressed" in err
     (line,) = [line for line in out.splitlines() if "REGRESSED" in line]
     assert "openvino.int8" in line and metric in line
@@ -193,14 +185,11 @@ def test_bad_baseline_exit_2(tmp_path, run_cli, baseline, content, message):
     bad = tmp_path / "bad.json"
     if content is not None:
         bad.write_bytes(content if isinstance(content, bytes) else content.encode())
-    code, _, err = run_cli(
-        "check",
-        "--artifacts",
-        str(make_run(tmp_path / "r")),
-        "--baseline",
-        str(bad),
-        "--tolerances",
-        str(tolerances),
+    code, _, err = check(
+        run_cli,
+        make_run(tmp_path / "r"),
+        bad,
+        tolerances,
     )
     assert code == 2 and message in err and "Traceback" not in err
 
@@ -245,28 +234,20 @@ def test_numbers_measured_otherwise_are_not_compared(tmp_path, run_cli, baseline
     path, tolerances = baseline
     run = make_run(tmp_path / "other")
     edit(run / "manifest.json", lambda m: m["recipe"]["calibration"].update(source="/elsewhere/calib"))
-    assert (
-        run_cli("check", "--artifacts", str(run), "--baseline", str(path), "--tolerances", str(tolerances))[0]
-        == 0
-    )
+    assert check(run_cli, run, path, tolerances)[0] == 0
     edit(run / file, change)
-    code, _, err = run_cli(
-        "check", "--artifacts", str(run), "--baseline", str(path), "--tolerances", str(tolerances)
-    )
+    code, _, err = check(run_cli, run, path, tolerances)
     assert code == 2 and named in err and "not comparable" in err, err
 
 
 def test_a_baseline_that_records_no_conditions_is_refused(tmp_path, run_cli, baseline):
     path, tolerances = baseline
     edit(path, lambda b: b.pop("conditions"))
-    code, _, err = run_cli(
-        "check",
-        "--artifacts",
-        str(make_run(tmp_path / "r")),
-        "--baseline",
-        str(path),
-        "--tolerances",
-        str(tolerances),
+    code, _, err = check(
+        run_cli,
+        make_run(tmp_path / "r"),
+        path,
+        tolerances,
     )
     assert code == 2 and "records not what its numbers were measured under" in err, err
 
@@ -274,10 +255,7 @@ def test_a_baseline_that_records_no_conditions_is_refused(tmp_path, run_cli, bas
 @pytest.mark.parametrize("value", [float("nan"), "0.31"])
 def test_a_current_metric_that_is_not_a_number_regresses(tmp_path, run_cli, baseline, value):
     path, tolerances = baseline
-    code, out, err = run_cli(
-        "check", "--artifacts", str(make_run(tmp_path / "odd", map_int8=value)), "--baseline", str(path),
-        "--tolerances", str(tolerances),
-    )  # fmt: skip
+    code, out, err = check(run_cli, make_run(tmp_path / "odd", map_int8=value), path, tolerances)
     assert code == 1 and "1 of 5 metrics regressed" in err, out + err
     (line,) = [line for line in out.splitlines() if "REGRESSED" in line]
     assert "openvino.int8" in line and "map" in line
@@ -287,10 +265,7 @@ def test_a_misspelt_tolerance_is_refused_not_ignored(tmp_path, run_cli, baseline
     path, _ = baseline
     misspelt = tmp_path / "tol.yaml"
     misspelt.write_text("mAP: {better: higher, abs: 0.003}\np50_ms: {better: lower, rel: 0.5}\n")
-    code, _, err = run_cli(
-        "check", "--artifacts", str(make_run(tmp_path / "r", map_int8=0.0)), "--baseline", str(path),
-        "--tolerances", str(misspelt),
-    )  # fmt: skip
+    code, _, err = check(run_cli, make_run(tmp_path / "r", map_int8=0.0), path, misspelt)
     assert code == 2 and "mAP is not a metric (checkable: map, map50" in err, err
 
 
@@ -298,14 +273,11 @@ def test_bad_tolerances_exit_2(tmp_path, run_cli, baseline):
     path, _ = baseline
     bad = tmp_path / "bad.yaml"
     bad.write_text("map: {better: sideways}\n")
-    code, _, err = run_cli(
-        "check",
-        "--artifacts",
-        str(make_run(tmp_path / "r")),
-        "--baseline",
-        str(path),
-        "--tolerances",
-        str(bad),
+    code, _, err = check(
+        run_cli,
+        make_run(tmp_path / "r"),
+        path,
+        bad,
     )
     assert code == 2 and "map.better" in err
 
@@ -316,8 +288,7 @@ def test_update_baseline_refuses_a_run_with_nothing_measured(tmp_path, run_cli, 
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "manifest.json").write_text(json.dumps({"recipe": {"name": "damoyolo_ns"}, "stages": {}}))
-    code, _, err = run_cli(
-        "check", "--artifacts", str(empty), "--baseline", str(path), "--tolerances", str(tolerances),
+    code, _, err = check(run_cli, empty, path, tolerances,
         "--update-baseline",
     )  # fmt: skip
     assert code == 2 and "has no measured" in err and "left as it is" in err
