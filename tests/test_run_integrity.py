@@ -8,27 +8,46 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from exporter.artifacts import sha256_file
+from exporter.data.shapes import write_split
 from exporter.recipe import load_recipe
 from tests.conftest import EMBEDDED
 
 pytest.importorskip("openvino")
 
 SCRIPT = Path(sys.executable).parent / "reparam-export"
-SIZE = ["--input-size", "96", "128"]
-BUILD = ["build", "--recipe", str(EMBEDDED), *SIZE, "--target", "openvino", "--precision", "fp32"]
-FILES = ("fused.pt", "openvino/model.onnx", "openvino/model_fp32.xml", "openvino/model_fp32.bin")
+FILES = (
+    "fused.pt",
+    "openvino/model.onnx",
+    *(f"openvino/model_{p}.{s}" for p in ("fp32", "int8") for s in ("xml", "bin")),
+)
+CALIBRATION = Path(tempfile.mkdtemp(prefix="calibration-")) / "shapes"  # one path: it is in the settings
+BUILD = [
+    "build", "--recipe", str(EMBEDDED), "--input-size", "96", "128", "--target", "openvino",
+    "--precision", "fp32", "--precision", "int8", "--calib-data", str(CALIBRATION / "calib.json"),
+    "--calib-count", "8",
+]  # fmt: skip
 
 
 def build(run: Path) -> None:
     from exporter.pipeline import Pipeline
 
-    recipe = load_recipe(EMBEDDED, {"input_size": [96, 128], "targets": ["openvino"], "precisions": ["fp32"]})
+    recipe = load_recipe(
+        EMBEDDED,
+        {
+            "input_size": [96, 128],
+            "targets": ["openvino"],
+            "precisions": ["fp32", "int8"],
+            "calibration.source": str(CALIBRATION / "calib.json"),
+            "calibration.count": 8,
+        },
+    )
     Pipeline(recipe, run).build()
 
 
@@ -38,6 +57,7 @@ def digests(run: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
+    write_split(CALIBRATION, "calib", 12, seed=3)
     run = tmp_path_factory.mktemp("built") / "run"
     build(run)
     return run
@@ -75,7 +95,7 @@ def test_every_reader_refuses_a_changed_artifact(built, run_cli, tmp_path, comma
 
 def test_the_same_inputs_give_the_same_bytes_in_any_process(built, tmp_path):
     """This process built other models before (OpenVINO's node counter and torch.save's temporary
-    archive name differ): fused.pt and the IR are still byte for byte those of the first build."""
+    archive name differ): fused.pt and the FP32 and INT8 IR are still byte for byte the first build's."""
     build(tmp_path / "again")
     assert digests(tmp_path / "again") == digests(built)
 
