@@ -253,6 +253,12 @@ def test_a_baseline_that_records_no_conditions_is_refused(tmp_path, run_cli, bas
 
 
 @pytest.mark.parametrize("value", [float("nan"), "0.31"])
+def test_a_damaged_metric_is_reported_as_nan(tmp_path, value):
+    paths = write_report(make_run(tmp_path / "run", map_int8=value), tmp_path / "out")
+    assert "| openvino.int8 | nan | 49.0 |" in paths["markdown"].read_text()
+
+
+@pytest.mark.parametrize("value", [float("nan"), "0.31"])
 def test_a_current_metric_that_is_not_a_number_regresses(tmp_path, run_cli, baseline, value):
     path, tolerances = baseline
     code, out, err = check(run_cli, make_run(tmp_path / "odd", map_int8=value), path, tolerances)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,14 @@ def _read(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise UserError(f"{path} is damaged (not JSON); delete it and measure again") from None
+
+
+def _number(value: Any) -> float | None:
+    """A measurement read from a record: absent is None, anything but a number (a damaged record) NaN,
+    which the report shows and the regression check fails."""
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return value
+    return math.nan
 
 
 def _stage_of(key: str, artifact: str | None, stages: dict[str, Any]) -> dict[str, Any]:
@@ -54,14 +63,14 @@ def collect(run: str | Path) -> dict[str, Any]:
                 "artifact": key,
                 "backend": backend,
                 "precision": precision,
-                "map": accuracy.get("map"),
-                "map50": accuracy.get("map50"),
-                "p50_ms": timing.get("p50_ms"),
-                "p90_ms": timing.get("p90_ms"),
-                "p99_ms": timing.get("p99_ms"),
-                "fps": timing.get("fps_batch1"),
+                "map": _number(accuracy.get("map")),
+                "map50": _number(accuracy.get("map50")),
+                "p50_ms": _number(timing.get("p50_ms")),
+                "p90_ms": _number(timing.get("p90_ms")),
+                "p99_ms": _number(timing.get("p99_ms")),
+                "fps": _number(timing.get("fps_batch1")),
                 "bytes": sum(f["bytes"] for f in [output, *output.get("companions", [])]) if output else None,
-                "max_abs_err": check.get("max_abs_err"),
+                "max_abs_err": _number(check.get("max_abs_err")),
                 "settings_sha256": sha256_json(stage.get("settings")) if stage.get("settings") else None,
                 "samples_ms": timing.get("samples_ms", []),
             }

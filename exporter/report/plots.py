@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from typing import Any
 
 import matplotlib
@@ -32,7 +33,7 @@ def latency_vs_map_figure(rows: list[dict[str, Any]], targets: list[tuple[str, f
     black stars. No label covers another or a marker (see `_separate`)."""
     figure, axis = plt.subplots(figsize=(6, 4), dpi=DPI)
     for row in rows:
-        if row["p50_ms"] is not None and row["map"] is not None:
+        if all(row[k] is not None and math.isfinite(row[k]) for k in ("p50_ms", "map")):
             point = (row["p50_ms"], row["map"] * 100)
             colour = axis.scatter(*point, s=40).get_facecolor()[0]
             _label(axis, row["artifact"], point, colour)
