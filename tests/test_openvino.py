@@ -282,6 +282,18 @@ def test_bench_cpu_times_every_runtime_and_checks_its_goals(calib_json, single_t
     assert "fusion removes" in fusion.describe()
 
 
+def test_bench_cpu_times_models_without_calibration_images_of_their_own(tmp_path):
+    from exporter.bench_cpu import timed_recipe
+    from exporter.pipeline import Pipeline
+    from exporter.recipe import REPO_RECIPES
+
+    recipe = load_recipe(REPO_RECIPES / "damoyolo_ns.yaml")
+    assert recipe.calibration.source is None
+    timed = timed_recipe(recipe, 8, tmp_path / "calibration")
+    Pipeline(timed, tmp_path / "run").check()  # INT8 would be refused without calibration images
+    assert timed.calibration.source == "demo" and timed.precisions == ["fp32", "fp16", "int8"]
+
+
 def test_openvino_folds_batchnorm_itself(tmp_path):
     """Why fusing conv+BN gains nothing on OpenVINO: it compiles the same convolutions either way."""
     import warnings
