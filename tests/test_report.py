@@ -119,8 +119,20 @@ def test_t4_targets_say_not_measurable_and_what_would_measure_them(tmp_path):
     manifest = json.loads((run / "manifest.json").read_text())
     manifest["tensorrt"] = {"deferred": True, "bundle": "runs/s/tensorrt/bundle/build_engine.sh"}
     (run / "manifest.json").write_text(json.dumps(manifest))
-    markdown = write_report(run, tmp_path / "out")["markdown"].read_text()
+    paths = write_report(run, tmp_path / "out")
+    markdown, page = paths["markdown"].read_text(), paths["html"].read_text()
     assert row + " on this host; `bash runs/s/tensorrt/bundle/build_engine.sh` on a T4 builds" in markdown
+    assert "<code>bash runs/s/tensorrt/bundle/build_engine.sh</code> on a T4" in page, "code in a cell"
+
+
+def test_a_plot_of_nothing_measured_is_left_out(tmp_path):
+    run = make_run(tmp_path / "run")
+    (run / "eval.json").unlink()
+    page = write_report(run, tmp_path / "out")["html"].read_text()
+    assert page.count("data:image/png;base64,") == 1 and "latency vs mAP" not in page
+    (run / "bench.json").unlink()
+    page = write_report(run, tmp_path / "out")["html"].read_text()
+    assert "data:image/png" not in page and "<h2>Plots</h2>" not in page
 
 
 def check(run_cli, run, baseline, tolerances, *extra):

@@ -381,7 +381,7 @@ def to_html(model: str, parts: list[Section], images: dict[str, bytes]) -> str:
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>{html.escape(model)}: reparam-export report</title><style>{STYLE}</style></head>"
-        f"<body><h1>{html.escape(model)}</h1>{_html_section(lead)}<h2>Plots</h2>{figures}"
+        f"<body><h1>{html.escape(model)}</h1>{_html_section(lead)}{'<h2>Plots</h2>' if images else ''}{figures}"
         f"{''.join(_html_section(section) for section in rest)}<script>{SORT_SCRIPT}</script></body></html>"
     )
 
@@ -390,15 +390,19 @@ def _html_section(section: Section) -> str:
     title = f"<h2>{html.escape(section.title)}</h2>" if section.title else ""
     head = "".join(f"<th>{html.escape(cell)}</th>" for cell in section.header)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in section.rows
+        "<tr>" + "".join(f"<td>{_inline(cell)}</td>" for cell in row) + "</tr>" for row in section.rows
     )
     table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
     return title + _paragraphs(section.intro) + table + _paragraphs(section.notes)
 
 
 def _paragraphs(lines: list[str]) -> str:
-    """Lines as paragraphs, `code` spans as <code>."""
-    return "".join("<p>" + CODE_SPAN.sub(r"<code>\1</code>", html.escape(line)) + "</p>" for line in lines)
+    return "".join(f"<p>{_inline(line)}</p>" for line in lines)
+
+
+def _inline(text: str) -> str:
+    """Text as HTML, `code` spans as <code>."""
+    return CODE_SPAN.sub(r"<code>\1</code>", html.escape(text))
 
 
 def _figure(name: str, png: bytes) -> str:
@@ -411,10 +415,12 @@ def write_report(run: str | Path, out: str | Path | None = None) -> dict[str, Pa
     metrics, manifest = collect(run), read_manifest(Path(run))
     out = Path(out or Path(run) / "report")
     parts = sections(metrics, manifest)
-    images = {
-        "latency vs mAP": plots.latency_vs_map(metrics["rows"], _plot_targets(metrics)),
-        "latency distribution": plots.latency_distribution(metrics["rows"]),
-    }
+    images = {}  # a plot of nothing measured is left out (the report says what was not measured)
+    rows = metrics["rows"]
+    if any(r["map"] is not None and r["p50_ms"] is not None for r in rows):
+        images["latency vs mAP"] = plots.latency_vs_map(rows, _plot_targets(metrics))
+    if any(r["samples_ms"] for r in rows):
+        images["latency distribution"] = plots.latency_distribution(rows)
     if metrics["sensitivity"]:
         floats = {name for search in metrics["int8_search"].values() for name in search["float_layers"]}
         images["INT8 sensitivity per layer (orange: kept in float)"] = plots.sensitivity(
