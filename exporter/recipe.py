@@ -255,6 +255,7 @@ def safe_name(text: str) -> str:
 
 
 # fields naming files or folders: relative ones in a recipe file resolve against the recipe's folder
+REPO_RECIPES = Path(__file__).resolve().parents[1] / "recipes"  # the recipes shipped beside the package
 PATH_FIELDS = (
     "model.checkpoint",
     "calibration.source",

@@ -34,6 +34,7 @@ LAYERS = [  # bottom first: module prefixes of each layer
             "exporter.bench_fuse",
             "exporter.bench_cpu",
             "exporter.bench_ultralytics",
+            "exporter.figures",
             "exporter.report",
         ],
     ),

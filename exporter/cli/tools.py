@@ -1,4 +1,4 @@
-"""Commands around the builds: bench-cpu, bench-akconv, demo-data, doctor."""
+"""Commands around the builds: bench-cpu, bench-akconv, demo-data, doctor, figures."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import click
 from exporter.cli import options
 from exporter.cli.app import cli, console, flags, out_console, say
 from exporter.errors import CheckFailed, UserError, render
-
-REPO_RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+from exporter.recipe import REPO_RECIPES
 
 
 @cli.command("bench-cpu")
@@ -296,3 +295,46 @@ def doctor(as_json, onnx_path, trt_version):
     missing = required_missing(checks)
     if missing:
         raise UserError(f"required libraries unusable: {', '.join(missing)}; reinstall with `make demo`")
+
+
+@cli.command()
+@click.option(
+    "--section",
+    "sections",
+    multiple=True,
+    help="Figure section(s) to measure again; repeatable (default: all).",
+)
+@click.option(
+    "--figures",
+    type=click.Path(path_type=Path),
+    default=Path("reports/figures.md"),
+    show_default=True,
+    help="The file of figure blocks.",
+)
+@click.option(
+    "--readme",
+    type=click.Path(path_type=Path),
+    default=Path("README.md"),
+    show_default=True,
+    help="The README whose figure blocks are rewritten.",
+)
+def figures(sections, figures, readme):
+    """Measure every figure README quotes (demo mAP per artifact, INT8 search, CPU benchmark) and write
+    them to the figures file and into README's marked blocks (tens of minutes).
+
+    \b
+    Examples:
+      reparam-export figures
+      reparam-export figures --section demo
+    """
+    import tempfile
+
+    from exporter.figures import SECTIONS, regenerate
+
+    if not readme.is_file():
+        raise UserError(f"README not found: {readme}; run from the repository root or pass --readme")
+    with tempfile.TemporaryDirectory() as work:
+        new = regenerate(list(sections) or list(SECTIONS), figures, readme, Path(work), say)
+    for name, body in new.items():
+        out_console().print(f"{name}\n{body}", markup=False, highlight=False)
+    say(f"wrote {figures} and the figure blocks of {readme}")
