@@ -208,6 +208,7 @@ def verified(run: Path, recorded: str, manifest: dict[str, Any] | None = None) -
     """A file a stage of the run wrote, once it and the files written with it (an IR's .bin) still hash
     as the manifest recorded: a changed or damaged artifact is refused, never measured."""
     manifest = manifest or read_manifest(run)
+    in_run(run, recorded)
     for stage in manifest["stages"].values():
         output = stage.get("output") or {}
         if output.get("path") != recorded:

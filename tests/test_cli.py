@@ -269,7 +269,7 @@ def test_damaged_run_files_and_odd_builders_are_bad_input(run_cli, tmp_path):
     assert code == 0, err
     (run / "fused.pt").write_bytes(b"\x00garbage")
     code, _, err = run_cli("bench", "--artifacts", str(run), "--min-iters", "1", "--min-seconds", "0")
-    assert_one_line_error(code, err, 2, "fused.pt is damaged; rebuild the run (build with --force)")
+    assert_one_line_error(code, err, 2, "fused.pt is not the file its build wrote")
     (run / "fused.pt").unlink()
     code, _, err = run_cli("bench", "--artifacts", str(run), "--min-iters", "1", "--min-seconds", "0")
     assert_one_line_error(code, err, 2, "fused.pt is missing; rebuild the run")

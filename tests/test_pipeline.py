@@ -214,6 +214,7 @@ def test_files_a_builder_reads_are_part_of_the_fuse_cache(tmp_path, monkeypatch)
     settings = {
         "model": {"builder": "reading_model_pkg.model:build", "kwargs": {"weights": str(weights)}},
         "input_size": [32, 32],
+        "export.output_names": None,  # one output, unnamed
     }
     run = tmp_path / "run"
     first = Pipeline(load_recipe(EMBEDDED, settings), run).fuse()

@@ -14,7 +14,9 @@ import pytest
 from exporter.figures import blocks, rows
 
 REPO = Path(__file__).resolve().parents[1]
-NOISE_POINTS = 0.05  # mAP points: thread counts and CPUs round differently, nothing else moves it
+# mAP points a fresh build may differ from README by: float artifacts round alike whatever the thread
+# count; INT8 kernels round differently with it (one thread per test worker here, two for the figures)
+NOISE_POINTS = {"int8": 0.25, "float": 0.05}
 
 
 @pytest.mark.slow
@@ -36,4 +38,5 @@ def test_make_demo_has_not_regressed_and_scores_what_readme_says(run_cli, tmp_pa
     for artifact, row in quoted.items():
         for metric, column in (("map", "mAP"), ("map50", "mAP50")):
             fresh = 100 * measured[artifact][metric]
-            assert abs(fresh - float(row[column])) <= NOISE_POINTS, (artifact, metric, fresh, row[column])
+            noise = NOISE_POINTS["int8" if "int8" in artifact else "float"]
+            assert abs(fresh - float(row[column])) <= noise, (artifact, metric, fresh, row[column])

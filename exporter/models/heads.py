@@ -42,9 +42,11 @@ class Head:
     def classes(self, shapes: list[list[int]]) -> int | None:
         """The model's class count read from its output shapes (batch first); None where the outputs
         carry class indices instead of one score per class."""
-        if self.mode in ("raw", "decoded"):
+        if self.mode == "decoded":  # scores (N, A, C)
             return shapes[0][-1]
-        if self.mode == "yolo":
+        if self.mode == "raw":  # per-level scores (N, C, H, W) first
+            return shapes[0][1]
+        if self.mode == "yolo":  # (N, 4 + C, A)
             return shapes[0][1] - 4
         return None
 

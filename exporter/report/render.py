@@ -378,10 +378,11 @@ def to_html(model: str, parts: list[Section], images: dict[str, bytes]) -> str:
     the plots as data URIs after the lead table."""
     lead, *rest = parts
     figures = "".join(_figure(name, png) for name, png in images.items())
+    plots = f"<h2>Plots</h2>{figures}" if images else ""
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>{html.escape(model)}: reparam-export report</title><style>{STYLE}</style></head>"
-        f"<body><h1>{html.escape(model)}</h1>{_html_section(lead)}{'<h2>Plots</h2>' if images else ''}{figures}"
+        f"<body><h1>{html.escape(model)}</h1>{_html_section(lead)}{plots}"
         f"{''.join(_html_section(section) for section in rest)}<script>{SORT_SCRIPT}</script></body></html>"
     )
 
