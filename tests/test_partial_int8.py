@@ -94,13 +94,17 @@ def test_budget_needs_int8_and_evaluation_data(run_cli, tmp_path):
 
 
 SEARCH = ("--precision", "int8", "--calib-count", "64", "--eval-limit", "100")
-BUDGET = {"openvino": 0.1, "tensorrt": 0.2}
+BUDGET = {"openvino": 0.5, "tensorrt": 0.2}
+# OpenVINO's performance preset (symmetric activations) quantizes the demo about 1 point below FP32 on
+# these images, so a 0.5 budget needs a float layer or two; under the mixed preset full INT8 is within
+# 0.2 and a tighter budget takes the search many trials through the noise of 100 images
+PRESET = {"openvino": ["--ov-int8-preset", "performance"], "tensorrt": []}
 
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     """The demo model's INT8 for OpenVINO and TensorRT Q/DQ with budgets tighter than full INT8 meets
-    on these 100 images (full INT8: about -0.16 points under OpenVINO's mixed preset, -0.5 under Q/DQ)."""
+    on these 100 images (full INT8: about -1 point under OpenVINO's performance preset, -0.6 under Q/DQ)."""
     pytest.importorskip("openvino")
     from exporter.cli import main
 
@@ -112,7 +116,8 @@ def searched(tmp_path_factory):
         with pytest.MonkeyPatch.context() as patch:  # latency is recorded, not what these tests check
             patch.setattr(partial_int8, "LATENCY_SECONDS", 0.2)
             for target, budget in BUDGET.items():
-                assert main(["build", "--target", target, "--int8-accuracy-budget", str(budget), *args]) == 0
+                budgeted = ["--int8-accuracy-budget", str(budget), *PRESET[target]]
+                assert main(["build", "--target", target, *budgeted, *args]) == 0
     finally:
         os.chdir(cwd)
     return run
@@ -185,7 +190,7 @@ def test_rerun_reuses_the_search_and_reports_it(searched, run_cli):
         before["tensorrt.int8_search"]["partial_int8_map"], abs=1e-9
     )
     markdown = write_report(searched)["markdown"].read_text()
-    assert "## Partial INT8 (openvino, budget 0.1 mAP points)" in markdown
+    assert "## Partial INT8 (openvino, budget 0.5 mAP points)" in markdown
     assert "## INT8 sensitivity" in markdown and "float (prediction conv)" in markdown
 
 
