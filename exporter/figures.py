@@ -1,4 +1,5 @@
-"""`reparam-export figures`: every figure README quotes, measured by one command.
+"""`reparam-export figures`: the tables README quotes for the demo, the CPU benchmark, the INT8 search and
+DAMO-YOLO's sizes, measured by one command.
 
 Each section is a Markdown block written to reports/figures.md between `<!-- figures:NAME -->` and
 `<!-- /figures:NAME -->`; README carries the same blocks between the same markers, and the command

@@ -3,7 +3,7 @@ the blocks parse back (replace_blocks round-trips)."""
 
 from pathlib import Path
 
-from exporter.figures import SECTIONS, blocks, replace_blocks
+from exporter.figures import SECTIONS, blocks, replace_blocks, rows, table
 
 REPO = Path(__file__).resolve().parents[1]
 FIGURES = REPO / "reports" / "figures.md"
@@ -26,3 +26,12 @@ def test_blocks_are_replaced_in_place():
     replaced = replace_blocks(text, {"demo": "new\n"})
     assert blocks(replaced) == {"demo": "new\n", "x": "kept\n"}
     assert replaced.startswith("intro\n") and "after " in replaced
+
+
+def test_a_block_table_reads_back_by_row_and_column():
+    body = "intro\n\n" + table(["artifact", "mAP"], [["onnx.fp32", "77.26"], ["openvino.int8", "76.93"]])
+    assert rows(body) == {
+        "onnx.fp32": {"artifact": "onnx.fp32", "mAP": "77.26"},
+        "openvino.int8": {"artifact": "openvino.int8", "mAP": "76.93"},
+    }
+    assert set(rows(blocks(FIGURES.read_text())["demo"])) >= {"torch.fp32", "openvino.int8"}
