@@ -19,6 +19,15 @@ def shared_demo_data(tmp_path_factory):
         yield
 
 
+# the longest modules start first, so that the two workers (one module each at a time) end together
+LONGEST_FIRST = ("test_shipped_model.py", "test_partial_int8.py", "test_proof.py", "test_regression.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 settings.register_profile("deterministic", derandomize=True, deadline=None, max_examples=25, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 # two cores: two threads, or one per worker when pytest-xdist runs two

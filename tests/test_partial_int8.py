@@ -94,7 +94,7 @@ def test_budget_needs_int8_and_evaluation_data(run_cli, tmp_path):
 
 
 SEARCH = ("--precision", "int8", "--calib-count", "64", "--eval-limit", "100")
-BUDGET = {"openvino": 0.5, "tensorrt": 0.2}
+BUDGET = {"openvino": 0.5, "tensorrt": 0.3}
 # OpenVINO's performance preset (symmetric activations) quantizes the demo about 1 point below FP32 on
 # these images, so a 0.5 budget needs a float layer or two; under the mixed preset full INT8 is within
 # 0.2 and a tighter budget takes the search many trials through the noise of 100 images
@@ -179,11 +179,11 @@ def test_rerun_reuses_the_search_and_reports_it(searched, run_cli):
 
     before = _stages(searched)
     code, out, err = run_cli(
-        "bench-int8", "--target", "tensorrt", "--int8-accuracy-budget", "0.2", "--run-dir", str(searched),
+        "bench-int8", "--target", "tensorrt", "--int8-accuracy-budget", "0.3", "--run-dir", str(searched),
         "--calib-count", "64", "--eval-limit", "100",
     )  # fmt: skip
     assert code == 0, err
-    assert "cached search" in err and "partial INT8" in out and "within 0.2 points of FP32" in out
+    assert "cached search" in err and "partial INT8" in out and "within 0.3 points of FP32" in out
     assert _stages(searched)["tensorrt.int8_search"]["wall_s"] == before["tensorrt.int8_search"]["wall_s"]
     results = evaluate_run(searched, progress=False)["results"]
     assert results["tensorrt.qdq (onnxruntime)"]["map"] == pytest.approx(
