@@ -138,14 +138,16 @@ def check(run, baseline, tolerances, update_baseline):
     """
     from exporter.report import check as checking
     from exporter.report import tables
+    from exporter.report.metrics import collect
 
     limits = checking.load_tolerances(tolerances)
+    measured = collect(run)  # the artifacts verified and read once
     if update_baseline:
-        metrics = checking.update_baseline(run, baseline, limits)
+        metrics = checking.update_baseline(run, baseline, limits, measured)
         say(f"baseline updated: {baseline} ({sum(len(v) for v in metrics.values())} values)")
         return
-    expected = checking.load_baseline(baseline, run)
-    findings = checking.compare(expected, checking.current_metrics(run, list(limits)), limits)
+    expected = checking.load_baseline(baseline, run, measured)
+    findings = checking.compare(expected, checking.current_metrics(measured, list(limits)), limits)
     out_console().print(tables.check(f"{run} vs {baseline}", findings))
     regressed = [f for f in findings if f.regressed]
     if regressed:

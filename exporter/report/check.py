@@ -19,7 +19,7 @@ from exporter.artifacts import sha256_json, write_json
 from exporter.errors import UserError, read_user_file, setting
 from exporter.manifest import read_manifest
 from exporter.recipe import PATH_FIELDS
-from exporter.report.metrics import CHECKABLE, collect
+from exporter.report.metrics import CHECKABLE
 
 
 class Tolerance(BaseModel):
@@ -68,11 +68,11 @@ LATENCY = {"p50_ms", "p90_ms", "p99_ms", "fps"}
 NOT_CONDITIONS = {"name", "targets", "precisions", "evaluation", *PATH_FIELDS}
 
 
-def conditions(run: str | Path) -> dict[str, Any]:
-    """What a run's numbers were measured under: the evaluation data (digest of what was scored, image
-    count), the benchmark (mode, threads, CPU) and the build (the recipe's settings; the checkpoint and
-    calibration images by content, not by path)."""
-    metrics, manifest = collect(run), read_manifest(run)
+def conditions(run: str | Path, measured: dict[str, Any]) -> dict[str, Any]:
+    """What a run's numbers (`measured`: collect(run)) were measured under: the evaluation data (digest of
+    what was scored, image count), the benchmark (mode, threads, CPU) and the build (the recipe's
+    settings; the checkpoint and calibration images by content, not by path)."""
+    manifest = read_manifest(run)
     recipe = flat(manifest.get("recipe", {}))
     stages = manifest["stages"].values()
     fuse = manifest["stages"].get("fuse", {}).get("settings", {})
@@ -83,8 +83,8 @@ def conditions(run: str | Path) -> dict[str, Any]:
         k: v for k, v in recipe.items() if k not in NOT_CONDITIONS and k.split(".")[0] not in NOT_CONDITIONS
     }
     return {
-        "evaluation": {k: metrics["eval"].get(k) for k in ("data_sha256", "images")},
-        "bench": {k: metrics["bench"].get(k) for k in ("mode", "threads", "cpu")},
+        "evaluation": {k: measured["eval"].get(k) for k in ("data_sha256", "images")},
+        "bench": {k: measured["bench"].get(k) for k in ("mode", "threads", "cpu")},
         "build": {
             **build,
             "checkpoint_sha256": fuse.get("checkpoint_sha256"),
@@ -102,7 +102,9 @@ def flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def require_same_conditions(path: Path, recorded: object, run: str | Path, metrics: set[str]) -> None:
+def require_same_conditions(
+    path: Path, recorded: object, current: dict[str, Any], run: str | Path, metrics: set[str]
+) -> None:
     """Numbers are compared only when measured alike: the same evaluation data for mAP, the same benchmark
     for latency, the same build for both; a difference is bad input naming both sides."""
     if not isinstance(recorded, dict) or not all(
@@ -112,7 +114,6 @@ def require_same_conditions(path: Path, recorded: object, run: str | Path, metri
             f"{path} records not what its numbers were measured under (evaluation data, benchmark, build); "
             f"recreate it with {setting('update_baseline')}"
         )
-    current = conditions(run)
     parts = [("build", "the build")]
     if metrics & ACCURACY:
         parts.append(("evaluation", "the evaluation data (eval.json)"))
@@ -132,7 +133,7 @@ def require_same_conditions(path: Path, recorded: object, run: str | Path, metri
             )
 
 
-def load_baseline(path: str | Path, run: str | Path) -> dict[str, dict[str, float]]:
+def load_baseline(path: str | Path, run: str | Path, measured: dict[str, Any]) -> dict[str, dict[str, float]]:
     """The baseline's metrics; a baseline recorded for another model than `run`'s, or under other
     conditions, is bad input."""
     path = Path(path)
@@ -146,7 +147,7 @@ def load_baseline(path: str | Path, run: str | Path) -> dict[str, dict[str, floa
         values = {a: {m: _finite(f"{a}.{m}", v) for m, v in ms.items()} for a, ms in metrics.items()}
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"{path}: not a baseline file ({type(exc).__name__}: {exc})") from None
-    recorded, model = data.get("model"), collect(run)["model"]
+    recorded, model = data.get("model"), measured["model"]
     if recorded is None:
         raise UserError(
             f"{path} records no 'model', so it could be any model's baseline; recreate it with "
@@ -156,7 +157,8 @@ def load_baseline(path: str | Path, run: str | Path) -> dict[str, dict[str, floa
         raise UserError(
             f"{path} is the baseline of '{recorded}', not of {run} ('{model}'); pass that run's baseline"
         )
-    require_same_conditions(path, data.get("conditions"), run, {m for ms in values.values() for m in ms})
+    checked = {m for ms in values.values() for m in ms}
+    require_same_conditions(path, data.get("conditions"), conditions(run, measured), run, checked)
     return values
 
 
@@ -167,10 +169,9 @@ def _finite(name: str, value: object) -> float:
     return float(value)
 
 
-def current_metrics(run: str | Path, names: list[str]) -> dict[str, dict[str, float]]:
-    return {
-        row["artifact"]: {m: row[m] for m in names if row.get(m) is not None} for row in collect(run)["rows"]
-    }
+def current_metrics(measured: dict[str, Any], names: list[str]) -> dict[str, dict[str, float]]:
+    """Per artifact, the measured values of `names` (`measured`: collect(run))."""
+    return {row["artifact"]: {m: row[m] for m in names if row.get(m) is not None} for row in measured["rows"]}
 
 
 def compare(baseline: dict, current: dict, tolerances: dict[str, Tolerance]) -> list[Finding]:
@@ -183,9 +184,7 @@ def compare(baseline: dict, current: dict, tolerances: dict[str, Tolerance]) -> 
                 continue
             slack = tolerance.abs + tolerance.rel * abs(base)
             limit = base - slack if tolerance.better == "higher" else base + slack
-            now = current.get(artifact, {}).get(metric)
-            if now is not None and (isinstance(now, bool) or not isinstance(now, (int, float))):
-                now = math.nan  # a damaged measurement is no measurement
+            now = current.get(artifact, {}).get(metric)  # collect made a damaged measurement NaN
             regressed = (
                 now is None
                 or not math.isfinite(now)
@@ -195,12 +194,17 @@ def compare(baseline: dict, current: dict, tolerances: dict[str, Tolerance]) -> 
     return findings
 
 
-def update_baseline(run: str | Path, path: str | Path, tolerances: dict[str, Tolerance]) -> dict:
-    metrics = current_metrics(run, list(tolerances))
+def update_baseline(
+    run: str | Path, path: str | Path, tolerances: dict[str, Tolerance], measured: dict[str, Any]
+) -> dict:
+    """Write the run's values of the tolerated metrics (`measured`: collect(run)) and their conditions."""
+    metrics = current_metrics(measured, list(tolerances))
     if not any(metrics.values()):
         raise UserError(
             f"{run} has no measured {', '.join(tolerances)}; run `reparam-export eval` and `bench` on it "
             f"first (the baseline {path} was left as it is)"
         )
-    write_json(path, {"model": collect(run)["model"], "conditions": conditions(run), "metrics": metrics})
+    write_json(
+        path, {"model": measured["model"], "conditions": conditions(run, measured), "metrics": metrics}
+    )
     return metrics
