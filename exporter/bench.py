@@ -13,7 +13,7 @@ import numpy as np
 from exporter.artifacts import sha256_file, write_json
 from exporter.errors import UserError
 from exporter.evaluate import run_recipe
-from exporter.manifest import run_artifacts, verified
+from exporter.manifest import run_artifacts
 from exporter.numerics.latency import measure, throughput
 from exporter.stages.reference import load_reference
 from exporter.targets import artifact_target, load_artifact
@@ -33,11 +33,11 @@ def bench_run(
     run: Path, threads: int = 0, min_iters: int = 50, min_seconds: float = 2.0, throughput_workers: int = 0
 ) -> dict[str, Any]:
     """Batch-1 synchronous latency per artifact (and optional throughput); written to run/bench.json."""
-    artifacts = run_artifacts(run)
+    artifacts = run_artifacts(run)  # verified, fused.pt with them
     if not artifacts:
         raise UserError(f"{run} has no built artifacts; run `reparam-export build` for it first")
     plugin = run_recipe(run).tensorrt.plugin_library
-    blob = load_reference(verified(run, "fused.pt"))
+    blob = load_reference(run / "fused.pt")
     batch = np.ascontiguousarray(blob["probe"][:1].numpy())
     results: dict[str, Any] = {}
     for key, path in artifacts.items():

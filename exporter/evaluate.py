@@ -55,11 +55,10 @@ def evaluate_run(
     onnxruntime) on `data` (default: the recipe's evaluation data); written to RUN/eval.json."""
     run = Path(run)
     recipe = run_recipe(run)
-    artifacts = run_artifacts(run)  # verified before anything is measured
-    fused = verified(run, "fused.pt")
+    artifacts = run_artifacts(run)  # verified, fused.pt with them, before anything is measured
     score = Scorer(EvaluationSettings.from_recipe(recipe, data, limit), progress)
     stages = read_manifest(run)["stages"]
-    runners = {"torch.fp32": (torch_infer(fused), 8)}
+    runners = {"torch.fp32": (torch_infer(run / "fused.pt"), 8)}
     batch = 8 if recipe.export.dynamic_batch else 1
     plugin = recipe.tensorrt.plugin_library
     runners.update(
