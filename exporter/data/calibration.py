@@ -95,11 +95,15 @@ class CalibrationSet:
             )
             yield normalize(pixels, self.preprocess)
 
+    def contents(self) -> list[str]:
+        """The sha256 of each image: as recorded when selected, else read now."""
+        return list(self.digests or map(sha256_file, self.images))
+
     def key(self, model_sha256: str) -> str:
         """Cache key: the model, the preprocessing (input size included) and the images' contents, so a
         record or range cache is never overwritten by a calibration on other images."""
         prep = sha256_json({"input_size": list(self.input_size), **self.preprocess.model_dump(mode="json")})
-        images = sha256_json(list(self.digests or map(sha256_file, self.images)))
+        images = sha256_json(self.contents())
         return f"{model_sha256[:12]}-{prep[:8]}-{images[:8]}"
 
     def record(self, folder: Path, model_sha256: str) -> Path:
@@ -114,8 +118,7 @@ class CalibrationSet:
                 "input_size": list(self.input_size),
                 "preprocess": self.preprocess.model_dump(mode="json"),
                 "images": [
-                    {"path": str(p), "sha256": d}
-                    for p, d in zip(self.images, self.digests or map(sha256_file, self.images), strict=True)
+                    {"path": str(p), "sha256": d} for p, d in zip(self.images, self.contents(), strict=True)
                 ],
             },
         )
