@@ -340,3 +340,14 @@ def test_end_to_end_nms_feeds_a_yolo_heads_boxes_and_scores_and_refuses_nms_free
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "yolo_end2end" in err and "leave --trt-end2end-nms off" in err
     assert not (tmp_path / "e2e").exists()
+
+
+def test_a_recipe_without_class_names_scores_by_the_checkpoints_names(checkpoints):
+    """Evaluation matches categories by the names the checkpoint holds when the recipe lists none."""
+    from exporter.recipe import recipe_from_dict
+    from exporter.stages.scoring import model_class_names
+
+    model = {"checkpoint": str(checkpoints["yolov8n"]), "adapter": "ultralytics"}
+    recipe = recipe_from_dict({"name": "x", "model": model, "input_size": [IMGSZ, IMGSZ]}, "test", {})
+    assert recipe.class_names == []
+    assert model_class_names(recipe) == ("circle", "square", "triangle")

@@ -54,6 +54,10 @@ def ultralytics_metadata(model: ModelRef, names: list[str], input_size: tuple[in
     return ultralytics.export_metadata(ultralytics.load(model.checkpoint, model.trust), names, input_size)
 
 
+def ultralytics_names(model: ModelRef) -> list[str]:
+    return ultralytics.recipe_fields(model.checkpoint, model.trust)["class_names"]
+
+
 def ultralytics_load(checkpoint: Path, trust: tuple[str, ...]) -> nn.Module:
     return ultralytics.load(checkpoint, trust)
 
@@ -65,12 +69,15 @@ class Adapter:
     libraries: tuple[Library, ...] = ()  # optional packages its models need (doctor lists them)
     # what the family's own tools read of an export (Ultralytics' predictor), written beside ours
     metadata: Callable[[ModelRef, list[str], tuple[int, int]], dict[str, Any]] | None = None
+    names: Callable[[ModelRef], list[str]] | None = None  # class names the checkpoint holds
 
 
 ADAPTERS: dict[str, Adapter] = {
     "decoded": Adapter(decoded),
     "damoyolo": Adapter(damoyolo_head),
-    "ultralytics": Adapter(ultralytics_head, ultralytics_load, (ultralytics.LIBRARY,), ultralytics_metadata),
+    "ultralytics": Adapter(
+        ultralytics_head, ultralytics_load, (ultralytics.LIBRARY,), ultralytics_metadata, ultralytics_names
+    ),
 }
 
 
@@ -78,6 +85,12 @@ def family_metadata(adapter: str | None, model: ModelRef, names: list[str], size
     """What the model family's own tools read of an export ({} for families without such tools)."""
     found = ADAPTERS[adapter].metadata if adapter is not None else None
     return found(model, list(names), tuple(size)) if found else {}
+
+
+def class_names(adapter: str | None, model: ModelRef) -> list[str]:
+    """The class names the model's checkpoint holds ([] for families whose checkpoints hold none)."""
+    found = ADAPTERS[adapter].names if adapter is not None else None
+    return list(found(model)) if found else []
 
 
 def head(adapter: str | None, model: ModelRef) -> Head:

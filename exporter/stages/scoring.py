@@ -64,13 +64,10 @@ class EvaluationSettings:
 
 
 def model_class_names(recipe: Recipe) -> tuple[str, ...]:
-    """The recipe's class_names, else those an Ultralytics checkpoint holds."""
-    if recipe.class_names or recipe.model.adapter != "ultralytics":
+    """The recipe's class_names, else those the model's checkpoint holds (its adapter reads them)."""
+    if recipe.class_names:
         return tuple(recipe.class_names)
-    from exporter.models.ultralytics import recipe_fields
-
-    model = recipe.model.ref()
-    return tuple(recipe_fields(model.checkpoint, model.trust)["class_names"])
+    return tuple(adapters.class_names(recipe.model.adapter, recipe.model.ref()))
 
 
 class Scorer:
