@@ -2,7 +2,8 @@
 
 Without a GPU: the CUDA kernel compiles, the sampling math it shares with the host agrees with hand-derived
 values and with the numpy reference, and (with TensorRT headers) the plugin compiles and its methods behave.
-With TensorRT and a CUDA device: an engine with the plugin matches the numpy reference in FP32 and FP16.
+With a CUDA device: the kernel itself matches the numpy reference in FP32 and FP16; with TensorRT too, an
+engine with the plugin does.
 """
 
 from __future__ import annotations
@@ -132,6 +133,50 @@ def test_sample_math_matches_numpy_reference(math_test, tmp_path, problem):
     _run([math_test, tmp_path / "in.bin", tmp_path / "out.bin"], timeout=30)
     out = np.fromfile(tmp_path / "out.bin", dtype=np.float32).reshape(b, c, h * n, w)
     np.testing.assert_allclose(out, akconv_sample_reference(x, offset, n, stride), rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def device_kernel(tmp_path_factory) -> Path:
+    """The kernel with a host launcher (tests/kernel_device_test.cu), built with nvcc; skips without nvcc
+    or a CUDA device."""
+    nvcc = _nvcc()
+    if nvcc is None:
+        pytest.skip("nvcc not found (install the CUDA toolkit or set CUDA_HOME)")
+    exe = tmp_path_factory.mktemp("device") / "kernel_device_test"
+    sources = [PLUGIN_DIR / "tests" / "kernel_device_test.cu", PLUGIN_DIR / "akconv_sample_kernel.cu"]
+    _run([nvcc, "-std=c++17", "-Werror", "all-warnings", "-I", PLUGIN_DIR, *sources, "-o", exe], timeout=300)
+    probe = subprocess.run([str(exe), "--probe"], capture_output=True, text=True, timeout=60)
+    if probe.returncode != 0:
+        pytest.skip(f"no CUDA device: {probe.stdout.strip()}")
+    return exe
+
+
+# FP16: inputs rounded to FP16 before the reference, output rounded once (half an FP16 ulp, 2^-11 relative)
+KERNEL_TOLERANCE = {"fp32": 1e-5, "fp16": 2.0**-10}
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+@pytest.mark.parametrize("problem", PROBLEMS, ids=lambda p: f"seed{p[0]}")
+def test_kernel_on_device_matches_numpy_reference(device_kernel, tmp_path, problem, dtype):
+    seed, b, c, height, width, h, w, n, stride, quantized = problem
+    x, offset = _problem(seed, b, c, height, width, h, w, n, quantized)
+    if dtype == "fp16":  # what the kernel reads
+        x, offset = x.astype(np.float16).astype(np.float32), offset.astype(np.float16).astype(np.float32)
+    dims = np.array([b, c, height, width, h, w, n, stride], dtype=np.int32)
+    (tmp_path / "in.bin").write_bytes(dims.tobytes() + x.tobytes() + offset.tobytes())
+    _run([device_kernel, dtype, tmp_path / "in.bin", tmp_path / "out.bin"], timeout=60)
+    out = np.fromfile(tmp_path / "out.bin", dtype=np.float32).reshape(b, c, h * n, w)
+    expected = akconv_sample_reference(x, offset, n, stride)
+    tol = KERNEL_TOLERANCE[dtype]
+    scale = max(1.0, float(np.abs(expected).max()))
+    error = float(np.abs(out - expected).max())
+    # a wrong stride (the mistake a kernel would make) misses by orders of magnitude more than tol
+    wrong = float(np.abs(akconv_sample_reference(x, offset, n, stride + 1) - expected).max())
+    print(
+        f"{dtype} seed {seed}: max error {error:.3g} (tolerance {tol * scale:.3g}; wrong stride: {wrong:.3g})"
+    )
+    assert error <= tol * scale
+    assert wrong > 100 * tol * scale
 
 
 def test_plugin_compiles_against_tensorrt_headers(tmp_path):

@@ -41,6 +41,7 @@ from exporter.numerics.selections import Selections
 
 PROOF_DTYPE = torch.float64
 ROUNDING_DTYPE = torch.float32  # exported artifacts compute in FP32: the rounding they are held to
+CPU = torch.device("cpu")  # where the proof runs, whatever device the model is on: results never depend on it
 CONDITION_MARGIN = 64
 PROTOCOL_METHODS = (
     "switch_to_deploy",
@@ -491,14 +492,16 @@ def _place(root: nn.Module, step: Step, module: nn.Module) -> nn.Module:
     return root
 
 
-def cast(model: nn.Module, dtype: torch.dtype) -> nn.Module:
-    """`model` in `dtype`: its parameters and buffers, and the tensors modules keep as plain attributes
-    (caches such as anchors made on an earlier call, which would otherwise keep their precision)."""
-    model = model.to(dtype)
+def cast(model: nn.Module, dtype: torch.dtype, device: torch.device | None = None) -> nn.Module:
+    """`model` in `dtype` (and on `device`, if given): its parameters and buffers, and the tensors modules
+    keep as plain attributes (caches such as anchors made on an earlier call, which would otherwise keep
+    their precision and device)."""
+    model = model.to(device=device, dtype=dtype)
     for module in model.modules():
         for name, value in vars(module).items():
-            if isinstance(value, torch.Tensor) and value.is_floating_point():
-                setattr(module, name, value.to(dtype))
+            if isinstance(value, torch.Tensor):
+                floating = value.is_floating_point()
+                setattr(module, name, value.to(device=device, dtype=dtype if floating else None))
     return model
 
 
@@ -509,6 +512,10 @@ def _holds_tensors(model: nn.Module) -> bool:
 
 def model_dtype(model: nn.Module) -> torch.dtype:
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
 
 
 def fuse_model(
@@ -533,14 +540,14 @@ def flush_denormals() -> Iterator[None]:
 def _fuse_model(
     model: nn.Module, probes: torch.Tensor | Sequence[torch.Tensor], rtol: float
 ) -> tuple[nn.Module, FuseReport]:
-    """A fused copy of `model` (in its dtype; `model` is left as it was) and the report proving or
-    refuting its equality in float64 on each probe input: per rewritten module max|y_fused − y| ≤
-    rtol·max(1, max|y|); for the whole model the same, or CONDITION_MARGIN times the float64 rounding
-    the model amplifies, whichever is larger (its FP32 rounding scaled by eps64/eps32: a chaotic model
-    amplifies float64 rounding as it does FP32's)."""
-    inputs = [probes] if isinstance(probes, torch.Tensor) else list(probes)
-    dtype = model_dtype(model)
-    work = cast(copy.deepcopy(model), PROOF_DTYPE).eval()
+    """A fused copy of `model` (in its dtype, on its device; `model` is left as it was) and the report
+    proving or refuting its equality in float64, on the CPU, on each probe input: per rewritten module
+    max|y_fused − y| ≤ rtol·max(1, max|y|); for the whole model the same, or CONDITION_MARGIN times the
+    float64 rounding the model amplifies, whichever is larger (its FP32 rounding scaled by eps64/eps32:
+    a chaotic model amplifies float64 rounding as it does FP32's)."""
+    inputs = [x.detach().cpu() for x in ([probes] if isinstance(probes, torch.Tensor) else probes)]
+    dtype, device = model_dtype(model), model_device(model)
+    work = cast(copy.deepcopy(model), PROOF_DTYPE, CPU).eval()
     inputs64 = [x.to(PROOF_DTYPE) for x in inputs]
     report = FuseReport(
         params_before=count_params(work), inputs=["x".join(map(str, x.shape)) for x in inputs]
@@ -589,7 +596,7 @@ def _fuse_model(
         report.noise = [max(pair) for pair in zip(errors, rounding[0], strict=True)]
         worst = max(range(len(errors)), key=lambda i: errors[i] / max(1.0, report_scales[i]))
         report.drift = Parity(errors[worst], report_scales[worst], 0.0, worst)
-    return fused, report
+    return cast(fused, dtype, device), report
 
 
 def _pairs(a: Any, b: Any):
@@ -631,10 +638,10 @@ def _whole_model(
 
 
 def _in_rounding_dtype(model: nn.Module) -> nn.Module:
-    """`model` itself where it is already an FP32 model in eval mode, else an FP32 copy of it."""
-    if not model.training and model_dtype(model) == ROUNDING_DTYPE:
+    """`model` itself where it is already an FP32 model on the CPU in eval mode, else such a copy of it."""
+    if not model.training and model_dtype(model) == ROUNDING_DTYPE and model_device(model) == CPU:
         return model
-    return cast(copy.deepcopy(model), ROUNDING_DTYPE).eval()
+    return cast(copy.deepcopy(model), ROUNDING_DTYPE, CPU).eval()
 
 
 def _rounding(model: nn.Module, x: torch.Tensor, expected: Any, picks: list) -> list[float]:

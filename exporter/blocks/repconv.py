@@ -44,11 +44,11 @@ def centre_pad(kernel: torch.Tensor, size: int) -> torch.Tensor:
     return F.pad(kernel, [pad, pad, pad, pad])
 
 
-def identity_kernel(channels: int, groups: int, size: int, dtype=torch.float64) -> torch.Tensor:
-    """Kernel of a grouped conv that copies its input: 1 at [o, o mod (C/g), k//2, k//2]."""
+def identity_kernel(channels: int, groups: int, size: int, device: torch.device) -> torch.Tensor:
+    """Kernel (float64) of a grouped conv that copies its input: 1 at [o, o mod (C/g), k//2, k//2]."""
     per_group = channels // groups
-    kernel = torch.zeros(channels, per_group, size, size, dtype=dtype)
-    index = torch.arange(channels)
+    kernel = torch.zeros(channels, per_group, size, size, dtype=torch.float64, device=device)
+    index = torch.arange(channels, device=device)
     kernel[index, index % per_group, size // 2, size // 2] = 1.0
     return kernel
 
@@ -60,7 +60,7 @@ def fold_branch(branch: nn.Sequential) -> tuple[torch.Tensor, torch.Tensor]:
 
 def fold_identity_bn(bn: _BatchNorm, groups: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     t, s = bn_scale_shift(bn)
-    kernel = identity_kernel(bn.num_features, groups, size)
+    kernel = identity_kernel(bn.num_features, groups, size, t.device)
     return kernel * t.view(-1, 1, 1, 1), s
 
 
@@ -198,6 +198,6 @@ class QARepVGG(_MultiBranch):
         w, b = fold_branch(self.rbr_dense)
         w = w + centre_pad(self.rbr_1x1.weight.detach().double(), k)
         if self.rbr_identity is not None:
-            w = w + identity_kernel(dense.out_channels, self.groups, k)
+            w = w + identity_kernel(dense.out_channels, self.groups, k, w.device)
         w, b = fold_kernel_bn(w, b, self.bn)
         return self._deploy(dense, w, b)
