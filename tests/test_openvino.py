@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from exporter.data import calibration
 from exporter.data.shapes import write_split
@@ -63,6 +64,7 @@ def test_int8_keeps_head_decode_in_float(built):
     record = json.loads((run / "manifest.json").read_text())["stages"]["openvino.int8"]
     ignored = record["int8"]["ignored_scope"]
     assert record["int8"]["calibration_images"] == 16
+    assert record["int8"]["statistics"] == "batches of 8 images"
     assert any("Sigmoid" in name for name in ignored) and any("Softmax" in n or "Add" in n for n in ignored)
     assert not any("Conv" in name and "heads" not in name for name in ignored)
     assert len(record["settings"]["calibration"]["digests"]) == 16, "the images' contents key the stage"
@@ -322,3 +324,81 @@ def test_openvino_folds_batchnorm_itself(tmp_path):
         assert ("BatchNormalization" in ops) == (name == "unfused")
         counts.append(ov_backend.load(path).compiled_layers("Convolution"))
     assert counts == [2, 2]
+
+
+class _Batchy(torch.nn.Module):
+    """A conv, then `tail` on its output (N, 4, 6, 6)."""
+
+    def __init__(self, tail):
+        super().__init__()
+        self.conv, self.tail = torch.nn.Conv2d(3, 4, 3), tail
+
+    def forward(self, x):
+        return self.tail(self.conv(x))
+
+
+BATCH_TAILS = {
+    "names the batch": (lambda y: y.reshape(1, 4, -1).softmax(-1), None),
+    "folds the batch": (
+        lambda y: y.reshape(4, -1).softmax(-1),
+        "does not keep the batch as its leading dimension",
+    ),
+    "mixes images": (lambda y: y * y.softmax(0), "image 0 of a batch gives other outputs than alone"),
+}
+
+
+@pytest.mark.parametrize("case", BATCH_TAILS)
+def test_any_batch_is_proved_or_refused(case, tmp_path):
+    import openvino as ov
+
+    from exporter.backends.openvino import OpenVinoRunner, allow_any_batch
+
+    tail, refusal = BATCH_TAILS[case]
+    torch.manual_seed(0)
+    onnx = tmp_path / "model.onnx"  # exported as the export stage does: the batch of 1 written into the graph
+    torch.onnx.export(_Batchy(tail).eval(), (torch.rand(1, 3, 8, 8),), str(onnx), dynamo=False)
+    model = ov.convert_model(str(onnx))
+    images = np.random.default_rng(0).random((3, 3, 8, 8), dtype=np.float32)
+    alone = OpenVinoRunner(model.clone())
+    why = allow_any_batch(model, images)
+    if refusal is None:
+        assert why is None
+        together = OpenVinoRunner(model).infer(images)[0]
+        for index, image in enumerate(images):
+            np.testing.assert_allclose(together[index], alone.infer(image[None])[0][0], rtol=1e-5, atol=1e-6)
+    else:
+        assert refusal in why, why
+        assert list(model.input(0).get_partial_shape()) == [1, 3, 8, 8], "the model is left as it was"
+        np.testing.assert_array_equal(OpenVinoRunner(model).infer(images[:1])[0], alone.infer(images[:1])[0])
+
+
+def test_batched_statistics_quantize_as_one_image_at_a_time(built, calib_json):
+    """Statistics over batches of 8 (the last one short) give the ranges of one image at a time."""
+    import openvino as ov
+
+    from exporter.stages.openvino import STATISTICS_BATCH, quantize
+
+    run, _ = built
+    images, _ = calibration.select(calib_json, STATISTICS_BATCH + 4, 0, (96, 128), Preprocess())
+    onnx = str(run / "openvino" / "model.sim.onnx")
+    batched = quantize(ov.convert_model(onnx), images, (), "performance")
+    single = quantize(ov.convert_model(onnx), images, (), "performance", batch=1)
+    assert batched.statistics == f"batches of {STATISTICS_BATCH} images"
+    assert single.statistics == "one image at a time (batches of one)"
+
+    def ranges(model):
+        """The input range of each quantized op input (OpenVINO merges FakeQuantize ops that a reshape
+        finds identical on one tensor, so the ops themselves are not compared)."""
+        found = {}
+        for op in model.get_ordered_ops():
+            if op.get_type_name() == "FakeQuantize":
+                limits = np.concatenate([op.input_value(i).get_node().get_data().ravel() for i in (1, 2)])
+                for target in op.output(0).get_target_inputs():
+                    found[f"{target.get_node().get_friendly_name()}:{target.get_index()}"] = limits
+        return found
+
+    a, b = ranges(single.model), ranges(batched.model)
+    assert len(a) > 10 and a.keys() == b.keys(), (sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys()))
+    worst = max(float(np.abs(a[k] - b[k]).max() / max(1e-6, np.abs(a[k]).max())) for k in a)
+    assert worst <= 1e-5, f"ranges differ by {worst:.3g} of their size"
+    assert list(batched.model.input(0).get_partial_shape()) == [1, 3, 96, 128]

@@ -108,6 +108,75 @@ def conv_macs(source: str | Path) -> int:
     return total
 
 
+# per image, of max(1, |y|): another batch size's kernels round differently (~1e-6); mixed-up images: ~1
+BATCH_RTOL = 1e-3
+
+
+def allow_any_batch(model, images: np.ndarray) -> str | None:
+    """Make `model` (one input, batch 1) run any batch size, each image as it runs alone; None when done,
+    else why not, with `model` left as it was. In place: a copy would list each node's consumers in
+    another order, and NNCF places quantizers by that order. Reshape targets naming the batch (a leading
+    1 where the data's batch is 1) copy it instead (0: "keep this dimension", the same at batch 1).
+    Proved twice: the batch stays the leading, unknown dimension of every tensor computed from the input,
+    and each of `images` (N ≥ 2) gives the outputs it gives alone, within BATCH_RTOL."""
+    import openvino as ov
+
+    dims = model.input(0).get_partial_shape()
+    if len(model.inputs) != 1 or dims.rank.is_dynamic or dims[0] != ov.Dimension(1):
+        return "the model does not have one input of batch 1"
+    alone = OpenVinoRunner(model)  # compiled from the graph as it is now
+    replaced = []
+    for op in model.get_ordered_ops():
+        target = op.input_value(1) if op.get_type_name() == "Reshape" else None
+        if target is None or target.get_node().get_type_name() != "Constant":
+            continue
+        data, shape = op.get_input_partial_shape(0), target.get_node().get_data()
+        leading_one = shape.ndim == 1 and shape.size and shape[0] == 1
+        if op.get_attributes()["special_zero"] and data.rank.is_static and data[0] == dims[0] and leading_one:
+            copy_batch = np.concatenate([[0], shape[1:]]).astype(shape.dtype)
+            op.input(1).replace_source_output(ov.op.Constant(copy_batch).output(0))
+            replaced.append((op, target))
+    why = _any_batch(model, ov.PartialShape([ov.Dimension(), *list(dims)[1:]]), alone, images)
+    if why is not None:
+        for op, target in replaced:
+            op.input(1).replace_source_output(target)
+        model.reshape({model.input(0): dims})
+    return why
+
+
+def _any_batch(model, shape, alone: OpenVinoRunner, images: np.ndarray) -> str | None:
+    try:
+        model.reshape({model.input(0): shape})
+    except RuntimeError as exc:
+        return f"the graph fixes the batch size ({str(exc).strip().splitlines()[0][:120]})"
+    fixed = _fixed_batch(model)
+    if fixed:
+        return f"{fixed} does not keep the batch as its leading dimension"
+    together = OpenVinoRunner(model).infer(images)
+    for index, image in enumerate(images):
+        for a, b in zip(alone.infer(image[None]), together, strict=True):
+            if np.abs(a[0] - b[index]).max() > BATCH_RTOL * max(1.0, float(np.abs(a).max())):
+                return f"image {index} of a batch gives other outputs than alone"
+    return None
+
+
+def _fixed_batch(model) -> str | None:
+    """The first op computed from the input (shape computations aside) whose output has no unknown
+    leading dimension, or None."""
+    seen, stack = set(), [model.get_parameters()[0]]
+    while stack:
+        op = stack.pop()
+        if op.get_type_name() in ("ShapeOf", "Result") or op.get_name() in seen:
+            continue
+        seen.add(op.get_name())
+        for output in op.outputs():
+            shape = output.get_partial_shape()
+            if shape.rank.is_dynamic or shape.rank.get_length() == 0 or shape[0].is_static:
+                return f"{op.get_type_name()} '{op.get_friendly_name()}'"
+            stack.extend(target.get_node() for target in output.get_target_inputs())
+    return None
+
+
 def _text(value) -> str:
     """OpenVINO property values as plain text (element types by their short name, e.g. 'f32')."""
     return value.get_type_name() if hasattr(value, "get_type_name") else str(value)

@@ -48,24 +48,51 @@ class IrSettings:
         )
 
 
-def quantize(model, calibration: CalibrationSet, float_nodes: tuple[str, ...], preset: str):
-    """INT8 model (NNCF) and the ops it keeps in float: the head tail plus `float_nodes`."""
+STATISTICS_BATCH = 8  # images per statistics inference: NNCF's bookkeeping of each output runs per inference
+
+
+@dataclass(frozen=True)
+class Quantized:
+    model: Any  # openvino.Model
+    ignored: list[str]  # ops kept in float: the head tail plus the float nodes asked for
+    statistics: str  # how the statistics were collected
+
+
+def quantize(
+    model,
+    calibration: CalibrationSet,
+    float_nodes: tuple[str, ...],
+    preset: str,
+    batch: int = STATISTICS_BATCH,
+) -> Quantized:
+    """INT8 model (NNCF) of `model` (changed on the way), the head tail and `float_nodes` kept in float.
+    Statistics are taken over batches of `batch` images, per image (NNCF's batchwise statistics:
+    the ranges of one image at a time), where the model can be proved to run any batch
+    (backends.openvino.allow_any_batch); else one image at a time. The result has the model's input shape."""
     import logging
 
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # nncf imports it; no GPU here
     import nncf
 
     nncf.set_log_level(logging.WARNING)
-    dataset = nncf.Dataset(list(calibration.batches()))
     ignored = openvino_head_tail(model) + list(float_nodes)
+    shape = model.input(0).get_partial_shape()
+    batches = list(calibration.batches(batch))
+    size = len(batches[0])
+    why = ov_backend.allow_any_batch(model, batches[0]) if size > 1 else "batches of one"
+    if why is not None:
+        batches = [image[None] for batch in batches for image in batch]
     quantized = nncf.quantize(
         model,
-        dataset,
+        nncf.Dataset(batches),
         preset=nncf.QuantizationPreset.MIXED if preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE,
-        subset_size=len(calibration.images),
+        subset_size=len(batches),
         ignored_scope=nncf.IgnoredScope(names=ignored),  # validated: a missing name is an error
+        advanced_parameters=nncf.AdvancedQuantizationParameters(batchwise_statistics=why is None),
     )
-    return quantized, ignored
+    quantized.reshape({quantized.input(0): shape})
+    statistics = f"batches of {size} images" if why is None else f"one image at a time ({why})"
+    return Quantized(quantized, ignored, statistics)
 
 
 def run(settings: IrSettings, onnx_path: Path, fused_pt: Path, out: Path) -> dict[str, Any]:
@@ -75,10 +102,12 @@ def run(settings: IrSettings, onnx_path: Path, fused_pt: Path, out: Path) -> dic
     precision = settings.precision
     record: dict[str, Any] = {"precision": precision}
     if precision == "int8":
-        model, ignored = quantize(model, settings.calibration, settings.float_nodes, settings.preset)
+        quantized = quantize(model, settings.calibration, settings.float_nodes, settings.preset)
+        model, ignored = quantized.model, quantized.ignored
         record["int8"] = {
             "calibration_images": len(settings.calibration.images),
             "preset": settings.preset,
+            "statistics": quantized.statistics,
             "float_ops": len(ignored) - len(settings.float_nodes),
             "float_layers": list(settings.float_nodes),
             "ignored_scope": ignored,

@@ -114,8 +114,9 @@ class OpenVinoQuantizer:
 
         if float_nodes is None:
             return ov_backend.OpenVinoRunner(self.convert())
-        model, _ = quantize(self.convert(), self.calibration, tuple(float_nodes), self.preset)
-        return ov_backend.OpenVinoRunner(model)
+        return ov_backend.OpenVinoRunner(
+            quantize(self.convert(), self.calibration, tuple(float_nodes), self.preset).model
+        )
 
 
 class QdqQuantizer:
