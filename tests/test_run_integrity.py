@@ -55,9 +55,13 @@ def digests(run: Path) -> dict[str, str]:
     return {name: sha256_file(run / name) for name in FILES}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def calibration_images():
+    write_split(CALIBRATION, "calib", 12, seed=3)
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    write_split(CALIBRATION, "calib", 12, seed=3)
     run = tmp_path_factory.mktemp("built") / "run"
     build(run)
     return run
@@ -156,9 +160,26 @@ def test_a_read_only_run_directory_is_one_line(tmp_path):
     finally:
         run.chmod(0o755)
     assert result.returncode == 2, result.stderr
-    assert f"error: cannot write {run}" in result.stderr and "permission denied" in result.stderr
+    assert f"error: cannot access {run}/" in result.stderr and "permission denied" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not list(run.iterdir())
+
+
+@pytest.mark.skipif(not SCRIPT.is_file(), reason="the reparam-export console script is not installed")
+def test_an_unreadable_input_is_one_line(tmp_path):
+    source = tmp_path / "calib.json"
+    source.write_text((CALIBRATION / "calib.json").read_text())
+    (tmp_path / "calib").symlink_to(CALIBRATION / "calib")  # its images, readable
+    source.chmod(0o000)
+    argv = [*BUILD, "--calib-data", str(source), "--run-dir", str(tmp_path / "run")]
+    try:
+        result = cli(*argv, preexec=without_privileges)
+    finally:
+        source.chmod(0o644)
+    assert result.returncode == 2, result.stderr
+    assert f"error: cannot access {source}: permission denied" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.skipif(not SCRIPT.is_file(), reason="the reparam-export console script is not installed")

@@ -13,12 +13,13 @@ from exporter.errors import ExporterError
 
 # failures of the file system, not of the program: one line naming the path and what to do
 FILE_SYSTEM = {
-    errno.ENOSPC: "the disk is full: free space there or pass --run-dir on another disk",
-    errno.EDQUOT: "the disk quota is used up: free space there or pass --run-dir on another disk",
-    errno.EFBIG: "the file exceeds the size this process may write: raise ulimit -f or free space",
-    errno.EROFS: "the file system is read-only: pass --run-dir to a writable folder",
-    errno.EACCES: "permission denied: check its permissions or pass --run-dir to a writable folder",
-    errno.EPERM: "not permitted: check its permissions or pass --run-dir to a writable folder",
+    errno.ENOSPC: "cannot write {}: the disk is full: free space there or pass --run-dir on another disk",
+    errno.EDQUOT: "cannot write {}: the disk quota is used up: free space or pass --run-dir on another disk",
+    errno.EFBIG: "cannot write {}: the file exceeds the size this process may write: raise ulimit -f",
+    errno.EROFS: "cannot write {}: the file system is read-only: pass --run-dir to a writable folder",
+    # reading an input or writing the run: the path says which
+    errno.EACCES: "cannot access {}: permission denied: check its permissions (a run: --run-dir moves it)",
+    errno.EPERM: "cannot access {}: not permitted: check its permissions (a run: --run-dir moves it)",
 }
 
 
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         if exc.errno not in FILE_SYSTEM:
             raise
-        say(f"error: cannot write {exc.filename or 'a file'}: {FILE_SYSTEM[exc.errno]}")
+        say(f"error: {FILE_SYSTEM[exc.errno].format(exc.filename or 'a file')}")
         return 2
     return 0
 
