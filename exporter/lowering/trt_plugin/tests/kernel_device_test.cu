@@ -5,6 +5,7 @@
 //                                                   offset as float32; out.bin: float32 (B, C, h*N, w)
 // fp16 rounds x and offset to FP16 on the host, runs the FP16 kernel and widens its FP16 output.
 #include "akconv_sample_kernel.h"
+#include "problem_file.h"
 
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
@@ -70,38 +71,19 @@ int run(akconv::Shape const& s, std::vector<float> const& x, std::vector<float> 
 
 int runFile(char const* type, char const* inPath, char const* outPath)
 {
-    std::FILE* in = std::fopen(inPath, "rb");
-    if (in == nullptr)
+    akconv::Shape s{};
+    std::vector<float> x, offset;
+    if (!problem::read(inPath, s, x, offset))
     {
-        std::printf("cannot open %s\n", inPath);
         return 2;
     }
-    int32_t d[8];
-    bool ok = std::fread(d, sizeof(int32_t), 8, in) == 8;
-    akconv::Shape const s{d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]};
-    size_t const nx = static_cast<size_t>(s.B) * s.C * s.H * s.W;
-    size_t const noff = static_cast<size_t>(s.B) * 2 * s.N * s.h * s.w;
-    std::vector<float> x(nx), offset(noff), out(static_cast<size_t>(s.B) * s.C * s.h * s.N * s.w);
-    ok = ok && std::fread(x.data(), sizeof(float), nx, in) == nx
-        && std::fread(offset.data(), sizeof(float), noff, in) == noff;
-    std::fclose(in);
-    if (!ok)
-    {
-        std::printf("short input %s\n", inPath);
-        return 2;
-    }
+    std::vector<float> out(problem::outputSize(s));
     int const rc = std::strcmp(type, "fp16") == 0 ? run<__half>(s, x, offset, out) : run<float>(s, x, offset, out);
     if (rc != 0)
     {
         return rc;
     }
-    std::FILE* o = std::fopen(outPath, "wb");
-    ok = o != nullptr && std::fwrite(out.data(), sizeof(float), out.size(), o) == out.size();
-    if (o != nullptr)
-    {
-        std::fclose(o);
-    }
-    return ok ? 0 : 2;
+    return problem::write(outPath, out) ? 0 : 2;
 }
 
 } // namespace

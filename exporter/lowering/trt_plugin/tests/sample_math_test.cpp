@@ -7,6 +7,7 @@
 //                                      and writes the float32 output (B, C, h*N, w) to OUT
 #define AKCONV_MATH_ONLY
 #include "akconv_sample_kernel.h"
+#include "problem_file.h"
 
 #include <cmath>
 #include <cstdio>
@@ -127,38 +128,19 @@ void testIndexing()
 
 int runFile(char const* inPath, char const* outPath)
 {
-    std::FILE* in = std::fopen(inPath, "rb");
-    if (in == nullptr)
+    akconv::Shape s{};
+    std::vector<float> x, offset;
+    if (!problem::read(inPath, s, x, offset))
     {
-        std::printf("cannot open %s\n", inPath);
         return 2;
     }
-    int32_t d[8];
-    bool ok = std::fread(d, sizeof(int32_t), 8, in) == 8;
-    akconv::Shape const s{d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]};
-    size_t const nx = static_cast<size_t>(s.B) * s.C * s.H * s.W;
-    size_t const noff = static_cast<size_t>(s.B) * 2 * s.N * s.h * s.w;
-    size_t const nout = static_cast<size_t>(s.B) * s.C * s.h * s.N * s.w;
-    std::vector<float> x(nx), offset(noff), out(nout);
-    ok = ok && std::fread(x.data(), sizeof(float), nx, in) == nx && std::fread(offset.data(), sizeof(float), noff, in) == noff;
-    std::fclose(in);
-    if (!ok)
-    {
-        std::printf("short input %s\n", inPath);
-        return 2;
-    }
+    std::vector<float> out(problem::outputSize(s));
     int32_t const base = akconv::gridBase(s.N);
-    for (size_t k = 0; k < nout; ++k)
+    for (size_t k = 0; k < out.size(); ++k)
     {
         out[k] = akconv::sampleAt(x.data(), offset.data(), s, base, static_cast<int64_t>(k));
     }
-    std::FILE* o = std::fopen(outPath, "wb");
-    ok = o != nullptr && std::fwrite(out.data(), sizeof(float), nout, o) == nout;
-    if (o != nullptr)
-    {
-        std::fclose(o);
-    }
-    return ok ? 0 : 2;
+    return problem::write(outPath, out) ? 0 : 2;
 }
 
 } // namespace
