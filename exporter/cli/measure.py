@@ -113,20 +113,8 @@ def report(run, out):
 
 @cli.command()
 @ARTIFACTS
-@click.option(
-    "--baseline",
-    type=click.Path(path_type=Path),
-    default=Path("reports/baseline.json"),
-    show_default=True,
-    help="Baseline metrics (JSON).",
-)
-@click.option(
-    "--tolerances",
-    type=click.Path(path_type=Path),
-    default=Path("reports/tolerances.yaml"),
-    show_default=True,
-    help="Per-metric one-sided tolerances (YAML).",
-)
+@options.repository_file("--baseline", "reports/baseline.json", "Baseline metrics (JSON).")
+@options.repository_file("--tolerances", "reports/tolerances.yaml", "Per-metric one-sided tolerances (YAML).")
 @click.option("--update-baseline", is_flag=True, help="Accept the run's metrics as the new baseline.")
 def check(run, baseline, tolerances, update_baseline):
     """Compare a run with the baseline; exit 1 with a table of what regressed.

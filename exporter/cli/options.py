@@ -48,6 +48,13 @@ def option(*flags: str, field: str | None = None, **kwargs) -> Decorator:
     return click.option(*flags, cls=FieldOption, field=field, **kwargs)
 
 
+def repository_file(flag: str, default_path: str, help: str) -> Decorator:
+    """An option naming one of the repository's files (its path from the repository root by default)."""
+    return click.option(
+        flag, type=click.Path(path_type=Path), default=Path(default_path), show_default=True, help=help
+    )
+
+
 def group(*decorators: Decorator) -> Decorator:
     """Options applied in the order given (shown so in --help)."""
 

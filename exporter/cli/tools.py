@@ -304,20 +304,8 @@ def doctor(as_json, onnx_path, trt_version):
     multiple=True,
     help="Figure section(s) to measure again; repeatable (default: all).",
 )
-@click.option(
-    "--figures",
-    type=click.Path(path_type=Path),
-    default=Path("reports/figures.md"),
-    show_default=True,
-    help="The file of figure blocks.",
-)
-@click.option(
-    "--readme",
-    type=click.Path(path_type=Path),
-    default=Path("README.md"),
-    show_default=True,
-    help="The README whose figure blocks are rewritten.",
-)
+@options.repository_file("--figures", "reports/figures.md", "The file of figure blocks.")
+@options.repository_file("--readme", "README.md", "The README whose figure blocks are rewritten.")
 def figures(sections, figures, readme):
     """Measure every figure README quotes (demo mAP per artifact, INT8 search, CPU benchmark) and write
     them to the figures file and into README's marked blocks (tens of minutes).
