@@ -515,7 +515,7 @@ def model_dtype(model: nn.Module) -> torch.dtype:
 
 
 def model_device(model: nn.Module) -> torch.device:
-    return next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
+    return next((t.device for t in (*model.parameters(), *model.buffers())), CPU)
 
 
 def fuse_model(

@@ -81,7 +81,7 @@ def quantize(
     size = len(batches[0])
     why = ov_backend.allow_any_batch(model, batches[0]) if size > 1 else "batches of one"
     if why is not None:
-        batches = [image[None] for batch in batches for image in batch]
+        batches = [image[None] for group in batches for image in group]
     quantized = nncf.quantize(
         model,
         nncf.Dataset(batches),
