@@ -115,12 +115,22 @@ def searched(tmp_path_factory):
     try:
         with pytest.MonkeyPatch.context() as patch:  # latency is recorded, not what these tests check
             patch.setattr(partial_int8, "LATENCY_SECONDS", 0.2)
+            runner = partial_int8.OpenVinoQuantizer.runner
+
+            def counted(quantizer, float_nodes):
+                OPENVINO_MODELS.append(float_nodes)
+                return runner(quantizer, float_nodes)
+
+            patch.setattr(partial_int8.OpenVinoQuantizer, "runner", counted)
             for target, budget in BUDGET.items():
                 budgeted = ["--int8-accuracy-budget", str(budget), *PRESET[target]]
                 assert main(["build", "--target", target, *budgeted, *args]) == 0
     finally:
         os.chdir(cwd)
     return run
+
+
+OPENVINO_MODELS: list = []  # the float nodes of each OpenVINO model the search built (None: FP32)
 
 
 def _stages(run):
@@ -140,6 +150,18 @@ def test_search_respects_the_budget_with_the_fewest_layers(searched, backend):
     assert (
         json.loads((searched / record["output"]["path"]).read_text())["float_layers"]
         == record["float_layers"]
+    )
+
+
+@pytest.mark.slow
+def test_openvino_search_times_the_models_it_scored(searched):
+    """FP32, full INT8 and the chosen partial INT8 timed side by side, each model built once."""
+    record = _stages(searched)["openvino.int8_search"]
+    assert set(record["latency_ms"]) == {"fp32", "int8_full", "int8_partial"}
+    assert record["speedup_kept"] is not None
+    assert len(OPENVINO_MODELS) == 1 + len(record["trials"]), "FP32 and one model per trial, none rebuilt"
+    assert sorted(len(nodes) for nodes in OPENVINO_MODELS[1:]) == sorted(
+        t["float_layers"] for t in record["trials"]
     )
 
 

@@ -47,6 +47,9 @@ class Trial:
     map: float
     drop_points: float  # (FP32 mAP − this mAP) × 100
 
+    def within(self, budget_points: float) -> bool:
+        return self.drop_points <= budget_points
+
 
 def search(
     evaluate: Callable[[int], float],
@@ -64,7 +67,7 @@ def search(
             found = evaluate(k)
             trials[k] = Trial(k, found, 100 * (reference_map - found))
             report(trials[k])
-        return trials[k].drop_points <= budget_points
+        return trials[k].within(budget_points)
 
     def tried() -> list[Trial]:
         return sorted(trials.values(), key=lambda t: t.float_layers)
@@ -208,19 +211,25 @@ def run(
     fp32 = quantizer.runner(None)
     reference_map = score(fp32.infer, 1)["map"]
     say(f"int8 search ({quantizer.backend}): FP32 mAP {100 * reference_map:.2f}, budget {budget:g} points")
-    full_int8 = []  # the k = 0 runner, timed later (trial runners are not kept: models can be large)
+    # runners timed later: k = 0 and the latest trial within the budget, which is the chosen one when the
+    # search ends (it only narrows); the others are dropped as soon as they are scored (models can be large)
+    runners: dict[int, Any] = {}
 
     def evaluate(k: int) -> float:
-        runner = quantizer.runner(nodes[:k])
-        if k == 0:
-            full_int8.append(runner)
-        return score(runner.infer, 1)["map"]
+        runners[k] = quantizer.runner(nodes[:k])
+        return score(runners[k].infer, 1)["map"]
 
     def report(trial: Trial) -> None:
         say(
             f"  {trial.float_layers:>3} layers in float → mAP {100 * trial.map:.2f} "
             f"({-trial.drop_points:+.2f} points)"
         )
+        k = trial.float_layers
+        if k == 0:
+            return
+        stale = [j for j in runners if j not in (0, k)] if trial.within(budget) else [k]
+        for j in stale:
+            del runners[j]
 
     chosen, trials = search(evaluate, rank, reference_map, budget, report)
     record: dict[str, Any] = {
@@ -240,8 +249,7 @@ def run(
     record["drop_points"] = 100 * (reference_map - record["partial_int8_map"])
     if quantizer.backend == "openvino":
         probe = probe_input(settings.input_size, settings.preprocess, settings.seed, batch=1).numpy()
-        partial = full_int8[0] if chosen == 0 else quantizer.runner(nodes[:chosen])
-        compared = {"fp32": fp32, "int8_full": full_int8[0], "int8_partial": partial}
+        compared = {"fp32": fp32, "int8_full": runners[0], "int8_partial": runners[chosen]}
         timed = side_by_side(
             {name: lambda r=r: r.infer(probe) for name, r in compared.items()}, 3, LATENCY_SECONDS
         )
