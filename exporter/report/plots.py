@@ -24,6 +24,11 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
+def has_point(row: dict[str, Any]) -> bool:
+    """Whether an artifact's row has a latency and an mAP to plot (absent: None; damaged: NaN)."""
+    return all(row[k] is not None and math.isfinite(row[k]) for k in ("p50_ms", "map"))
+
+
 def latency_vs_map(rows: list[dict[str, Any]], targets: list[tuple[str, float, float]]) -> bytes:
     return _png(latency_vs_map_figure(rows, targets))
 
@@ -33,7 +38,7 @@ def latency_vs_map_figure(rows: list[dict[str, Any]], targets: list[tuple[str, f
     black stars. No label covers another or a marker (see `_separate`)."""
     figure, axis = plt.subplots(figsize=(6, 4), dpi=DPI)
     for row in rows:
-        if all(row[k] is not None and math.isfinite(row[k]) for k in ("p50_ms", "map")):
+        if has_point(row):
             point = (row["p50_ms"], row["map"] * 100)
             colour = axis.scatter(*point, s=40).get_facecolor()[0]
             _label(axis, row["artifact"], point, colour)

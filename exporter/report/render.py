@@ -418,7 +418,7 @@ def write_report(run: str | Path, out: str | Path | None = None) -> dict[str, Pa
     parts = sections(metrics, manifest)
     images = {}  # a plot of nothing measured is left out (the report says what was not measured)
     rows = metrics["rows"]
-    if any(r["map"] is not None and r["p50_ms"] is not None for r in rows):
+    if any(plots.has_point(r) for r in rows):
         images["latency vs mAP"] = plots.latency_vs_map(rows, _plot_targets(metrics))
     if any(r["samples_ms"] for r in rows):
         images["latency distribution"] = plots.latency_distribution(rows)
