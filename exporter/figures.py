@@ -39,7 +39,7 @@ def replace_blocks(text: str, new: dict[str, str]) -> str:
     )
 
 
-def rows(body: str) -> dict[str, dict[str, str]]:
+def read_table(body: str) -> dict[str, dict[str, str]]:
     """The table of a block as {first cell: {column: cell}}."""
     lines = [line for line in body.splitlines() if line.startswith("|")]
     columns = [cell.strip() for cell in lines[0].strip("|").split("|")]

@@ -254,8 +254,8 @@ def safe_name(text: str) -> str:
     return "".join(c if c.isalnum() or c in "_.-" else "_" for c in text).strip(".") or "model"
 
 
-# fields naming files or folders: relative ones in a recipe file resolve against the recipe's folder
 REPO_RECIPES = Path(__file__).resolve().parents[1] / "recipes"  # the recipes shipped beside the package
+# fields naming files or folders: relative ones in a recipe file resolve against the recipe's folder
 PATH_FIELDS = (
     "model.checkpoint",
     "calibration.source",

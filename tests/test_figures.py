@@ -3,7 +3,7 @@ the blocks parse back (replace_blocks round-trips)."""
 
 from pathlib import Path
 
-from exporter.figures import SECTIONS, blocks, replace_blocks, rows, table
+from exporter.figures import SECTIONS, blocks, read_table, replace_blocks, table
 
 REPO = Path(__file__).resolve().parents[1]
 FIGURES = REPO / "reports" / "figures.md"
@@ -30,8 +30,8 @@ def test_blocks_are_replaced_in_place():
 
 def test_a_block_table_reads_back_by_row_and_column():
     body = "intro\n\n" + table(["artifact", "mAP"], [["onnx.fp32", "77.26"], ["openvino.int8", "76.93"]])
-    assert rows(body) == {
+    assert read_table(body) == {
         "onnx.fp32": {"artifact": "onnx.fp32", "mAP": "77.26"},
         "openvino.int8": {"artifact": "openvino.int8", "mAP": "76.93"},
     }
-    assert set(rows(blocks(FIGURES.read_text())["demo"])) >= {"torch.fp32", "openvino.int8"}
+    assert set(read_table(blocks(FIGURES.read_text())["demo"])) >= {"torch.fp32", "openvino.int8"}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.figures import blocks, rows
+from exporter.figures import blocks, read_table
 
 REPO = Path(__file__).resolve().parents[1]
 # mAP points a fresh build may differ from README by: float artifacts round alike whatever the thread
@@ -33,7 +33,7 @@ def test_make_demo_has_not_regressed_and_scores_what_readme_says(run_cli, tmp_pa
     assert code == 0, out + err
     assert out.count(" ok ") >= 8, out
     measured = json.loads((run / "eval.json").read_text())["results"]
-    quoted = rows(blocks((REPO / "reports" / "figures.md").read_text())["demo"])
+    quoted = read_table(blocks((REPO / "reports" / "figures.md").read_text())["demo"])
     assert set(quoted) == set(measured), "README's demo table lists every artifact make demo scores"
     for artifact, row in quoted.items():
         for metric, column in (("map", "mAP"), ("map50", "mAP50")):
