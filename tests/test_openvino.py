@@ -54,9 +54,86 @@ def test_ir_in_three_precisions(built):
         assert record["runtime"]["INFERENCE_PRECISION_HINT"] == "f32", "never silently bf16"
     fp32, fp16, int8 = (stages[f"openvino.{p}"]["check"] for p in ("fp32", "fp16", "int8"))
     assert fp32["ok"] and fp32["max_abs_err"] <= fp32["tolerance"]
-    assert 0 < fp16["max_abs_err"] < int8["max_abs_err"], "errors against the one FP32 reference"
+    # errors against the one float64 reference: FP16 and INT8 round far more than FP32 does; FP16's weights
+    # keep ~3 decimal digits. Which of FP16 and INT8 errs more depends on the CPU's INT8 kernels.
+    for lower in (fp16, int8):
+        assert fp32["max_abs_err"] < lower["max_abs_err"] / 10
+    assert fp16["max_abs_err"] < 1e-2 * max(1.0, fp16["max_abs_ref"])
     sizes = {p: (run / "openvino" / f"model_{p}.bin").stat().st_size for p in ("fp32", "fp16", "int8")}
     assert sizes["int8"] < sizes["fp16"] < sizes["fp32"]
+
+
+def bf16_host() -> bool:
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def test_fp32_ir_computes_in_f32_in_a_consumer_that_sets_no_precision(built):
+    """Every layer of the FP32 IR is marked precise, so OpenVINO's defaults (bf16 on CPUs with BF16) and
+    even an explicit bf16 hint compute it in f32; the FP16 IR, unmarked, says what it is and runs at the
+    precision the runtime chooses."""
+    import xml.etree.ElementTree as ET
+
+    import openvino as ov
+
+    from exporter.backends.openvino import OpenVinoRunner
+    from exporter.stages.reference import reference_parity
+
+    run, _ = built
+    xml = run / "openvino" / "model_fp32.xml"
+    layers = list(ET.parse(xml).getroot().iter("layer"))
+    marked = [layer for layer in layers if layer.find("rt_info/attribute[@name='precise']") is not None]
+    assert layers and len(marked) == len(layers)
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    plain = stages["openvino.fp32"]["plain_consumer"]
+    assert plain["check"]["ok"] and plain["default_precision"] == ("bf16" if bf16_host() else "f32")
+    default = OpenVinoRunner(xml, hint=None)  # ov.Core().compile_model(xml, "CPU") as a consumer calls it
+    assert reference_parity(run / "fused.pt", default, 8).ok
+    fp16 = ov.Core().read_model(run / "openvino" / "model_fp16.xml")
+    assert fp16.get_rt_info(["reparam_export", "precision"]).astype(str) == "fp16"
+    assert "chooses" in fp16.get_rt_info(["reparam_export", "inference_precision"]).astype(str)
+    if bf16_host():
+        assert reference_parity(run / "fused.pt", OpenVinoRunner(xml, hint="bf16"), 8).ok
+        fp16_default = OpenVinoRunner(run / "openvino" / "model_fp16.xml", hint=None)
+        bf16 = reference_parity(run / "fused.pt", fp16_default, 8)
+        assert bf16.ratio > 10, "unmarked, the IR runs in bf16 here: far past the FP32 bound"
+
+
+class Settled(torch.nn.Module):
+    """Ops the CPU plugin replaces at compile time (and so drops their precise marker): Resize (opset 11's
+    Interpolate), Unsqueeze, two Slices of one tensor, MaxPool, Softmax on the last axis."""
+
+    def forward(self, x):
+        up = torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest")
+        a, b = up[:, :2], up[:, 2:]
+        pooled = torch.nn.functional.max_pool2d(a * b, 5, 1, 2)
+        return torch.softmax(pooled, -1).unsqueeze(1) * 3
+
+
+def test_settled_ir_leaves_the_cpu_plugin_nothing_to_replace(tmp_path):
+    import openvino as ov
+
+    from exporter.backends.openvino import OLDER_VERSIONS, mark_precise, settle_for_precise
+
+    onnx_path = tmp_path / "m.onnx"
+    x = torch.rand(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    torch.onnx.export(Settled(), (x,), onnx_path, opset_version=17, dynamo=False)
+    model = ov.convert_model(str(onnx_path))
+    before = {(op.get_type_name(), op.get_type_info().version_id) for op in model.get_ordered_ops()}
+    assert set(OLDER_VERSIONS) <= before, "the model has every op the rewrite handles"
+    settle_for_precise(model)
+    after = {(op.get_type_name(), op.get_type_info().version_id) for op in model.get_ordered_ops()}
+    assert not set(OLDER_VERSIONS) & after
+    ov.save_model(model, tmp_path / "m.xml", compress_to_fp16=False)
+    mark_precise(tmp_path / "m.xml")
+    core = ov.Core()
+    expected = Settled()(x).numpy()
+    compiled = core.compile_model(tmp_path / "m.xml", "CPU")
+    np.testing.assert_allclose(compiled(x.numpy())[0], expected, rtol=1e-6, atol=1e-7)
+    ops = compiled.get_runtime_model().get_ordered_ops()
+    precisions = {op.get_rt_info()["runtimePrecision"].astype(str) for op in ops}
+    assert "bf16" not in precisions, "every node the plugin runs kept f32"
 
 
 def test_int8_keeps_head_decode_in_float(built):

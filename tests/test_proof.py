@@ -52,9 +52,12 @@ def test_damoyolo_at_full_scale_is_proved_and_exported(variant, tmp_path):
     settings = openvino.IrSettings.from_recipe(recipe, "fp32")
     record = openvino.run(settings, run / "model.sim.onnx", run / "fused.pt", tmp_path / "model_fp32.xml")
     assert record["check"]["ok"] and record["check"]["ratio"] < 0.5, record["check"]
-    if variant == "s":  # the FP32 rule of an earlier release, 1e-4·max(1, |y|), refused this model
-        drift = proof["drift"]
-        assert drift["max_abs_err"] > 1e-4 * max(1.0, drift["max_abs_ref"])
+    # the fused FP32 model drifts from float64 by rounding of the order of an FP32 rule of 1e-4·max(1, |y|)
+    # (DAMO-YOLO-S: 8e-5 to 1.2e-4 of it, by the CPU's kernels), orders of magnitude past the proof's error
+    drift = proof["drift"]
+    assert drift["max_abs_err"] > 1e4 * proof["model_parity"]["max_abs_err"]
+    if variant == "s":
+        assert drift["max_abs_err"] > 1e-5 * max(1.0, drift["max_abs_ref"])
 
     fused, _ = reference.load_fused(run / "fused.pt")
     x = torch.rand(1, 3, *recipe.input_size)

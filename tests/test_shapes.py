@@ -1,7 +1,6 @@
 """The synthetic shapes dataset: deterministic, valid COCO, varied."""
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -55,13 +54,10 @@ def test_render_is_independent_per_image():
 
 
 @pytest.mark.slow
-def test_val_and_calib_splits_generate_under_30_seconds(tmp_path, run_cli):
-    start = time.perf_counter()
+def test_demo_data_writes_the_val_and_calib_splits(tmp_path, run_cli):
     code, _, err = run_cli(
         "demo-data", "--out", str(tmp_path / "shapes"), "--split", "val", "--split", "calib"
     )
-    elapsed = time.perf_counter() - start
     assert code == 0, err
     assert len(list((tmp_path / "shapes" / "val").iterdir())) == 500
     assert len(list((tmp_path / "shapes" / "calib").iterdir())) == 300
-    assert elapsed < 30, f"{elapsed:.1f} s"

@@ -1,5 +1,6 @@
 """OpenVINO CPU backend. The inference precision is always set explicitly: on CPUs with BF16
-support OpenVINO would otherwise run an FP32 model in bfloat16."""
+support OpenVINO would otherwise run an FP32 model in bfloat16. An FP32 IR also carries the precision
+in its layers (mark_precise), for consumers that compile it with OpenVINO's defaults."""
 
 from __future__ import annotations
 
@@ -29,13 +30,117 @@ def canonical_names(model) -> None:
         op.set_friendly_name(AUTO_NAME.sub(renumber, op.get_friendly_name()))
 
 
+def settle_for_precise(model) -> None:
+    """Rewrite `model` (in place, equivalently) so that the CPU plugin has no op of it left to replace when
+    it compiles: OpenVINO's MOC pass (constant folding, Unsqueeze to Reshape, Slices of one tensor to a
+    Split, …), then the newer op versions the plugin converts to older ones (Interpolate 11 → 4, MaxPool
+    8 → 1 where its indices are unused, SoftMax 8 → 1). A node the plugin replaces loses its precise marker
+    (the marker is not copied), and the replacement then computes in the consumer's precision; what is
+    left to chance here the stage's check of a plain consumer finds."""
+    from openvino._offline_transformations import apply_moc_transformations
+
+    apply_moc_transformations(model, cf=True)
+    for op in model.get_ordered_ops():
+        older = OLDER_VERSIONS.get((op.get_type_name(), op.get_type_info().version_id))
+        new = older(op) if older else None
+        if new is not None:
+            new.set_friendly_name(op.get_friendly_name())
+            op.output(0).replace(new.output(0))
+
+
+def _interpolate_4(op):
+    """Opset 11's Interpolate as opset 4's (sizes and scales both given, one of them unused)."""
+    import openvino as ov
+    import openvino.opset10 as opset  # its interpolate is opset 4's
+
+    a = op.get_attributes()
+    modes = ("nearest", "linear", "linear_onnx", "cubic")  # opset 4's
+    if a["mode"] not in modes or op.get_input_partial_shape(1).is_dynamic:
+        return None
+    values = op.input_values()
+    count = op.get_input_shape(1)[0]
+    rank = op.get_input_partial_shape(0).rank.get_length()
+    axes = values[2] if len(values) > 2 else ov.op.Constant(np.arange(rank, dtype=np.int64)).output(0)
+    if a["shape_calculation_mode"] == "scales":
+        sizes, scales = ov.op.Constant(np.zeros(count, np.int64)).output(0), values[1]
+    else:
+        sizes, scales = values[1], ov.op.Constant(np.ones(count, np.float32)).output(0)
+    return opset.interpolate(
+        values[0], sizes, scales, a["mode"], a["shape_calculation_mode"], a["pads_begin"], a["pads_end"],
+        a["coordinate_transformation_mode"], a["nearest_mode"], a["antialias"], a["cube_coeff"], axes,
+    )  # fmt: skip
+
+
+def _max_pool_1(op):
+    """Opset 8's MaxPool whose indices nothing reads, without dilation, as opset 1's."""
+    import openvino.opset1 as opset
+
+    a = op.get_attributes()
+    if op.output(1).get_target_inputs() or any(d != 1 for d in a["dilations"]):
+        return None
+    return opset.max_pool(
+        op.input_value(0), a["strides"], a["pads_begin"], a["pads_end"], a["kernel"], a["rounding_type"],
+        a["auto_pad"],
+    )  # fmt: skip
+
+
+def _softmax_1(op):
+    """Opset 8's SoftMax (a negative axis allowed) as opset 1's (axis ≥ 0)."""
+    import openvino.opset1 as opset
+
+    rank = op.get_input_partial_shape(0).rank
+    axis = op.get_attributes()["axis"]
+    if axis < 0 and rank.is_dynamic:
+        return None
+    return opset.softmax(op.input_value(0), axis % rank.get_length() if axis < 0 else axis)
+
+
+OLDER_VERSIONS = {
+    ("Interpolate", "opset11"): _interpolate_4,
+    ("MaxPool", "opset8"): _max_pool_1,
+    ("Softmax", "opset8"): _softmax_1,
+}
+
+
+def mark_precise(xml: Path) -> None:
+    """Mark every layer of the saved IR `xml` precise (`<attribute name="precise" version="0"/>` in its
+    rt_info, OpenVINO's marker that keeps a node out of precision conversion): the CPU plugin then computes
+    every node in f32 whatever inference precision a consumer compiles it with, where by default it
+    would run bf16 on CPUs with BF16. Python's API cannot set the marker, so it is written in the XML;
+    settle_for_precise first, so that no marked node is replaced at compile time."""
+    import xml.etree.ElementTree as ET
+
+    tree = ET.parse(xml)
+    for layer in tree.getroot().iter("layer"):
+        info = layer.find("rt_info")
+        if info is None:
+            info = ET.Element("rt_info")
+            layer.insert(0, info)
+        if not any(a.get("name") == "precise" for a in info.iter("attribute")):
+            ET.SubElement(info, "attribute", {"name": "precise", "version": "0"})
+    ET.indent(tree, "\t")
+    tree.write(xml, encoding="utf-8", xml_declaration=True)
+
+
+def default_precision(source) -> str:
+    """The inference precision OpenVINO's CPU plugin chooses for `source` compiled with no properties,
+    as a consumer that sets none gets it (bf16 on CPUs with BF16, else f32)."""
+    import openvino as ov
+
+    model = source if isinstance(source, ov.Model) else str(source)
+    return _text(ov.Core().compile_model(model, "CPU").get_property("INFERENCE_PRECISION_HINT"))
+
+
 class OpenVinoRunner:
     """A compiled model: `source` is an IR path or an in-memory openvino.Model."""
 
-    def __init__(self, source, hint: str = "f32", threads: int = 0):
+    def __init__(self, source, hint: str | None = "f32", threads: int = 0):
+        """`hint`: the inference precision; None compiles as a consumer that sets none does."""
         import openvino as ov
 
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
+        config = {"PERFORMANCE_HINT": "LATENCY"}
+        if hint is not None:
+            config["INFERENCE_PRECISION_HINT"] = hint
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         self.source, self.settings = source, config

@@ -4,6 +4,10 @@
 FP32 is checked against the fused torch model (pass/fail); FP16 and INT8 errors against the same
 FP32 reference are measured and recorded. INT8 fails where an output collapsed against the reference
 (reference.require_no_collapse).
+
+The FP32 IR keeps f32 in any consumer: its layers are marked precise (backends.openvino.mark_precise), and
+the stage runs it as a consumer that sets no property would and checks that too. Each IR says in its
+rt_info (`reparam_export`) what it is and at which precision it computes.
 """
 
 from __future__ import annotations
@@ -47,6 +51,16 @@ class IrSettings:
             recipe.openvino.int8_preset if int8 else None,
         )
 
+
+# what each IR computes in, written into its rt_info (reparam_export/inference_precision)
+COMPUTES_IN = {
+    "fp32": "f32 in every consumer: every layer is marked precise",
+    "fp16": "FP16 weights (compressed), computed at the precision the runtime chooses: f32 with "
+    "INFERENCE_PRECISION_HINT=f32, by default bf16 on CPUs with BF16",
+    "int8": "INT8 where quantized; the float layers at the precision the runtime chooses: f32 with "
+    "INFERENCE_PRECISION_HINT=f32, by default bf16 on CPUs with BF16",
+}
+FP32_HINT = "compile it with {'INFERENCE_PRECISION_HINT': 'f32'}"
 
 STATISTICS_BATCH = 8  # images per statistics inference: NNCF's bookkeeping of each output runs per inference
 
@@ -112,8 +126,14 @@ def run(settings: IrSettings, onnx_path: Path, fused_pt: Path, out: Path) -> dic
             "float_layers": list(settings.float_nodes),
             "ignored_scope": ignored,
         }
+    if precision == "fp32":
+        ov_backend.settle_for_precise(model)
     ov_backend.canonical_names(model)  # the same .xml from the same inputs, in any process
+    model.set_rt_info(precision, ["reparam_export", "precision"])
+    model.set_rt_info(COMPUTES_IN[precision], ["reparam_export", "inference_precision"])
     ov.save_model(model, str(out), compress_to_fp16=precision == "fp16")
+    if precision == "fp32":
+        ov_backend.mark_precise(out)
     runner = ov_backend.load(out, precision)
     parity = reference.reference_parity(fused_pt, runner, settings.noise_factor)
     if precision == "fp32":
@@ -121,7 +141,37 @@ def run(settings: IrSettings, onnx_path: Path, fused_pt: Path, out: Path) -> dic
     if precision == "int8":
         record["int8"]["collapse"] = reference.require_no_collapse(fused_pt, runner)
     record.update(check=parity.as_dict(), runtime=runner.config)
+    record["plain_consumer"] = plain_consumer(out, fused_pt, settings.noise_factor, precision)
     return record
+
+
+def plain_consumer(xml: Path, fused_pt: Path, noise_factor: float, precision: str) -> dict[str, Any]:
+    """How the IR runs in a consumer that compiles it with OpenVINO's defaults (Ultralytics' predictor,
+    benchmark_app, a user's `compile_model(xml, "CPU")`): the inference precision the CPU plugin chooses
+    on this host and, for FP32, the FP32 check on its outputs (`ok`: it computed in f32)."""
+    runner = ov_backend.OpenVinoRunner(xml, hint=None)
+    record: dict[str, Any] = {"default_precision": runner.config["INFERENCE_PRECISION_HINT"]}
+    if precision == "fp32":
+        record["check"] = reference.reference_parity(fused_pt, runner, noise_factor).as_dict()
+    return record
+
+
+def describe_plain_consumer(record: dict[str, Any]) -> str:
+    """One line: what a consumer that sets no inference precision computes this IR in, on this host."""
+    plain = record.get("plain_consumer")
+    if plain is None:
+        return ""
+    default = plain["default_precision"]
+    if "check" not in plain:
+        return f"a consumer setting no precision runs it in {default} here"
+    if plain["check"]["ok"]:
+        kept = f" (its default here is {default})" if default != "f32" else ""
+        return f"f32 in a consumer setting no precision{kept}, err/tol {plain['check']['ratio']:.2g}"
+    return (
+        f"WARNING: a consumer setting no precision runs it in {default} here (max abs err "
+        f"{plain['check']['max_abs_err']:.3g} past the FP32 tolerance {plain['check']['tolerance']:.3g}); "
+        f"{FP32_HINT}"
+    )
 
 
 def package(ir: Path, metadata: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -148,6 +198,9 @@ def describe(record: dict[str, Any]) -> str:
     """FP32 shows the check it passed; FP16 and INT8 their error against the FP32 reference."""
     error = reference.describe_check(record["check"], measured=record["precision"] != "fp32")
     detail = f"{record['precision'].upper()} IR; {error}"
+    plain = describe_plain_consumer(record)
+    if plain:
+        detail += f"; {plain}"
     if "int8" in record:
         int8 = record["int8"]
         detail += (
