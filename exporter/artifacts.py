@@ -101,3 +101,18 @@ def save_torch(value: object, path: str | os.PathLike) -> None:
 def write_json(path: str | os.PathLike, value: object) -> None:
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+
+
+PACKAGE = Path(__file__).resolve().parent
+SOURCE_SUFFIXES = {".py", ".yaml", ".json", ".txt", ".pt", ".cu", ".cpp", ".h", ".md"}
+
+
+def source_digest() -> str:
+    """sha256 of the package's source files (code, shipped weights and data, plugin sources; not what a
+    build put beside them) by relative path and content: which code made a figure or an artifact, in a
+    checkout or an installed copy alike."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in PACKAGE.rglob("*") if p.suffix in SOURCE_SUFFIXES and p.is_file()):
+        digest.update(path.relative_to(PACKAGE).as_posix().encode() + b"\0")
+        digest.update(bytes.fromhex(sha256_file(path)))
+    return digest.hexdigest()

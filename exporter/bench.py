@@ -4,12 +4,12 @@ ratios measured in alternating rounds see `bench-cpu` and `numerics.latency.side
 from __future__ import annotations
 
 import os
-import platform
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from exporter import host
 from exporter.artifacts import sha256_file, write_json
 from exporter.errors import UserError
 from exporter.evaluate import run_recipe
@@ -17,16 +17,6 @@ from exporter.manifest import run_artifacts
 from exporter.numerics.latency import measure, throughput
 from exporter.stages.reference import load_reference
 from exporter.targets import artifact_target, load_artifact
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def bench_run(
@@ -40,33 +30,36 @@ def bench_run(
     blob = load_reference(run / "fused.pt")
     batch = np.ascontiguousarray(blob["probe"][:1].numpy())
     results: dict[str, Any] = {}
-    for key, path in artifacts.items():
-        runner = load_artifact(key, path, threads, plugin)
-        latency = measure(
-            lambda runner=runner: runner.infer(batch), min_iters=min_iters, min_seconds=min_seconds
-        )
-        entry: dict[str, Any] = {
-            "artifact": str(path),
-            "sha256": sha256_file(path),
-            **latency.as_dict(),
-            "fps_batch1": 1000.0 / latency.mean_ms,
-        }
-        own = artifact_target(key).throughput
-        if throughput_workers and own is not None:  # the runtime's own streams and async requests
-            entry["throughput_fps"], entry["throughput_requests"] = own(path, batch, min_seconds)
-        elif throughput_workers:
+    with host.LoadMeter() as meter:  # what other processes took while we timed
+        for key, path in artifacts.items():
+            runner = load_artifact(key, path, threads, plugin)
+            latency = measure(
+                lambda runner=runner: runner.infer(batch), min_iters=min_iters, min_seconds=min_seconds
+            )
+            entry: dict[str, Any] = {
+                "artifact": str(path),
+                "sha256": sha256_file(path),
+                **latency.as_dict(),
+                "fps_batch1": 1000.0 / latency.mean_ms,
+            }
+            own = artifact_target(key).throughput
+            if throughput_workers and own is not None:  # the runtime's own streams and async requests
+                entry["throughput_fps"], entry["throughput_requests"] = own(path, batch, min_seconds)
+            elif throughput_workers:
 
-            def make(key=key, path=path):
-                worker = load_artifact(key, path, 1, plugin)
-                return lambda: worker.infer(batch)
+                def make(key=key, path=path):
+                    worker = load_artifact(key, path, 1, plugin)
+                    return lambda: worker.infer(batch)
 
-            entry["throughput_fps"] = throughput(make, throughput_workers, min_seconds)
-            entry["throughput_requests"] = throughput_workers
-        results[key] = entry
+                entry["throughput_fps"] = throughput(make, throughput_workers, min_seconds)
+                entry["throughput_requests"] = throughput_workers
+            results[key] = entry
     report = {
         "mode": "batch 1, synchronous",
         "threads": threads or os.cpu_count(),
-        "cpu": cpu_name(),
+        "cpu": host.cpu_name(),
+        "isa": host.isa(),
+        "load": None if meter.load is None else meter.load.as_dict(),
         "results": results,
     }
     write_json(run / "bench.json", report)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,17 +24,18 @@ from typing import Any
 import numpy as np
 import onnx
 
+from exporter import host
 from exporter.artifacts import write_json
 from exporter.backends import onnxruntime as ort_backend
 from exporter.backends import openvino as ov_backend
 from exporter.errors import UserError, summary
-from exporter.numerics.latency import side_by_side
+from exporter.numerics.latency import rounds_of
 from exporter.pipeline import Pipeline
 from exporter.recipe import model_recipe
 from exporter.stages.reference import reference_parity
 from exporter.stages.scoring import EvaluationSettings, Scorer
 
-ROUNDS = 3  # alternating passes over the OpenVINO artifacts (see latency.side_by_side)
+ROUNDS = 3  # alternating passes over the OpenVINO artifacts (see latency.rounds_of)
 OURS, THEIRS = "reparam-export", "Ultralytics"
 
 
@@ -46,8 +48,9 @@ class Row:
     weights: int  # elements of the weight tensors of its graph
     max_abs_err: float  # against the float64 reference on the probe
     ok: bool | None  # FP32: within the model's FP32 rounding bound; INT8: measured only (None)
-    p50_ms: float | None = None  # OpenVINO artifacts only
-    ratio: float | None = None  # Ultralytics' OpenVINO FP32 p50 / this p50
+    p50_ms: float | None = None  # OpenVINO artifacts only: the median over the rounds of each round's p50
+    ratio: float | None = None  # Ultralytics' OpenVINO FP32 p50 / this p50: the median of the rounds' ratios
+    ratio_range: tuple[float, float] | None = None  # the rounds' lowest and highest ratio
     map: float | None = None
 
 
@@ -164,18 +167,24 @@ def bench(
                     map=score(runner.infer, 1)["map"],
                 )
             )
-    timings = side_by_side(calls, ROUNDS, min_seconds)
+    with host.LoadMeter() as meter:
+        timings = rounds_of(calls, ROUNDS, min_seconds)
     base = timings[(THEIRS, "OpenVINO FP32")]
     for row in rows:
         if (row.tool, row.artifact) in timings:
-            row.p50_ms = timings[(row.tool, row.artifact)]
-            row.ratio = base / row.p50_ms
+            p50s = timings[(row.tool, row.artifact)]
+            ratios = [b / t for b, t in zip(base, p50s, strict=True)]
+            row.p50_ms, row.ratio = statistics.median(p50s), statistics.median(ratios)
+            row.ratio_range = (min(ratios), max(ratios))
     report = {
         "checkpoint": str(checkpoint),
         "data": str(data),
         "images": score.images,
         "input_size": list(recipe.input_size),
         "threads": threads,
+        "rounds": ROUNDS,
+        "host": host.describe(),
+        "load": None if meter.load is None else meter.load.as_dict(),
         "calibration_images": calib_count,
         "rows": [asdict(r) for r in rows],
     }

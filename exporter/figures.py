@@ -7,20 +7,31 @@ rewrites them there too, so README's figures are always those of the last run of
 (tests/test_figures.py checks README against the file, and the demo block against a fresh build).
 Latency is given as ratios measured side by side (median of alternating rounds, with their range),
 never as absolute times of one host.
+
+Each block opens with what it was measured under: a comment README renders invisibly (`<!-- measured:
+{json} -->`: date, source digest, CPU, instruction sets, cores, the load other processes put on the
+machine) and the same in one line. A section measured while others loaded the machine past
+host.Load.NOISY is refused (printed, not written) unless the caller allows it.
 """
 
 from __future__ import annotations
 
+import datetime
+import json
+import os
 import re
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from exporter.artifacts import atomic_output
-from exporter.errors import UserError
+from exporter import host
+from exporter.artifacts import atomic_output, source_digest
+from exporter.errors import CheckFailed, UserError
 
 BLOCK = re.compile(r"<!-- figures:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /figures:(?P=name) -->", re.S)
+MEASURED = re.compile(r"<!-- measured: (?P<json>\{.*?\}) -->")
 ROUNDS = 3  # alternating benchmark rounds behind every latency ratio
 
 
@@ -37,6 +48,35 @@ def replace_blocks(text: str, new: dict[str, str]) -> str:
         ),
         text,
     )
+
+
+def conditions(load: host.Load | None) -> dict[str, Any]:
+    """What a block was measured under: date, source digest, host and the load of other processes."""
+    return {
+        "date": datetime.date.today().isoformat(),
+        "source": source_digest(),
+        "cpu": host.cpu_name(),
+        "host_class": host.host_class(),
+        "isa": host.isa(),
+        "cores": os.cpu_count(),
+        "load": None if load is None else load.as_dict(),
+    }
+
+
+def measured_header(measured: dict[str, Any]) -> str:
+    load = measured["load"]
+    others = "not measurable here" if load is None else host.Load(**load).describe()
+    return (
+        f"<!-- measured: {json.dumps(measured)} -->\n"
+        f"Measured {measured['date']} on {measured['cpu']} ({measured['host_class']}, {measured['cores']} "
+        f"cores), {others}; source {measured['source'][:12]}.\n\n"
+    )
+
+
+def measured_under(body: str) -> dict[str, Any] | None:
+    """The conditions a block records (None for a block that records none)."""
+    match = MEASURED.search(body)
+    return None if match is None else json.loads(match["json"])
 
 
 def read_table(body: str) -> dict[str, dict[str, str]]:
@@ -64,7 +104,7 @@ def ratio_cell(median: float, spread: tuple[float, float]) -> str:
 def demo(work: Path, say: Callable[[str], None]) -> str:
     """What `make demo` prints: mAP per artifact on the demo val split, and each artifact's speed
     against the ONNX model (batch 1, 2 threads) and its size."""
-    from exporter.bench import bench_run, cpu_name
+    from exporter.bench import bench_run
     from exporter.evaluate import evaluate_run
     from exporter.pipeline import Pipeline
     from exporter.recipe import load_recipe
@@ -94,9 +134,9 @@ def demo(work: Path, say: Callable[[str], None]) -> str:
         )
     columns = ["artifact", "mAP", "mAP50", "speed vs onnx.fp32 (p50)", "size MB"]
     return (
-        f"The build and its evaluation took {seconds:.0f} s here ({cpu_name()}). COCO mAP on the "
-        f"{evaluation['images']} demo val images; speed: batch 1, 2 threads, median of {ROUNDS} rounds "
-        "(range).\n\n" + table(columns, rows)
+        f"The build and its evaluation took {seconds:.0f} s. COCO mAP on the {evaluation['images']} demo "
+        f"val images; speed: batch 1, 2 threads, median of {ROUNDS} rounds (range).\n\n"
+        + table(columns, rows)
     )
 
 
@@ -223,16 +263,34 @@ SECTIONS: dict[str, Callable[[Path, Callable[[str], None]], str]] = {
 
 
 def regenerate(
-    names: list[str], figures: Path, readme: Path, work: Path, say: Callable[[str], None]
+    names: list[str],
+    figures: Path,
+    readme: Path,
+    work: Path,
+    say: Callable[[str], None],
+    allow_noisy: bool = False,
 ) -> dict[str, str]:
     """Measure the named sections; each is written into `figures` (other sections kept) and into README
-    as soon as it is measured, so a failure later loses nothing measured before it."""
+    as soon as it is measured, so a failure later loses nothing measured before it. A section measured
+    while other processes loaded the machine past host.Load.NOISY is not written (CheckFailed) unless
+    `allow_noisy`; a machine already that busy is refused before anything is measured."""
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:
         raise UserError(f"no figure section '{unknown[0]}' (sections: {', '.join(SECTIONS)})")
+    before = host.idle_load()
+    if before is not None and before.noisy and not allow_noisy:
+        raise CheckFailed(f"the machine is busy before measuring ({before.describe()}): {NOISY_ADVICE}")
     new = {}
     for name in names:
-        new[name] = SECTIONS[name](work, say)
+        with host.LoadMeter() as meter:
+            body = SECTIONS[name](work, say)
+        new[name] = measured_header(conditions(meter.load)) + body
+        if meter.load is not None and meter.load.noisy:
+            warning = f"{name} was measured while the machine was busy ({meter.load.describe()})"
+            if not allow_noisy:
+                say(f"{name} (not written):\n{new[name]}")
+                raise CheckFailed(f"{warning}: its figures were printed, not written; {NOISY_ADVICE}")
+            say(f"WARNING: {warning}; written as asked, with the load recorded")
         merged = {**(blocks(figures.read_text()) if figures.is_file() else {}), name: new[name]}
         text = "".join(
             f"<!-- figures:{n} -->\n{merged[n]}<!-- /figures:{n} -->\n\n" for n in SECTIONS if n in merged
@@ -242,3 +300,9 @@ def regenerate(
         with atomic_output(readme) as tmp:
             tmp.write_text(replace_blocks(readme.read_text(), merged))
     return new
+
+
+NOISY_ADVICE = (
+    f"measure on a quiet machine (other processes under {host.Load.NOISY} cores), or pass --allow-noisy "
+    "to write them with the load recorded"
+)

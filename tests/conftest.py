@@ -19,6 +19,13 @@ def shared_demo_data(tmp_path_factory):
         yield
 
 
+def pytest_report_header(config):
+    """The host's CPU and the instruction sets that select its kernels (results differ by them)."""
+    from exporter import host
+
+    return [f"host: {host.describe()}; instruction sets: {', '.join(host.isa()) or 'unknown'}"]
+
+
 # the longest modules start first, so that the two workers (one module each at a time) end together
 LONGEST_FIRST = ("test_shipped_model.py", "test_partial_int8.py", "test_proof.py", "test_regression.py")
 

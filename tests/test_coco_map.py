@@ -146,6 +146,21 @@ def test_eval_command_scores_torch_and_every_artifact(run_cli, tmp_path):
     )
     assert "onnx.fp32" in out
 
+    # the same models, data and settings: reused; an image whose bytes change (blurred, same size): scored
+    scored = (run / "eval.json").read_bytes()
+    code, _, err = run_cli("eval", "--artifacts", str(run), "--data", str(data))
+    assert code == 0 and "eval.json reused" in err and (run / "eval.json").read_bytes() == scored
+    from PIL import Image, ImageFilter
+
+    image = data.parent / "val" / content["images"][0]["file_name"]
+    Image.open(image).filter(ImageFilter.GaussianBlur(3)).save(image)
+    code, _, err = run_cli("eval", "--artifacts", str(run), "--data", str(data))
+    assert code == 0 and "reused" not in err
+    rescored = json.loads((run / "eval.json").read_text())
+    assert rescored["data_sha256"] != report["data_sha256"], "the digest covers the images' bytes"
+    code, _, err = run_cli("eval", "--artifacts", str(run), "--data", str(data), "--rescore")
+    assert code == 0 and "reused" not in err
+
 
 def test_eval_needs_data(run_cli, tmp_path):
     from tests.conftest import EMBEDDED

@@ -12,7 +12,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "exporter"
 LAYERS = [  # bottom first: module prefixes of each layer
     (
         "base",
-        ["exporter", "exporter.errors", "exporter.artifacts", "exporter.manifest", "exporter.libraries"],
+        [
+            "exporter",
+            "exporter.errors",
+            "exporter.artifacts",
+            "exporter.manifest",
+            "exporter.libraries",
+            "exporter.host",
+        ],
     ),
     ("numerics", ["exporter.numerics"]),
     ("lowerings", ["exporter.lowering"]),

@@ -3,14 +3,16 @@ options override it, the pipeline of a run directory."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 
-from exporter import __version__
+from exporter import __version__, host
 from exporter.cli import options
 from exporter.errors import UserError
 
@@ -24,6 +26,28 @@ def out_console() -> Console:
 
 def say(line: str) -> None:
     console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def timing(what: str) -> Iterator[host.LoadMeter]:
+    """Around a timed measurement: afterwards, the host and the load other processes put on it while
+    `what` was timed (say_load)."""
+    with host.LoadMeter() as meter:
+        yield meter
+    say_load(what, meter.load)
+
+
+def say_load(what: str, load: host.Load | None) -> None:
+    """The host and the load others put on it while `what` was timed, loudly when it moves ratios."""
+    if load is None:
+        say(f"{what}: {host.describe()}; the load of other processes is not measurable here")
+    elif load.noisy:
+        say(
+            f"WARNING: {what} ran while the machine was busy ({load.describe()}, over {load.NOISY} "
+            "cores): its ratios may be off; measure again on a quiet machine"
+        )
+    else:
+        say(f"{what}: {host.describe()}, {load.describe()}")
 
 
 class Group(click.Group):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from exporter.cli import options
-from exporter.cli.app import cli, load, out_console, pipeline, say
+from exporter.cli.app import cli, load, out_console, pipeline, say, timing
 
 
 @cli.command()
@@ -185,7 +185,8 @@ def bench_int8(backend, **values):
     run = pipeline(recipe, values["run_dir"], values["force"])
     run.check()
     target = TARGETS[backend]
-    result = run.int8_search(target, run.simplify(target).output)
+    with timing("bench-int8"):
+        result = run.int8_search(target, run.simplify(target).output)
     table, lines = tables.int8_search(recipe.name, result.record)
     out = out_console()
     out.print(table)

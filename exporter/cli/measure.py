@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
+from exporter import host
 from exporter.cli import options
-from exporter.cli.app import cli, console, flags, out_console, say
+from exporter.cli.app import cli, console, flags, out_console, say, say_load
 from exporter.errors import CheckFailed, UserError, render, setting
 
 ARTIFACTS = click.option(
@@ -15,12 +16,17 @@ ARTIFACTS = click.option(
 )
 
 
-def print_evaluation(run: Path, data=None, limit=None) -> None:
+def print_evaluation(run: Path, data=None, limit=None, rescore: bool = False) -> None:
     from exporter.data.coco_map import BY_NAME
     from exporter.evaluate import INT8_GOAL_POINTS, evaluate_run
     from exporter.report import tables
 
-    report = evaluate_run(run, data, limit)
+    report = evaluate_run(run, data, limit, rescore=rescore)
+    if report.get("reused"):
+        say(
+            f"eval: {run / 'eval.json'} reused: the same models, data (images by content), scoring settings "
+            "and libraries were scored before (eval --rescore scores again)"
+        )
     if report["category_matching"] != BY_NAME:
         say(f"warning: {report['data']}: categories matched {report['category_matching']}")
     out_console().print(tables.evaluation(report))
@@ -40,7 +46,8 @@ def print_evaluation(run: Path, data=None, limit=None) -> None:
 @options.option(
     "--limit", field="evaluation.limit", type=click.IntRange(min=1), help="Only the first N images."
 )
-def eval_command(run, data, limit):
+@click.option("--rescore", is_flag=True, help="Score again even where eval.json scored the same models.")
+def eval_command(run, data, limit, rescore):
     """COCO mAP of the fused torch model and every built artifact of a run (written to RUN/eval.json).
 
     \b
@@ -48,7 +55,7 @@ def eval_command(run, data, limit):
       reparam-export eval --artifacts runs/demo --data demo
       reparam-export eval --artifacts runs/damoyolo_s --data /data/coco   # annotations/ + val2017/
     """
-    print_evaluation(run, data, limit)
+    print_evaluation(run, data, limit, rescore)
 
 
 @cli.command()
@@ -87,6 +94,7 @@ def bench(run, threads, min_seconds, min_iters, workers):
     with console.status("timing artifacts…"):
         report = bench_run(run, threads, min_iters, min_seconds, workers)
     out_console().print(tables.bench(run, report, bool(workers)))
+    say_load("bench", None if report["load"] is None else host.Load(**report["load"]))
 
 
 @cli.command()

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from exporter.cli import options
-from exporter.cli.app import cli, console, flags, out_console, say
+from exporter.cli.app import cli, console, flags, out_console, say, timing
 from exporter.errors import CheckFailed, UserError, render
 from exporter.recipe import REPO_RECIPES
 
@@ -40,15 +40,15 @@ def bench_cpu(recipes, threads, min_seconds, calib_count, eval_limit):
       reparam-export bench-cpu
       reparam-export bench-cpu --recipe recipes/damoyolo_nm.yaml --threads 1
     """
-    from exporter.bench import cpu_name
     from exporter.bench_cpu import bench_recipe, met
+    from exporter.host import cpu_name
     from exporter.recipe import load_recipe
     from exporter.report import tables
 
     out = out_console()
     for path in list(recipes) or [None, REPO_RECIPES / "damoyolo_ns.yaml"]:
         recipe = load_recipe(path)
-        with console.status(f"benchmarking {recipe.name}…"):
+        with console.status(f"benchmarking {recipe.name}…"), timing(f"bench-cpu {recipe.name}"):
             rows, goals, fusion = bench_recipe(recipe, threads, min_seconds, calib_count, eval_limit)
         height, width = recipe.input_size
         out.print(
@@ -95,17 +95,18 @@ def bench_fuse(recipes, threads, runs, zoo):
     """
     import torch
 
-    from exporter.bench import cpu_name
     from exporter.bench_fuse import ZOO, measure, zoo_row
+    from exporter.host import cpu_name
     from exporter.recipe import load_recipe
     from exporter.report import tables
 
     torch.set_num_threads(threads)
     if zoo:
         rows = []
-        for entry in ZOO:
-            with console.status(f"fusing {entry[1]}…"):
-                rows.append(zoo_row(*entry))
+        with timing("bench-fuse --zoo"):
+            for entry in ZOO:
+                with console.status(f"fusing {entry[1]}…"):
+                    rows.append(zoo_row(*entry))
         out_console().print(
             tables.zoo(f"fusion of the field's models, {cpu_name()}, {threads} threads", rows)
         )
@@ -113,7 +114,7 @@ def bench_fuse(recipes, threads, runs, zoo):
     paths = list(recipes) or [None, REPO_RECIPES / "synthetic" / "damoyolo_s.yaml"]
     say(f"{cpu_name()}, {threads} threads, median of {runs} runs")
     for recipe in map(load_recipe, paths):
-        with console.status(f"measuring {recipe.name}…"):
+        with console.status(f"measuring {recipe.name}…"), timing(f"bench-fuse {recipe.name}"):
             cost = measure(recipe, runs)
         click.echo(f"{cost.model} {cost.input}: {cost.describe()}")
 
@@ -196,18 +197,18 @@ def bench_ultralytics(checkpoint, trust, data, threads, min_seconds, calib_count
       reparam-export bench-ultralytics --model runs/train/exp/weights/best.pt --data data.yaml
       reparam-export bench-ultralytics --model best.pt --trust-module myfork --data data.yaml --eval-limit 200
     """
-    from exporter.bench import cpu_name
     from exporter.bench_ultralytics import bench
+    from exporter.host import cpu_name
     from exporter.recipe import safe_name
     from exporter.report import tables
 
     run = run_dir or Path("runs/bench_ultralytics") / safe_name(checkpoint.stem)
-    with console.status("building with both tools and measuring…"):
+    with console.status("building with both tools and measuring…"), timing("bench-ultralytics"):
         report = bench(checkpoint, data, tuple(trust), run, threads, min_seconds, calib_count, eval_limit)
     height, width = report["input_size"]
     title = (
-        f"{checkpoint.name} {height}x{width}: batch 1, {threads} threads, {cpu_name()}; mAP on "
-        f"{report['images']} images of {data}"
+        f"{checkpoint.name} {height}x{width}: batch 1, {threads} threads, {cpu_name()}; speed: median of "
+        f"{report['rounds']} alternating rounds (range); mAP on {report['images']} images of {data}"
     )
     out_console().print(tables.bench_ultralytics(title, report["rows"]))
     say(f"→ {run / 'bench_ultralytics.json'}")
@@ -246,7 +247,7 @@ def bench_akconv(channels, size, num_param, stride, threads, min_seconds):
         backends.append("openvino")
     else:
         say("openvino is not usable here: timing onnxruntime only")
-    with console.status("timing AKConv lowerings…"):
+    with console.status("timing AKConv lowerings…"), timing("bench-akconv"):
         rows = bench.run(channels, size, num_param, stride, threads, min_seconds, tuple(backends))
     title = f"AKConv {channels}ch {size}x{size} N={num_param} stride {stride}, batch 1, CPU"
     out_console().print(tables.akconv(title, bench.table(rows)))
@@ -306,7 +307,12 @@ def doctor(as_json, onnx_path, trt_version):
 )
 @options.repository_file("--figures", "reports/figures.md", "The file of figure blocks.")
 @options.repository_file("--readme", "README.md", "The README whose figure blocks are rewritten.")
-def figures(sections, figures, readme):
+@click.option(
+    "--allow-noisy",
+    is_flag=True,
+    help="Write figures measured while other processes loaded the machine (the load is recorded).",
+)
+def figures(sections, figures, readme, allow_noisy):
     """Measure every figure README quotes (demo mAP per artifact, INT8 search, CPU benchmark) and write
     them to the figures file and into README's marked blocks (tens of minutes).
 
@@ -322,7 +328,7 @@ def figures(sections, figures, readme):
     if not readme.is_file():
         raise UserError(f"README not found: {readme}; run from the repository root or pass --readme")
     with tempfile.TemporaryDirectory() as work:
-        new = regenerate(list(sections) or list(SECTIONS), figures, readme, Path(work), say)
+        new = regenerate(list(sections) or list(SECTIONS), figures, readme, Path(work), say, allow_noisy)
     for name, body in new.items():
         out_console().print(f"{name}\n{body}", markup=False, highlight=False)
     say(f"wrote {figures} and the figure blocks of {readme}")

@@ -180,7 +180,9 @@ def bench_ultralytics(title: str, rows: list[dict[str, Any]]) -> Table:
             f"{r['weights'] / 1e6:.3f}",
             f"{r['max_abs_err']:.3g}" + {True: " ok", False: " [red]FAILS[/red]", None: ""}[r["ok"]],
             cell(r["p50_ms"], ".2f"),
-            cell(r["ratio"], ".2f") + ("x" if r["ratio"] is not None else ""),
+            "-"
+            if r["ratio"] is None
+            else f"{r['ratio']:.2f}x ({r['ratio_range'][0]:.2f}–{r['ratio_range'][1]:.2f})",
             cell(None if r["map"] is None else 100 * r["map"], ".2f"),
         ]
         for r in rows

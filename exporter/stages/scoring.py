@@ -3,9 +3,11 @@ post-processing (used by the INT8 accuracy search and by `reparam-export eval`).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+from exporter.artifacts import sha256_file, sha256_json
 from exporter.data.coco_map import evaluate, for_model
 from exporter.data.datasets import dataset_file, load_dataset
 from exporter.data.transforms import Preprocess, normalize
@@ -84,6 +86,14 @@ class Scorer:
     @property
     def images(self) -> int:
         return min(self.settings.limit or len(self.dataset.samples), len(self.dataset.samples))
+
+    @functools.cached_property
+    def data_sha256(self) -> str:
+        """What is scored: the annotations (images, boxes, categories) and the bytes of every image scored."""
+        scored = self.dataset.samples[: self.images]
+        return sha256_json(
+            {"annotations": self.dataset.content, "images": [sha256_file(s.path) for s in scored]}
+        )
 
     def __call__(self, infer, batch: int, head: Head | None = None) -> dict[str, float]:
         """`head` overrides the model's (e.g. an end-to-end NMS engine's outputs)."""
