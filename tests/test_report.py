@@ -330,3 +330,80 @@ def test_measurements_of_an_earlier_build_are_left_out(tmp_path):
     assert int8["p50_ms"] is None and int8["map"] is not None, "eval.json records no digest: kept"
     assert metrics["stale"] == ["bench.json: openvino.int8"]
     assert "Left out, measured on an earlier build" in to_markdown(metrics)
+
+
+def test_a_passing_check_ends_with_what_it_checked_and_under_which_conditions(tmp_path, run_cli, baseline):
+    path, tolerances = baseline
+    code, _, err = check(run_cli, make_run(tmp_path / "same"), path, tolerances)
+    last = err.strip().splitlines()[-1]
+    assert code == 0 and last.startswith("5 metrics checked, 0 skipped; under evaluation data"), err
+    assert "(100 images)" in last and "2 threads on test cpu" in last
+
+
+def test_a_baseline_metric_without_tolerance_fails_unless_allowed(tmp_path, run_cli, baseline):
+    path, _ = baseline
+    only_map = tmp_path / "map.yaml"
+    only_map.write_text("map: {better: higher, abs: 0.003}\n")
+    run = make_run(tmp_path / "same")
+    code, out, err = check(run_cli, run, path, only_map)
+    assert code == 1 and "no tolerance: openvino.fp32.p50_ms, openvino.int8.p50_ms" in err, err
+    assert "regressed" not in err and "NO TOLERANCE" in out
+    code, _, err = check(run_cli, run, path, only_map, "--allow-untoleranced")
+    assert code == 0, err
+    assert "3 metrics checked, 2 skipped (openvino.fp32.p50_ms: no tolerance, openvino.int8.p50_ms" in err
+
+
+def test_an_artifact_on_one_side_only_fails_unless_allowed(tmp_path, run_cli, baseline):
+    path, tolerances = baseline
+    run = make_run(tmp_path / "more")
+    extra = written(run, "openvino/model_fp16.xml", 3_000_000)
+    edit(run / "manifest.json", lambda m: m["artifacts"].update({"openvino.fp16": extra["path"]}))
+    edit(run / "manifest.json", lambda m: m["stages"].update({"openvino.fp16": {"output": extra}}))
+    code, _, err = check(run_cli, run, path, tolerances)
+    assert code == 1 and "new artifact: openvino.fp16" in err, err
+    assert check(run_cli, run, path, tolerances, "--allow-new-artifacts")[0] == 0
+
+    run = make_run(tmp_path / "fewer")
+    edit(run / "manifest.json", lambda m: m["artifacts"].pop("openvino.int8"))
+    code, out, err = check(run_cli, run, path, tolerances)
+    assert code == 1 and "missing artifact: openvino.int8" in err and "regressed" not in err, err
+    code, _, err = check(run_cli, run, path, tolerances, "--allow-missing-artifacts")
+    assert code == 0 and "(openvino.int8: missing artifact)" in err, err
+
+
+def test_a_value_not_measured_names_its_cause(tmp_path, run_cli, baseline):
+    """A stale measurement and a missing eval.json are 'not measured', with what to run; neither is a
+    regression nor a difference in the evaluation data."""
+    path, tolerances = baseline
+    run = make_run(tmp_path / "stale")
+    edit(run / "eval.json", lambda e: e["results"]["openvino.int8"].update(sha256="old"))
+    code, out, err = check(run_cli, run, path, tolerances)
+    assert code == 1 and "not measured: openvino.int8.map" in err and "regressed" not in err, err
+    assert "eval.json measured an earlier build of it; run `reparam-export eval` again" in out
+    (run / "eval.json").unlink()
+    code, out, err = check(run_cli, run, path, tolerances)
+    assert code == 1 and "not measured: openvino.fp32.map, openvino.int8.map, torch.fp32.map" in err, err
+    assert "differs" not in err and "the run has no eval.json; run `reparam-export eval` on it" in out
+
+
+def test_check_speaks_junit_and_github_step_summaries(tmp_path, run_cli, baseline, monkeypatch):
+    import xml.etree.ElementTree as ET
+
+    path, tolerances = baseline
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    report = tmp_path / "check.xml"
+    code, _, _ = check(
+        run_cli, make_run(tmp_path / "worse", map_int8=0.2), path, tolerances, "--junit", str(report)
+    )
+    assert code == 1
+    suite = ET.parse(report).getroot().find("testsuite")
+    cases = {(c.get("classname"), c.get("name")): c for c in suite.iter("testcase")}
+    assert suite.get("tests") == "5" and suite.get("failures") == "1" and len(cases) == 5
+    failure = cases[("openvino.int8", "map")].find("failure")
+    assert failure.get("type") == "REGRESSED" and "baseline 0.3, current 0.2" in failure.get("message")
+    assert cases[("openvino.fp32", "map")].find("failure") is None
+    text = summary.read_text()
+    assert text.startswith("earlier step\n") and "**failed** (1 of 5)" in text
+    assert "| openvino.int8 | map | 0.3 | 0.2 | 0.297 | REGRESSED (beyond its limit) |" in text

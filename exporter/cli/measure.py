@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -124,16 +125,33 @@ def report(run, out):
 @options.repository_file("--baseline", "reports/baseline.json", "Baseline metrics (JSON).")
 @options.repository_file("--tolerances", "reports/tolerances.yaml", "Per-metric one-sided tolerances (YAML).")
 @click.option("--update-baseline", is_flag=True, help="Accept the run's metrics as the new baseline.")
-def check(run, baseline, tolerances, update_baseline):
-    """Compare a run with the baseline; exit 1 with a table of what regressed.
+@click.option(
+    "--junit",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the findings as JUnit XML (a test case per metric and artifact).",
+)
+@click.option(
+    "--allow-untoleranced", is_flag=True, help="Skip (and name) baseline metrics no tolerance names."
+)
+@click.option("--allow-new-artifacts", is_flag=True, help="Skip (and name) artifacts the baseline lacks.")
+@click.option(
+    "--allow-missing-artifacts", is_flag=True, help="Skip (and name) baseline artifacts the run lacks."
+)
+def check(run, baseline, tolerances, update_baseline, junit, **allowed):
+    """Compare a run with the baseline; exit 1 with a table of what failed and why.
+
+    A regressed metric, a value the run did not measure, a baseline metric without a tolerance and an
+    artifact on one side only all fail, each with its cause (the last two unless allowed). With
+    $GITHUB_STEP_SUMMARY set (GitHub Actions), a Markdown summary is appended there.
 
     \b
     Examples:
       reparam-export check --artifacts runs/demo
+      reparam-export check --artifacts runs/demo --junit check.xml
       reparam-export check --artifacts runs/demo --update-baseline
     """
     from exporter.report import check as checking
-    from exporter.report import tables
+    from exporter.report import ci, tables
     from exporter.report.metrics import collect
 
     limits = checking.load_tolerances(tolerances)
@@ -143,10 +161,20 @@ def check(run, baseline, tolerances, update_baseline):
         say(f"baseline updated: {baseline} ({sum(len(v) for v in metrics.values())} values)")
         return
     expected = checking.load_baseline(baseline, run, measured)
-    findings = checking.compare(expected, checking.current_metrics(measured, list(limits)), limits)
-    out_console().print(tables.check(f"{run} vs {baseline}", findings))
-    regressed = [f for f in findings if f.regressed]
-    if regressed:
-        raise CheckFailed(f"{len(regressed)} of {len(findings)} metrics regressed beyond their tolerance")
+    allow = checking.Allow(
+        allowed["allow_untoleranced"], allowed["allow_new_artifacts"], allowed["allow_missing_artifacts"]
+    )
+    findings = checking.compare(expected, measured, limits, allow)
     if not findings:
         raise UserError(f"{baseline} shares no artifact/metric with {run}; nothing was checked")
+    title = f"{run} vs {baseline}"
+    out_console().print(tables.check(title, findings))
+    last = checking.summary_line(findings, checking.conditions(run, measured))
+    if junit is not None:
+        ci.write_junit(junit, findings, f"reparam-export check {run}")
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        ci.append_step_summary(Path(summary), ci.step_summary(findings, title, last))
+    if any(f.failed for f in findings):
+        raise CheckFailed(checking.verdict(findings))
+    say(last)

@@ -47,7 +47,8 @@ def collect(run: str | Path) -> dict[str, Any]:
     evaluation, bench = _read(run / "eval.json"), _read(run / "bench.json")
     artifacts = manifest.get("artifacts", {})
     rows, stale = [], []
-    for key in [*(["torch.fp32"] if "torch.fp32" in evaluation.get("results", {}) else []), *artifacts]:
+    reference = "fuse" in stages or "torch.fp32" in evaluation.get("results", {})  # fused.pt, the torch model
+    for key in [*(["torch.fp32"] if reference else []), *artifacts]:
         backend, _, precision = key.partition(".")
         stage = _stage_of(key, artifacts.get(key), stages)
         check = stage.get("check") or {}

@@ -100,18 +100,23 @@ def bench(run: Any, report: dict[str, Any], throughput: bool) -> Table:
 
 
 def check(title: str, findings: list) -> Table:
+    def number(value):
+        return "-" if value is None else f"{value:.4g}"
+
+    colour = {"ok": "green"}
     rows = [
         [
             f.artifact,
-            f.metric,
-            f"{f.baseline:.4g}",
-            "missing" if f.current is None else f"{f.current:.4g}",
-            f"{f.limit:.4g}",
-            "[red]REGRESSED[/red]" if f.regressed else "[green]ok[/green]",
+            f.metric or "",
+            number(f.baseline),
+            number(f.current),
+            number(f.limit),
+            ("skipped: " if f.skipped else "") + f"[{colour.get(f.status, 'red')}]{f.status}[/]",
+            f.why,
         ]
         for f in findings
     ]
-    return _table(title, ("artifact", "metric", "baseline", "current", "limit", "status"), rows)
+    return _table(title, ("artifact", "metric", "baseline", "current", "limit", "status", "why"), rows)
 
 
 def bench_cpu(title: str, rows: list) -> Table:
