@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -107,6 +108,7 @@ PACKAGE = Path(__file__).resolve().parent
 SOURCE_SUFFIXES = {".py", ".yaml", ".json", ".txt", ".pt", ".cu", ".cpp", ".h", ".md"}
 
 
+@functools.cache
 def source_digest() -> str:
     """sha256 of the package's source files (code, shipped weights and data, plugin sources; not what a
     build put beside them) by relative path and content: which code made a figure or an artifact, in a

@@ -8,7 +8,6 @@ unchanged, is a cache hit and is not run again; an interrupted run resumes.
 from __future__ import annotations
 
 import fcntl
-import functools
 import json
 import os
 import platform
@@ -27,6 +26,7 @@ from exporter.artifacts import (
     plain,
     sha256_file,
     sha256_json,
+    source_digest,
     write_json,
 )
 from exporter.errors import UserError, setting
@@ -34,15 +34,11 @@ from exporter.errors import UserError, setting
 TRACKED_LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxsim", "numpy")
 
 
-@functools.cache
-def source_digest() -> str:
-    """Digest of this package's Python sources: a code change invalidates every cached stage."""
-    root = Path(__file__).parent
-    return sha256_json({str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*.py"))})[:12]
-
-
 def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version(), "reparam-export": f"{__version__}+{source_digest()}"}
+    """The versions a stage's cache key holds: a change of this package's sources (source_digest)
+    invalidates every cached stage."""
+    own = f"{__version__}+{source_digest()[:12]}"
+    versions = {"python": platform.python_version(), "reparam-export": own}
     for name in TRACKED_LIBRARIES:
         try:
             versions[name] = metadata.version(name)

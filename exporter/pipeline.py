@@ -10,6 +10,7 @@ AKConv lowering it runs best may differ.
 
 from __future__ import annotations
 
+import datetime
 import functools
 from collections.abc import Callable
 from pathlib import Path
@@ -340,6 +341,7 @@ class Pipeline:
             if key.partition(".")[0] not in self.recipe.targets and (self.run.root / path).is_file()
         }
         self.note(
+            built=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             recipe=self.recipe.model_dump(mode="json"),
             recipe_hash=self.recipe.digest(),
             artifacts={**(kept if self.fuse().cached else {}), **built},

@@ -99,8 +99,9 @@ def test_report_all_formats_self_contained(tmp_path):
     assert "| openvino.int8 | 30.0 | 49.0 | 3.00 |" in markdown
     assert "| torch.fp32 | 31.0 |" in markdown and "not measured" in markdown
     assert (
-        "| DAMO-YOLO-NS CPU OpenVINO (Intel Xeon 8163), 416 | mAP 32.3, 4.08 ms | openvino.fp32: 4.10 ms on "
-        "test cpu (1.00x the published speed, another CPU); mAP 31.0 (0.96x published) |"
+        "| DAMO-YOLO-NS CPU OpenVINO (Intel Xeon 8163, batch 1, no post-processing), 416 | mAP 32.3, 4.08 ms "
+        "| openvino.fp32: 4.10 ms on test cpu, 2 threads (1.00x the published speed, another CPU); mAP 31.0 "
+        "(0.96x published) |"
     ) in markdown
     assert "| DAMO-YOLO-NS parameters (M) | 1.41 | 1.410 fully fused (1.000x;" in markdown
     page = paths["html"].read_text()

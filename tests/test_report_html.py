@@ -69,19 +69,38 @@ class Page(HTMLParser):
 
 
 def checked_run(root):
-    """The stand-in run with the check records a real build writes: the fuse proof, FP32 held to its
-    tolerance, INT8 recorded against it."""
+    """The stand-in run with the records a real build writes: the fuse proof, FP32 held to its tolerance,
+    INT8 recorded against it with its collapse slope, what a consumer that sets no precision computes,
+    the libraries' versions, a deferred TensorRT engine, the INT8 goal, and timings of 200 and 30 calls."""
     run = make_run(root)
     manifest = json.loads((run / "manifest.json").read_text())
     stages = manifest["stages"]
     parity = {"max_abs_ref": 0.65, "tolerance": 2e-5, "output": 0, "note": ""}
     proof = {**parity, "max_abs_err": 3e-15, "tolerance": 1e-9, "ratio": 3e-6, "ok": True}
     stages["fuse"]["check"]["model_parity"] = proof
-    stages["openvino.fp32"].update(precision="fp32")
+    stages["fuse"]["versions"] = {"reparam-export": "0.1.0+abcdef012345", "torch": "2.14.1"}
+    stages["openvino.fp32"].update(precision="fp32", versions={"openvino": "2026.4.1"})
     stages["openvino.fp32"]["check"] = {**parity, "max_abs_err": 1e-5, "ratio": 0.5, "ok": True}
+    plain = {**parity, "max_abs_err": 1.2e-5, "ratio": 0.6, "ok": True}
+    stages["openvino.fp32"]["plain_consumer"] = {"default_precision": "bf16", "check": plain}
     stages["openvino.int8"].update(precision="int8")
     stages["openvino.int8"]["check"] = {**parity, "max_abs_err": 0.08, "ratio": 4000.0, "ok": False}
+    stages["openvino.int8"]["int8"] = {"collapse": {"slope": 0.48, "output": 0, "threshold": 0.01}}
+    stages["openvino.int8"]["plain_consumer"] = {"default_precision": "bf16"}
+    manifest["tensorrt"] = {
+        "deferred": True,
+        "engine": None,
+        "bundle": "runs/x/tensorrt/bundle/build_engine.sh",
+    }
+    manifest["tensorrt"]["reason"] = "TensorRT is not installed"
     (run / "manifest.json").write_text(json.dumps(manifest))
+    evaluation = json.loads((run / "eval.json").read_text())
+    evaluation["int8_goal"] = {"openvino.int8": {"drop_points": 1.0, "met": False}}
+    (run / "eval.json").write_text(json.dumps(evaluation))
+    bench = json.loads((run / "bench.json").read_text())
+    bench["results"]["openvino.fp32"].update(iterations=200, throughput_fps=410.0)
+    bench["results"]["openvino.int8"].update(iterations=30)
+    (run / "bench.json").write_text(json.dumps(bench))
     return run
 
 
@@ -91,7 +110,8 @@ def report(tmp_path):
 
 
 def markdown_tables(markdown: str) -> list[list[list[str]]]:
-    """The tables of report.md, each as rows of cells (header first, separator left out)."""
+    """The tables of report.md, each as rows of cells (header first, separator left out; `code` spans as
+    their text, as HTML shows them)."""
     tables, current = [], None
     for line in markdown.splitlines():
         if not line.startswith("|"):
@@ -100,13 +120,25 @@ def markdown_tables(markdown: str) -> list[list[list[str]]]:
             if current is None:
                 current = []
                 tables.append(current)
-            current.append([cell.strip() for cell in line.strip("|").split(" | ")])
+            current.append([cell.strip().replace("`", "") for cell in line.strip("|").split(" | ")])
     return tables
 
 
 def test_tables_have_headers_and_a_row_per_item(report):
     tables = Page(report["html"].read_text()).tables
-    assert [len(t["rows"]) for t in tables.values()] == [3, 2, 3, 3, 3]
+    counts = {title: len(t["rows"]) for title, t in tables.items()}
+    assert counts == {
+        "damoyolo_ns": 3,
+        "Published DAMO-YOLO targets": 3,
+        "INT8 goal": 1,
+        "Precision at run time": 2,
+        "TensorRT": 1,
+        "Build times": 3,
+        "Gated checks": 3,
+        "Recorded errors": 2,
+        "Provenance": 4,
+        "Settings (the recipe)": 3,
+    }
     lead = tables["damoyolo_ns"]
     assert lead["header"][:4] == ["artifact", "mAP", "mAP50", "p50 ms"]
     assert [row[0] for row in lead["rows"]] == ["torch.fp32", "openvino.fp32", "openvino.int8"]
@@ -127,11 +159,31 @@ def test_settings_and_check_tolerances_are_shown(report):
     tables = Page(report["html"].read_text()).tables
     settings = tables["Settings (the recipe)"]["rows"]
     assert ["name", "damoyolo_ns"] in settings and ["calibration.count", "64"] in settings
-    checks = tables["Checks against the FP32 reference"]
-    assert checks["header"] == ["stage", "artifact", "check", "error", "tolerance", "err/tol", "result"]
-    assert checks["rows"] == [
+    gated, recorded = tables["Gated checks"], tables["Recorded errors"]
+    assert gated["header"] == ["stage", "artifact", "check", "error", "tolerance", "err/tol", "result"]
+    assert gated["rows"] == [
         ["fuse", "", "float64 proof vs training form", "3e-15", "1e-09", "3e-06", "pass"],
         ["openvino.fp32", "openvino.fp32", "max abs err vs FP32 reference", "1e-05", "2e-05", "0.5", "pass"],
+        [
+            "openvino.int8",
+            "openvino.int8",
+            "INT8 slope on FP32 (collapse below)",
+            "0.48",
+            "0.01",
+            "0.021",
+            "pass",
+        ],
+    ]
+    assert recorded["rows"] == [
+        [
+            "openvino.fp32",
+            "openvino.fp32",
+            "consumer setting no precision vs FP32 reference",
+            "1.2e-05",
+            "2e-05",
+            "0.6",
+            "f32",
+        ],
         [
             "openvino.int8",
             "openvino.int8",
@@ -142,6 +194,38 @@ def test_settings_and_check_tolerances_are_shown(report):
             "recorded (not held to the FP32 tolerance)",
         ],
     ]
+
+
+def test_the_report_says_what_a_reader_needs_to_trust_it(report):
+    """The INT8 goal per INT8 artifact, p99 only of enough calls, throughput, the precision each IR
+    computes in, why TensorRT was not built, what DAMO-YOLO's latency compares and that its weights are
+    random, and which code and libraries made the run."""
+    tables = Page(report["html"].read_text()).tables
+    assert tables["INT8 goal"]["rows"] == [["openvino.int8", "30.00", "31.00", "-1.00", "NOT met"]]
+    lead = {
+        row[0]: dict(zip(tables["damoyolo_ns"]["header"], row, strict=True))
+        for row in tables["damoyolo_ns"]["rows"]
+    }
+    assert lead["openvino.fp32"]["p99 ms"] == "5.00" and lead["openvino.fp32"]["calls timed"] == "200"
+    assert lead["openvino.int8"]["p99 ms"] == "— (30 calls)", "a p99 of 30 calls is their maximum"
+    assert lead["openvino.fp32"]["throughput fps"] == "410.00"
+    precision = {row[0]: row[1:] for row in tables["Precision at run time"]["rows"]}
+    assert precision["openvino.fp32"][1].startswith("f32 (layers marked precise; default here bf16)")
+    assert precision["openvino.int8"][1] == "bf16, the precision the runtime chooses"
+    assert tables["TensorRT"]["rows"] == [
+        [
+            "not built",
+            "TensorRT is not installed",
+            "bash runs/x/tensorrt/bundle/build_engine.sh where TensorRT runs",
+        ]
+    ]
+    targets = {row[0]: row[2] for row in tables["Published DAMO-YOLO targets"]["rows"]}
+    assert targets["DAMO-YOLO-NS weights"].startswith("random (seeded)")
+    cpu = targets["DAMO-YOLO-NS CPU OpenVINO (Intel Xeon 8163, batch 1, no post-processing), 416"]
+    assert cpu.startswith("openvino.fp32: 4.10 ms on test cpu, 2 threads")
+    provenance = dict(tables["Provenance"]["rows"])
+    assert provenance["reparam-export"] == "0.1.0+abcdef012345" and provenance["openvino"] == "2026.4.1"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d", provenance["report written"])
 
 
 def test_page_is_self_contained_text_not_markdown(report):

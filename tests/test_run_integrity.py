@@ -3,6 +3,7 @@ time, temporary files of a killed build removed, the same inputs give the same b
 not), and a read-only folder or a full disk is one line that leaves nothing half-written."""
 
 import ctypes
+import os
 import resource
 import shutil
 import signal
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from exporter.artifacts import sha256_file
 from exporter.data.shapes import write_split
@@ -67,9 +69,21 @@ def built(tmp_path_factory):
     return run
 
 
+def same_threads() -> dict[str, str]:
+    """The environment with torch's thread count of this process: FP32 rounding, which fused.pt
+    records, depends on how a forward pass is split across threads."""
+    return {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+
+
 def cli(*argv: str, preexec=None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(SCRIPT), *argv], capture_output=True, text=True, preexec_fn=preexec, cwd=cwd, timeout=300
+        [str(SCRIPT), *argv],
+        capture_output=True,
+        text=True,
+        preexec_fn=preexec,
+        cwd=cwd,
+        timeout=300,
+        env=same_threads(),
     )
 
 
@@ -104,7 +118,9 @@ def test_a_killed_build_resumes_to_the_same_bytes_and_leaves_no_temporaries(buil
     for byte those the test process built after other models (OpenVINO's node counter and torch.save's
     temporary archive name differed), and no temporary file is left."""
     run = tmp_path / "run"
-    process = subprocess.Popen([str(SCRIPT), *BUILD, "--run-dir", str(run)], stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [str(SCRIPT), *BUILD, "--run-dir", str(run)], stderr=subprocess.DEVNULL, env=same_threads()
+    )
     deadline = time.monotonic() + 120
     while not (run / "fused.pt").is_file() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

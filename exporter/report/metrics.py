@@ -30,6 +30,14 @@ def _number(value: Any) -> float | None:
     return math.nan
 
 
+def versions(stages: dict[str, Any]) -> dict[str, str]:
+    """The versions of this package and of every library the run's stages recorded."""
+    found: dict[str, str] = {}
+    for stage in stages.values():
+        found.update(stage.get("versions") or {})
+    return dict(sorted(found.items()))
+
+
 def _stage_of(key: str, artifact: str | None, stages: dict[str, Any]) -> dict[str, Any]:
     """The stage that wrote an artifact (found by its output path; by name in older manifests)."""
     written = [s for s in stages.values() if artifact and s.get("output", {}).get("path") == artifact]
@@ -74,6 +82,9 @@ def collect(run: str | Path) -> dict[str, Any]:
                 "max_abs_err": _number(check.get("max_abs_err")),
                 "settings_sha256": sha256_json(stage.get("settings")) if stage.get("settings") else None,
                 "samples_ms": timing.get("samples_ms", []),
+                "calls": timing.get("iterations"),
+                "throughput_fps": _number(timing.get("throughput_fps")),
+                "plain_consumer": stage.get("plain_consumer"),
             }
         )
     fuse = (stages.get("fuse") or {}).get("check", {})
@@ -84,8 +95,11 @@ def collect(run: str | Path) -> dict[str, Any]:
         for name, stage in stages.items()
         if name.endswith(".int8_search")
     }
+    model = manifest.get("recipe", {}).get("model", {})
     return {
         "model": manifest.get("recipe", {}).get("name", run.name),
+        "head_mode": (model.get("kwargs") or {}).get("head_mode"),
+        "checkpoint": model.get("checkpoint"),
         "recipe_hash": manifest.get("recipe_hash"),
         "rows": rows,
         "fused": {
@@ -96,7 +110,10 @@ def collect(run: str | Path) -> dict[str, Any]:
         },
         "stage_seconds": {name: s.get("wall_s") for name, s in stages.items()},
         "eval": {k: evaluation.get(k) for k in ("data", "data_sha256", "images")} if evaluation else {},
+        "int8_goal": evaluation.get("int8_goal", {}),
         "bench": {k: bench.get(k) for k in ("mode", "threads", "cpu")} if bench else {},
+        "bench_load": bench.get("load"),
+        "versions": versions(stages),
         "sensitivity": _read(run / "sensitivity.json").get("layers", []),
         "int8_search": searches,
         "tensorrt": manifest.get("tensorrt") or {},  # a deferred engine's bundle

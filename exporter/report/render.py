@@ -24,10 +24,13 @@ COLUMNS = [
     ("p90_ms", "p90 ms"),
     ("p99_ms", "p99 ms"),
     ("fps", "fps"),
+    ("calls", "calls timed"),
+    ("throughput_fps", "throughput fps"),
     ("bytes", "size MB"),
     ("max_abs_err", "max err vs FP32"),
 ]
 SENSITIVITY_COLUMNS = ("layer", "SNR dB", "channel range max/median", "6σ outliers")
+P99_CALLS = 100  # fewer timed calls make p99 their maximum: not shown
 CHECK_COLUMNS = ("stage", "artifact", "check", "error", "tolerance", "err/tol", "result")
 RECORDED_ONLY = ("fp16", "int8", "qdq")  # precisions whose error is recorded, not held to the FP32 bound
 STYLE = (
@@ -49,7 +52,10 @@ document.querySelectorAll("th").forEach((th) => th.addEventListener("click", () 
 """
 
 
-def _cell(key: str, value: Any) -> str:
+def _cell(key: str, value: Any, row: dict[str, Any] | None = None) -> str:
+    calls = (row or {}).get("calls")
+    if key == "p99_ms" and value is not None and calls is not None and calls < P99_CALLS:
+        return f"— ({row['calls']} calls)"
     if value is None:
         return "not measured"
     if key in ("map", "map50"):
@@ -87,16 +93,26 @@ def target_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
         ours = best.get("openvino.fp32") or best.get("openvino.int8")
         text = "not measured: no OpenVINO artifact in this run"
         if ours and ours["p50_ms"] is not None:
-            host = metrics["bench"].get("cpu") or "this host"
-            text = f"{ours['artifact']}: {ours['p50_ms']:.2f} ms on {host}"
+            bench = metrics["bench"]
+            host = bench.get("cpu") or "this host"
+            text = f"{ours['artifact']}: {ours['p50_ms']:.2f} ms on {host}, {bench.get('threads')} threads"
+            text += f", head_mode {metrics['head_mode']}" if metrics["head_mode"] else ""
             text += f" ({cpu_ms / ours['p50_ms']:.2f}x the published speed, another CPU)"
             if ours["map"] is not None:
                 text += f"; mAP {100 * ours['map']:.1f} ({ours['map'] / map_:.2f}x published)"
         out.append(
             {
-                "target": f"{name} CPU OpenVINO (Intel Xeon 8163), {size}",
+                "target": f"{name} CPU OpenVINO (Intel Xeon 8163, batch 1, no post-processing), {size}",
                 "published": f"mAP {100 * map_:.1f}, {cpu_ms:.2f} ms",
                 "ours": text,
+            }
+        )
+    if metrics["checkpoint"] is None:
+        out.append(
+            {
+                "target": f"{name} weights",
+                "published": "trained on COCO",
+                "ours": "random (seeded): no checkpoint was given, so no mAP; sizes and latency compare",
             }
         )
     params, gflops = SIZES[variant]
@@ -141,7 +157,7 @@ def sections(metrics: dict[str, Any], manifest: dict[str, Any]) -> list[Section]
     lead = Section(
         None,
         [h for _, h in COLUMNS],
-        [[_cell(k, row.get(k)) for k, _ in COLUMNS] for row in metrics["rows"]],
+        [[_cell(k, row.get(k), row) for k, _ in COLUMNS] for row in metrics["rows"]],
         intro=summary(metrics),
         notes=not_measured(metrics),
     )
@@ -150,15 +166,106 @@ def sections(metrics: dict[str, Any], manifest: dict[str, Any]) -> list[Section]
     if targets:
         header = list(targets[0])
         parts.append(Section("Published DAMO-YOLO targets", header, [list(t.values()) for t in targets]))
+    goal = int8_goal_section(metrics)
+    if goal:
+        parts.append(goal)
     parts += int8_sections(metrics)
+    precision = runtime_precision_section(metrics)
+    if precision:
+        parts.append(precision)
+    if metrics["tensorrt"].get("deferred"):
+        parts.append(tensorrt_section(metrics["tensorrt"]))
     seconds = [[name, str(s)] for name, s in metrics["stage_seconds"].items()]
     parts.append(Section("Build times", ["stage", "seconds"], seconds))
-    checks = check_rows(manifest.get("stages", {}), manifest.get("artifacts", {}))
-    if checks:
-        parts.append(Section("Checks against the FP32 reference", list(CHECK_COLUMNS), checks))
+    gated, recorded = check_rows(manifest.get("stages", {}), manifest.get("artifacts", {}))
+    if gated:
+        intro = ["A check that fails here stops the build (exit 1): nothing past it is written."]
+        parts.append(Section("Gated checks", list(CHECK_COLUMNS), gated, intro=intro))
+    if recorded:
+        intro = ["Measured and recorded, not gated: errors of lower precisions against the FP32 reference."]
+        parts.append(Section("Recorded errors", list(CHECK_COLUMNS), recorded, intro=intro))
+    parts.append(provenance_section(metrics, manifest))
     if manifest.get("recipe"):
         parts.append(settings(manifest["recipe"], manifest.get("recipe_hash")))
     return parts
+
+
+def int8_goal_section(metrics: dict[str, Any]) -> Section | None:
+    """Per INT8 artifact (and stand-in): its mAP, the fused model's, the drop and whether it is within
+    the INT8 goal (evaluate.INT8_GOAL_POINTS)."""
+    from exporter.evaluate import INT8_GOAL_POINTS
+
+    goals = metrics["int8_goal"]
+    if not goals:
+        return None
+    maps = {row["artifact"]: row["map"] for row in metrics["rows"]}
+    rows = [
+        [
+            key,
+            "not measured" if maps.get(key) is None else f"{100 * maps[key]:.2f}",
+            "" if maps.get("torch.fp32") is None else f"{100 * maps['torch.fp32']:.2f}",
+            f"{-goal['drop_points']:+.2f}",
+            "met" if goal["met"] else "NOT met",
+        ]
+        for key, goal in goals.items()
+    ]
+    header = ["artifact", "mAP", "fused FP32 mAP", "vs FP32 (points)", "goal"]
+    intro = [f"The INT8 goal: within {INT8_GOAL_POINTS:g} mAP points of the fused FP32 model."]
+    return Section("INT8 goal", header, rows, intro=intro)
+
+
+def runtime_precision_section(metrics: dict[str, Any]) -> Section | None:
+    """What each OpenVINO IR computes in: as eval and bench run it (INFERENCE_PRECISION_HINT=f32), and
+    in a consumer that sets no precision, on the host that built it."""
+    rows = []
+    for row in metrics["rows"]:
+        plain = row.get("plain_consumer")
+        if plain is None:
+            continue
+        default = plain["default_precision"]
+        if "check" in plain:
+            check = plain["check"]
+            consumer = (
+                f"f32 (layers marked precise; default here {default}), err/tol {check['ratio']:.2g}"
+                if check["ok"]
+                else f"{default}: max abs err {check['max_abs_err']:.3g} past the FP32 tolerance; compile "
+                "it with `{'INFERENCE_PRECISION_HINT': 'f32'}`"
+            )
+        else:
+            consumer = f"{default}, the precision the runtime chooses"
+        rows.append([row["artifact"], "f32 (INFERENCE_PRECISION_HINT=f32)", consumer])
+    if not rows:
+        return None
+    return Section(
+        "Precision at run time",
+        ["artifact", "in eval and bench", "in a consumer that sets no precision, on the build host"],
+        rows,
+        notes=[
+            "An FP16 IR holds FP16 weights and computes at the precision the runtime chooses: f32 with "
+            "`INFERENCE_PRECISION_HINT=f32`, by default bf16 on CPUs with BF16."
+        ],
+    )
+
+
+def tensorrt_section(record: dict[str, Any]) -> Section:
+    """Why no TensorRT engine was built, and what builds it."""
+    return Section(
+        "TensorRT",
+        ["engine", "why not built here", "to build it"],
+        [["not built", record.get("reason") or "", f"`bash {record.get('bundle')}` where TensorRT runs"]],
+    )
+
+
+def provenance_section(metrics: dict[str, Any], manifest: dict[str, Any]) -> Section:
+    """Which code and libraries made the run, when, and when this report was written."""
+    import datetime
+
+    rows = [["report written", datetime.date.today().isoformat()]]
+    if manifest.get("built"):
+        rows.append(["built", manifest["built"]])
+    rows += [[name, version] for name, version in metrics["versions"].items()]
+    intro = ["`reparam-export` is this package's version and the digest of its sources."]
+    return Section("Provenance", ["what", "version"], rows, intro=intro)
 
 
 def summary(metrics: dict[str, Any]) -> list[str]:
@@ -166,7 +273,17 @@ def summary(metrics: dict[str, Any]) -> list[str]:
     lines = []
     bench, evaluation = metrics["bench"], metrics["eval"]
     if bench:
-        lines.append(f"Latency: {bench.get('mode')}, {bench.get('threads')} threads, {bench.get('cpu')}.")
+        load = metrics.get("bench_load")
+        others = f", load from other processes {load['others']:.2f} cores" if load else ""
+        lines.append(
+            f"Latency: {bench.get('mode')}, {bench.get('threads')} threads, {bench.get('cpu')}{others}."
+        )
+        few = [r["artifact"] for r in metrics["rows"] if r.get("calls") and r["calls"] < P99_CALLS]
+        if few:
+            lines.append(
+                f"p99 is shown for artifacts timed in at least {P99_CALLS} calls (of fewer it is their "
+                f"maximum): not for {', '.join(few)}."
+            )
     if evaluation:
         lines.append(f"Accuracy: COCO mAP on {evaluation.get('images')} images of {evaluation.get('data')}.")
     if metrics["stale"]:
@@ -215,36 +332,61 @@ def not_measured(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
-def check_rows(stages: dict[str, Any], artifacts: dict[str, str]) -> list[list[str]]:
-    """Each stage's check as rows of CHECK_COLUMNS: the error, the tolerance it is held to, their ratio
-    and the result; FP16, INT8 and Q/DQ errors are recorded, not held to the FP32 tolerance."""
+def check_rows(stages: dict[str, Any], artifacts: dict[str, str]) -> tuple[list[list[str]], list[list[str]]]:
+    """Each stage's checks as rows of CHECK_COLUMNS, split into those that gate the build (the float64
+    proof, FP32 parity, INT8 collapse, the INT8 accuracy budget) and the errors recorded only (FP32 drift,
+    FP16/INT8/Q-DQ errors against the FP32 reference, an IR in a consumer that sets no precision)."""
     written = {path: key for key, path in artifacts.items()}
-    rows = []
+    gated, recorded = [], []
     for name, stage in stages.items():
         artifact = written.get((stage.get("output") or {}).get("path"), "")
         check = stage.get("check")
         if check is None:
             if stage.get("note"):
-                rows.append([name, artifact, "not checked", "", "", "", stage["note"]])
+                recorded.append([name, artifact, "not checked", "", "", "", stage["note"]])
             continue
         held = (stage.get("precision") or name.rpartition(".")[2]) not in RECORDED_ONLY
         if "model_parity" in check:
-            rows.append(
+            gated.append(
                 [name, artifact, "float64 proof vs training form", *_parity(check["model_parity"], True)]
             )
         if "drift" in check:
             drift = check["drift"]["max_abs_err"]
-            rows.append([name, artifact, "FP32 drift (rounding)", f"{drift:.3g}", "", "", "recorded"])
+            recorded.append([name, artifact, "FP32 drift (rounding)", f"{drift:.3g}", "", "", "recorded"])
         if "max_abs_err" in check:
-            rows.append([name, artifact, "max abs err vs FP32 reference", *_parity(check, held)])
+            (gated if held else recorded).append(
+                [name, artifact, "max abs err vs FP32 reference", *_parity(check, held)]
+            )
+        collapse = stage.get("collapse") or (stage.get("int8") or {}).get("collapse")
+        if collapse and collapse.get("slope") is not None:
+            slope, least = collapse["slope"], collapse["threshold"]
+            gated.append(
+                [name, artifact, "INT8 slope on FP32 (collapse below)", f"{slope:.3g}", f"{least:g}",
+                 f"{least / slope:.2g}" if slope > 0 else "inf", "pass" if slope >= least else "FAIL"]
+            )  # fmt: skip
         if "budget_points" in check:
             drop, budget = check["drop_points"], check["budget_points"]
             verdict = "pass" if drop <= budget else "FAIL"
             ratio = f"{drop / budget:.2g}" if budget else ""
-            rows.append(
-                [name, artifact, "mAP drop vs FP32 (points)", f"{drop:.2f}", f"{budget:g}", ratio, verdict]
+            gated.append(
+                [
+                    name,
+                    artifact,
+                    "INT8 mAP drop vs FP32 (points)",
+                    f"{drop:.2f}",
+                    f"{budget:g}",
+                    ratio,
+                    verdict,
+                ]
             )
-    return rows
+        plain = (stage.get("plain_consumer") or {}).get("check")
+        if plain:
+            verdict = "f32" if plain["ok"] else "NOT f32 (warned)"
+            recorded.append(
+                [name, artifact, "consumer setting no precision vs FP32 reference",
+                 f"{plain['max_abs_err']:.3g}", f"{plain['tolerance']:.3g}", f"{plain['ratio']:.2g}", verdict]
+            )  # fmt: skip
+    return gated, recorded
 
 
 def _parity(check: dict[str, Any], held: bool) -> list[str]:
