@@ -22,6 +22,26 @@ def test_preprocess_stretches_bilinear_keeps_rgb_and_0_255():
     np.testing.assert_array_equal(resize_stretch(same, (4, 4)), same.transpose(2, 0, 1))
 
 
+@pytest.mark.parametrize("size", [(96, 128), (320, 320), (41, 17), (700, 500)])
+def test_resize_is_torchs_bilinear_whatever_the_thread_count(size):
+    """The same pixels with one thread or two (torch's own kernel rounds differently with them), and
+    torch's bilinear resize but for the rare pixel its float32 rounding puts across a half level."""
+    image = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = resize_stretch(image, size)
+        torch.set_num_threads(2)
+        assert np.array_equal(one, resize_stretch(image, size))
+    finally:
+        torch.set_num_threads(threads)
+    x = torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1)[None]
+    expected = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    expected = expected[0].round().clamp(0, 255).numpy()
+    differ = one != expected
+    assert np.abs(one - expected).max() <= 1 and differ.mean() < 1e-3
+
+
 def test_preprocess_rejects_non_rgb():
     with pytest.raises(ValueError, match="HxWx3 RGB"):
         resize_stretch(np.zeros((4, 4), dtype=np.uint8), (4, 4))

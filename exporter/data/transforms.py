@@ -6,7 +6,6 @@ from typing import Annotated, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 Resize = Literal["stretch", "letterbox"]
@@ -31,14 +30,28 @@ def resize_stretch(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """HxWx3 uint8 RGB → 3xHxW float32 at `size` (height, width), values 0–255, rounded to integers.
 
     Plain (stretch) resize, bilinear with half-pixel centres and no antialiasing, like OpenCV's
-    INTER_LINEAR used by DAMO-YOLO's evaluation.
+    INTER_LINEAR used by DAMO-YOLO's evaluation. Computed as torch's `interpolate(mode="bilinear")`
+    computes it (float32, across then down) but element by element with numpy, so the pixels are the same
+    on any host and with any thread count: torch's own kernel rounds differently with the number of
+    threads it splits the image across.
     """
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 RGB image, got shape {image.shape}")
-    x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None]
-    if tuple(x.shape[-2:]) != tuple(size):
-        x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
-    return x[0].round().clamp(0, 255).numpy().astype(np.float32)
+    pixels = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
+    if tuple(pixels.shape[1:]) != tuple(size):
+        (y0, y1, wy), (x0, x1, wx) = (_taps(n, m) for n, m in zip(pixels.shape[1:], size, strict=True))
+        across = pixels[:, :, x0] * (1 - wx) + pixels[:, :, x1] * wx
+        pixels = across[:, y0] * (1 - wy)[:, None] + across[:, y1] * wy[:, None]
+    return np.ascontiguousarray(np.clip(np.round(pixels), 0, 255))
+
+
+def _taps(length: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each of `size` output positions on an axis of `length` pixels: the two source pixels and the
+    weight of the second (half-pixel centres, the source position clamped at 0)."""
+    scale = np.float32(length) / np.float32(size)
+    source = np.maximum(scale * (np.arange(size, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5), 0)
+    first = np.minimum(source.astype(np.int64), length - 1)
+    return first, np.minimum(first + 1, length - 1), source - first.astype(np.float32)
 
 
 def letterbox_fit(
