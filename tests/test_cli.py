@@ -363,3 +363,24 @@ def test_options_this_build_does_not_read_are_warned_about(run_cli, tmp_path):
     assert code == 0, err
     assert "warning: --trt-end2end-nms has no effect on this build (targets onnx, precisions fp32)" in err
     assert "warning: --calib-count has no effect" in err and "--eval-limit" not in err
+
+
+def test_readme_github_actions_job_parses_and_names_real_options(run_cli):
+    """The workflow README offers to paste is valid YAML, and each reparam-export line in it is
+    accepted by the command it names (its options exist; --help stops before anything runs)."""
+    import shlex
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    workflow = yaml.safe_load(
+        readme.split("```yaml\n# .github/workflows/export.yml\n", 1)[1].split("```", 1)[0]
+    )
+    steps = workflow["jobs"]["export"]["steps"]
+    commands = [
+        shlex.split(step["run"]) for step in steps if step.get("run", "").startswith("reparam-export")
+    ]
+    assert [c[1] for c in commands] == ["build", "check"]
+    for command in commands:
+        code, out, err = run_cli(*command[1:], "--help")
+        assert code == 0 and "Usage:" in out, err
