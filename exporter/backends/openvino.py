@@ -122,13 +122,17 @@ def mark_precise(xml: Path) -> None:
     tree.write(xml, encoding="utf-8", xml_declaration=True)
 
 
-def default_precision(source) -> str:
-    """The inference precision OpenVINO's CPU plugin chooses for `source` compiled with no properties,
-    as a consumer that sets none gets it (bf16 on CPUs with BF16, else f32)."""
+def default_compile_error(xml: Path) -> str | None:
+    """None where OpenVINO's CPU plugin compiles the IR `xml` with no properties set, as a consumer that
+    sets none does; else the plugin's error, in one line."""
     import openvino as ov
 
-    model = source if isinstance(source, ov.Model) else str(source)
-    return _text(ov.Core().compile_model(model, "CPU").get_property("INFERENCE_PRECISION_HINT"))
+    try:
+        ov.Core().compile_model(str(xml), "CPU")
+    except RuntimeError as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        return lines[-1] if lines else type(error).__name__
+    return None
 
 
 class OpenVinoRunner:

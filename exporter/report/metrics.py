@@ -85,6 +85,7 @@ def collect(run: str | Path) -> dict[str, Any]:
                 "calls": timing.get("iterations"),
                 "throughput_fps": _number(timing.get("throughput_fps")),
                 "plain_consumer": stage.get("plain_consumer"),
+                "precise": stage.get("precise"),
             }
         )
     fuse = (stages.get("fuse") or {}).get("check", {})

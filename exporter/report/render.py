@@ -231,6 +231,9 @@ def runtime_precision_section(metrics: dict[str, Any]) -> Section | None:
                 else f"{default}: max abs err {check['max_abs_err']:.3g} past the FP32 tolerance; compile "
                 "it with `{'INFERENCE_PRECISION_HINT': 'f32'}`"
             )
+            precise = row.get("precise")
+            if precise and not precise["marked"]:
+                consumer += f" (layers not marked precise: {precise['why_not']})"
         else:
             consumer = f"{default}, the precision the runtime chooses"
         rows.append([row["artifact"], "f32 (INFERENCE_PRECISION_HINT=f32)", consumer])

@@ -6,7 +6,8 @@ FP32 reference are measured and recorded. INT8 fails where an output collapsed a
 (reference.require_no_collapse).
 
 The FP32 IR keeps f32 in any consumer: its layers are marked precise (backends.openvino.mark_precise), and
-the stage runs it as a consumer that sets no property would and checks that too. Each IR says in its
+the stage runs it as a consumer that sets no property would and checks that too. Where the CPU plugin
+cannot compile the marked IR on this host, the IR is left unmarked and the stage says so. Each IR says in its
 rt_info (`reparam_export`) what it is and at which precision it computes.
 """
 
@@ -55,6 +56,8 @@ class IrSettings:
 # what each IR computes in, written into its rt_info (reparam_export/inference_precision)
 COMPUTES_IN = {
     "fp32": "f32 in every consumer: every layer is marked precise",
+    "fp32-unmarked": "f32 with INFERENCE_PRECISION_HINT=f32, by default bf16 on CPUs with BF16 "
+    "(OpenVINO's CPU plugin could not compile its layers marked precise)",
     "fp16": "FP16 weights (compressed), computed at the precision the runtime chooses: f32 with "
     "INFERENCE_PRECISION_HINT=f32, by default bf16 on CPUs with BF16",
     "int8": "INT8 where quantized; the float layers at the precision the runtime chooses: f32 with "
@@ -133,7 +136,7 @@ def run(settings: IrSettings, onnx_path: Path, fused_pt: Path, out: Path) -> dic
     model.set_rt_info(COMPUTES_IN[precision], ["reparam_export", "inference_precision"])
     ov.save_model(model, str(out), compress_to_fp16=precision == "fp16")
     if precision == "fp32":
-        ov_backend.mark_precise(out)
+        record["precise"] = keep_f32_in_any_consumer(model, out)
     runner = ov_backend.load(out, precision)
     parity = reference.reference_parity(fused_pt, runner, settings.noise_factor)
     if precision == "fp32":
@@ -143,6 +146,23 @@ def run(settings: IrSettings, onnx_path: Path, fused_pt: Path, out: Path) -> dic
     record.update(check=parity.as_dict(), runtime=runner.config)
     record["plain_consumer"] = plain_consumer(out, fused_pt, settings.noise_factor, precision)
     return record
+
+
+def keep_f32_in_any_consumer(model, out: Path) -> dict[str, Any]:
+    """Mark every layer of the saved FP32 IR `out` precise, so that a consumer setting no precision
+    computes it in f32. Where OpenVINO's CPU plugin on this host cannot compile the marked IR (its fused
+    convolutions refuse an f32 sum of a tensor it keeps in bf16, as on DAMO-YOLO-M/L's residual
+    blocks), the IR is saved again unmarked, so that it compiles everywhere, and says so."""
+    import openvino as ov
+
+    ov_backend.mark_precise(out)
+    error = ov_backend.default_compile_error(out)
+    if error is None:
+        return {"marked": True}
+    model.set_rt_info(COMPUTES_IN["fp32-unmarked"], ["reparam_export", "inference_precision"])
+    ov.save_model(model, str(out), compress_to_fp16=False)
+    why = f"OpenVINO's CPU plugin could not compile it marked precise ({error})"
+    return {"marked": False, "why_not": why}
 
 
 def plain_consumer(xml: Path, fused_pt: Path, noise_factor: float, precision: str) -> dict[str, Any]:
@@ -167,10 +187,13 @@ def describe_plain_consumer(record: dict[str, Any]) -> str:
     if plain["check"]["ok"]:
         kept = f" (its default here is {default})" if default != "f32" else ""
         return f"f32 in a consumer setting no precision{kept}, err/tol {plain['check']['ratio']:.2g}"
+    precise = record.get("precise")
+    marked = precise is None or precise["marked"]
+    unmarked = "" if marked else f"; layers not marked precise: {precise['why_not']}"
     return (
         f"WARNING: a consumer setting no precision runs it in {default} here (max abs err "
-        f"{plain['check']['max_abs_err']:.3g} past the FP32 tolerance {plain['check']['tolerance']:.3g}); "
-        f"{FP32_HINT}"
+        f"{plain['check']['max_abs_err']:.3g} past the FP32 tolerance {plain['check']['tolerance']:.3g}"
+        f"{unmarked}); {FP32_HINT}"
     )
 
 
