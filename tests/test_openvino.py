@@ -136,6 +136,47 @@ def test_settled_ir_leaves_the_cpu_plugin_nothing_to_replace(tmp_path):
     assert "bf16" not in precisions, "every node the plugin runs kept f32"
 
 
+def test_fp32_ir_the_plugin_cannot_compile_marked_is_saved_unmarked_and_says_so(built, monkeypatch, tmp_path):
+    """Where OpenVINO's CPU plugin refuses the marked IR with a consumer's defaults (as 2026.4 does for
+    DAMO-YOLO-M/L on AVX-512 BF16), the IR is saved unmarked, its rt_info and the record say why, and the
+    stage's line warns with the f32 hint; the f32-hinted check still holds."""
+    import xml.etree.ElementTree as ET
+
+    import openvino as ov
+
+    from exporter.backends import openvino as ov_backend
+    from exporter.stages import openvino
+
+    run, _ = built
+    recipe = load_recipe(EMBEDDED, {"input_size": [96, 128], "targets": ["openvino"], "precisions": ["fp32"]})
+    refusals = []
+
+    def refuses_marked(xml):
+        marked = ET.parse(xml).getroot().find(".//rt_info/attribute[@name='precise']") is not None
+        refusals.append(marked)
+        return "unsupported post-ops" if marked else None
+
+    monkeypatch.setattr(ov_backend, "default_compile_error", refuses_marked)
+    out = tmp_path / "model_fp32.xml"
+    settings = openvino.IrSettings.from_recipe(recipe, "fp32")
+    record = openvino.run(settings, run / "openvino" / "model.sim.onnx", run / "fused.pt", out)
+    assert refusals == [True]
+    assert record["precise"] == {
+        "marked": False,
+        "why_not": "OpenVINO's CPU plugin could not compile it marked precise (unsupported post-ops)",
+    }
+    assert ET.parse(out).getroot().find(".//rt_info/attribute[@name='precise']") is None
+    computes = ov.Core().read_model(out).get_rt_info(["reparam_export", "inference_precision"]).astype(str)
+    assert "could not compile its layers marked precise" in computes
+    assert record["check"]["ok"]
+    line = openvino.describe(record)
+    if bf16_host():
+        assert "WARNING" in line and "layers not marked precise" in line
+        assert "INFERENCE_PRECISION_HINT" in line
+    else:
+        assert "f32 in a consumer setting no precision" in line
+
+
 def test_int8_keeps_head_decode_in_float(built):
     run, _ = built
     record = json.loads((run / "manifest.json").read_text())["stages"]["openvino.int8"]

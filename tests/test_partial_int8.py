@@ -96,15 +96,17 @@ def test_budget_needs_int8_and_evaluation_data(run_cli, tmp_path):
 SEARCH = ("--precision", "int8", "--calib-count", "64", "--eval-limit", "100")
 BUDGET = {"openvino": 0.5, "tensorrt": 0.3}
 # OpenVINO's performance preset (symmetric activations) quantizes the demo about 1 point below FP32 on
-# these images, so a 0.5 budget needs a float layer or two; under the mixed preset full INT8 is within
-# 0.2 and a tighter budget takes the search many trials through the noise of 100 images
+# these images on the hosts measured, so a 0.5 budget needs a float layer or two; under the mixed preset
+# full INT8 is within 0.2 and a tighter budget takes the search many trials through the noise of 100 images
 PRESET = {"openvino": ["--ov-int8-preset", "performance"], "tensorrt": []}
+BUDGETS: dict[str, float] = {}  # the budget each target was searched with on this host
 
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     """The demo model's INT8 for OpenVINO and TensorRT Q/DQ with budgets tighter than full INT8 meets
-    on these 100 images (full INT8: about -1 point under OpenVINO's performance preset, -0.6 under Q/DQ)."""
+    on these 100 images. INT8 kernels differ by CPU (VNNI or not), so full INT8's drop does too: where it
+    meets BUDGET on this host, the search runs again with 80% of that drop as the budget."""
     pytest.importorskip("openvino")
     from exporter.cli import main
 
@@ -123,14 +125,22 @@ def searched(tmp_path_factory):
 
             patch.setattr(partial_int8.OpenVinoQuantizer, "runner", counted)
             for target, budget in BUDGET.items():
-                budgeted = ["--int8-accuracy-budget", str(budget), *PRESET[target]]
-                assert main(["build", "--target", target, *budgeted, *args]) == 0
+                for _ in range(2):
+                    if target == "openvino":
+                        OPENVINO_MODELS.clear()
+                    budgeted = ["--int8-accuracy-budget", f"{budget:g}", *PRESET[target]]
+                    assert main(["build", "--target", target, *budgeted, *args]) == 0
+                    BUDGETS[target] = budget
+                    full_int8 = _stages(run)[f"{target}.int8_search"]["trials"][0]["drop_points"]
+                    if full_int8 > budget or full_int8 < 0.05:
+                        break
+                    budget = round(0.8 * full_int8, 2)
     finally:
         os.chdir(cwd)
     return run
 
 
-OPENVINO_MODELS: list = []  # the float nodes of each OpenVINO model the search built (None: FP32)
+OPENVINO_MODELS: list = []  # the float nodes of each OpenVINO model the last search built (None: FP32)
 
 
 def _stages(run):
@@ -142,9 +152,12 @@ def _stages(run):
 def test_search_respects_the_budget_with_the_fewest_layers(searched, backend):
     record = _stages(searched)[f"{backend}.int8_search"]
     trials = {t["float_layers"]: t for t in record["trials"]}
-    chosen, budget = len(record["float_layers"]), BUDGET[backend]
-    assert record["drop_points"] <= record["budget_points"] == budget
+    chosen, budget = len(record["float_layers"]), BUDGETS[backend]
+    assert record["drop_points"] <= record["budget_points"] == pytest.approx(budget, abs=1e-3)
     assert trials[chosen]["drop_points"] <= budget
+    if trials[0]["drop_points"] < 0.05:
+        drop = trials[0]["drop_points"]
+        pytest.skip(f"full INT8 is {drop:.2f} points from FP32 on this host: no budget to search below it")
     assert chosen >= 1 and trials[0]["drop_points"] > budget, "full INT8 already met the budget"
     assert trials[chosen - 1]["drop_points"] > budget, "one layer fewer also met the budget"
     assert (
@@ -201,18 +214,20 @@ def test_rerun_reuses_the_search_and_reports_it(searched, run_cli):
 
     before = _stages(searched)
     code, out, err = run_cli(
-        "bench-int8", "--target", "tensorrt", "--int8-accuracy-budget", "0.3", "--run-dir", str(searched),
+        "bench-int8", "--target", "tensorrt", "--int8-accuracy-budget", f"{BUDGETS['tensorrt']:g}",
+        "--run-dir", str(searched),
         "--calib-count", "64", "--eval-limit", "100",
     )  # fmt: skip
     assert code == 0, err
-    assert "cached search" in err and "partial INT8" in out and "within 0.3 points of FP32" in out
+    assert "cached search" in err and "partial INT8" in out
+    assert f"within {BUDGETS['tensorrt']:g} points of FP32" in out
     assert _stages(searched)["tensorrt.int8_search"]["wall_s"] == before["tensorrt.int8_search"]["wall_s"]
     results = evaluate_run(searched, progress=False)["results"]
     assert results["tensorrt.qdq (onnxruntime)"]["map"] == pytest.approx(
         before["tensorrt.int8_search"]["partial_int8_map"], abs=1e-9
     )
     markdown = write_report(searched)["markdown"].read_text()
-    assert "## Partial INT8 (openvino, budget 0.5 mAP points)" in markdown
+    assert f"## Partial INT8 (openvino, budget {BUDGETS['openvino']:g} mAP points)" in markdown
     assert "## INT8 sensitivity" in markdown and "float (prediction conv)" in markdown
 
 
