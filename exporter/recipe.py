@@ -10,9 +10,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from exporter.artifacts import sha256_json
+from exporter.core.artifacts import sha256_json
+from exporter.core.errors import UserError, read_user_file, setting
 from exporter.data.transforms import Preprocess
-from exporter.errors import UserError, read_user_file, setting
 from exporter.models.adapters import ADAPTERS, ModelRef
 
 Precision = Literal["fp32", "fp16", "int8"]

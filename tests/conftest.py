@@ -21,7 +21,7 @@ def shared_demo_data(tmp_path_factory):
 
 def pytest_report_header(config):
     """The host's CPU and the instruction sets that select its kernels (results differ by them)."""
-    from exporter import host
+    from exporter.core import host
 
     return [f"host: {host.describe()}; instruction sets: {', '.join(host.isa()) or 'unknown'}"]
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from exporter.bench_akconv import export
 from exporter.blocks.akconv import AKConv
-from exporter.errors import UserError
+from exporter.core.errors import UserError
 from exporter.lowering.akconv import coordinates, initial_grid, sample_gather, sample_gridsample
 from exporter.lowering.ort_ops import akconv_sample_reference
 from exporter.models.loader import load_checkpoint
+from exporter.studies.akconv import export
 from exporter.targets import TARGETS
 from tests.conftest import EMBEDDED
 
@@ -83,7 +83,7 @@ def layer_pushing_outside(n, stride, height, width, seed):
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("n", NS)
 def test_onnx_lowering_equals_torch_module(tmp_path, n, stride, lowering):
-    from exporter.backends import onnxruntime as ort_backend
+    from exporter.stages import ort_runner as ort_backend
 
     for i, (height, width) in enumerate(SHAPES):
         layer, x = layer_pushing_outside(n, stride, height, width, seed=100 * n + 10 * stride + i)
@@ -206,7 +206,7 @@ def test_explicit_requests_validated():
 
 @pytest.mark.parametrize("lowering", ["auto", "gather", "gridsample", "plugin"])
 def test_pipeline_records_choice_and_proves_parity(tmp_path, lowering):
-    from exporter.pipeline import Pipeline
+    from exporter.build.pipeline import Pipeline
     from exporter.recipe import load_recipe
 
     recipe = load_recipe(EMBEDDED, {"input_size": [64, 96], "export.akconv_lowering": lowering})

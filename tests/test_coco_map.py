@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from exporter.core.errors import UserError
 from exporter.data.coco import load_coco
 from exporter.data.coco_map import Detections, evaluate, score, to_coco_results
-from exporter.errors import UserError
 
 # Two images, one 100x100 object each, categories with non-contiguous COCO ids.
 BOXES = {1: (50.0, 40.0, 150.0, 140.0), 2: (20.0, 30.0, 120.0, 130.0)}
@@ -172,7 +172,7 @@ def test_eval_needs_data(run_cli, tmp_path):
 
 
 def test_int8_goal_is_judged_against_the_fused_model():
-    from exporter.evaluate import int8_goal
+    from exporter.measure.evaluate import int8_goal
 
     goal = int8_goal(
         {

@@ -7,12 +7,12 @@ import math
 import numpy as np
 import pytest
 
+from exporter.core.errors import UserError
 from exporter.data.coco import load_coco
 from exporter.data.coco_map import BY_NAME, BY_POSITION, for_model
 from exporter.data.shapes import CLASSES, write_split, write_yolo
 from exporter.data.transforms import Preprocess
 from exporter.data.yolo import load_yolo
-from exporter.errors import UserError
 from exporter.models.adapters import DECODED
 from exporter.recipe import load_recipe
 from exporter.stages.scoring import EvaluationSettings, Scorer

@@ -5,9 +5,17 @@ from pathlib import Path
 
 import pytest
 
-from exporter import host
-from exporter.errors import CheckFailed
-from exporter.figures import SECTIONS, blocks, measured_under, read_table, regenerate, replace_blocks, table
+from exporter.core import host
+from exporter.core.errors import CheckFailed
+from exporter.studies.figures import (
+    SECTIONS,
+    blocks,
+    measured_under,
+    read_table,
+    regenerate,
+    replace_blocks,
+    table,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 FIGURES = REPO / "reports" / "figures.md"

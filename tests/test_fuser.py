@@ -7,7 +7,7 @@ from torch import nn
 
 from exporter.blocks import ConvBN, fold_conv_bn
 from exporter.blocks.fuse import fuse_model
-from exporter.errors import UserError
+from exporter.core.errors import UserError
 from exporter.numerics.parity import compare
 from tests import fixture_models as fm
 

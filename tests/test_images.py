@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from exporter.core.errors import CheckFailed, UserError
 from exporter.data import calibration, images
 from exporter.data.images import image_size, read_rgb
 from exporter.data.transforms import Preprocess
-from exporter.errors import CheckFailed, UserError
 
 
 def noise(seed: int, shape=(24, 32, 3)) -> np.ndarray:
@@ -232,7 +232,7 @@ def test_int8_calibrated_on_faint_noise_collapses_and_fails(tmp_path):
     """Faint noise passes the near-constant test (its std is 2.6 levels) yet INT8 calibrated on it
     outputs constant scores; the build fails at the INT8 stage, naming the slope."""
     pytest.importorskip("nncf")
-    from exporter.pipeline import Pipeline
+    from exporter.build.pipeline import Pipeline
     from exporter.recipe import load_recipe
 
     folder = tmp_path / "faint"

@@ -10,41 +10,18 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "exporter"
 
 LAYERS = [  # bottom first: module prefixes of each layer
-    (
-        "base",
-        [
-            "exporter",
-            "exporter.errors",
-            "exporter.artifacts",
-            "exporter.manifest",
-            "exporter.libraries",
-            "exporter.host",
-        ],
-    ),
+    ("core", ["exporter", "exporter.core"]),
     ("numerics", ["exporter.numerics"]),
     ("lowerings", ["exporter.lowering"]),
     ("blocks", ["exporter.blocks"]),
     ("data", ["exporter.data"]),
     ("models", ["exporter.models"]),
     ("recipe", ["exporter.recipe"]),
-    ("backends", ["exporter.backends"]),
     ("stages", ["exporter.stages"]),
     ("targets", ["exporter.targets"]),
-    ("doctor", ["exporter.doctor"]),
-    ("pipeline", ["exporter.pipeline"]),
-    (
-        "run-level commands",
-        [
-            "exporter.evaluate",
-            "exporter.bench",
-            "exporter.bench_akconv",
-            "exporter.bench_fuse",
-            "exporter.bench_cpu",
-            "exporter.bench_ultralytics",
-            "exporter.figures",
-            "exporter.report",
-        ],
-    ),
+    ("measure", ["exporter.measure"]),
+    ("build", ["exporter.build"]),
+    ("studies", ["exporter.studies"]),
     ("cli", ["exporter.cli"]),
 ]
 
@@ -108,9 +85,9 @@ def test_no_import_runs_up_the_layers():
 def test_the_check_sees_lazy_imports(tmp_path, monkeypatch):
     """An import inside a function counts: the check is not blind to the usual way of hiding one."""
     planted = tmp_path / "numerics_probe.py"
-    planted.write_text("def f():\n    from exporter.pipeline import Pipeline\n    return Pipeline\n")
+    planted.write_text("def f():\n    from exporter.build.pipeline import Pipeline\n    return Pipeline\n")
     monkeypatch.setitem(MODULES, "exporter.numerics.probe", planted)
-    assert upward_imports() == ["exporter.numerics.probe (numerics) imports exporter.pipeline (pipeline)"]
+    assert upward_imports() == ["exporter.numerics.probe (numerics) imports exporter.build.pipeline (build)"]
 
 
 def test_readme_shows_these_layers():

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from exporter.core.errors import UserError
 from exporter.data import calibration
 from exporter.data.shapes import write_split
 from exporter.data.transforms import Preprocess
-from exporter.errors import UserError
 from exporter.recipe import load_recipe
 from tests.conftest import EMBEDDED
 
@@ -24,7 +24,7 @@ def calib_json(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, calib_json):
-    from exporter.pipeline import Pipeline
+    from exporter.build.pipeline import Pipeline
 
     run = tmp_path_factory.mktemp("run")
     recipe = load_recipe(
@@ -77,8 +77,8 @@ def test_fp32_ir_computes_in_f32_in_a_consumer_that_sets_no_precision(built):
 
     import openvino as ov
 
-    from exporter.backends.openvino import OpenVinoRunner
     from exporter.stages.reference import reference_parity
+    from exporter.targets.openvino.runtime import OpenVinoRunner
 
     run, _ = built
     xml = run / "openvino" / "model_fp32.xml"
@@ -114,7 +114,7 @@ class Settled(torch.nn.Module):
 def test_settled_ir_leaves_the_cpu_plugin_nothing_to_replace(tmp_path):
     import openvino as ov
 
-    from exporter.backends.openvino import OLDER_VERSIONS, mark_precise, settle_for_precise
+    from exporter.targets.openvino.runtime import OLDER_VERSIONS, mark_precise, settle_for_precise
 
     onnx_path = tmp_path / "m.onnx"
     x = torch.rand(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -144,8 +144,8 @@ def test_fp32_ir_the_plugin_cannot_compile_marked_is_saved_unmarked_and_says_so(
 
     import openvino as ov
 
-    from exporter.backends import openvino as ov_backend
-    from exporter.stages import openvino
+    from exporter.targets.openvino import ir as openvino
+    from exporter.targets.openvino import runtime as ov_backend
 
     run, _ = built
     recipe = load_recipe(EMBEDDED, {"input_size": [96, 128], "targets": ["openvino"], "precisions": ["fp32"]})
@@ -211,7 +211,7 @@ def test_calibration_manifest_records_images_per_model(built, calib_json):
 def test_a_build_on_other_images_never_rewrites_another_runs_record(built, calib_json, tmp_path):
     """Two runs of one model sharing a calibration folder, calibrated on other images: each INT8
     artifact keeps the record of the images it was built from."""
-    from exporter.pipeline import Pipeline
+    from exporter.build.pipeline import Pipeline
 
     run, _ = built
     (record,) = (run / "calibration").glob("*/images.json")
@@ -379,7 +379,7 @@ def test_side_by_side_alternates_and_takes_the_median(monkeypatch):
 
 @pytest.mark.slow
 def test_bench_cpu_times_every_runtime_and_checks_its_goals(calib_json, single_thread):
-    from exporter.bench_cpu import bench_recipe, met
+    from exporter.studies.cpu import bench_recipe, met
 
     recipe = load_recipe(EMBEDDED, {"input_size": [64, 64], "calibration.source": str(calib_json)})
     rows, goals, fusion = bench_recipe(recipe, threads=1, min_seconds=0.1, calib_count=8, eval_limit=None)
@@ -403,9 +403,9 @@ def test_bench_cpu_times_every_runtime_and_checks_its_goals(calib_json, single_t
 
 
 def test_bench_cpu_times_models_without_calibration_images_of_their_own(tmp_path):
-    from exporter.bench_cpu import timed_recipe
-    from exporter.pipeline import Pipeline
+    from exporter.build.pipeline import Pipeline
     from exporter.recipe import REPO_RECIPES
+    from exporter.studies.cpu import timed_recipe
 
     recipe = load_recipe(REPO_RECIPES / "damoyolo_ns.yaml")
     assert recipe.calibration.source is None
@@ -422,8 +422,8 @@ def test_openvino_folds_batchnorm_itself(tmp_path):
     import torch
     from torch import nn
 
-    from exporter.backends import openvino as ov_backend
     from exporter.blocks.fuse import fuse_model
+    from exporter.targets.openvino import runtime as ov_backend
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 1))
@@ -469,7 +469,7 @@ BATCH_TAILS = {
 def test_any_batch_is_proved_or_refused(case, tmp_path):
     import openvino as ov
 
-    from exporter.backends.openvino import OpenVinoRunner, allow_any_batch
+    from exporter.targets.openvino.runtime import OpenVinoRunner, allow_any_batch
 
     tail, refusal = BATCH_TAILS[case]
     torch.manual_seed(0)
@@ -494,7 +494,7 @@ def test_batched_statistics_quantize_as_one_image_at_a_time(built, calib_json):
     """Statistics over batches of 8 (the last one short) give the ranges of one image at a time."""
     import openvino as ov
 
-    from exporter.stages.openvino import STATISTICS_BATCH, quantize
+    from exporter.targets.openvino.ir import STATISTICS_BATCH, quantize
 
     run, _ = built
     images, _ = calibration.select(calib_json, STATISTICS_BATCH + 4, 0, (96, 128), Preprocess())

@@ -11,10 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from exporter.errors import CheckFailed
+from exporter.core.errors import CheckFailed
 from exporter.numerics import layer_names
 from exporter.stages import partial_int8
 from exporter.stages.partial_int8 import search
+from exporter.targets.openvino.quantizer import OpenVinoQuantizer
 from tests.conftest import EMBEDDED
 
 
@@ -117,13 +118,13 @@ def searched(tmp_path_factory):
     try:
         with pytest.MonkeyPatch.context() as patch:  # latency is recorded, not what these tests check
             patch.setattr(partial_int8, "LATENCY_SECONDS", 0.2)
-            runner = partial_int8.OpenVinoQuantizer.runner
+            runner = OpenVinoQuantizer.runner
 
             def counted(quantizer, float_nodes):
                 OPENVINO_MODELS.append(float_nodes)
                 return runner(quantizer, float_nodes)
 
-            patch.setattr(partial_int8.OpenVinoQuantizer, "runner", counted)
+            patch.setattr(OpenVinoQuantizer, "runner", counted)
             for target, budget in BUDGET.items():
                 for _ in range(2):
                     if target == "openvino":
@@ -209,8 +210,8 @@ def test_qdq_model_leaves_the_chosen_layers_without_qdq(searched):
 
 @pytest.mark.slow
 def test_rerun_reuses_the_search_and_reports_it(searched, run_cli):
-    from exporter.evaluate import evaluate_run
-    from exporter.report.render import write_report
+    from exporter.measure.evaluate import evaluate_run
+    from exporter.measure.report.render import write_report
 
     before = _stages(searched)
     code, out, err = run_cli(
@@ -237,7 +238,7 @@ def test_excluded_conv_reads_float_where_a_quantized_sibling_shares_its_input():
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
-    from exporter.stages.quantize_qdq import check_qdq_structure, float_inputs_for
+    from exporter.targets.tensorrt.qdq import check_qdq_structure, float_inputs_for
 
     rng = np.random.default_rng(0)
 

@@ -8,12 +8,12 @@ import onnx
 import pytest
 import torch
 
-from exporter.artifacts import atomic_output, sha256_file
-from exporter.backends import onnxruntime as ort_backend
-from exporter.errors import CheckFailed
+from exporter.build.pipeline import Pipeline
+from exporter.core.artifacts import atomic_output, sha256_file
+from exporter.core.errors import CheckFailed
 from exporter.models.loader import builder_source_hash
-from exporter.pipeline import Pipeline
 from exporter.recipe import load_recipe
+from exporter.stages import ort_runner as ort_backend
 from exporter.stages import simplify
 from tests.conftest import EMBEDDED
 

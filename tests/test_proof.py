@@ -13,14 +13,15 @@ from torch import nn
 from exporter.blocks import RepConv
 from exporter.blocks.fuse import fuse_model
 from exporter.blocks.repconv import centre_pad, conv_bn, fold_branch
+from exporter.build.pipeline import Pipeline
 from exporter.models.damoyolo import VARIANTS, official_deploy_form
+from exporter.models.damoyolo.published import SIZES
 from exporter.numerics.complexity import profile
 from exporter.numerics.parity import compare
 from exporter.numerics.selections import Selections
-from exporter.pipeline import Pipeline
 from exporter.recipe import load_recipe
-from exporter.report.targets import SIZES
-from exporter.stages import openvino, reference
+from exporter.stages import reference
+from exporter.targets.openvino import ir as openvino
 from tests import fixture_models as fm
 from tests.conftest import EMBEDDED
 
@@ -173,7 +174,7 @@ def _gridsample_with_pixel_centres(model):
     ],
 )
 def test_a_wrong_export_fails_and_the_right_one_passes(built, tmp_path, folder, change):
-    from exporter.backends import onnxruntime
+    from exporter.stages import ort_runner as onnxruntime
 
     model = built / folder / "model.sim.onnx"
     fused_pt = built / "fused.pt"

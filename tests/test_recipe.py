@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.errors import UserError
+from exporter.core.errors import UserError
 from exporter.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from exporter.artifacts import sha256_file
-from exporter.report.render import write_report
+from exporter.core.artifacts import sha256_file
+from exporter.measure.report.render import write_report
 
 
 def written(root, relative, size):
@@ -315,8 +315,8 @@ def test_update_baseline_refuses_a_run_with_nothing_measured(tmp_path, run_cli, 
 
 
 def test_measurements_of_an_earlier_build_are_left_out(tmp_path):
-    from exporter.report.metrics import collect
-    from exporter.report.render import to_markdown
+    from exporter.measure.report.metrics import collect
+    from exporter.measure.report.render import to_markdown
 
     run = make_run(tmp_path / "r")
     manifest = json.loads((run / "manifest.json").read_text())

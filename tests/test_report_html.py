@@ -9,8 +9,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from exporter.report import plots
-from exporter.report.render import write_report
+from exporter.measure.report import plots
+from exporter.measure.report.render import write_report
 from tests.test_report import make_run
 
 

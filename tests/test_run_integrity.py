@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from exporter.artifacts import sha256_file
+from exporter.core.artifacts import sha256_file
 from exporter.data.shapes import write_split
 from exporter.recipe import load_recipe
 from tests.conftest import EMBEDDED
@@ -38,7 +38,7 @@ BUILD = [
 
 
 def build(run: Path) -> None:
-    from exporter.pipeline import Pipeline
+    from exporter.build.pipeline import Pipeline
 
     recipe = load_recipe(
         EMBEDDED,

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from exporter.artifacts import sha256_file
+from exporter.core.artifacts import sha256_file
 from exporter.data.shapes import CLASSES, render, write_split
 
 

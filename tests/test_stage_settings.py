@@ -14,23 +14,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from exporter.artifacts import plain
+from exporter.build.pipeline import Pipeline
+from exporter.core.artifacts import plain
+from exporter.core.rundir import StageResult
 from exporter.data.shapes import write_split
-from exporter.manifest import StageResult
 from exporter.models.embedded import build_embedded_detector
-from exporter.pipeline import Pipeline
 from exporter.recipe import Recipe, load_recipe
-from exporter.stages import (
-    export_onnx,
-    fuse,
-    openvino,
-    partial_int8,
-    quantize_qdq,
-    scoring,
-    sensitivity,
-    simplify,
-    tensorrt,
-)
+from exporter.stages import export_onnx, fuse, partial_int8, scoring, sensitivity, simplify
+from exporter.targets.openvino import ir as openvino
+from exporter.targets.tensorrt import engine as tensorrt
+from exporter.targets.tensorrt import qdq as quantize_qdq
 from tests.conftest import EMBEDDED
 
 BUILD = {

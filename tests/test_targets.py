@@ -41,7 +41,7 @@ def build(pipeline):
 
 
 def load(path, precision="fp32", threads=0, plugin_library=None):
-    from exporter.backends import onnxruntime
+    from exporter.stages import ort_runner as onnxruntime
 
     return onnxruntime.load(path, threads)
 

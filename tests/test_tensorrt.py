@@ -15,18 +15,20 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from exporter.backends import onnxruntime as ort_backend
-from exporter.backends import tensorrt as trt_backend
+from exporter.core.errors import CheckFailed, UserError, render
 from exporter.data import calibration
 from exporter.data.shapes import write_split
 from exporter.data.transforms import Preprocess
-from exporter.errors import CheckFailed, UserError, render
-from exporter.lowering import efficient_nms, trt_compat
 from exporter.numerics.graph import onnx_decode_tail
 from exporter.recipe import load_recipe
-from exporter.stages import quantize_qdq, reference
-from exporter.stages import tensorrt as trt_stage
+from exporter.stages import ort_runner as ort_backend
+from exporter.stages import reference
 from exporter.targets import TARGETS
+from exporter.targets.tensorrt import compat as trt_compat
+from exporter.targets.tensorrt import engine as trt_stage
+from exporter.targets.tensorrt import nms as efficient_nms
+from exporter.targets.tensorrt import qdq as quantize_qdq
+from exporter.targets.tensorrt import runner as trt_backend
 from tests.conftest import EMBEDDED
 
 SIZE = (96, 128)
@@ -54,7 +56,7 @@ def calib_set(tmp_path_factory):
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """The embedded demo model at 96×128: (recipe, run dir, simplified ONNX, fused.pt)."""
-    from exporter.pipeline import Pipeline
+    from exporter.build.pipeline import Pipeline
 
     run = tmp_path_factory.mktemp("run")
     recipe = load_recipe(EMBEDDED, {"input_size": list(SIZE)})
@@ -518,7 +520,7 @@ def test_build_plans_refuse_what_tensorrt_cannot_build(demo, qdq, tmp_path):
 
 @pytest.mark.skipif(RUNTIME_MISSING != "TensorRT is not installed", reason="TensorRT is installed")
 def test_an_engine_on_a_host_without_tensorrt_is_one_line(tmp_path):
-    from exporter.backends.tensorrt import TrtRunner
+    from exporter.targets.tensorrt.runner import TrtRunner
 
     with pytest.raises(UserError, match="is a TensorRT engine and TensorRT is not installed here"):
         TrtRunner(tmp_path / "model_fp16.engine")
@@ -598,7 +600,7 @@ def test_engine_build_and_runner(precision, demo, qdq, tmp_path):
 
 @needs_tensorrt
 def test_dynamic_batch_engine(calib_set, tmp_path):
-    from exporter.pipeline import Pipeline
+    from exporter.build.pipeline import Pipeline
 
     recipe = load_recipe(EMBEDDED, {"input_size": list(SIZE), "export.dynamic_batch": True})
     sim = Pipeline(recipe, tmp_path / "run").simplify(TARGETS["onnx"]).output
@@ -748,7 +750,7 @@ def test_qdq_keeps_demo_accuracy_under_onnxruntime(run_cli, tmp_path):
 def test_engine_cache_key_holds_tensorrt_gpu_plugin_and_tolerance(tmp_path, monkeypatch):
     """An engine loads only on the TensorRT and GPU it was built with: a change of either, of the
     plugin library or of the FP32 tolerance builds it again. The builder is replaced by a recorder."""
-    from exporter.pipeline import Pipeline
+    from exporter.build.pipeline import Pipeline
 
     built = []
 

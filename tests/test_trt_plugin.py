@@ -1,4 +1,4 @@
-"""The AKConvSample TensorRT plugin (exporter/lowering/trt_plugin).
+"""The AKConvSample TensorRT plugin (exporter/targets/tensorrt/plugin).
 
 Without a GPU: the CUDA kernel compiles, the sampling math it shares with the host agrees with hand-derived
 values and with the numpy reference, and (with TensorRT headers) the plugin compiles and its methods behave.
@@ -19,7 +19,7 @@ import pytest
 from exporter.lowering.ort_ops import akconv_sample_reference
 
 REPO = Path(__file__).resolve().parents[1]
-PLUGIN_DIR = REPO / "exporter" / "lowering" / "trt_plugin"
+PLUGIN_DIR = REPO / "exporter" / "targets" / "tensorrt" / "plugin"
 CXX_FLAGS = ["-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror"]
 
 

@@ -255,12 +255,13 @@ def test_a_checkpoint_without_a_recipe_asks_for_calibration_images(run_cli, chec
 def test_each_head_keeps_its_output_contract_through_onnxruntime_and_openvino(
     checkpoints, tmp_path, name, mode
 ):
-    from exporter.backends import onnxruntime, openvino
+    from exporter.build.pipeline import Pipeline
     from exporter.models.adapters import ULTRALYTICS_CONF, ULTRALYTICS_IOU
     from exporter.models.heads import Head
-    from exporter.pipeline import Pipeline
     from exporter.recipe import model_recipe
+    from exporter.stages import ort_runner as onnxruntime
     from exporter.stages.reference import load_fused
+    from exporter.targets.openvino import runtime as openvino
 
     recipe = model_recipe(str(checkpoints[name]), [], {"targets": ["onnx", "openvino"]})
     Pipeline(recipe, tmp_path).build()
@@ -314,7 +315,7 @@ def test_end_to_end_nms_feeds_a_yolo_heads_boxes_and_scores_and_refuses_nms_free
     import onnxruntime as ort
     from onnx import helper
 
-    from exporter.lowering.efficient_nms import split_yolo
+    from exporter.targets.tensorrt.nms import split_yolo
 
     run = tmp_path / "run"
     args = ("build", "--target", "tensorrt", "--trt-end2end-nms", "--run-dir", str(run))

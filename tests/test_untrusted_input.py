@@ -265,8 +265,8 @@ def test_a_manifest_naming_a_file_outside_its_run_is_refused(run_cli, tmp_path):
 
 
 def test_onnx_external_data_outside_its_folder_is_refused(tmp_path):
-    from exporter.backends.onnxruntime import load
-    from exporter.errors import UserError
+    from exporter.core.errors import UserError
+    from exporter.stages.ort_runner import load
 
     (tmp_path / "run").mkdir()
     model = conv_with_data_at("../secret.bin", tmp_path / "run")

@@ -6,11 +6,11 @@ import pytest
 import torch
 from PIL import Image
 
+from exporter.core.errors import UserError
 from exporter.data.calibration import list_images
 from exporter.data.coco_map import Detections, evaluate
 from exporter.data.transforms import PAD_VALUE, letterbox_fit, resize_letterbox, to_image
 from exporter.data.yolo import label_path, load_yolo
-from exporter.errors import UserError
 
 # (image height, width, model input height, width) → (gain, resized height, width, top, left), by hand
 CASES = {

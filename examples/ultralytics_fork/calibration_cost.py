@@ -12,10 +12,10 @@ from pathlib import Path
 
 import openvino as ov
 
-from exporter.backends.openvino import OpenVinoRunner
 from exporter.data import calibration
 from exporter.recipe import Recipe
-from exporter.stages.openvino import STATISTICS_BATCH, quantize
+from exporter.targets.openvino.ir import STATISTICS_BATCH, quantize
+from exporter.targets.openvino.runtime import OpenVinoRunner
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from exporter.errors import UserError
+from exporter.core.errors import UserError
 from exporter.numerics.complexity import CONV_TYPES
 
 

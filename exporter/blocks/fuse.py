@@ -34,7 +34,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from exporter.blocks import OUR_BLOCKS
 from exporter.blocks.convbn import CONV_TYPES, fold_conv_bn, require_running_stats
 from exporter.blocks.kernels import Geometry, NotAKernel, fold_kernel, holds_a_kernel
-from exporter.errors import ExporterError, UserError, summary
+from exporter.core.errors import ExporterError, UserError, summary
 from exporter.numerics.complexity import count_params
 from exporter.numerics.parity import Parity, compare, compare_within, flatten_outputs, scales
 from exporter.numerics.selections import Selections

@@ -9,7 +9,7 @@ import click
 
 from exporter.cli import build, measure, tools  # noqa: F401 - registers the commands
 from exporter.cli.app import Group, cli, flags, say
-from exporter.errors import ExporterError
+from exporter.core.errors import ExporterError
 
 # failures of the file system, not of the program: one line naming the path and what to do
 FILE_SYSTEM = {

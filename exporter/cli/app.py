@@ -12,9 +12,10 @@ from typing import Any
 import click
 from rich.console import Console
 
-from exporter import __version__, host
+from exporter import __version__
 from exporter.cli import options
-from exporter.errors import UserError
+from exporter.core import host
+from exporter.core.errors import UserError
 
 console = Console(stderr=True, highlight=False)
 
@@ -108,7 +109,7 @@ def load(values: dict[str, Any], **fixed: Any):
 
 
 def pipeline(recipe, run_dir: Path | None, force: bool):
-    from exporter.pipeline import Pipeline
+    from exporter.build.pipeline import Pipeline
 
     if run_dir is not None and Path(run_dir).exists() and not Path(run_dir).is_dir():
         raise UserError(f"--run-dir {run_dir} is a file; pass a folder (new or an earlier run's)")

@@ -34,7 +34,7 @@ def build(**values):
       reparam-export build --recipe recipes/embedded_demo.yaml --dynamic-batch
       reparam-export build --model mypkg.models:build_yolo --input-size 640 640
     """
-    from exporter.pipeline import unread_fields
+    from exporter.build.pipeline import unread_fields
 
     recipe = load(values)
     command = click.get_current_context().command
@@ -141,7 +141,7 @@ def sensitivity(top, **values):
       reparam-export sensitivity --calib-data demo
       reparam-export sensitivity --recipe recipes/damoyolo_s.yaml --checkpoint damoyolo_s.pth
     """
-    from exporter.report import tables
+    from exporter.measure.report import tables
     from exporter.stages.sensitivity import ranking
 
     recipe = load(values)
@@ -178,7 +178,7 @@ def bench_int8(backend, **values):
       reparam-export bench-int8 --int8-accuracy-budget 0.1 --eval-limit 200
       reparam-export bench-int8 --recipe recipes/damoyolo_s.yaml --checkpoint damoyolo_s.pth
     """
-    from exporter.report import tables
+    from exporter.measure.report import tables
     from exporter.targets import TARGETS
 
     recipe = load(values, targets=[backend], precisions=["int8"])

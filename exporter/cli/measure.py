@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from exporter import host
 from exporter.cli import options
 from exporter.cli.app import cli, console, flags, out_console, say, say_load
-from exporter.errors import CheckFailed, UserError, render, setting
+from exporter.core import host
+from exporter.core.errors import CheckFailed, UserError, render, setting
 
 ARTIFACTS = click.option(
     "--artifacts", "run", required=True, type=click.Path(path_type=Path), help="Run directory."
@@ -19,8 +19,8 @@ ARTIFACTS = click.option(
 
 def print_evaluation(run: Path, data=None, limit=None, rescore: bool = False) -> None:
     from exporter.data.coco_map import BY_NAME
-    from exporter.evaluate import INT8_GOAL_POINTS, evaluate_run
-    from exporter.report import tables
+    from exporter.measure.evaluate import INT8_GOAL_POINTS, evaluate_run
+    from exporter.measure.report import tables
 
     report = evaluate_run(run, data, limit, rescore=rescore)
     if report.get("reused"):
@@ -89,8 +89,8 @@ def bench(run, threads, min_seconds, min_iters, workers):
       reparam-export bench --artifacts runs/embedded-demo
       reparam-export bench --artifacts runs/demo --threads 1 --throughput 2
     """
-    from exporter.bench import bench_run
-    from exporter.report import tables
+    from exporter.measure.bench import bench_run
+    from exporter.measure.report import tables
 
     with console.status("timing artifacts…"):
         report = bench_run(run, threads, min_iters, min_seconds, workers)
@@ -114,7 +114,7 @@ def report(run, out):
       reparam-export report --artifacts runs/demo
       reparam-export report --artifacts runs/damoyolo_ns --out reports/damoyolo_ns
     """
-    from exporter.report.render import write_report
+    from exporter.measure.report.render import write_report
 
     for kind, path in write_report(run, out).items():
         say(f"{kind:<8} {path}")
@@ -150,9 +150,10 @@ def check(run, baseline, tolerances, update_baseline, junit, **allowed):
       reparam-export check --artifacts runs/demo --junit check.xml
       reparam-export check --artifacts runs/demo --update-baseline
     """
-    from exporter.report import check as checking
-    from exporter.report import ci, tables
-    from exporter.report.metrics import collect
+    from exporter.measure import check as checking
+    from exporter.measure import ci
+    from exporter.measure.report import tables
+    from exporter.measure.report.metrics import collect
 
     limits = checking.load_tolerances(tolerances)
     measured = collect(run)  # the artifacts verified and read once

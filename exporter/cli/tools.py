@@ -9,7 +9,7 @@ import click
 
 from exporter.cli import options
 from exporter.cli.app import cli, console, flags, out_console, say, timing
-from exporter.errors import CheckFailed, UserError, render
+from exporter.core.errors import CheckFailed, UserError, render
 from exporter.recipe import REPO_RECIPES
 
 
@@ -40,10 +40,10 @@ def bench_cpu(recipes, threads, min_seconds, calib_count, eval_limit):
       reparam-export bench-cpu
       reparam-export bench-cpu --recipe recipes/damoyolo_nm.yaml --threads 1
     """
-    from exporter.bench_cpu import bench_recipe, met
-    from exporter.host import cpu_name
+    from exporter.core.host import cpu_name
+    from exporter.measure.report import tables
     from exporter.recipe import load_recipe
-    from exporter.report import tables
+    from exporter.studies.cpu import bench_recipe, met
 
     out = out_console()
     for path in list(recipes) or [None, REPO_RECIPES / "damoyolo_ns.yaml"]:
@@ -95,10 +95,10 @@ def bench_fuse(recipes, threads, runs, zoo):
     """
     import torch
 
-    from exporter.bench_fuse import ZOO, measure, zoo_row
-    from exporter.host import cpu_name
+    from exporter.core.host import cpu_name
+    from exporter.measure.report import tables
     from exporter.recipe import load_recipe
-    from exporter.report import tables
+    from exporter.studies.fuse import ZOO, measure, zoo_row
 
     torch.set_num_threads(threads)
     if zoo:
@@ -197,10 +197,10 @@ def bench_ultralytics(checkpoint, trust, data, threads, min_seconds, calib_count
       reparam-export bench-ultralytics --model runs/train/exp/weights/best.pt --data data.yaml
       reparam-export bench-ultralytics --model best.pt --trust-module myfork --data data.yaml --eval-limit 200
     """
-    from exporter.bench_ultralytics import bench
-    from exporter.host import cpu_name
+    from exporter.core.host import cpu_name
+    from exporter.measure.report import tables
     from exporter.recipe import safe_name
-    from exporter.report import tables
+    from exporter.studies.ultralytics import bench
 
     run = run_dir or Path("runs/bench_ultralytics") / safe_name(checkpoint.stem)
     with console.status("building with both tools and measuring…"), timing("bench-ultralytics"):
@@ -238,9 +238,9 @@ def bench_akconv(channels, size, num_param, stride, threads, min_seconds):
       reparam-export bench-akconv
       reparam-export bench-akconv --channels 128 --size 40 --num-param 9 --threads 1
     """
-    from exporter import bench_akconv as bench
-    from exporter.doctor import check_library
-    from exporter.report import tables
+    from exporter.core.libraries import check_library
+    from exporter.measure.report import tables
+    from exporter.studies import akconv as bench
 
     backends = ["onnxruntime"]
     if check_library("openvino", "openvino", "", "").usable:
@@ -276,8 +276,8 @@ def doctor(as_json, onnx_path, trt_version):
       reparam-export doctor --json
       reparam-export doctor --onnx runs/demo/tensorrt/model.sim.onnx --trt-version 8.6
     """
-    from exporter.doctor import required_missing, run_checks
-    from exporter.report import tables
+    from exporter.measure.doctor import required_missing, run_checks
+    from exporter.measure.report import tables
 
     checks = run_checks()
     if as_json:
@@ -285,7 +285,7 @@ def doctor(as_json, onnx_path, trt_version):
     else:
         out_console().print(tables.doctor(checks))
     if onnx_path is not None:
-        from exporter.lowering.trt_compat import check_model
+        from exporter.targets.tensorrt.compat import check_model
 
         if not onnx_path.is_file():
             raise UserError(f"ONNX not found: {onnx_path}")
@@ -323,7 +323,7 @@ def figures(sections, figures, readme, allow_noisy):
     """
     import tempfile
 
-    from exporter.figures import SECTIONS, regenerate
+    from exporter.studies.figures import SECTIONS, regenerate
 
     if not readme.is_file():
         raise UserError(f"README not found: {readme}; run from the repository root or pass --readme")

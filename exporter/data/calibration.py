@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from exporter.artifacts import sha256_file, sha256_json, write_json
+from exporter.core.artifacts import sha256_file, sha256_json, write_json
+from exporter.core.errors import CheckFailed, UserError, setting
 from exporter.data.coco import load_coco
 from exporter.data.images import read_rgb, require_file
 from exporter.data.transforms import Preprocess, normalize, resize
 from exporter.data.yolo import is_yolo_yaml, split_images
-from exporter.errors import CheckFailed, UserError, setting
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 DEMO_SOURCE = "demo"

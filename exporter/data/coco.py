@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from exporter.core.errors import UserError, read_user_file
 from exporter.data.images import image_size
-from exporter.errors import UserError, read_user_file
 
 
 @dataclass(frozen=True)

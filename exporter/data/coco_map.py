@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 from rich.progress import Progress
 
+from exporter.core.errors import UserError
 from exporter.data.coco import CocoDataset, Sample
 from exporter.data.images import read_rgb
 from exporter.data.transforms import Resize, resize
-from exporter.errors import UserError
 
 STAT_NAMES = ("map", "map50", "map75", "map_small", "map_medium", "map_large")
 

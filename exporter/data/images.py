@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from exporter.errors import UserError, summary
+from exporter.core.errors import UserError, summary
 
 MAX_PIXELS = 89_478_485  # Pillow's default limit: 256 MiB of 24-bit pixels, 89.5 M pixels
 ORIENTATION = 0x0112  # the EXIF tag: 5–8 turn the image a quarter

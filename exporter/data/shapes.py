@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from exporter.artifacts import atomic_output, write_json
+from exporter.core.artifacts import atomic_output, write_json
 
 CLASSES = ("circle", "square", "triangle", "star", "hexagon")
 SPLITS = {"train": (3000, 1), "val": (500, 2), "calib": (300, 3)}  # name -> (images, seed)

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from exporter.core.errors import UserError, read_user_file
 from exporter.data.coco import CocoDataset, parse_coco
 from exporter.data.images import image_size
-from exporter.errors import UserError, read_user_file
 
 SUFFIXES = (".yaml", ".yml")
 IMAGE_FORMATS = {"bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm", "heic"}

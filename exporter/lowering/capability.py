@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from exporter.errors import UserError, setting
+from exporter.core.errors import UserError, setting
 
 GRIDSAMPLE_MIN_OPSET = 16
 TRT_GRIDSAMPLE_SINCE = (8, 5)

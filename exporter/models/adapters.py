@@ -14,8 +14,8 @@ from typing import Any
 
 from torch import nn
 
-from exporter.errors import UserError
-from exporter.libraries import Library
+from exporter.core.errors import UserError
+from exporter.core.libraries import Library
 from exporter.models import damoyolo, ultralytics
 from exporter.models.heads import Head
 

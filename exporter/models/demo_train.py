@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
-from exporter.artifacts import atomic_output, save_torch, write_json
+from exporter.core.artifacts import atomic_output, save_torch, write_json
 from exporter.data.coco import load_coco
 from exporter.data.images import read_rgb
 from exporter.data.transforms import resize_stretch

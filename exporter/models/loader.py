@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from exporter.artifacts import sha256_file, sha256_json
+from exporter.core.artifacts import sha256_file, sha256_json
+from exporter.core.errors import UserError, setting, summary
 from exporter.data.transforms import Preprocess, normalize
-from exporter.errors import UserError, setting, summary
 
 # Python's own modules (and Python 2's name for builtins, which old pickles use): never user code
 STANDARD_LIBRARY = sys.stdlib_module_names | set(sys.builtin_module_names) | {"__builtin__"}

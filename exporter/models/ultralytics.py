@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from exporter.errors import UserError, setting, summary
-from exporter.libraries import Library
+from exporter.core.errors import UserError, setting, summary
+from exporter.core.libraries import Library
 from exporter.models.loader import in_standard_library, user_modules
 
 EXPORT_FORMAT = "onnx"

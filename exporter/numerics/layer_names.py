@@ -15,7 +15,7 @@ import onnx
 from onnx import numpy_helper
 from torch import nn
 
-from exporter.errors import CheckFailed, setting
+from exporter.core.errors import CheckFailed, setting
 
 OPENVINO_CONVS = ("Convolution", "GroupConvolution")
 OPENVINO_PASS_THROUGH = ("Reshape", "Convert", "Unsqueeze")

@@ -13,7 +13,7 @@ import onnx
 import torch
 
 from exporter import __version__
-from exporter.errors import UserError, setting
+from exporter.core.errors import UserError, setting
 from exporter.lowering.akconv import PLUGIN_DOMAIN
 from exporter.lowering.capability import Choice
 from exporter.models import adapters

@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from exporter.artifacts import sha256_file
 from exporter.blocks.fuse import ForwardFailed, FuseReport, fuse_model
+from exporter.core.artifacts import sha256_file
+from exporter.core.errors import CheckFailed, UserError, summary
 from exporter.data.transforms import Preprocess
-from exporter.errors import CheckFailed, UserError, summary
 from exporter.models.loader import ModelSource, builder_source_hash, probe_input, require_checkpoint
 from exporter.models.reads import files_read
 from exporter.numerics.complexity import profile

@@ -8,33 +8,28 @@ the INT8 model's mAP on the evaluation data is within the budget of the FP32 mod
 between the last failing and the first passing k. That is the fewest layers if keeping one more layer
 in float never lowers mAP; every trial is recorded so that assumption can be checked.
 
-OpenVINO keeps a layer in float through NNCF's ignored scope; the TensorRT Q/DQ model by leaving the
-layer's Q/DQ out (scored here by onnxruntime's Q/DQ kernels). Layers are matched to graph nodes by
-their weights (exporter.layer_names).
+A target's quantizer (exporter.targets.*.quantizer) builds the trial models: OpenVINO keeps a layer in
+float through NNCF's ignored scope; the TensorRT Q/DQ model by leaving the layer's Q/DQ out (scored here
+by onnxruntime's Q/DQ kernels). Layers are matched to graph nodes by their weights
+(exporter.numerics.layer_names).
 """
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import onnx
-
-from exporter.artifacts import write_json
-from exporter.backends import onnxruntime as ort_backend
-from exporter.backends import openvino as ov_backend
+from exporter.core.artifacts import write_json
+from exporter.core.errors import CheckFailed, setting
 from exporter.data.calibration import CalibrationSet
 from exporter.data.transforms import Preprocess
-from exporter.errors import CheckFailed, setting
 from exporter.models.loader import probe_input
 from exporter.numerics import layer_names
-from exporter.numerics.graph import onnx_prediction_convs, openvino_head_tail
 from exporter.numerics.latency import side_by_side
 from exporter.recipe import Recipe
-from exporter.stages import quantize_qdq, reference
+from exporter.stages import reference
 from exporter.stages.scoring import EvaluationSettings, Scorer
 from exporter.stages.sensitivity import ranking
 
@@ -93,59 +88,6 @@ def search(
         middle = (low + high) // 2
         low, high = (low, middle) if passes(middle) else (middle, high)
     return high, tried()
-
-
-class OpenVinoQuantizer:
-    """FP32 and INT8 OpenVINO models of one ONNX, INT8 with extra convolutions kept in float."""
-
-    backend = "openvino"
-
-    def __init__(self, onnx_path: Path, calibration: CalibrationSet, preset: str):
-        self.onnx_path, self.calibration, self.preset = onnx_path, calibration, preset
-        model = self.convert()
-        self.graph_index = layer_names.openvino_convs(model)
-        self.always_float = set(openvino_head_tail(model))
-
-    def convert(self):
-        import openvino as ov
-
-        return ov.convert_model(str(self.onnx_path))
-
-    def runner(self, float_nodes: list[str] | None):
-        """The FP32 model (None) or the INT8 model with `float_nodes` in float too."""
-        from exporter.stages.openvino import quantize
-
-        if float_nodes is None:
-            return ov_backend.OpenVinoRunner(self.convert())
-        return ov_backend.OpenVinoRunner(
-            quantize(self.convert(), self.calibration, tuple(float_nodes), self.preset).model
-        )
-
-
-class QdqQuantizer:
-    """The FP32 ONNX and its Q/DQ models (onnxruntime kernels), with extra Convs left without Q/DQ."""
-
-    backend = "tensorrt"
-
-    def __init__(self, onnx_path: Path, calibration: CalibrationSet, method: str, ranges_dir: Path):
-        self.onnx_path = onnx_path
-        self.calibration = calibration
-        self.method = method
-        self.ranges_dir = ranges_dir
-        graph = onnx.load(str(onnx_path))
-        self.graph_index = layer_names.onnx_convs(graph)
-        self.always_float = set(onnx_prediction_convs(graph))
-
-    def runner(self, float_nodes: list[str] | None):
-        """The FP32 model (None) or the Q/DQ model with `float_nodes` left without Q/DQ too."""
-        if float_nodes is None:
-            return ort_backend.load(self.onnx_path)
-        with tempfile.TemporaryDirectory(prefix="qdq-trial-") as tmp:
-            out = Path(tmp) / "model.qdq.onnx"
-            quantize_qdq.quantize_detector(
-                self.onnx_path, out, self.calibration, self.method, float_nodes, self.ranges_dir
-            )
-            return ort_backend.load(out)
 
 
 @dataclass(frozen=True)
@@ -247,7 +189,7 @@ def run(
         "trials": [asdict(t) for t in trials],
     }
     record["drop_points"] = 100 * (reference_map - record["partial_int8_map"])
-    if quantizer.backend == "openvino":
+    if quantizer.latency_note is None:
         probe = probe_input(settings.input_size, settings.preprocess, settings.seed, batch=1).numpy()
         compared = {"fp32": fp32, "int8_full": runners[0], "int8_partial": runners[chosen]}
         timed = side_by_side(
@@ -261,9 +203,7 @@ def run(
         )
     else:
         record["latency_ms"] = None
-        record["latency_note"] = (
-            "TensorRT latency needs TensorRT on a GPU; mAP measured with onnxruntime Q/DQ kernels"
-        )
+        record["latency_note"] = quantizer.latency_note
     write_json(out, record)
     return {**record, "check": {"budget_points": budget, "drop_points": record["drop_points"], "ok": True}}
 

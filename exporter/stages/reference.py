@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from exporter.artifacts import save_torch
 from exporter.blocks.fuse import FuseReport, cast, replay
-from exporter.errors import CheckFailed, UserError, setting
+from exporter.core.artifacts import save_torch
+from exporter.core.errors import CheckFailed, UserError, setting
 from exporter.models.loader import ModelSource
 from exporter.numerics.parity import Parity, compare_within, scales
 from exporter.numerics.selections import ORDERINGS, Selections
@@ -118,7 +118,7 @@ def require_parity(what: str, parity: Parity) -> None:
 
 def onnxruntime_parity(what: str, model: Path, fused_pt: Path, noise_factor: float) -> Parity:
     """An ONNX model under onnxruntime against the reference; must pass."""
-    from exporter.backends import onnxruntime
+    from exporter.stages import ort_runner as onnxruntime
 
     parity = reference_parity(fused_pt, onnxruntime.load(model), noise_factor)
     require_parity(f"onnxruntime output of {what}", parity)

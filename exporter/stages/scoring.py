@@ -7,11 +7,11 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.artifacts import sha256_file, sha256_json
+from exporter.core.artifacts import sha256_file, sha256_json
+from exporter.core.errors import UserError, setting
 from exporter.data.coco_map import evaluate, for_model
 from exporter.data.datasets import dataset_file, load_dataset
 from exporter.data.transforms import Preprocess, normalize
-from exporter.errors import UserError, setting
 from exporter.models import adapters
 from exporter.models.heads import Head
 from exporter.recipe import Recipe

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from exporter.artifacts import write_json
+from exporter.core.artifacts import write_json
 from exporter.data.calibration import CalibrationSet
 from exporter.numerics.int8_sensitivity import layer_sensitivity
 from exporter.recipe import Recipe

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exporter.libraries import Library
+from exporter.core.libraries import Library
 from exporter.lowering.capability import Choice, choose
 from exporter.recipe import Recipe
 
@@ -58,9 +58,11 @@ class Target:
 
 
 def _table() -> dict[str, Target]:
-    from exporter.targets import onnx, openvino, tensorrt
+    from exporter.targets.onnx.descriptor import TARGET as ONNX
+    from exporter.targets.openvino.descriptor import TARGET as OPENVINO
+    from exporter.targets.tensorrt.descriptor import TARGET as TENSORRT
 
-    return {t.name: t for t in (onnx.TARGET, openvino.TARGET, tensorrt.TARGET)}
+    return {t.name: t for t in (ONNX, OPENVINO, TENSORRT)}
 
 
 TARGETS: dict[str, Target] = _table()

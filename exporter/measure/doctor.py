@@ -1,0 +1,70 @@
+"""Which backend libraries are usable on this machine, their versions, and why not."""
+
+from __future__ import annotations
+
+from exporter.core.libraries import Check, check_library
+
+# (distribution, import name, role, how to get it); each target adds its own (exporter.targets)
+CORE = [
+    ("torch", "torch", "reference backend, fusion", "pip install torch"),
+    ("onnx", "onnx", "ONNX export", "pip install onnx"),
+    ("onnxsim", "onnxsim", "simplify stage", "pip install onnxsim"),
+    ("onnxruntime", "onnxruntime", "ONNX parity checks, CPU backend", "pip install onnxruntime"),
+]
+EVAL = ("pycocotools", "pycocotools", "COCO mAP", "pip install 'reparam-export[eval]'")
+REQUIRED = {name for name, *_ in CORE}
+
+
+def libraries() -> list[tuple[str, str, str, str]]:
+    """The core libraries, every target's, every model adapter's, then the evaluation's; each once."""
+    from exporter.models.adapters import ADAPTERS
+    from exporter.targets import TARGETS
+
+    found = {entry[0]: entry for entry in CORE}
+    for lib in [lib for t in TARGETS.values() for lib in t.libraries] + [
+        lib for a in ADAPTERS.values() for lib in a.libraries
+    ]:
+        found.setdefault(lib.dist, (lib.dist, lib.module, lib.role, lib.hint))
+    found.setdefault(EVAL[0], EVAL)
+    return list(found.values())
+
+
+def check_cuda() -> Check:
+    import torch
+
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        major, minor = torch.cuda.get_device_capability(0)
+        return Check(
+            "CUDA GPU", torch.version.cuda or "-", True, f"{name}, compute capability {major}.{minor}"
+        )
+    return Check(
+        "CUDA GPU",
+        torch.version.cuda or "-",
+        False,
+        "no CUDA device visible: TensorRT engines cannot be built or timed here",
+    )
+
+
+def check_onnxruntime_providers() -> Check | None:
+    try:
+        import onnxruntime as ort
+    except Exception:  # noqa: BLE001 - already reported by check_library
+        return None
+    providers = ort.get_available_providers()
+    return Check(
+        "onnxruntime providers", ort.__version__, "CPUExecutionProvider" in providers, ", ".join(providers)
+    )
+
+
+def run_checks() -> list[Check]:
+    checks = [check_library(*entry) for entry in libraries()]
+    providers = check_onnxruntime_providers()
+    if providers:
+        checks.append(providers)
+    checks.append(check_cuda())
+    return checks
+
+
+def required_missing(checks: list[Check]) -> list[str]:
+    return [c.name for c in checks if c.name in REQUIRED and not c.usable]

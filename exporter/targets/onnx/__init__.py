@@ -1,0 +1,1 @@
+"""The onnx target: FP32 ONNX checked with onnxruntime (descriptor)."""

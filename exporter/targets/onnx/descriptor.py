@@ -1,0 +1,32 @@
+"""The onnx target: the simplified FP32 ONNX, checked with onnxruntime (its files at the run's root)."""
+
+from __future__ import annotations
+
+from exporter.lowering.capability import Choice
+from exporter.targets import Target
+
+
+def build(pipeline) -> dict:
+    return {"onnx.fp32": pipeline.simplify(TARGET)}
+
+
+def load(path, precision: str = "fp32", threads: int = 0, plugin_library=None):
+    from exporter.stages import ort_runner as onnxruntime
+
+    return onnxruntime.load(path, threads)
+
+
+def akconv_auto(opset: int, trt_version: str) -> Choice:
+    """Measured on x86 CPU (`reparam-export bench-akconv`): gather is the faster exact lowering."""
+    return Choice("gather", "onnxruntime CPU runs the gather decomposition faster than GridSample")
+
+
+TARGET = Target(
+    name="onnx",
+    folder="",
+    precisions=("fp32",),
+    build=build,
+    load=load,
+    akconv_auto=akconv_auto,
+    runs_plugin=True,  # its CPU reference kernel (exporter.lowering.ort_ops)
+)

@@ -1,0 +1,1 @@
+"""The openvino target: its descriptor, IR stage (ir), runtime and INT8 search trials (quantizer)."""

@@ -1,0 +1,110 @@
+"""The openvino target: IR in FP32, FP16 (compressed weights) and INT8 (NNCF), on x86 CPUs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from exporter.core.libraries import Library
+from exporter.lowering.capability import Choice, gridsample_if_opset
+from exporter.models import adapters
+from exporter.targets import Target
+
+HINT = "pip install 'reparam-export[openvino]'"
+
+
+def build(pipeline) -> dict:
+    model = pipeline.simplify(TARGET).output
+    return {f"openvino.{p}": ir(pipeline, model, p) for p in pipeline.recipe.precisions}
+
+
+def ir(pipeline, model: Path, precision: str):
+    """The IR of `precision` (INT8: calibrated, with the search's float layers when a budget is set)."""
+    from exporter.targets.openvino import ir as stage
+
+    fused = pipeline.fuse().output
+    inputs = {"onnx": model, "fused": fused}
+    calibration, float_nodes = None, ()
+    if precision == "int8":
+        calibration = pipeline.calibration(model)
+        float_nodes = pipeline.float_nodes(TARGET, model, inputs)
+    settings = stage.IrSettings.from_recipe(pipeline.recipe, precision, calibration, float_nodes)
+    result = pipeline.stage(
+        f"openvino.{precision}",
+        f"openvino/model_{precision}.xml",
+        inputs,
+        settings,
+        lambda out: stage.run(settings, model, fused, out),
+        stage.describe,
+        companions=(".bin",),
+        versions=versions(),
+    )
+    recipe = pipeline.recipe
+    metadata = adapters.family_metadata(
+        recipe.model.adapter, recipe.model.ref(), recipe.class_names, tuple(recipe.input_size)
+    )
+    if metadata:  # the family's own predictor (Ultralytics') loads a folder of its layout
+        pipeline.stage(
+            f"openvino.{precision}.package",
+            f"openvino/model_{precision}_openvino_model/model_{precision}.xml",
+            {"ir": result.output},
+            metadata,
+            lambda out: stage.package(result.output, metadata, out),
+            stage.describe_package,
+            companions=(".bin",),
+        )
+    return result
+
+
+def load(path, precision: str = "fp32", threads: int = 0, plugin_library=None):
+    from exporter.targets.openvino import runtime as openvino
+
+    return openvino.load(path, precision, threads)
+
+
+def throughput(path, batch, seconds: float) -> tuple[float, int]:
+    """OpenVINO's THROUGHPUT streams with its optimal number of async requests."""
+    from exporter.targets.openvino import runtime as openvino
+
+    return openvino.throughput(path, batch, seconds)
+
+
+def quantizer(model: Path, calibration, method: str | None, ranges_dir: Path):
+    from exporter.targets.openvino.quantizer import OpenVinoQuantizer
+
+    return OpenVinoQuantizer(model, calibration, method)
+
+
+def search_method(recipe) -> str:
+    """The INT8 search quantizes as the build will: with the recipe's NNCF preset."""
+    return recipe.openvino.int8_preset
+
+
+def versions() -> dict[str, str]:
+    from exporter.targets.openvino.ir import library_versions
+
+    return library_versions()
+
+
+def akconv_auto(opset: int, trt_version: str) -> Choice:
+    """Measured on x86 CPU (`reparam-export bench-akconv`): GridSample is the faster exact lowering."""
+    return gridsample_if_opset(opset, "OpenVINO CPU runs GridSample faster than the gather decomposition")
+
+
+TARGET = Target(
+    name="openvino",
+    folder="openvino/",
+    precisions=("fp32", "fp16", "int8"),
+    build=build,
+    load=load,
+    akconv_auto=akconv_auto,
+    libraries=(
+        Library("openvino", "openvino", "OpenVINO IR target", HINT, ("fp32", "fp16", "int8")),
+        Library("nncf", "nncf", "OpenVINO INT8 calibration", HINT, ("int8",)),
+    ),
+    calibrated=("int8",),
+    options=("openvino.int8_preset",),
+    quantizer=quantizer,
+    search_method=search_method,
+    versions=versions,
+    throughput=throughput,
+)
