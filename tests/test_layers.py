@@ -1,4 +1,5 @@
-"""The package imports only downward: each module may import its own layer and the layers below it.
+"""The package imports only downward: each module may import its own layer and the layers below it, and
+no modules import each other around a loop.
 
 The layers, bottom to top, are README's "Layout" section; every import counts, those inside functions
 too, so a lazy import cannot hide a dependency that runs up the layers.
@@ -73,6 +74,28 @@ def upward_imports() -> list[str]:
     return found
 
 
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for target in graph.get(todo.pop(), ()):
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen
+
+
+def import_cycles() -> list[list[str]]:
+    """The groups of modules that import one another around a loop (each sorted), lazy imports included."""
+    graph = {module: imported(path) & set(MODULES) for module, path in MODULES.items()}
+    reach = {module: reachable(graph, module) for module in graph}
+    groups = {
+        tuple(sorted(m for m in reach[module] if module in reach[m]))
+        for module in graph
+        if module in reach[module]
+    }
+    return sorted(list(group) for group in groups)
+
+
 def test_every_module_has_a_layer():
     for module in MODULES:
         layer_of(module)
@@ -88,6 +111,19 @@ def test_the_check_sees_lazy_imports(tmp_path, monkeypatch):
     planted.write_text("def f():\n    from exporter.build.pipeline import Pipeline\n    return Pipeline\n")
     monkeypatch.setitem(MODULES, "exporter.numerics.probe", planted)
     assert upward_imports() == ["exporter.numerics.probe (numerics) imports exporter.build.pipeline (build)"]
+
+
+def test_no_modules_import_each_other_around_a_loop():
+    assert import_cycles() == []
+
+
+def test_the_cycle_check_sees_a_loop(tmp_path, monkeypatch):
+    first, second = tmp_path / "first.py", tmp_path / "second.py"
+    first.write_text("from exporter.models.probe_second import f\n")
+    second.write_text("def f():\n    from exporter.models import probe_first\n")
+    monkeypatch.setitem(MODULES, "exporter.models.probe_first", first)
+    monkeypatch.setitem(MODULES, "exporter.models.probe_second", second)
+    assert import_cycles() == [["exporter.models.probe_first", "exporter.models.probe_second"]]
 
 
 def test_readme_shows_these_layers():

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import inspect
-import os
-import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,29 +14,7 @@ from torch import nn
 from exporter.core.artifacts import sha256_file, sha256_json
 from exporter.core.errors import UserError, setting, summary
 from exporter.data.transforms import Preprocess, normalize
-
-# Python's own modules (and Python 2's name for builtins, which old pickles use): never user code
-STANDARD_LIBRARY = sys.stdlib_module_names | set(sys.builtin_module_names) | {"__builtin__"}
-
-
-@contextlib.contextmanager
-def user_modules() -> Iterator[None]:
-    """The current directory importable while the user's own code (a builder, a fork's blocks) is
-    imported and called: appended to sys.path, so installed libraries are always found first and a
-    file planted in the directory shadows nothing; removed afterwards."""
-    entry = os.getcwd()
-    added = entry not in sys.path
-    if added:
-        sys.path.append(entry)
-    try:
-        yield
-    finally:
-        if added and entry in sys.path:
-            sys.path.remove(entry)
-
-
-def in_standard_library(module: str) -> bool:
-    return module.split(".")[0] in STANDARD_LIBRARY
+from exporter.models.user_code import in_standard_library, user_modules
 
 
 def resolve_builder(spec: str):

@@ -23,7 +23,7 @@ from torch import nn
 
 from exporter.core.errors import UserError, setting, summary
 from exporter.core.libraries import Library
-from exporter.models.loader import in_standard_library, user_modules
+from exporter.models.user_code import in_standard_library, user_modules
 
 EXPORT_FORMAT = "onnx"
 LIBRARY = Library(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from exporter.lowering.capability import Choice
-from exporter.targets import Target
+from exporter.targets.target import Target
 
 
 def build(pipeline) -> dict:

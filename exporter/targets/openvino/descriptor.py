@@ -7,7 +7,7 @@ from pathlib import Path
 from exporter.core.libraries import Library
 from exporter.lowering.capability import Choice, gridsample_if_opset
 from exporter.models import adapters
-from exporter.targets import Target
+from exporter.targets.target import Target
 
 HINT = "pip install 'reparam-export[openvino]'"
 

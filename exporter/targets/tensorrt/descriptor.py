@@ -8,7 +8,7 @@ from pathlib import Path
 from exporter.core.libraries import Library
 from exporter.lowering.capability import TRT_GRIDSAMPLE_SINCE, Choice, gridsample_if_opset
 from exporter.recipe import Recipe
-from exporter.targets import Target
+from exporter.targets.target import Target
 from exporter.targets.tensorrt import compat as trt_compat
 
 

@@ -1,0 +1,49 @@
+"""A target's descriptor: everything that differs between deployment targets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from exporter.core.libraries import Library
+from exporter.lowering.capability import Choice, choose
+from exporter.recipe import Recipe
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    folder: str  # its files in a run directory ("" = the run's root)
+    precisions: tuple[str, ...]
+    build: Callable[[Any], dict[str, Any]]  # (pipeline) -> {"<target>.<precision>": StageResult}
+    load: Callable[..., Any]  # (path, precision, threads, plugin_library) -> Runner with .infer(batch)
+    akconv_auto: Callable[[int, str], Choice]  # (opset, TensorRT version) -> the lowering `auto` picks
+    runs_plugin: bool = False  # whether it runs the AKConvSample plugin node
+    libraries: tuple[Library, ...] = ()
+    calibrated: tuple[str, ...] = ()  # precisions that need calibration images
+    options: tuple[str, ...] = ()  # recipe fields that only this target reads
+    # INT8 accuracy search: (onnx, calibration, method, ranges folder) -> quantizer; method from the recipe
+    quantizer: Callable[..., Any] | None = None
+    search_method: Callable[[Recipe], str | None] = field(default=lambda recipe: None)
+    versions: Callable[[], dict[str, str]] = field(default=dict)  # its libraries' versions: cache keys
+    stand_ins: dict[str, str] = field(default_factory=dict)  # stage -> label: run on CPU by eval
+    # (path, batch, seconds) -> (images/s, parallel requests) by the runtime's own scheduling; None: bench
+    # runs single-thread runners in parallel
+    throughput: Callable[..., tuple[float, int]] | None = None
+    check: Callable[[Recipe], None] = field(default=lambda recipe: None)  # refusals known before a stage
+
+    def stage(self, name: str) -> str:
+        """A per-target stage's name in the manifest ('export' for onnx, 'openvino.export', …)."""
+        return f"{self.name}.{name}" if self.folder else name
+
+    def akconv(self, recipe: Recipe) -> Choice:
+        """The AKConv lowering for this target under the recipe's request."""
+        spec = recipe.export
+        return choose(
+            spec.akconv_lowering,
+            spec.opset,
+            lambda: self.akconv_auto(spec.opset, recipe.tensorrt.version),
+            self.name,
+            self.runs_plugin,
+        )
