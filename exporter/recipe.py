@@ -290,3 +290,27 @@ def load_recipe(path: str | os.PathLike | None, overrides: dict[str, Any] | None
     data = read_user_file(file, "yaml", source)
     _resolve_paths(data, file.parent)
     return recipe_from_dict(data, source, overrides)
+
+
+def resolve_recipe(
+    recipe_path: str | os.PathLike | None, model: str | None, overrides: dict[str, Any]
+) -> Recipe:
+    """The recipe a command or `exporter.build` runs, `overrides` (dotted fields) applied: the recipe file
+    at `recipe_path` (with `model` as its model, a builder or a checkpoint), else the model's own recipe
+    when `model` names one, else the embedded demo recipe."""
+    overrides = dict(overrides)
+    if model and recipe_path is None:
+        trust = overrides.pop("model.trust", [])
+        return model_recipe(model, trust, overrides)
+    if model and is_checkpoint(model):
+        overrides.update(
+            {
+                "model.builder": None,
+                "model.checkpoint": model,
+                "model.adapter": "ultralytics",
+                "model.kwargs": {},
+            }
+        )
+    elif model:
+        overrides.update({"model.builder": model, "model.kwargs": {}})
+    return load_recipe(recipe_path, overrides)

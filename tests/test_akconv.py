@@ -206,7 +206,7 @@ def test_explicit_requests_validated():
 
 @pytest.mark.parametrize("lowering", ["auto", "gather", "gridsample", "plugin"])
 def test_pipeline_records_choice_and_proves_parity(tmp_path, lowering):
-    from exporter.build.pipeline import Pipeline
+    from exporter.pipeline.builder import Pipeline
     from exporter.recipe import load_recipe
 
     recipe = load_recipe(EMBEDDED, {"input_size": [64, 96], "export.akconv_lowering": lowering})

@@ -8,10 +8,10 @@ import onnx
 import pytest
 import torch
 
-from exporter.build.pipeline import Pipeline
 from exporter.models.damoyolo import build_damoyolo
 from exporter.models.embedded import randomize_batchnorm
 from exporter.models.heads import Head
+from exporter.pipeline.builder import Pipeline
 from exporter.recipe import load_recipe
 from exporter.stages import ort_runner as ort_backend
 

@@ -232,7 +232,7 @@ def test_int8_calibrated_on_faint_noise_collapses_and_fails(tmp_path):
     """Faint noise passes the near-constant test (its std is 2.6 levels) yet INT8 calibrated on it
     outputs constant scores; the build fails at the INT8 stage, naming the slope."""
     pytest.importorskip("nncf")
-    from exporter.build.pipeline import Pipeline
+    from exporter.pipeline.builder import Pipeline
     from exporter.recipe import load_recipe
 
     folder = tmp_path / "faint"

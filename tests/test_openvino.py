@@ -24,7 +24,7 @@ def calib_json(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, calib_json):
-    from exporter.build.pipeline import Pipeline
+    from exporter.pipeline.builder import Pipeline
 
     run = tmp_path_factory.mktemp("run")
     recipe = load_recipe(
@@ -211,7 +211,7 @@ def test_calibration_manifest_records_images_per_model(built, calib_json):
 def test_a_build_on_other_images_never_rewrites_another_runs_record(built, calib_json, tmp_path):
     """Two runs of one model sharing a calibration folder, calibrated on other images: each INT8
     artifact keeps the record of the images it was built from."""
-    from exporter.build.pipeline import Pipeline
+    from exporter.pipeline.builder import Pipeline
 
     run, _ = built
     (record,) = (run / "calibration").glob("*/images.json")
@@ -403,7 +403,7 @@ def test_bench_cpu_times_every_runtime_and_checks_its_goals(calib_json, single_t
 
 
 def test_bench_cpu_times_models_without_calibration_images_of_their_own(tmp_path):
-    from exporter.build.pipeline import Pipeline
+    from exporter.pipeline.builder import Pipeline
     from exporter.recipe import REPO_RECIPES
     from exporter.studies.cpu import timed_recipe
 

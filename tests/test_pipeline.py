@@ -8,10 +8,10 @@ import onnx
 import pytest
 import torch
 
-from exporter.build.pipeline import Pipeline
 from exporter.core.artifacts import atomic_output, sha256_file
 from exporter.core.errors import CheckFailed
 from exporter.models.loader import builder_source_hash
+from exporter.pipeline.builder import Pipeline
 from exporter.recipe import load_recipe
 from exporter.stages import ort_runner as ort_backend
 from exporter.stages import simplify

@@ -13,12 +13,12 @@ from torch import nn
 from exporter.blocks import RepConv
 from exporter.blocks.fuse import fuse_model
 from exporter.blocks.repconv import centre_pad, conv_bn, fold_branch
-from exporter.build.pipeline import Pipeline
 from exporter.models.damoyolo import VARIANTS, official_deploy_form
 from exporter.models.damoyolo.published import SIZES
 from exporter.numerics.complexity import profile
 from exporter.numerics.parity import compare
 from exporter.numerics.selections import Selections
+from exporter.pipeline.builder import Pipeline
 from exporter.recipe import load_recipe
 from exporter.stages import reference
 from exporter.targets.openvino import ir as openvino

@@ -38,7 +38,7 @@ BUILD = [
 
 
 def build(run: Path) -> None:
-    from exporter.build.pipeline import Pipeline
+    from exporter.pipeline.builder import Pipeline
 
     recipe = load_recipe(
         EMBEDDED,

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from exporter.build.pipeline import Pipeline
 from exporter.core.artifacts import plain
 from exporter.core.rundir import StageResult
 from exporter.data.shapes import write_split
 from exporter.models.embedded import build_embedded_detector
+from exporter.pipeline.builder import Pipeline
 from exporter.recipe import Recipe, load_recipe
 from exporter.stages import export_onnx, fuse, partial_int8, scoring, sensitivity, simplify
 from exporter.targets.openvino import ir as openvino

@@ -56,7 +56,7 @@ def calib_set(tmp_path_factory):
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """The embedded demo model at 96×128: (recipe, run dir, simplified ONNX, fused.pt)."""
-    from exporter.build.pipeline import Pipeline
+    from exporter.pipeline.builder import Pipeline
 
     run = tmp_path_factory.mktemp("run")
     recipe = load_recipe(EMBEDDED, {"input_size": list(SIZE)})
@@ -600,7 +600,7 @@ def test_engine_build_and_runner(precision, demo, qdq, tmp_path):
 
 @needs_tensorrt
 def test_dynamic_batch_engine(calib_set, tmp_path):
-    from exporter.build.pipeline import Pipeline
+    from exporter.pipeline.builder import Pipeline
 
     recipe = load_recipe(EMBEDDED, {"input_size": list(SIZE), "export.dynamic_batch": True})
     sim = Pipeline(recipe, tmp_path / "run").simplify(TARGETS["onnx"]).output
@@ -750,7 +750,7 @@ def test_qdq_keeps_demo_accuracy_under_onnxruntime(run_cli, tmp_path):
 def test_engine_cache_key_holds_tensorrt_gpu_plugin_and_tolerance(tmp_path, monkeypatch):
     """An engine loads only on the TensorRT and GPU it was built with: a change of either, of the
     plugin library or of the FP32 tolerance builds it again. The builder is replaced by a recorder."""
-    from exporter.build.pipeline import Pipeline
+    from exporter.pipeline.builder import Pipeline
 
     built = []
 

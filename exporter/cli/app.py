@@ -12,10 +12,10 @@ from typing import Any
 import click
 from rich.console import Console
 
-from exporter import __version__
 from exporter.cli import options
 from exporter.core import host
 from exporter.core.errors import UserError
+from exporter.core.version import __version__
 
 console = Console(stderr=True, highlight=False)
 
@@ -86,30 +86,15 @@ def load(values: dict[str, Any], **fixed: Any):
     """The recipe with every option the user passed applied on top (`fixed`: fields the command decides
     itself): the --recipe file, else the model's own recipe when --model names one (a builder, or a
     checkpoint holding the model), else the embedded demo recipe."""
-    from exporter.recipe import is_checkpoint, load_recipe, model_recipe
+    from exporter.recipe import resolve_recipe
 
     overrides = options.overrides(click.get_current_context().command, values)
     overrides.update(fixed)
-    model = overrides.pop("model.builder", None)
-    if model and values.get("recipe_path") is None:
-        trust = overrides.pop("model.trust", [])
-        return model_recipe(model, trust, overrides)
-    if model and is_checkpoint(model):
-        overrides.update(
-            {
-                "model.builder": None,
-                "model.checkpoint": model,
-                "model.adapter": "ultralytics",
-                "model.kwargs": {},
-            }
-        )
-    elif model:
-        overrides.update({"model.builder": model, "model.kwargs": {}})
-    return load_recipe(values.get("recipe_path"), overrides)
+    return resolve_recipe(values.get("recipe_path"), overrides.pop("model.builder", None), overrides)
 
 
 def pipeline(recipe, run_dir: Path | None, force: bool):
-    from exporter.build.pipeline import Pipeline
+    from exporter.pipeline.builder import Pipeline
 
     if run_dir is not None and Path(run_dir).exists() and not Path(run_dir).is_dir():
         raise UserError(f"--run-dir {run_dir} is a file; pass a folder (new or an earlier run's)")

@@ -34,7 +34,7 @@ def build(**values):
       reparam-export build --recipe recipes/embedded_demo.yaml --dynamic-batch
       reparam-export build --model mypkg.models:build_yolo --input-size 640 640
     """
-    from exporter.build.pipeline import unread_fields
+    from exporter.pipeline.builder import unread_fields
 
     recipe = load(values)
     command = click.get_current_context().command

@@ -18,7 +18,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from exporter import __version__
 from exporter.core.artifacts import (
     TEMPORARY,
     atomic_output,
@@ -30,6 +29,7 @@ from exporter.core.artifacts import (
     write_json,
 )
 from exporter.core.errors import UserError, setting
+from exporter.core.version import __version__
 
 TRACKED_LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxsim", "numpy")
 

@@ -12,8 +12,8 @@ from typing import Any
 import onnx
 import torch
 
-from exporter import __version__
 from exporter.core.errors import UserError, setting
+from exporter.core.version import __version__
 from exporter.lowering.akconv import PLUGIN_DOMAIN
 from exporter.lowering.capability import Choice
 from exporter.models import adapters

@@ -81,7 +81,7 @@ def timed_recipe(recipe: Recipe, calib_count: int, calibration_folder: Path) -> 
 def bench_recipe(recipe: Recipe, threads: int, min_seconds: float, calib_count: int, eval_limit: int | None):
     """Rows for one model, its goal checks (ratios and, with evaluation data, the INT8 mAP drop) and
     what fusion changes in the compiled graph."""
-    from exporter.build.pipeline import Pipeline
+    from exporter.pipeline.builder import Pipeline
 
     torch.set_num_threads(threads)
     source = FuseSettings.from_recipe(recipe)

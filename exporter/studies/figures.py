@@ -104,10 +104,10 @@ def ratio_cell(median: float, spread: tuple[float, float]) -> str:
 def demo(work: Path, say: Callable[[str], None]) -> str:
     """What `make demo` prints: mAP per artifact on the demo val split, and each artifact's speed
     against the ONNX model (batch 1, 2 threads) and its size."""
-    from exporter.build.pipeline import Pipeline
     from exporter.measure.bench import bench_run
     from exporter.measure.evaluate import evaluate_run
     from exporter.measure.report.metrics import collect
+    from exporter.pipeline.builder import Pipeline
     from exporter.recipe import load_recipe
 
     pipeline = Pipeline(load_recipe(None), work / "demo")
@@ -143,7 +143,7 @@ def demo(work: Path, say: Callable[[str], None]) -> str:
 def int8_search(work: Path, say: Callable[[str], None]) -> str:
     """The INT8 accuracy search on the demo at budgets 0.5 and 0.1, for OpenVINO and the TensorRT Q/DQ
     model (scored by onnxruntime here)."""
-    from exporter.build.pipeline import Pipeline
+    from exporter.pipeline.builder import Pipeline
     from exporter.recipe import load_recipe
     from exporter.targets import TARGETS
 

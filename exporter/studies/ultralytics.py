@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 import onnx
 
-from exporter.build.pipeline import Pipeline
 from exporter.core import host
 from exporter.core.artifacts import write_json
 from exporter.core.errors import UserError, summary
 from exporter.numerics.latency import rounds_of
+from exporter.pipeline.builder import Pipeline
 from exporter.recipe import model_recipe
 from exporter.stages import ort_runner as ort_backend
 from exporter.stages.reference import reference_parity
