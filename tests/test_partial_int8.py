@@ -238,7 +238,8 @@ def test_excluded_conv_reads_float_where_a_quantized_sibling_shares_its_input():
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
-    from exporter.targets.tensorrt.qdq import check_qdq_structure, float_inputs_for
+    from exporter.stages.qdq import check_qdq_structure, float_inputs_for
+    from exporter.targets.tensorrt.qdq import SCHEME
 
     rng = np.random.default_rng(0)
 
@@ -267,14 +268,14 @@ def test_excluded_conv_reads_float_where_a_quantized_sibling_shares_its_input():
     outputs = [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, None) for i in "ab"]
     graph = helper.make_graph(nodes, "g", [x], outputs, initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    assert check_qdq_structure(model)["quantized_nodes"] == ["conv_a", "conv_b"]
+    assert check_qdq_structure(model, SCHEME)["quantized_nodes"] == ["conv_a", "conv_b"]
 
     # conv_b excluded: it reads the float input and the float weight; conv_a keeps the shared pair
     one = float_inputs_for(onnx.ModelProto.FromString(model.SerializeToString()), {"conv_b"})
     conv_b = next(n for n in one.graph.node if n.name == "conv_b")
     assert list(conv_b.input) == ["x", "wb"]
     assert {"q", "dq"} <= {n.name for n in one.graph.node}
-    assert check_qdq_structure(one)["quantized_nodes"] == ["conv_a"]
+    assert check_qdq_structure(one, SCHEME)["quantized_nodes"] == ["conv_a"]
 
     both = float_inputs_for(model, {"conv_a", "conv_b"})
     assert not [n for n in both.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]

@@ -22,6 +22,7 @@ from exporter.data.transforms import Preprocess
 from exporter.numerics.graph import onnx_decode_tail
 from exporter.recipe import load_recipe
 from exporter.stages import ort_runner as ort_backend
+from exporter.stages import qdq as quantization
 from exporter.stages import reference
 from exporter.targets import TARGETS
 from exporter.targets.tensorrt import compat as trt_compat
@@ -160,7 +161,7 @@ def test_qdq_wraps_every_conv_per_channel_with_zero_points_zero(qdq):
 def test_qdq_structure_check_rejects_what_tensorrt_cannot_take(qdq):
     path, _ = qdq
     model = onnx.load(str(path))
-    quantize_qdq.check_qdq_structure(model)
+    quantization.check_qdq_structure(model, quantize_qdq.SCHEME)
     broken = onnx.ModelProto()
     broken.CopyFrom(model)
     zero_point = next(t for t in broken.graph.initializer if t.name.endswith("zero_point"))
@@ -168,7 +169,7 @@ def test_qdq_structure_check_rejects_what_tensorrt_cannot_take(qdq):
         numpy_helper.from_array(np.ones_like(numpy_helper.to_array(zero_point)), zero_point.name)
     )
     with pytest.raises(CheckFailed, match="zero point must be an int8 0"):
-        quantize_qdq.check_qdq_structure(broken)
+        quantization.check_qdq_structure(broken, quantize_qdq.SCHEME)
     assert not trt_compat.check_model(broken, "10.0").ok
     per_tensor = onnx.ModelProto()
     per_tensor.CopyFrom(model)
@@ -177,7 +178,7 @@ def test_qdq_structure_check_rejects_what_tensorrt_cannot_take(qdq):
     )
     next(a for a in weight_dq.attribute if a.name == "axis").i = 1
     with pytest.raises(CheckFailed, match="per output channel"):
-        quantize_qdq.check_qdq_structure(per_tensor)
+        quantization.check_qdq_structure(per_tensor, quantize_qdq.SCHEME)
 
 
 class Attention(torch.nn.Module):
@@ -200,7 +201,7 @@ def test_attention_matmuls_quantize_both_activations_per_tensor(calib_set, tmp_p
     torch.onnx.export(
         Attention().eval(), torch.rand(1, 3, *SIZE), onnx_path, input_names=["images"], dynamo=False
     )
-    record = quantize_qdq.quantize_qdq(onnx_path, out, calib_set)
+    record = quantization.quantize_qdq(onnx_path, out, calib_set, scheme=quantize_qdq.SCHEME)
     model = onnx.load(str(out))
     matmuls = [n.name for n in model.graph.node if n.op_type == "MatMul"]
     assert len(matmuls) == 2 and set(matmuls) <= set(record["quantized_nodes"])
@@ -212,7 +213,7 @@ def test_attention_matmuls_quantize_both_activations_per_tensor(calib_set, tmp_p
     dq = producer[matmul.input[1]]
     matmul.input[1] = producer[dq.input[0]].input[0]  # the second activation read without its Q → DQ
     with pytest.raises(CheckFailed, match="only some inputs are dequantized"):
-        quantize_qdq.check_qdq_structure(broken)
+        quantization.check_qdq_structure(broken, quantize_qdq.SCHEME)
 
 
 def test_qdq_accuracy_under_onnxruntime(demo, qdq):
@@ -239,20 +240,24 @@ def test_excluded_conv_stays_float_and_cached_ranges_skip_calibration(demo, qdq,
     def no_calibration(*args):
         raise AssertionError("calibrated again although the ranges are cached")
 
-    monkeypatch.setattr(quantize_qdq, "_calibrate", no_calibration)
+    monkeypatch.setattr(quantization, "_calibrate", no_calibration)
     stem = record["quantized_nodes"][0]
     out = path.parent / "partial.qdq.onnx"
     excluded = [*record["excluded_nodes"], stem]
-    partial = quantize_qdq.quantize_qdq(sim, out, calib_set, "minmax", excluded, ranges_dir=path.parent)
+    partial = quantization.quantize_qdq(
+        sim, out, calib_set, "minmax", excluded, ranges_dir=path.parent, scheme=quantize_qdq.SCHEME
+    )
     assert partial["ranges"]["reused"] is True
     assert partial["excluded_nodes"] == excluded and stem not in partial["quantized_nodes"]
     assert partial["qdq_pairs"] == record["qdq_pairs"] - 2, "its weight pair and its input pair are gone"
     conv = next(n for n in onnx.load(str(out)).graph.node if n.name == stem)
     assert conv.input[:2] == ["images", "stem.conv.weight"]
     with pytest.raises(UserError, match="no node named 'nope'"):
-        quantize_qdq.quantize_qdq(sim, out, calib_set, "minmax", ["nope"], ranges_dir=path.parent)
+        quantization.quantize_qdq(
+            sim, out, calib_set, "minmax", ["nope"], ranges_dir=path.parent, scheme=quantize_qdq.SCHEME
+        )
     with pytest.raises(UserError, match="not one of minmax, entropy, percentile"):
-        quantize_qdq.quantize_qdq(sim, out, calib_set, "kl")
+        quantization.quantize_qdq(sim, out, calib_set, "kl", scheme=quantize_qdq.SCHEME)
 
 
 def test_calibration_methods_and_decode_tail_on_a_tiny_head(calib_set, tmp_path):
@@ -283,9 +288,9 @@ def test_calibration_methods_and_decode_tail_on_a_tiny_head(calib_set, tmp_path)
     assert onnx_decode_tail(model) == ["flat", "transpose", "softmax", "integral"]
     small = calibration.CalibrationSet(calib_set.source, calib_set.images, 0, (16, 16), Preprocess())
     scales = {}
-    for method in quantize_qdq.METHODS:
+    for method in quantization.METHODS:
         out = tmp_path / f"{method}.onnx"
-        record = quantize_qdq.quantize_qdq(source, out, small, method)
+        record = quantization.quantize_qdq(source, out, small, method, scheme=quantize_qdq.SCHEME)
         assert record["quantized_nodes"] == ["conv1", "conv2"] and "integral" in record["float_tail"]
         quantized = onnx.load(str(out))
         init = {t.name: numpy_helper.to_array(t) for t in quantized.graph.initializer}
@@ -806,11 +811,11 @@ def test_cached_ranges_are_keyed_on_image_contents(tmp_path):
     chosen, _ = calibration.select(source, 3, 0, (32, 32), Preprocess())
     model = tmp_path / "m.onnx"
     model.write_bytes(b"model")
-    before = quantize_qdq.ranges_file(model, chosen, "minmax")
-    assert quantize_qdq.ranges_file(model, chosen, "minmax") == before
+    before = quantization.ranges_file(model, chosen, "minmax", True)
+    assert quantization.ranges_file(model, chosen, "minmax", True) == before
     first, second = chosen.images[:2]
     first.write_bytes(second.read_bytes())  # same path, new pixels
-    assert quantize_qdq.ranges_file(model, chosen, "minmax") != before
+    assert quantization.ranges_file(model, chosen, "minmax", True) != before
 
 
 def test_engines_load_with_the_plugin_library_they_were_built_with(monkeypatch):

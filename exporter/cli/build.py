@@ -156,10 +156,11 @@ def sensitivity(top, **values):
 @click.option(
     "--target",
     "backend",
-    type=click.Choice(["openvino", "tensorrt"]),
+    type=click.Choice([name for name, target in options.targets().items() if target.quantizer]),
     default="openvino",
     show_default=True,
-    help="Whose INT8 to search: OpenVINO (NNCF) or the TensorRT Q/DQ ONNX (scored by onnxruntime).",
+    help="Whose INT8 to search, quantized as that target's build quantizes (TensorRT's Q/DQ ONNX is scored "
+    "by onnxruntime).",
 )
 @options.budget(default=0.5, show_default=True)
 @options.INT8_PRESET

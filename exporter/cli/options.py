@@ -66,7 +66,7 @@ def group(*decorators: Decorator) -> Decorator:
     return apply
 
 
-def _targets():
+def targets():
     from exporter.targets import TARGETS
 
     return TARGETS
@@ -137,7 +137,7 @@ TARGET = option(
     "targets",
     field="targets",
     multiple=True,
-    type=TableChoice(_targets()),
+    type=TableChoice(targets()),
     help="Target(s) to build; repeatable (default: the recipe's).",
 )
 PRECISION = option(

@@ -4,11 +4,12 @@ A descriptor says everything that differs between targets: its folder in a run, 
 libraries it needs, the recipe fields only it reads, how it picks the AKConv lowering, the stages it
 builds (`build(pipeline)`), how a runner of its artifacts is loaded, and how its INT8 accuracy search
 quantizes (targets.target.Target). The CLI, doctor, the pipeline and its checks read these; a new target
-is one package here plus its line in _table.
+is one package here plus its name in REGISTRY.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from exporter.core.libraries import Library
@@ -17,12 +18,13 @@ from exporter.targets.target import Target
 __all__ = ["TARGETS", "Library", "Target", "artifact_target", "load_artifact"]
 
 
-def _table() -> dict[str, Target]:
-    from exporter.targets.onnx.descriptor import TARGET as ONNX
-    from exporter.targets.openvino.descriptor import TARGET as OPENVINO
-    from exporter.targets.tensorrt.descriptor import TARGET as TENSORRT
+# the targets: each a package exporter.targets.<name> whose descriptor module holds its TARGET
+REGISTRY = ("onnx", "openvino", "tensorrt")
 
-    return {t.name: t for t in (ONNX, OPENVINO, TENSORRT)}
+
+def _table() -> dict[str, Target]:
+    descriptors = (importlib.import_module(f"exporter.targets.{name}.descriptor") for name in REGISTRY)
+    return {d.TARGET.name: d.TARGET for d in descriptors}
 
 
 TARGETS: dict[str, Target] = _table()

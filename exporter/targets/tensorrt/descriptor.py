@@ -101,9 +101,11 @@ def load(path, precision: str = "fp32", threads: int = 0, plugin_library=None):
 
 
 def quantizer(model: Path, calibration, method: str | None, ranges_dir: Path):
-    from exporter.targets.tensorrt.quantizer import QdqQuantizer
+    from exporter.stages.qdq import QdqQuantizer
+    from exporter.targets.tensorrt.qdq import SCHEME
 
-    return QdqQuantizer(model, calibration, method, ranges_dir)
+    note = "TensorRT latency needs TensorRT on a GPU; mAP measured with onnxruntime Q/DQ kernels"
+    return QdqQuantizer(model, calibration, method, ranges_dir, SCHEME, note)
 
 
 def akconv_auto(opset: int, trt_version: str) -> Choice:
