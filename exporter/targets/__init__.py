@@ -19,7 +19,7 @@ __all__ = ["TARGETS", "Library", "Target", "artifact_target", "load_artifact"]
 
 
 # the targets: each a package exporter.targets.<name> whose descriptor module holds its TARGET
-REGISTRY = ("onnx", "openvino", "tensorrt")
+REGISTRY = ("onnx", "openvino", "tensorrt", "onnxruntime")
 
 
 def _table() -> dict[str, Target]:

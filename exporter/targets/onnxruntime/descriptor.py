@@ -1,0 +1,83 @@
+"""The onnxruntime target: the simplified FP32 ONNX and a static INT8 Q/DQ ONNX tuned for onnxruntime's
+CPU kernels, the runtime edge devices run on ARM and x86 CPUs."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from pathlib import Path
+
+from exporter.core.libraries import Library
+from exporter.lowering.capability import Choice
+from exporter.targets.target import Target
+
+
+def build(pipeline) -> dict:
+    model = pipeline.simplify(TARGET)
+    built = {}
+    for precision in pipeline.recipe.precisions:
+        built[f"onnxruntime.{precision}"] = model if precision == "fp32" else int8(pipeline, model.output)
+    return built
+
+
+def int8(pipeline, model: Path):
+    """The INT8 Q/DQ ONNX, with the search's float layers when a budget is set."""
+    from exporter.targets.onnxruntime import int8 as stage
+
+    fused = pipeline.fuse().output
+    calibration = pipeline.calibration(model)
+    inputs = {"onnx": model, "fused": fused}
+    settings = stage.Int8Settings(calibration, pipeline.float_nodes(TARGET, model, inputs))
+    ranges = pipeline.calibration_folder(model)
+    return pipeline.stage(
+        "onnxruntime.int8",
+        "onnxruntime/model_int8.onnx",
+        inputs,
+        settings,
+        lambda out: stage.run(settings, model, fused, out, ranges),
+        stage.describe,
+        versions=versions(),
+    )
+
+
+def load(path, precision: str = "fp32", threads: int = 0, plugin_library=None):
+    from exporter.stages import ort_runner
+
+    return ort_runner.load(path, threads)
+
+
+def quantizer(model: Path, calibration, method: str | None, ranges_dir: Path):
+    from exporter.stages.qdq import QdqQuantizer
+    from exporter.targets.onnxruntime.int8 import SCHEME
+
+    return QdqQuantizer(model, calibration, method, ranges_dir, SCHEME, latency_note=None)
+
+
+def search_method(recipe) -> str:
+    from exporter.targets.onnxruntime.int8 import METHOD
+
+    return METHOD
+
+
+def versions() -> dict[str, str]:
+    return {"onnxruntime": version("onnxruntime")}
+
+
+def akconv_auto(opset: int, trt_version: str) -> Choice:
+    """Measured on x86 CPU (`reparam-export bench-akconv`): gather is the faster exact lowering."""
+    return Choice("gather", "onnxruntime CPU runs the gather decomposition faster than GridSample")
+
+
+TARGET = Target(
+    name="onnxruntime",
+    folder="onnxruntime/",
+    precisions=("fp32", "int8"),
+    build=build,
+    load=load,
+    akconv_auto=akconv_auto,
+    runs_plugin=True,  # its CPU reference kernel (exporter.lowering.ort_ops)
+    libraries=(Library("onnxruntime", "onnxruntime", "onnxruntime target", "pip install onnxruntime"),),
+    calibrated=("int8",),
+    quantizer=quantizer,
+    search_method=search_method,
+    versions=versions,
+)
