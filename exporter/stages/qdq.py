@@ -36,7 +36,7 @@ from exporter.core.errors import CheckFailed, UserError
 from exporter.data.calibration import CalibrationSet
 from exporter.numerics import layer_names
 from exporter.numerics.graph import onnx_decode_tail, onnx_prediction_convs
-from exporter.stages import ort_runner
+from exporter.stages import ort_runner, reference
 
 METHODS = ("minmax", "entropy", "percentile")
 ZERO_POINT_TYPES = {"QInt8": np.int8, "QUInt8": np.uint8}
@@ -321,6 +321,20 @@ def quantize_detector(
     cost 1.5 mAP points) and `float_nodes` too (the partial-INT8 search's)."""
     excluded = [*onnx_prediction_convs(onnx.load(str(onnx_path))), *float_nodes]
     return quantize_qdq(onnx_path, out, calibration, method, excluded, ranges_dir, scheme=scheme)
+
+
+def quantize_and_measure(
+    settings, onnx_path: Path, fused_pt: Path, out: Path, ranges_dir: Path | None, scheme: Scheme
+) -> dict[str, Any]:
+    """A target's INT8 stage: quantize_detector with `settings`' calibration, method and float nodes, then
+    its onnxruntime CPU error against the reference in fused.pt (recorded, like every INT8 error: INT8 is
+    compared with the one reference, never gated by the FP32 bound); an output that collapsed fails."""
+    float_layers = (settings.method, settings.float_nodes, ranges_dir)
+    record = quantize_detector(onnx_path, out, settings.calibration, *float_layers, scheme=scheme)
+    runner = ort_runner.load(out)
+    parity = reference.reference_parity(fused_pt, runner, noise_factor=1.0)  # recorded
+    collapse = reference.require_no_collapse(fused_pt, runner)
+    return {**record, "check": parity.as_dict(), "collapse": collapse}
 
 
 class QdqQuantizer:

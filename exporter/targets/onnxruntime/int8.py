@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from exporter.data.calibration import CalibrationSet
-from exporter.stages import ort_runner, reference
-from exporter.stages.qdq import Scheme, quantize_detector
+from exporter.stages import reference
+from exporter.stages.qdq import Scheme, quantize_and_measure
 
 SCHEME = Scheme("onnxruntime", "QUInt8", activation_symmetric=False)
 METHOD = "minmax"  # activation ranges: the calibration images' min and max
@@ -28,13 +28,7 @@ class Int8Settings:
 def run(
     settings: Int8Settings, onnx_path: Path, fused_pt: Path, out: Path, ranges_dir: Path
 ) -> dict[str, Any]:
-    record = quantize_detector(
-        onnx_path, out, settings.calibration, settings.method, settings.float_nodes, ranges_dir, scheme=SCHEME
-    )
-    runner = ort_runner.load(out)
-    parity = reference.reference_parity(fused_pt, runner, noise_factor=1.0)  # recorded
-    collapse = reference.require_no_collapse(fused_pt, runner)
-    return {**record, "check": parity.as_dict(), "collapse": collapse}
+    return quantize_and_measure(settings, onnx_path, fused_pt, out, ranges_dir, SCHEME)
 
 
 def describe(record: dict[str, Any]) -> str:

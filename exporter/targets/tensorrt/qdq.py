@@ -10,8 +10,8 @@ from typing import Any
 
 from exporter.data.calibration import CalibrationSet
 from exporter.recipe import Recipe
-from exporter.stages import ort_runner, reference
-from exporter.stages.qdq import Scheme, quantize_detector
+from exporter.stages import reference
+from exporter.stages.qdq import Scheme, quantize_and_measure
 
 SCHEME = Scheme("tensorrt", "QInt8", activation_symmetric=True)
 
@@ -36,17 +36,9 @@ class QdqSettings:
 def run(
     settings: QdqSettings, onnx_path: Path, fused_pt: Path, out: Path, ranges_dir: Path | None = None
 ) -> dict[str, Any]:
-    """The Q/DQ model and its onnxruntime CPU error against the reference in fused.pt (recorded, like
-    every INT8 error: INT8 is compared with the one reference, never gated by the FP32 bound); an
-    output that collapsed against the reference fails.
+    """The Q/DQ model in TensorRT's form and its error (stages.qdq.quantize_and_measure).
     `ranges_dir`: where the activation ranges are cached (see stages.qdq.quantize_qdq)."""
-    record = quantize_detector(
-        onnx_path, out, settings.calibration, settings.method, settings.float_nodes, ranges_dir, scheme=SCHEME
-    )
-    runner = ort_runner.load(out)
-    parity = reference.reference_parity(fused_pt, runner, noise_factor=1.0)  # recorded
-    collapse = reference.require_no_collapse(fused_pt, runner)
-    return {**record, "check": parity.as_dict(), "collapse": collapse}
+    return quantize_and_measure(settings, onnx_path, fused_pt, out, ranges_dir, SCHEME)
 
 
 def describe(record: dict[str, Any]) -> str:
