@@ -297,6 +297,38 @@ def test_another_target_adds_to_the_run(run_cli, checkpoints, tmp_path):
     assert set(artifacts) == {"onnx.fp32", "openvino.fp32"}
 
 
+def test_a_build_unpickles_its_checkpoint_once(run_cli, checkpoints, tmp_path, monkeypatch):
+    """Recipe, fusion, head and metadata all ask for the checkpoint; it is unpickled once per content."""
+    import copy
+
+    import exporter.models.ultralytics as family
+
+    path = tmp_path / "yolo26n.pt"
+    path.write_bytes(checkpoints["yolo26n"].read_bytes())  # not yet read by this process
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: loads.append(f) or real_load(f, *a, **k))
+    args = (
+        "--model",
+        str(path),
+        "--target",
+        "onnx",
+        "--target",
+        "openvino",
+        "--run-dir",
+        str(tmp_path / "run"),
+    )
+    assert run_cli("build", *args)[0] == 0
+    assert [f for f in loads if f == path] == [path]
+    first = family.read_checkpoint(path)
+    assert first["model"] is not family.read_checkpoint(path)["model"], "each caller its own copy"
+    changed = copy.deepcopy(first)
+    changed["train_args"] = {"imgsz": 96}
+    torch.save(changed, path)
+    family.read_checkpoint(path)
+    assert [f for f in loads if f == path] == [path, path], "a changed file is read again"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["yolov8n", "yolo11n", "yolov9t", "yolov10n", "yolo26n", "rtdetr-l"])
 def test_the_packaged_models_fuse_and_export_with_the_proof_passing(run_cli, tmp_path, name):

@@ -14,6 +14,8 @@ the end-to-end heads of YOLOv10 and YOLO26 give (N, K, 6) rows [x1, y1, x2, y2, 
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from exporter.core.artifacts import sha256_file
 from exporter.core.errors import UserError, setting, summary
 from exporter.core.libraries import Library
 from exporter.models.user_code import in_standard_library, user_modules
@@ -63,12 +66,20 @@ def _allowed(name: str, path: Path, trusted: tuple[str, ...]) -> type:
 
 
 def read_checkpoint(path: Path, trusted: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The checkpoint dict, loaded with torch's weights-only unpickler and the classes it needs allowed."""
+    """The checkpoint dict, loaded with torch's weights-only unpickler and the classes it needs allowed.
+    Unpickled once per content and trusted packages in a process (a build asks for it several times:
+    recipe, fusion, head, metadata); each caller gets its own copy."""
     path = Path(path)
     if not path.is_file():
         raise UserError(
             f"checkpoint not found: {path}; pass an existing file with {setting('model.checkpoint')}"
         )
+    return copy.deepcopy(_unpickled(path, sha256_file(path), tuple(trusted)))
+
+
+@functools.lru_cache(maxsize=2)
+def _unpickled(path: Path, sha256: str, trusted: tuple[str, ...]) -> dict[str, Any]:
+    """read_checkpoint's unpickling, keyed by the file's content (`sha256`): a changed file is read again."""
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except Exception as exc:  # noqa: BLE001 - not a torch file at all
