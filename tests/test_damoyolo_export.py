@@ -24,7 +24,7 @@ OUTPUT_NAMES = {
     "decoded": ["scores", "boxes"],
     "nms": ["detections"],
 }
-NANO = Head("decoded", score_threshold=0.03, iou_threshold=0.65, reg_max=7)
+NANO = Head.of("decoded", score_threshold=0.03, iou_threshold=0.65, reg_max=7)
 
 
 def images(seed, batch=2):
@@ -88,7 +88,8 @@ def test_head_mode_exports_and_onnxruntime_gives_torch_detections(mode, checkpoi
     image = images(seed=1, batch=1)
     original = [(480, 640)]  # boxes are rescaled to this image size
     runner = ort_backend.load(tmp_path / "model.sim.onnx")
-    ours = NANO.with_mode(mode).postprocess(runner.infer(image.numpy()), (SIZE, SIZE), original)
+    head = Head.of(mode, NANO.score_threshold, NANO.iou_threshold, reg_max=NANO.reg_max)
+    ours = head.postprocess(runner.infer(image.numpy()), (SIZE, SIZE), original)
     reference_model = build_damoyolo("ns", head_mode="decoded")
     reference_model.load_state_dict(torch.load(checkpoint, weights_only=True)["model"])
     with torch.no_grad():

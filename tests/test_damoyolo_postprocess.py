@@ -141,11 +141,11 @@ def test_batched_end_to_end_nms_matches_per_image_nms_and_caps_per_image():
 def test_postprocess_every_head_mode_gives_the_same_detections():
     scores = SCORES[None]
     boxes = BOXES[None]
-    head = Head("decoded", score_threshold=0.05, iou_threshold=0.7, reg_max=16)
+    head = Head.of("decoded", score_threshold=0.05, iou_threshold=0.7, reg_max=16)
     args = ((100, 100), [(200, 50)])
     decoded = head.postprocess([scores.numpy(), boxes.numpy()], *args)[0]
     rows = nms_detections(scores, boxes, 0.05, 0.7, 500)
-    end_to_end = head.with_mode("nms").postprocess([rows.numpy()], *args)[0]
+    end_to_end = Head.of("nms", 0.05, 0.7).postprocess([rows.numpy()], *args)[0]
     # EfficientNMS_TRT's outputs for the same detections, padded to 8 rows past num_dets
     count = len(rows)
     pad = lambda a, width: np.concatenate([a, np.full((8 - count, *a.shape[1:]), width, a.dtype)])  # noqa: E731
@@ -155,11 +155,11 @@ def test_postprocess_every_head_mode_gives_the_same_detections():
         pad(rows[:, 5].numpy(), -1.0)[None],
         pad(rows[:, 6].numpy().astype(np.int32), -1)[None],
     ]
-    engine_nms = head.with_mode("engine_nms").postprocess(engine, *args)[0]
+    engine_nms = head.engine_nms().postprocess(engine, *args)[0]
     assert len(engine_nms.scores) == count, "rows past num_dets are padding"
     for det in (decoded, end_to_end, engine_nms):
         np.testing.assert_allclose(det.scores, [0.9, 0.7, 0.6, 0.5], rtol=1e-6)
         assert det.labels.tolist() == [0, 0, 1, 1]
         np.testing.assert_allclose(det.boxes[1], [5 * 0.5, 0, 15 * 0.5, 20])  # x × 50/100, y × 200/100
-    with pytest.raises(ValueError, match="unknown head_mode 'boxes'"):
-        head.with_mode("boxes").postprocess([scores.numpy(), boxes.numpy()], *args)
+    with pytest.raises(ValueError, match="unknown head mode 'boxes'"):
+        Head.of("boxes", 0.05, 0.7)

@@ -271,7 +271,7 @@ def test_each_head_keeps_its_output_contract_through_onnxruntime_and_openvino(
     fused, _ = load_fused(tmp_path / "fused.pt")
     with torch.no_grad():
         expected = [o.numpy() for o in [fused(image[:1])]]
-    head = Head(mode, ULTRALYTICS_CONF, ULTRALYTICS_IOU)
+    head = Head.of(mode, ULTRALYTICS_CONF, ULTRALYTICS_IOU)
     for runner in (
         onnxruntime.load(tmp_path / "model.sim.onnx"),
         openvino.load(tmp_path / "openvino" / "model_fp32.xml"),

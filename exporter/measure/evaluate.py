@@ -13,7 +13,6 @@ from exporter.core import host
 from exporter.core.artifacts import plain, sha256_file, sha256_json, write_json
 from exporter.core.errors import UserError
 from exporter.core.rundir import read_manifest, run_artifacts, verified
-from exporter.models.heads import ENGINE_NMS
 from exporter.numerics.parity import flatten_outputs
 from exporter.recipe import Recipe
 from exporter.stages.reference import load_fused
@@ -95,7 +94,7 @@ def evaluate_run(
             runners[label] = (TARGETS["onnx"].load(model).infer, batch)
     # end-to-end NMS engines output detections (EfficientNMS_TRT); the Q/DQ ONNX does not
     engines = {k for k in artifacts if k.startswith("tensorrt.")} if recipe.tensorrt.end2end_nms else set()
-    engine_head = score.settings.head.with_mode(ENGINE_NMS)
+    engine_head = score.settings.head.engine_nms()
     results = {
         label: score(infer, size, engine_head if label in engines else None)
         for label, (infer, size) in runners.items()

@@ -17,7 +17,7 @@ from torch import nn
 from exporter.core.errors import UserError
 from exporter.core.libraries import Library
 from exporter.models import damoyolo, ultralytics
-from exporter.models.heads import Head
+from exporter.models.heads import Decoded, Head
 
 ULTRALYTICS_CONF, ULTRALYTICS_IOU, ULTRALYTICS_MAX_DET = 0.001, 0.7, 300  # its validation defaults
 
@@ -32,7 +32,7 @@ class ModelRef:
     trust: tuple[str, ...] = ()
 
 
-DECODED = Head("decoded", score_threshold=0.05, iou_threshold=0.65)
+DECODED = Decoded(score_threshold=0.05, iou_threshold=0.65)
 
 
 def decoded(model: ModelRef) -> Head:
@@ -47,7 +47,7 @@ def damoyolo_head(model: ModelRef) -> Head:
 def ultralytics_head(model: ModelRef) -> Head:
     """Detect: NMS at Ultralytics' validation thresholds; YOLOv10/YOLO26 end to end and RT-DETR: none."""
     mode = ultralytics.head_mode(ultralytics.load(model.checkpoint, model.trust))
-    return Head(mode, ULTRALYTICS_CONF, ULTRALYTICS_IOU, max_detections=ULTRALYTICS_MAX_DET)
+    return Head.of(mode, ULTRALYTICS_CONF, ULTRALYTICS_IOU, max_detections=ULTRALYTICS_MAX_DET)
 
 
 def ultralytics_metadata(model: ModelRef, names: list[str], input_size: tuple[int, int]) -> dict[str, Any]:

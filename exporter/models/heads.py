@@ -1,4 +1,4 @@
-"""A detector's output contract (`Head`) and how its outputs become detections.
+"""A detector's output contract (`Head`, one subclass per kind) and how its outputs become detections.
 
 Modes: `decoded` — scores (N, A, C) and xyxy boxes (N, A, 4) in input pixels, NMS needed; `raw` —
 DAMO-YOLO's per-level GFL maps (sigmoid scores ×L, then box logits ×L), decoded here; `nms` —
@@ -25,30 +25,42 @@ from exporter.data.transforms import Resize, to_image
 
 MAX_DETECTIONS = 500
 HEAD_MODES = ("raw", "decoded", "nms")  # DAMO-YOLO's
-ENGINE_NMS = "engine_nms"  # outputs of a TensorRT engine built with end-to-end NMS (not a model mode)
+
+# one image's detections: xyxy boxes in input pixels, scores, labels
+Picked = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True)
 class Head:
-    mode: str
+    """An output contract: each kind of head is a subclass (its `mode` names it in records and recipes)
+    that says how many classes its outputs score and how they become detections. `Head.of(mode, …)`
+    makes one by name."""
+
+    mode: str = dataclasses.field(init=False)
     score_threshold: float
     iou_threshold: float
-    reg_max: int | None = None  # GFL bins per side: needed by `raw` only
+    reg_max: int | None = None  # GFL bins per side: read by `raw` only
     max_detections: int = MAX_DETECTIONS
 
-    def with_mode(self, mode: str) -> Head:
-        return dataclasses.replace(self, mode=mode)
+    @staticmethod
+    def of(mode: str, score_threshold: float, iou_threshold: float, **fields) -> Head:
+        kinds = {kind.mode: kind for kind in HEADS}
+        if mode not in kinds:
+            raise ValueError(f"unknown head mode {mode!r}; expected one of {', '.join(kinds)}")
+        return kinds[mode](score_threshold, iou_threshold, **fields)
+
+    def engine_nms(self) -> Head:
+        """The contract of a TensorRT engine built from this model with end-to-end NMS appended."""
+        return EngineNms(self.score_threshold, self.iou_threshold, self.reg_max, self.max_detections)
 
     def classes(self, shapes: list[list[int]]) -> int | None:
         """The model's class count read from its output shapes (batch first); None where the outputs
         carry class indices instead of one score per class."""
-        if self.mode == "decoded":  # scores (N, A, C)
-            return shapes[0][-1]
-        if self.mode == "raw":  # per-level scores (N, C, H, W) first
-            return shapes[0][1]
-        if self.mode == "yolo":  # (N, 4 + C, A)
-            return shapes[0][1] - 4
         return None
+
+    def pick(self, tensors: list[torch.Tensor], input_size: tuple[int, int], images: int) -> list[Picked]:
+        """The detections of each image of the batch, by descending score."""
+        raise NotImplementedError
 
     def postprocess(
         self,
@@ -60,53 +72,137 @@ class Head:
         """Outputs (torch tensors or numpy arrays, a batch of images) → Detections per image, by
         descending score, boxes in the original image's pixels (`resize`: how the input was made)."""
         tensors = [torch.as_tensor(np.asarray(o)) for o in outputs]
-        results = []
-        if self.mode == ENGINE_NMS:  # counts, xyxy boxes, scores, classes (sorted by score)
-            counts, boxes, scores, classes = tensors
-            for b, size in enumerate(image_sizes):
-                n = int(counts[b].reshape(-1)[0])
-                results.append((boxes[b, :n].float(), scores[b, :n].float(), classes[b, :n].long(), size))
-        elif self.mode == "nms":
-            (rows,) = tensors
-            for b, size in enumerate(image_sizes):
-                mine = rows[rows[:, 0] == b]
-                mine = mine[torch.argsort(mine[:, 5], descending=True)]
-                results.append((mine[:, 1:5], mine[:, 5], mine[:, 6].long(), size))
-        elif self.mode in ("yolo_end2end", "rtdetr"):
-            rows = tensors[0]
-            if self.mode == "rtdetr":  # centre/size fractions of the input → corners in input pixels
-                height, width = input_size
-                scale = torch.tensor([width, height], dtype=rows.dtype)
-                centre, extent = rows[..., :2] * scale, rows[..., 2:4] * scale
-                rows = torch.cat([centre - extent / 2, centre + extent / 2, rows[..., 4:]], -1)
-            for b, size in enumerate(image_sizes):
-                mine = rows[b][rows[b, :, 4] > self.score_threshold]
-                mine = mine[torch.argsort(mine[:, 4], descending=True)][: self.max_detections]
-                results.append((mine[:, :4], mine[:, 4], mine[:, 5].long(), size))
-        else:
-            if self.mode == "raw":
-                from exporter.models.damoyolo.postprocess import decode
-
-                half = len(tensors) // 2
-                scores, boxes = decode(tensors[:half], tensors[half:], self.reg_max)
-            elif self.mode == "decoded":
-                scores, boxes = tensors
-            elif self.mode == "yolo":
-                predictions = tensors[0].transpose(1, 2)  # (N, A, 4 + C)
-                centre, extent = predictions[..., :2], predictions[..., 2:4]
-                boxes = torch.cat([centre - extent / 2, centre + extent / 2], -1)
-                scores = predictions[..., 4:]
-            else:
-                raise ValueError(f"unknown head_mode {self.mode!r}; expected one of {', '.join(HEAD_MODES)}")
-            for b, size in enumerate(image_sizes):
-                kept = multiclass_nms(
-                    scores[b], boxes[b], self.score_threshold, self.iou_threshold, self.max_detections
-                )
-                results.append((*kept, size))
+        picked = self.pick(tensors, input_size, len(image_sizes))
         return [
             Detections(to_image(bx, input_size, size, resize).numpy(), sc.numpy(), lb.numpy())
-            for bx, sc, lb, size in results
+            for (bx, sc, lb), size in zip(picked, image_sizes, strict=True)
         ]
+
+
+class _ScoresAndBoxes(Head):
+    """Heads whose outputs score every class of every anchor: NMS picks the detections."""
+
+    def scores_and_boxes(self, tensors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores (N, A, C) and xyxy boxes (N, A, 4) in input pixels."""
+        raise NotImplementedError
+
+    def pick(self, tensors, input_size, images):
+        scores, boxes = self.scores_and_boxes(tensors)
+        return [
+            multiclass_nms(scores[b], boxes[b], self.score_threshold, self.iou_threshold, self.max_detections)
+            for b in range(images)
+        ]
+
+
+@dataclass(frozen=True)
+class Decoded(_ScoresAndBoxes):
+    """Scores (N, A, C) and xyxy boxes (N, A, 4) in input pixels."""
+
+    mode: str = dataclasses.field(default="decoded", init=False)
+
+    def classes(self, shapes):
+        return shapes[0][-1]
+
+    def scores_and_boxes(self, tensors):
+        scores, boxes = tensors
+        return scores, boxes
+
+
+@dataclass(frozen=True)
+class RawGfl(_ScoresAndBoxes):
+    """DAMO-YOLO's per-level GFL maps: sigmoid scores (N, C, H, W) ×L, then box logits ×L."""
+
+    mode: str = dataclasses.field(default="raw", init=False)
+
+    def classes(self, shapes):
+        return shapes[0][1]
+
+    def scores_and_boxes(self, tensors):
+        from exporter.models.damoyolo.postprocess import decode
+
+        half = len(tensors) // 2
+        return decode(tensors[:half], tensors[half:], self.reg_max)
+
+
+@dataclass(frozen=True)
+class Yolo(_ScoresAndBoxes):
+    """Ultralytics' Detect: (N, 4 + C, A), centre/size boxes in input pixels then sigmoid scores."""
+
+    mode: str = dataclasses.field(default="yolo", init=False)
+
+    def classes(self, shapes):
+        return shapes[0][1] - 4
+
+    def scores_and_boxes(self, tensors):
+        predictions = tensors[0].transpose(1, 2)  # (N, A, 4 + C)
+        centre, extent = predictions[..., :2], predictions[..., 2:4]
+        return predictions[..., 4:], torch.cat([centre - extent / 2, centre + extent / 2], -1)
+
+
+@dataclass(frozen=True)
+class InGraphNms(Head):
+    """Detections (K, 7) [batch, x1, y1, x2, y2, score, class] from an NMS inside the model."""
+
+    mode: str = dataclasses.field(default="nms", init=False)
+
+    def pick(self, tensors, input_size, images):
+        (rows,) = tensors
+        picked = []
+        for b in range(images):
+            mine = rows[rows[:, 0] == b]
+            mine = mine[torch.argsort(mine[:, 5], descending=True)]
+            picked.append((mine[:, 1:5], mine[:, 5], mine[:, 6].long()))
+        return picked
+
+
+@dataclass(frozen=True)
+class YoloEnd2End(Head):
+    """Ultralytics' NMS-free heads (YOLOv10, YOLO26): (N, K, 6) rows [x1, y1, x2, y2, score, class]."""
+
+    mode: str = dataclasses.field(default="yolo_end2end", init=False)
+
+    def corners(self, rows: torch.Tensor, input_size: tuple[int, int]) -> torch.Tensor:
+        return rows
+
+    def pick(self, tensors, input_size, images):
+        rows = self.corners(tensors[0], input_size)
+        picked = []
+        for b in range(images):
+            mine = rows[b][rows[b, :, 4] > self.score_threshold]
+            mine = mine[torch.argsort(mine[:, 4], descending=True)][: self.max_detections]
+            picked.append((mine[:, :4], mine[:, 4], mine[:, 5].long()))
+        return picked
+
+
+@dataclass(frozen=True)
+class RtDetr(YoloEnd2End):
+    """RT-DETR's: (N, K, 6) rows [cx, cy, w, h, score, class], boxes a fraction of the input."""
+
+    mode: str = dataclasses.field(default="rtdetr", init=False)
+
+    def corners(self, rows, input_size):
+        height, width = input_size
+        scale = torch.tensor([width, height], dtype=rows.dtype)
+        centre, extent = rows[..., :2] * scale, rows[..., 2:4] * scale
+        return torch.cat([centre - extent / 2, centre + extent / 2, rows[..., 4:]], -1)
+
+
+@dataclass(frozen=True)
+class EngineNms(Head):
+    """A TensorRT engine's EfficientNMS_TRT outputs: counts, xyxy boxes, scores, classes (by score)."""
+
+    mode: str = dataclasses.field(default="engine_nms", init=False)  # not a model's: an engine's
+
+    def pick(self, tensors, input_size, images):
+        counts, boxes, scores, classes = tensors
+        picked = []
+        for b in range(images):
+            n = int(counts[b].reshape(-1)[0])
+            picked.append((boxes[b, :n].float(), scores[b, :n].float(), classes[b, :n].long()))
+        return picked
+
+
+HEADS = (Decoded, RawGfl, Yolo, InGraphNms, YoloEnd2End, RtDetr, EngineNms)
 
 
 def multiclass_nms(

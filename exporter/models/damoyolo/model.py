@@ -59,11 +59,11 @@ def head(
     cfg = variant_config(variant)
     if head_mode not in HEAD_MODES:
         raise UserError(f"head_mode must be one of {', '.join(HEAD_MODES)}, got {head_mode!r}")
-    return Head(
+    return Head.of(
         head_mode,
         cfg["score_threshold"] if score_threshold is None else score_threshold,
         cfg["iou_threshold"] if iou_threshold is None else iou_threshold,
-        cfg["reg_max"],
+        reg_max=cfg["reg_max"],
     )
 
 

@@ -30,6 +30,7 @@ from exporter.core.errors import UserError, setting
 from exporter.data.calibration import CalibrationSet
 from exporter.lowering.akconv import PLUGIN_OP
 from exporter.models import adapters
+from exporter.models.heads import Decoded, Yolo
 from exporter.recipe import Recipe
 from exporter.stages import reference
 from exporter.targets.tensorrt import compat as trt_compat
@@ -411,7 +412,7 @@ class End2EndSettings:
     @classmethod
     def from_recipe(cls, recipe: Recipe) -> End2EndSettings:
         head = adapters.head(recipe.model.adapter, recipe.model.ref())
-        if head.mode not in ("decoded", "yolo"):
+        if not isinstance(head, (Decoded, Yolo)):
             raise UserError(
                 f"{setting('tensorrt.end2end_nms')}: the model's head ({head.mode}) does not output scores "
                 "and boxes for NMS: it selects its detections itself (NMS-free or in-graph NMS); leave "
