@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from exporter.core.artifacts import sha256_json
 from exporter.core.errors import UserError, read_user_file, setting
 from exporter.data.transforms import Preprocess
-from exporter.models.adapters import ADAPTERS, ModelRef
+from exporter.models.families import FAMILIES
+from exporter.models.family import ModelRef
 
 Precision = Literal["fp32", "fp16", "int8"]
 
@@ -31,7 +32,7 @@ class ModelSpec(Strict):
     builder: str | None = None
     kwargs: dict[str, Any] = {}
     checkpoint: Path | None = None
-    adapter: str | None = None  # the model family (exporter.models.adapters)
+    adapter: str | None = None  # the model family (exporter.models.families)
     trust: list[str] = []
 
     @field_validator("builder")
@@ -45,7 +46,7 @@ class ModelSpec(Strict):
     @model_validator(mode="after")
     def _built_somehow(self) -> ModelSpec:
         if self.builder is None:
-            loads = self.adapter is not None and ADAPTERS[self.adapter].load is not None
+            loads = self.adapter is not None and FAMILIES[self.adapter].loads_checkpoints
             if not loads or self.checkpoint is None:
                 raise ValueError(
                     "needs a builder ('package.module:function'), or a checkpoint that holds the model "
@@ -60,8 +61,8 @@ class ModelSpec(Strict):
     @field_validator("adapter")
     @classmethod
     def _known_adapter(cls, value: str | None) -> str | None:
-        if value is not None and value not in ADAPTERS:
-            raise ValueError(f"unknown adapter {value!r} (known: {', '.join(ADAPTERS)})")
+        if value is not None and value not in FAMILIES:
+            raise ValueError(f"unknown adapter {value!r} (known: {', '.join(FAMILIES)})")
         return value
 
 

@@ -13,7 +13,7 @@ from exporter.data.coco_map import BY_NAME, BY_POSITION, for_model
 from exporter.data.shapes import CLASSES, write_split, write_yolo
 from exporter.data.transforms import Preprocess
 from exporter.data.yolo import load_yolo
-from exporter.models.adapters import DECODED
+from exporter.models.family import DECODED
 from exporter.recipe import load_recipe
 from exporter.stages.scoring import EvaluationSettings, Scorer
 from tests.conftest import EMBEDDED

@@ -255,8 +255,8 @@ def test_a_checkpoint_without_a_recipe_asks_for_calibration_images(run_cli, chec
 def test_each_head_keeps_its_output_contract_through_onnxruntime_and_openvino(
     checkpoints, tmp_path, name, mode
 ):
-    from exporter.models.adapters import ULTRALYTICS_CONF, ULTRALYTICS_IOU
     from exporter.models.heads import Head
+    from exporter.models.ultralytics import ULTRALYTICS_CONF, ULTRALYTICS_IOU
     from exporter.pipeline.builder import Pipeline
     from exporter.recipe import model_recipe
     from exporter.stages import ort_runner as onnxruntime

@@ -17,12 +17,12 @@ REQUIRED = {name for name, *_ in CORE}
 
 def libraries() -> list[tuple[str, str, str, str]]:
     """The core libraries, every target's, every model adapter's, then the evaluation's; each once."""
-    from exporter.models.adapters import ADAPTERS
+    from exporter.models.families import FAMILIES
     from exporter.targets import TARGETS
 
     found = {entry[0]: entry for entry in CORE}
     for lib in [lib for t in TARGETS.values() for lib in t.libraries] + [
-        lib for a in ADAPTERS.values() for lib in a.libraries
+        lib for f in FAMILIES.values() for lib in f.libraries
     ]:
         found.setdefault(lib.dist, (lib.dist, lib.module, lib.role, lib.hint))
     found.setdefault(EVAL[0], EVAL)

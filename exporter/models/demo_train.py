@@ -250,7 +250,7 @@ def demo_map(model: nn.Module, data: Path, limit: int | None = None) -> dict[str
     """COCO mAP of a demo detector (torch, unfused or fused) on a shapes split."""
     from exporter.data.coco import load_coco
     from exporter.data.coco_map import evaluate
-    from exporter.models.adapters import DECODED
+    from exporter.models.family import DECODED
 
     head, size = DECODED, (320, 320)
 

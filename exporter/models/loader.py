@@ -130,9 +130,9 @@ class ModelSource:
 
     def _build(self) -> nn.Module:
         if self.builder is None:
-            from exporter.models.adapters import ADAPTERS
+            from exporter.models.families import family
 
-            return ADAPTERS[self.adapter].load(self.checkpoint, self.trust).eval()
+            return family(self.adapter).load(self.checkpoint, self.trust).eval()
         builder = resolve_builder(self.builder)
         try:
             with user_modules():

@@ -26,6 +26,8 @@ from torch import nn
 from exporter.core.artifacts import sha256_file
 from exporter.core.errors import UserError, setting, summary
 from exporter.core.libraries import Library
+from exporter.models.family import Family, ModelRef
+from exporter.models.heads import Head
 from exporter.models.user_code import in_standard_library, user_modules
 
 EXPORT_FORMAT = "onnx"
@@ -160,3 +162,32 @@ def recipe_fields(checkpoint: Path, trusted: tuple[str, ...] = ()) -> dict[str, 
         "class_names": [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names),
         "preprocess": {"color": "rgb", "resize": "letterbox", "scale": 1 / 255},
     }
+
+
+ULTRALYTICS_CONF, ULTRALYTICS_IOU, ULTRALYTICS_MAX_DET = 0.001, 0.7, 300  # its validation defaults
+
+
+class UltralyticsFamily(Family):
+    """Ultralytics checkpoints: the whole model in the checkpoint, with its class names; its predictor
+    reads a metadata file beside an export."""
+
+    name = "ultralytics"
+    libraries = (LIBRARY,)
+    loads_checkpoints = True
+
+    def head(self, model: ModelRef) -> Head:
+        """Detect: NMS at Ultralytics' validation thresholds; YOLOv10/YOLO26 end to end and RT-DETR: none."""
+        mode = head_mode(load(model.checkpoint, model.trust))
+        return Head.of(mode, ULTRALYTICS_CONF, ULTRALYTICS_IOU, max_detections=ULTRALYTICS_MAX_DET)
+
+    def load(self, checkpoint: Path, trust: tuple[str, ...]) -> nn.Module:
+        return load(checkpoint, trust)
+
+    def names(self, model: ModelRef) -> list[str]:
+        return recipe_fields(model.checkpoint, model.trust)["class_names"]
+
+    def metadata(self, model: ModelRef, names: list[str], input_size: tuple[int, int]) -> dict[str, Any]:
+        return export_metadata(load(model.checkpoint, model.trust), names, input_size)
+
+
+FAMILY = UltralyticsFamily()

@@ -23,7 +23,7 @@ from exporter.core.errors import UserError, setting
 from exporter.core.rundir import RunDir, StageResult
 from exporter.data import calibration
 from exporter.lowering.capability import Choice
-from exporter.models import adapters
+from exporter.models.families import family
 from exporter.models.heads import Head
 from exporter.recipe import Recipe
 from exporter.stages import export_onnx, fuse, partial_int8, sensitivity, simplify
@@ -175,7 +175,7 @@ class Pipeline:
     def head(self) -> Head | None:
         """The output contract of the model's adapter (None without one)."""
         adapter = self.recipe.model.adapter
-        return None if adapter is None else adapters.head(adapter, self.recipe.model.ref())
+        return None if adapter is None else family(adapter).head(self.recipe.model.ref())
 
     @functools.cached_property
     def evaluation(self) -> EvaluationSettings:

@@ -16,7 +16,7 @@ from exporter.core.errors import UserError, setting
 from exporter.core.version import __version__
 from exporter.lowering.akconv import PLUGIN_DOMAIN
 from exporter.lowering.capability import Choice
-from exporter.models import adapters
+from exporter.models.families import family
 from exporter.recipe import Recipe
 from exporter.stages import reference
 
@@ -49,11 +49,11 @@ def metadata(recipe: Recipe) -> dict[str, str]:
     """What a deployer needs to feed and read the model, and what the model family's own tools read
     (Ultralytics' predictor: `YOLO("model.sim.onnx")` predicts with it). Not the recipe's hash: the ONNX
     (and every stage after it) would change with settings it does not depend on (evaluation, calibration)."""
-    family = adapters.family_metadata(
-        recipe.model.adapter, recipe.model.ref(), recipe.class_names, tuple(recipe.input_size)
+    own = family(recipe.model.adapter).metadata(
+        recipe.model.ref(), list(recipe.class_names), tuple(recipe.input_size)
     )
     return {
-        **{key: str(value) for key, value in family.items()},
+        **{key: str(value) for key, value in own.items()},
         "producer": f"reparam-export {__version__}",
         "model_name": recipe.name,
         "class_names": json.dumps(recipe.class_names),

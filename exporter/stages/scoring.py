@@ -12,7 +12,7 @@ from exporter.core.errors import UserError, setting
 from exporter.data.coco_map import evaluate, for_model
 from exporter.data.datasets import dataset_file, load_dataset
 from exporter.data.transforms import Preprocess, normalize
-from exporter.models import adapters
+from exporter.models.families import family
 from exporter.models.heads import Head
 from exporter.recipe import Recipe
 
@@ -58,7 +58,7 @@ class EvaluationSettings:
             str(named),
             annotations,
             limit or recipe.evaluation.limit,
-            adapters.head(recipe.model.adapter, recipe.model.ref()),
+            family(recipe.model.adapter).head(recipe.model.ref()),
             tuple(recipe.input_size),
             recipe.preprocess,
             model_class_names(recipe),
@@ -69,7 +69,7 @@ def model_class_names(recipe: Recipe) -> tuple[str, ...]:
     """The recipe's class_names, else those the model's checkpoint holds (its adapter reads them)."""
     if recipe.class_names:
         return tuple(recipe.class_names)
-    return tuple(adapters.class_names(recipe.model.adapter, recipe.model.ref()))
+    return tuple(family(recipe.model.adapter).names(recipe.model.ref()))
 
 
 class Scorer:

@@ -8,5 +8,27 @@ from exporter.models.damoyolo.model import (
     variant_config,
 )
 from exporter.models.damoyolo.structures import VARIANTS
+from exporter.models.family import Family, ModelRef
+from exporter.models.heads import Head
 
-__all__ = ["VARIANTS", "DamoYolo", "build_damoyolo", "head", "official_deploy_form", "variant_config"]
+
+class DamoYoloFamily(Family):
+    """DAMO-YOLO: built by build_damoyolo; its head mode and thresholds from the builder's arguments."""
+
+    name = "damoyolo"
+
+    def head(self, model: ModelRef) -> Head:
+        return head(**model.kwargs)
+
+
+FAMILY = DamoYoloFamily()
+
+__all__ = [
+    "FAMILY",
+    "VARIANTS",
+    "DamoYolo",
+    "build_damoyolo",
+    "head",
+    "official_deploy_form",
+    "variant_config",
+]

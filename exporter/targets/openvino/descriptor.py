@@ -6,7 +6,7 @@ from pathlib import Path
 
 from exporter.core.libraries import Library
 from exporter.lowering.capability import Choice, gridsample_if_opset
-from exporter.models import adapters
+from exporter.models.families import family
 from exporter.targets.target import Target
 
 HINT = "pip install 'reparam-export[openvino]'"
@@ -39,8 +39,8 @@ def ir(pipeline, model: Path, precision: str):
         versions=versions(),
     )
     recipe = pipeline.recipe
-    metadata = adapters.family_metadata(
-        recipe.model.adapter, recipe.model.ref(), recipe.class_names, tuple(recipe.input_size)
+    metadata = family(recipe.model.adapter).metadata(
+        recipe.model.ref(), list(recipe.class_names), tuple(recipe.input_size)
     )
     if metadata:  # the family's own predictor (Ultralytics') loads a folder of its layout
         pipeline.stage(

@@ -29,7 +29,7 @@ from exporter.core.artifacts import atomic_output, sha256_file
 from exporter.core.errors import UserError, setting
 from exporter.data.calibration import CalibrationSet
 from exporter.lowering.akconv import PLUGIN_OP
-from exporter.models import adapters
+from exporter.models.families import family
 from exporter.models.heads import Decoded, Yolo
 from exporter.recipe import Recipe
 from exporter.stages import reference
@@ -411,7 +411,7 @@ class End2EndSettings:
 
     @classmethod
     def from_recipe(cls, recipe: Recipe) -> End2EndSettings:
-        head = adapters.head(recipe.model.adapter, recipe.model.ref())
+        head = family(recipe.model.adapter).head(recipe.model.ref())
         if not isinstance(head, (Decoded, Yolo)):
             raise UserError(
                 f"{setting('tensorrt.end2end_nms')}: the model's head ({head.mode}) does not output scores "
