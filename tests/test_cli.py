@@ -365,16 +365,16 @@ def test_options_this_build_does_not_read_are_warned_about(run_cli, tmp_path):
     assert "warning: --calib-count has no effect" in err and "--eval-limit" not in err
 
 
-def test_readme_github_actions_job_parses_and_names_real_options(run_cli):
-    """The workflow README offers to paste is valid YAML, and each reparam-export line in it is
+def test_the_github_actions_job_of_the_docs_parses_and_names_real_options(run_cli):
+    """The workflow docs/ci.md offers to paste is valid YAML, and each reparam-export line in it is
     accepted by the command it names (its options exist; --help stops before anything runs)."""
     import shlex
 
     import yaml
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    page = (Path(__file__).resolve().parents[1] / "docs" / "ci.md").read_text()
     workflow = yaml.safe_load(
-        readme.split("```yaml\n# .github/workflows/export.yml\n", 1)[1].split("```", 1)[0]
+        page.split("```yaml\n# .github/workflows/export.yml\n", 1)[1].split("```", 1)[0]
     )
     steps = workflow["jobs"]["export"]["steps"]
     commands = [

@@ -1,7 +1,7 @@
 """The package imports only downward: each module may import its own layer and the layers below it, and
 no modules import each other around a loop.
 
-The layers, bottom to top, are README's "Layout" section; every import counts, those inside functions
+The layers, bottom to top, are the table of docs/architecture.md; every import counts, those inside functions
 too, so a lazy import cannot hide a dependency that runs up the layers.
 """
 
@@ -45,7 +45,7 @@ def layer_of(module: str) -> int:
             if (module == prefix or inside) and len(prefix) > best:
                 best, rank = len(prefix), index
     if rank is None:
-        raise AssertionError(f"{module} is in no layer: add it to LAYERS and README's layout")
+        raise AssertionError(f"{module} is in no layer: add it to LAYERS and docs/architecture.md")
     return rank
 
 
@@ -130,9 +130,8 @@ def test_the_cycle_check_sees_a_loop(tmp_path, monkeypatch):
     assert import_cycles() == [["exporter.models.probe_first", "exporter.models.probe_second"]]
 
 
-def test_readme_shows_these_layers():
-    """README's layout table names the same layers, top first."""
-    readme = (PACKAGE.parent / "README.md").read_text()
-    section = readme.split("\n## Layout", 1)[1].split("\n## ", 1)[0]
-    rows = [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| ")]
+def test_the_architecture_page_shows_these_layers():
+    """The architecture page's layer table names the same layers, top first."""
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    rows = [line.split("|")[1].strip() for line in page.splitlines() if line.startswith("| ")]
     assert rows[1:] == [name for name, _ in reversed(LAYERS)]
