@@ -51,3 +51,17 @@ def test_readme_links_to_pages_that_exist():
     assert {Path(link).name for link in links} >= {p.name for p in (REPO / "docs").glob("*.md")} - {
         "index.md"
     }
+
+
+def test_readme_commands_name_real_commands_and_options(run_cli):
+    """Each reparam-export line of README's examples is accepted by the command it names (--help stops
+    before anything runs)."""
+    import shlex
+
+    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    lines = [line.split("#")[0] for block in blocks for line in block.splitlines()]
+    commands = [shlex.split(line) for line in lines if line.startswith("reparam-export ")]
+    assert len(commands) >= 5
+    for command in commands:
+        code, out, err = run_cli(*command[1:], "--help")
+        assert code == 0 and "Usage:" in out, (command, err)
