@@ -59,7 +59,9 @@ def test_readme_commands_name_real_commands_and_options(run_cli):
     import shlex
 
     blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S)
-    lines = [line.split("#")[0] for block in blocks for line in block.splitlines()]
+    lines = [
+        part.split("#")[0].strip() for b in blocks for line in b.splitlines() for part in line.split("&&")
+    ]
     commands = [shlex.split(line) for line in lines if line.startswith("reparam-export ")]
     assert len(commands) >= 5
     for command in commands:
