@@ -315,14 +315,13 @@ class Pipeline:
             versions=target.versions(),
         )
 
-    def float_nodes(self, target: Target, model: Path, inputs: dict[str, Path]) -> tuple[str, ...]:
-        """The nodes the INT8 accuracy search keeps in float (none without a budget); the search's record
-        joins the INT8 stage's inputs, so a new search rebuilds it."""
+    def float_nodes(self, target: Target, model: Path) -> tuple[tuple[str, ...], dict[str, Path]]:
+        """The nodes the INT8 accuracy search keeps in float (none without a budget), and the input the
+        INT8 stage adds for it: the search's record, so that a new search rebuilds it."""
         if self.recipe.int8.accuracy_budget is None:
-            return ()
+            return (), {}
         search = self.int8_search(target, model)
-        inputs["int8_search"] = search.output
-        return tuple(search.record["float_nodes"])
+        return tuple(search.record["float_nodes"]), {"int8_search": search.output}
 
     def build(self) -> dict[str, StageResult]:
         """Every stage the recipe's targets need; returns the final artifact per target/precision.

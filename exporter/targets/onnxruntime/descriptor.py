@@ -25,8 +25,9 @@ def int8(pipeline, model: Path):
 
     fused = pipeline.fuse().output
     calibration = pipeline.calibration(model)
-    inputs = {"onnx": model, "fused": fused}
-    settings = stage.Int8Settings(calibration, pipeline.float_nodes(TARGET, model, inputs))
+    float_nodes, searched = pipeline.float_nodes(TARGET, model)
+    inputs = {"onnx": model, "fused": fused, **searched}
+    settings = stage.Int8Settings(calibration, float_nodes)
     ranges = pipeline.calibration_folder(model)
     return pipeline.stage(
         "onnxruntime.int8",

@@ -22,11 +22,11 @@ def ir(pipeline, model: Path, precision: str):
     from exporter.targets.openvino import ir as stage
 
     fused = pipeline.fuse().output
-    inputs = {"onnx": model, "fused": fused}
-    calibration, float_nodes = None, ()
+    calibration, float_nodes, searched = None, (), {}
     if precision == "int8":
         calibration = pipeline.calibration(model)
-        float_nodes = pipeline.float_nodes(TARGET, model, inputs)
+        float_nodes, searched = pipeline.float_nodes(TARGET, model)
+    inputs = {"onnx": model, "fused": fused, **searched}
     settings = stage.IrSettings.from_recipe(pipeline.recipe, precision, calibration, float_nodes)
     result = pipeline.stage(
         f"openvino.{precision}",

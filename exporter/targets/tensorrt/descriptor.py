@@ -65,8 +65,8 @@ def qdq(pipeline, model: Path):
 
     fused = pipeline.fuse().output
     calibration = pipeline.calibration(model)
-    inputs = {"onnx": model, "fused": fused}
-    float_nodes = pipeline.float_nodes(TARGET, model, inputs)
+    float_nodes, searched = pipeline.float_nodes(TARGET, model)
+    inputs = {"onnx": model, "fused": fused, **searched}
     settings = stage.QdqSettings.from_recipe(pipeline.recipe, calibration, float_nodes)
     ranges = pipeline.calibration_folder(model)
     return pipeline.stage(
