@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from exporter.blocks import ConvBN, fold_conv_bn
-from exporter.blocks.fuse import fuse_model
+from exporter.blocks.fuse import FusionFailed, fuse_model
 from exporter.core.errors import UserError
 from exporter.numerics.parity import compare
 from tests import fixture_models as fm
@@ -48,8 +48,9 @@ def test_original_model_untouched():
 def test_grouped_identity_trap_caught_and_ours_correct():
     """YOLOv7's fuse_repvgg_block builds the identity with fill_diagonal_: wrong for groups > 1."""
     trap = fm.randomized(nn.Sequential(fm.YOLOv7HelperRepConv(8, groups=2)))
-    _, report = fuse_model(trap, probe(8))
-    assert not report.ok and report.offender.path == "0"
+    with pytest.raises(FusionFailed, match="fusion changed the output of module '0'") as refuted:
+        fuse_model(trap, probe(8))
+    assert refuted.value.report.offender.path == "0"
     control = fm.randomized(nn.Sequential(fm.YOLOv7HelperRepConv(8, groups=1)))
     assert fuse_model(control, probe(8))[1].ok, "the same helper is right for groups=1"
     from exporter.blocks import YOLOv7RepConv
@@ -60,7 +61,11 @@ def test_grouped_identity_trap_caught_and_ours_correct():
 
 
 def test_blog_sum_of_raw_weights_fails_check_naming_module():
-    _, report = fuse_model(fm.build_blog_model(), probe())
+    """A refuted model is never handed back by default: FusionFailed names the module; strict=False
+    returns it with its report (ok False) for tools that tabulate failures."""
+    with pytest.raises(FusionFailed, match=r"module '1' \(BlogRepConv.switch_to_deploy\(\)\)"):
+        fuse_model(fm.build_blog_model(), probe())
+    _, report = fuse_model(fm.build_blog_model(), probe(), strict=False)
     assert not report.ok
     assert report.offender.path == "1"
     assert report.offender.kind == "BlogRepConv.switch_to_deploy()"

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from exporter.blocks import RepConv
-from exporter.blocks.fuse import fuse_model
+from exporter.blocks.fuse import FusionFailed, fuse_model
 from tests import fixture_models as fm
 
 
@@ -82,8 +82,9 @@ class BigInputsOnly(nn.Module):
 
 
 def test_a_block_no_probe_reaches_is_proved_on_an_input_made_for_it():
-    _, report = fuse_model(fm.randomized(BigInputsOnly()), [x(32), x(24, seed=1)])
-    assert not report.ok
+    with pytest.raises(FusionFailed) as refuted:
+        fuse_model(fm.randomized(BigInputsOnly()), [x(32), x(24, seed=1)])
+    report = refuted.value.report
     assert report.offender.path == "big" and report.offender.proved_on == "a generated 1x8x16x16 input"
 
 
@@ -201,5 +202,6 @@ def test_a_chaotic_model_is_proved_where_fp32_cannot_tell_and_a_wrong_fusion_sti
         self.reparam_conv.weight.data *= 1 + 1e-3
 
     monkeypatch.setattr(block, "reparameterize", off_by_1e3)
-    _, wrong = fuse_model(model, probes)
-    assert not wrong.ok and wrong.offender.path == "stem"
+    with pytest.raises(FusionFailed) as refuted:
+        fuse_model(model, probes)
+    assert refuted.value.report.offender.path == "stem"

@@ -11,7 +11,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from exporter.blocks import RepConv
-from exporter.blocks.fuse import fuse_model
+from exporter.blocks.fuse import FusionFailed, fuse_model
 from exporter.blocks.repconv import centre_pad, conv_bn, fold_branch
 from exporter.models.damoyolo import VARIANTS, official_deploy_form
 from exporter.models.damoyolo.published import SIZES
@@ -102,8 +102,9 @@ class DilatedRepConv(fm.ForeignRepVGG):
 @pytest.mark.parametrize("mistake", ["dilation", "bias", "weight"])
 def test_a_wrong_deploy_form_fails_by_orders_of_magnitude_and_is_named(mistake):
     model = fm.randomized(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), DilatedRepConv(8, mistake)))
-    _, report = fuse_model(model, torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0)))
-    assert not report.ok
+    with pytest.raises(FusionFailed) as refuted:
+        fuse_model(model, torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0)))
+    report = refuted.value.report
     assert report.offender.path == "1" and report.offender.kind == "DilatedRepConv.switch_to_deploy()"
     assert report.offender.parity.ratio > 1e3, "a wrong fusion misses the float64 bound by orders"
 

@@ -34,7 +34,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from exporter.blocks import OUR_BLOCKS
 from exporter.blocks.convbn import CONV_TYPES, fold_conv_bn, require_running_stats
 from exporter.blocks.kernels import Geometry, NotAKernel, fold_kernel, holds_a_kernel
-from exporter.core.errors import ExporterError, UserError, summary
+from exporter.core.errors import CheckFailed, ExporterError, UserError, summary
 from exporter.numerics.complexity import count_params
 from exporter.numerics.parity import Parity, compare, compare_within, flatten_outputs, scales
 from exporter.numerics.selections import Selections
@@ -518,11 +518,34 @@ def model_device(model: nn.Module) -> torch.device:
     return next((t.device for t in (*model.parameters(), *model.buffers())), CPU)
 
 
+class FusionFailed(CheckFailed):
+    """The proof refuted the fused model, so none is returned; `report` says where and by how much."""
+
+    def __init__(self, report: FuseReport):
+        self.report = report
+        offender = report.offender
+        if offender is not None:
+            where = f"module '{offender.path or '<root>'}' ({offender.kind})"
+            super().__init__(f"fusion changed the output of {where}: {offender.parity.describe()}")
+        else:
+            super().__init__(f"fused model output differs: {report.model_parity.describe()}")
+
+
 def fuse_model(
-    model: nn.Module, probes: torch.Tensor | Sequence[torch.Tensor], rtol: float = 1e-9
+    model: nn.Module,
+    probes: torch.Tensor | Sequence[torch.Tensor],
+    rtol: float = 1e-9,
+    *,
+    strict: bool = True,
 ) -> tuple[nn.Module, FuseReport]:
+    """A fused copy of `model` proved equal on `probes` (see _fuse_model) and its report. Where the proof
+    fails, FusionFailed is raised (its `report` says why): a refuted model is never handed back, unless
+    `strict=False` (the report then says ok False), for tools that tabulate failures."""
     with flush_denormals():
-        return _fuse_model(model, probes, rtol)
+        fused, report = _fuse_model(model, probes, rtol)
+    if strict and not report.ok:
+        raise FusionFailed(report)
+    return fused, report
 
 
 @contextlib.contextmanager

@@ -150,7 +150,7 @@ def zoo_row(library: str, name: str, size: int, second: int) -> ZooRow:
     theirs = deploy(model)
     library_s = time.perf_counter() - start
     start = time.perf_counter()
-    fused, report = fuse_model(model, inputs)
+    fused, report = fuse_model(model, inputs, strict=False)  # a refuted row is tabulated
     ours_s = time.perf_counter() - start
     not_fused = report.as_dict()["not_fused"]
     ratio = report.model_parity.ratio
