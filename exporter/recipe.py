@@ -240,6 +240,11 @@ def model_recipe(model: str, trust: list[str], overrides: dict[str, Any]) -> Rec
         data["name"] = safe_name(f"{run}_{path.stem}" if run else path.stem)
         data["model"] = {"checkpoint": str(path), "adapter": "ultralytics", "trust": trust}
         data.update(recipe_fields(path, tuple(trust)))
+        if "input_size" not in data and "input_size" not in overrides:
+            raise UserError(
+                f"{path} does not record the input size it was trained at (no train_args: saved by "
+                f"YOLO.save() or an older layout); pass {setting('input_size')} H W"
+            )
     else:
         data["name"] = safe_name(model.rpartition(":")[2])
         data["model"] = {"builder": model, "trust": trust}

@@ -297,6 +297,42 @@ def test_another_target_adds_to_the_run(run_cli, checkpoints, tmp_path):
     assert set(artifacts) == {"onnx.fp32", "openvino.fp32"}
 
 
+def test_a_checkpoint_without_train_args_asks_for_its_input_size_and_numbered_names_warn(
+    run_cli, checkpoints, tmp_path
+):
+    """A file YOLO.save() wrote (no train_args) says nothing of its input size: refused with the fix
+    before any stage runs, built with --input-size; class names that are only numbers are warned of."""
+    content = torch.load(checkpoints["yolov8n"], weights_only=False)
+    content.pop("train_args")
+    content["model"].names = {i: str(i) for i in range(len(NAMES))}
+    path = tmp_path / "saved.pt"
+    torch.save(content, path)
+    run = tmp_path / "run"
+    code, _, err = run_cli("build", "--model", str(path), "--run-dir", str(run))
+    assert code == 2 and "does not record the input size" in err and "--input-size H W" in err, err
+    assert "Traceback" not in err and not run.exists()
+    code, _, err = run_cli("build", "--model", str(path), "--input-size", "64", "64", "--run-dir", str(run))
+    assert code == 0, err
+    assert "warning: the class names are their numbers ('0'…'2')" in err
+    assert "class_names_warning" in json.loads((run / "manifest.json").read_text())
+
+
+def test_a_class_renamed_since_training_says_so(checkpoints, tmp_path, monkeypatch):
+    import ultralytics.nn.modules.head as heads
+
+    from exporter.core.errors import UserError
+    from exporter.models.ultralytics import read_checkpoint
+
+    path = tmp_path / "renamed.pt"
+    path.write_bytes(checkpoints["yolov8n"].read_bytes())
+    monkeypatch.delattr(heads, "Detect")
+    with pytest.raises(UserError, match="renamed or moved since the checkpoint was saved") as refused:
+        read_checkpoint(path)
+    assert "ultralytics.nn.modules.head.Detect" in str(refused.value) and "install it" not in str(
+        refused.value
+    )
+
+
 def test_a_build_unpickles_its_checkpoint_once(run_cli, checkpoints, tmp_path, monkeypatch):
     """Recipe, fusion, head and metadata all ask for the checkpoint; it is unpickled once per content."""
     import copy

@@ -176,7 +176,7 @@ CALIBRATION = group(
     option(
         "--calib-data",
         field="calibration.source",
-        help="INT8 calibration images: a folder, a COCO json, or 'demo'.",
+        help="INT8 calibration images: a folder, a COCO json, an Ultralytics data.yaml, or 'demo'.",
     ),
     calib_count(),
 )
@@ -184,7 +184,8 @@ EVALUATION = group(
     option(
         "--eval-data",
         field="evaluation.data",
-        help="Evaluation data: a COCO json or folder, or 'demo' (default: the recipe's).",
+        help="Evaluation data: a COCO json or folder, an Ultralytics data.yaml, or 'demo' "
+        "(default: the recipe's).",
     ),
     eval_limit(),
 )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import functools
 import importlib
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,11 @@ def _allowed(name: str, path: Path, trusted: tuple[str, ...]) -> type:
         with user_modules():  # a trusted fork may live in the current directory
             found = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
+        if importlib.util.find_spec(package) is not None:  # installed: the class was renamed or moved
+            raise UserError(
+                f"{path} needs {name}, which the installed {package} does not have (renamed or moved since "
+                f"the checkpoint was saved: {summary(exc)}); load it with the version that trained it"
+            ) from None
         hint = LIBRARY.hint if package == "ultralytics" else "install it"
         raise UserError(f"{path} needs {name}, which cannot be imported ({summary(exc)}); {hint}") from None
     if not (isinstance(found, type) and issubclass(found, nn.Module)):
@@ -150,18 +156,21 @@ def head_mode(model: nn.Module) -> str:
 
 
 def recipe_fields(checkpoint: Path, trusted: tuple[str, ...] = ()) -> dict[str, Any]:
-    """What the checkpoint says of itself: input size (its training imgsz), class names, preprocessing
-    (Ultralytics': letterbox, RGB, /255)."""
+    """What the checkpoint says of itself: input size (its training imgsz, where it records one), class
+    names, preprocessing (Ultralytics': letterbox, RGB, /255)."""
     content = read_checkpoint(checkpoint, trusted)
     model = checkpoint_model(content, checkpoint)
-    size = (content.get("train_args") or {}).get("imgsz", 640)
-    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    args = content.get("train_args") or getattr(model, "args", None) or {}
+    size = args.get("imgsz") if isinstance(args, dict) else None
     names = getattr(model, "names", None) or {}
-    return {
-        "input_size": [int(height), int(width)],
+    fields: dict[str, Any] = {
         "class_names": [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names),
         "preprocess": {"color": "rgb", "resize": "letterbox", "scale": 1 / 255},
     }
+    if size is not None:  # absent from files YOLO.save() wrote and older layouts: then the user says it
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        fields["input_size"] = [int(height), int(width)]
+    return fields
 
 
 ULTRALYTICS_CONF, ULTRALYTICS_IOU, ULTRALYTICS_MAX_DET = 0.001, 0.7, 300  # its validation defaults

@@ -188,6 +188,14 @@ class Pipeline:
         for target in targets_of(self.recipe):
             self.akconv(target)
             target.check(self.recipe)
+        names = self.recipe.class_names
+        if len(names) > 1 and names == [str(i) for i in range(len(names))]:
+            warning = (
+                f"the class names are their numbers ('0'…'{len(names) - 1}'): the checkpoint holds none; "
+                "set class_names in a recipe (--recipe) so that exports, reports and evaluation name them"
+            )
+            self.say(f"warning: {warning}")
+            self.note(class_names_warning=warning)
         if calibrates(self.recipe):
             self.calibration_set  # noqa: B018 - the source exists and holds enough readable images
         if self.recipe.evaluation.data is not None:
