@@ -2,6 +2,8 @@
 paths, the field's method spellings, Ultralytics' blocks outside Ultralytics, half precision, shared
 modules and a chaotic model. Never an unproved rewrite kept, never a traceback."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -205,3 +207,101 @@ def test_a_chaotic_model_is_proved_where_fp32_cannot_tell_and_a_wrong_fusion_sti
     with pytest.raises(FusionFailed) as refuted:
         fuse_model(model, probes)
     assert refuted.value.report.offender.path == "stem"
+
+
+class KernelOnly(nn.Module):
+    """A RepVGG block as posts write it without a deploy method: 3x3 and 1x1 conv-BN branches and a BN
+    identity, summed, then ReLU; it only says its kernel (get_equivalent_kernel_bias)."""
+
+    def __init__(self, channels=8, stride=1):
+        super().__init__()
+        self.dense = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, stride, 1, bias=False), nn.BatchNorm2d(channels)
+        )
+        self.one = nn.Sequential(
+            nn.Conv2d(channels, channels, 1, stride, 0, bias=False), nn.BatchNorm2d(channels)
+        )
+        self.identity = nn.BatchNorm2d(channels) if stride == 1 else None
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        y = self.dense(x) + self.one(x)
+        return self.act(y + self.identity(x) if self.identity is not None else y)
+
+    @staticmethod
+    def _fold(conv, bn):
+        std = (bn.running_var + bn.eps).sqrt()
+        return conv.weight * (bn.weight / std).reshape(
+            -1, 1, 1, 1
+        ), bn.bias - bn.running_mean * bn.weight / std
+
+    def get_equivalent_kernel_bias(self):
+        k3, b3 = self._fold(*self.dense)
+        k1, b1 = self._fold(*self.one)
+        kernel, bias = k3 + nn.functional.pad(k1, [1, 1, 1, 1]), b3 + b1
+        if self.identity is not None:
+            bn = self.identity
+            std = (bn.running_var + bn.eps).sqrt()
+            eye = torch.zeros_like(k3)
+            eye[range(eye.shape[0]), range(eye.shape[0]), 1, 1] = 1
+            kernel = kernel + eye * (bn.weight / std).reshape(-1, 1, 1, 1)
+            bias = bias + bn.bias - bn.running_mean * bn.weight / std
+        return kernel, bias
+
+
+class FuseReparam(KernelOnly):
+    """The `fuse_reparam()` spelling, fusing properly."""
+
+    def fuse_reparam(self):
+        kernel, bias = self.get_equivalent_kernel_bias()
+        conv = nn.Conv2d(kernel.shape[1], kernel.shape[0], 3, self.dense[0].stride, 1)
+        conv.weight.data, conv.bias.data = kernel, bias
+        return nn.Sequential(conv, self.act)
+
+
+class HalfFused(KernelOnly):
+    """A deploy method that folds each branch's BN into its conv but keeps the branches."""
+
+    def fuse_reparam(self):
+        for branch in (self.dense, self.one):
+            kernel, bias = self._fold(*branch)
+            conv = branch[0]
+            branch[0] = nn.Conv2d(
+                conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding
+            )
+            branch[0].weight.data, branch[0].bias.data = kernel, bias
+            branch[1] = nn.Identity()
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_a_block_that_only_says_its_kernel_becomes_one_convolution(stride):
+    model = fm.randomized(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), KernelOnly(8, stride)))
+    fused, report = fuse_model(model, x())
+    assert report.ok and report.counts == {"KernelOnly.get_equivalent_kernel_bias()": 1}, report.as_dict()
+    block = fused[1]
+    assert (
+        isinstance(block, nn.Sequential) and isinstance(block[0], nn.Conv2d) and isinstance(block[1], nn.ReLU)
+    )
+    assert block[0].stride == (stride, stride) and norms(fused) == 0
+
+
+def test_fuse_reparam_is_a_deploy_spelling_and_a_half_fused_block_is_named():
+    model = fm.randomized(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), FuseReparam(8)))
+    fused, report = fuse_model(model, x())
+    assert report.ok and report.counts == {"FuseReparam.fuse_reparam()": 1}
+    assert sum(isinstance(m, nn.Conv2d) for m in fused.modules()) == 2
+    half = fm.randomized(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), HalfFused(8)))
+    _, report = fuse_model(half, x())
+    (step,) = [s for s in report.steps if s.kind == "HalfFused.fuse_reparam()"]
+    assert step.status == "still branched" and "2 convolutions of its input, as before it" in step.note
+    assert "1: still branched" in report.as_dict()["not_fused"]
+
+
+def test_a_half_fused_block_is_replayed_as_it_was_applied():
+    from exporter.blocks.fuse import replay
+
+    model = fm.randomized(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), HalfFused(8)))
+    fused, report = fuse_model(model, x())
+    rebuilt = replay(copy.deepcopy(model), report.fused_steps())
+    rebuilt.load_state_dict(fused.state_dict())
+    assert torch.equal(rebuilt(x()), fused(x()))

@@ -33,7 +33,15 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from exporter.blocks import OUR_BLOCKS
 from exporter.blocks.convbn import CONV_TYPES, fold_conv_bn, require_running_stats
-from exporter.blocks.kernels import Geometry, NotAKernel, fold_kernel, holds_a_kernel
+from exporter.blocks.kernels import (
+    Geometry,
+    NotAKernel,
+    convolutions_of_input,
+    fold_equivalent,
+    fold_kernel,
+    has_equivalent_kernel,
+    holds_a_kernel,
+)
 from exporter.core.errors import CheckFailed, ExporterError, UserError, summary
 from exporter.numerics.complexity import count_params
 from exporter.numerics.parity import Parity, compare, compare_within, flatten_outputs, scales
@@ -50,6 +58,7 @@ PROTOCOL_METHODS = (
     "convert_to_deploy",
     "fuse_convs",
     "merge_kernel",
+    "fuse_reparam",
     "fuse",
 )
 GENERATED_SIZE = 16  # spatial size of an input made for a module no probe reaches
@@ -74,7 +83,7 @@ class StepResult:
     path: str
     kind: str
     action: str
-    status: str  # fused | mismatch | reverted | not proved | failed | changes outputs
+    status: str  # fused | mismatch | reverted | not proved | failed | changes outputs | still branched
     parity: Parity | None  # None when nothing could be compared
     proved_on: str = ""  # "probes" or the input made for it
     note: str = ""
@@ -124,7 +133,7 @@ class FuseReport:
         return [
             {"path": s.path, "action": s.action, "aliases": list(s.aliases)}
             for s in self.steps
-            if s.status == "fused"
+            if s.status in ("fused", "still branched")  # applied to the model, though not fully fused
         ]
 
     def as_dict(self) -> dict[str, Any]:
@@ -148,7 +157,9 @@ class FuseReport:
 
     @property
     def unfused(self) -> list[StepResult]:
-        return [s for s in self.steps if s.status in ("not proved", "failed", "changes outputs")]
+        return [
+            s for s in self.steps if s.status in ("not proved", "failed", "changes outputs", "still branched")
+        ]
 
 
 def get_module(root: nn.Module, path: str) -> nn.Module:
@@ -268,6 +279,10 @@ def plan_blocks(root: nn.Module, done: set[int], report: FuseReport) -> list[Ste
                 return
             if needs_args is not None:
                 report.skipped.append(f"{path}: {type(module).__name__}.{needs_args}() needs arguments")
+            elif path and has_equivalent_kernel(module):
+                kind = f"{type(module).__name__}.get_equivalent_kernel_bias()"
+                steps.append(Step(path, kind, "equivalent", strict=False, aliases=aliases))
+                return
             elif path and holds_a_kernel(module):
                 steps.append(
                     Step(path, f"{type(module).__name__} kernel", "kernel", strict=False, aliases=aliases)
@@ -430,10 +445,11 @@ def _run_steps(
         action = step.action
         try:
             with torch.no_grad(), default_dtype(PROOF_DTYPE):  # what a deploy method creates: float64 too
-                if action == "kernel":
+                if action in ("kernel", "equivalent"):
                     if not calls:
                         raise NotAKernel("no input reaches it")
-                    fused, geometry = fold_kernel(original, *calls[0][:2])
+                    fold = fold_kernel if action == "kernel" else fold_equivalent
+                    fused, geometry = fold(original, *calls[0][:2])
                     action = geometry.action()
                     fused = _carry(original, fused)
                 else:
@@ -602,6 +618,7 @@ def _fuse_model(
                 found = record(work, unrecorded, inputs64).calls
                 calls = [{**a, **b} for a, b in zip(calls, found, strict=True)]
             work = _run_steps(work, steps, Recording(calls, [], []), rtol, report, done)
+        _name_still_branched(model, work, reference, report)
         parities = _whole_model(work, inputs64, reference, rounding, rtol, report)
     except ExporterError:
         raise
@@ -620,6 +637,26 @@ def _fuse_model(
         worst = max(range(len(errors)), key=lambda i: errors[i] / max(1.0, report_scales[i]))
         report.drift = Parity(errors[worst], report_scales[worst], 0.0, worst)
     return cast(fused, dtype, device), report
+
+
+def _name_still_branched(model: nn.Module, work: nn.Module, reference: Recording, report: FuseReport) -> None:
+    """A block given to its own deploy method that, once everything inside it is fused too, runs as many
+    convolutions of its input as `model`'s block did (two or more) was not re-parameterized: named, not
+    counted as fused (a shortcut convolution beside a merged branch is one fewer, and passes)."""
+    for step in report.steps:
+        if step.status != "fused" or not step.action.startswith("method:"):
+            continue
+        calls = [c[step.path] for c in reference.calls if step.path in c]
+        if not calls:
+            continue
+        original = cast(copy.deepcopy(get_module(model, step.path)), PROOF_DTYPE, CPU).eval()
+        with torch.no_grad():
+            before = convolutions_of_input(original, *calls[0][:2])
+            after = convolutions_of_input(get_module(work, step.path), *calls[0][:2])
+        if after > 1 and after >= before:
+            step.status = "still branched"
+            method = step.action.removeprefix("method:")
+            step.note = f"after {method}() it still runs {after} convolutions of its input, as before it"
 
 
 def _pairs(a: Any, b: Any):

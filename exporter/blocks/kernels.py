@@ -11,6 +11,7 @@ the fuser keeps it only when proved equal to the module.
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import asdict, dataclass
 
@@ -145,6 +146,70 @@ def fold_kernel(module: nn.Module, args: tuple, kwargs: dict) -> tuple[nn.Module
         if bias is not None:
             conv.bias.copy_(bias)
     return form, geometry
+
+
+def has_equivalent_kernel(module: nn.Module) -> bool:
+    """A block that says its kernel (RepVGG's get_equivalent_kernel_bias()) without a deploy method."""
+    method = getattr(module, "get_equivalent_kernel_bias", None)
+    return inspect.ismethod(method) and not inspect.signature(method).parameters
+
+
+def fold_equivalent(module: nn.Module, args: tuple, kwargs: dict) -> tuple[nn.Module, Geometry]:
+    """The plain convolution of the kernel and bias `module.get_equivalent_kernel_bias()` gives, with the
+    stride, padding, dilation and groups of its branch convolution of that kernel size, followed by the
+    children it applies to the branches' sum (not to its input). A candidate, proved like any other."""
+    x, *rest = args
+    seen = _Convolutions()
+
+    def called(name: str):
+        return lambda _, inputs: seen.events.append((name, inputs, {}))
+
+    hooks = [child.register_forward_pre_hook(called(n)) for n, child in module.named_children()]
+    try:
+        with torch.no_grad(), seen:
+            module(x, *rest, **kwargs)
+            kernel, bias = module.get_equivalent_kernel_bias()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+    convs = [
+        dict(zip(names, a, strict=False)) | kw for kind, a, kw in seen.events if kind == "conv" and a[0] is x
+    ]
+    branch = next((c for c in convs if tuple(c["weight"].shape[2:]) == tuple(kernel.shape[2:])), None)
+    if branch is None:
+        raise NotAKernel("no branch convolution of its input has the equivalent kernel's size")
+    branches = [i for i, (kind, a, _) in enumerate(seen.events) if kind != "conv" and a and a[0] is x]
+    last = max(branches, default=-1)
+    tail = tuple(kind for kind, a, _ in seen.events[last + 1 :] if kind != "conv" and not (a and a[0] is x))
+    geometry = Geometry(
+        in_channels=x.shape[1],
+        out_channels=kernel.shape[0],
+        kernel_size=tuple(kernel.shape[2:]),
+        stride=_pair(branch.get("stride", 1), "stride"),
+        padding=_pair(branch.get("padding", 0), "padding"),
+        dilation=_pair(branch.get("dilation", 1), "dilation"),
+        groups=int(branch.get("groups", 1)),
+        bias=bias is not None,
+        tail=tail,
+    )
+    form = geometry.deploy_form(module)
+    conv = form[0] if tail else form
+    conv.to(dtype=kernel.dtype, device=kernel.device).eval()
+    with torch.no_grad():
+        conv.weight.copy_(kernel)
+        if bias is not None:
+            conv.bias.copy_(bias)
+    return form, geometry
+
+
+def convolutions_of_input(module: nn.Module, args: tuple, kwargs: dict) -> int:
+    """How many convolutions `module` runs on its first argument (more than one: it still has branches)."""
+    x, *rest = args
+    seen = _Convolutions()
+    with torch.no_grad(), seen:
+        module(x, *rest, **kwargs)
+    return sum(1 for kind, a, _ in seen.events if kind == "conv" and a and a[0] is x)
 
 
 def holds_a_kernel(module: nn.Module) -> bool:
