@@ -205,6 +205,76 @@ def test_a_forks_blocks_load_only_when_its_package_is_trusted_and_are_fused(
     assert stages["openvino.fp32"]["check"]["ok"]
 
 
+HOOKED = """
+import torch
+from torch import nn
+
+
+class HookedOffsets(nn.Module):
+    \"\"\"A block laid out as the official AKConv is: an offset convolution `p_conv` whose gradient a
+    backward hook scales (`_set_lr`, registered in __init__), and the convolution it feeds.\"\"\"
+
+    def __init__(self, c1, c2, stride=2):
+        super().__init__()
+        self.p_conv = nn.Conv2d(c1, 10, 3, padding=1, stride=stride)
+        self.p_conv.register_full_backward_hook(self._set_lr)
+        self.conv = nn.Sequential(nn.Conv2d(c1, c2, 3, stride, 1), nn.BatchNorm2d(c2), nn.SiLU())
+
+    @staticmethod
+    def _set_lr(module, grad_input, grad_output):
+        return tuple(g * 0.1 if g is not None else None for g in grad_input)
+
+    def forward(self, x):
+        return self.conv(x) + 0.0 * self.p_conv(x).mean()
+"""
+
+
+class Hostile:
+    """Unpickles as getattr(<a trusted module class>, '__subclasses__'): not a method the class defines."""
+
+    def __init__(self, cls):
+        self.cls = cls
+
+    def __reduce__(self):
+        return getattr, (self.cls, "__subclasses__")
+
+
+def test_a_hook_the_training_code_registered_loads_and_nothing_else_does(run_cli, tmp_path, monkeypatch):
+    """The official AKConv's backward hook pickles as getattr(AKConv, '_set_lr'): taken as that method
+    (never called), with a note; a getattr of anything else is refused before anything runs."""
+    import importlib
+    import sys
+
+    (tmp_path / "hookfork").mkdir()
+    (tmp_path / "hookfork" / "__init__.py").write_text(textwrap.dedent(HOOKED))
+    monkeypatch.chdir(tmp_path)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        fork = importlib.import_module("hookfork")
+        model = yolo("yolov8n")
+        old = model.model[1]
+        block = fork.HookedOffsets(16, 32)
+        block.i, block.f, block.type, block.np = old.i, old.f, "HookedOffsets", 0
+        model.model[1] = block
+        path = save_like_ultralytics(model, tmp_path / "best.pt")
+        hostile = torch.load(path, weights_only=False)
+        hostile["extra"] = Hostile(fork.HookedOffsets)
+        torch.save(hostile, tmp_path / "hostile.pt")
+    finally:
+        sys.path.remove(str(tmp_path))
+    args = ("--trust-module", "hookfork", "--run-dir", str(tmp_path / "run"))
+    code, _, err = run_cli("export", "--model", str(path), *args)
+    assert code == 0, err
+    assert "note: best.pt holds hookfork.HookedOffsets._set_lr (a hook its training code registered)" in err
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["checkpoint_notes"] and manifest["stages"]["fuse"]["check"]["ok"]
+    code, _, err = run_cli(
+        "export", "--model", str(tmp_path / "hostile.pt"), *args[:2], "--run-dir", str(tmp_path / "bad")
+    )
+    assert code == 2 and "'__subclasses__'" in err and "refused, nothing of it ran" in err, err
+    assert "Traceback" not in err and not (tmp_path / "bad").exists()
+
+
 def test_an_fp16_checkpoint_is_proved_in_float64_and_exported_in_fp32(run_cli, checkpoints, tmp_path):
     code, _, err = run_cli(
         "export", "--model", str(checkpoints["yolov8n"]), "--run-dir", str(tmp_path / "run")

@@ -41,6 +41,10 @@ class Family:
         """The class names its checkpoint holds ([] where checkpoints hold none)."""
         return []
 
+    def notes(self, model: ModelRef) -> list[str]:
+        """What reading the model's checkpoint has to say (printed and recorded by a build)."""
+        return []
+
     def metadata(self, model: ModelRef, names: list[str], input_size: tuple[int, int]) -> dict[str, Any]:
         """What the family's own tools read of an export, written beside ours ({} without such tools)."""
         return {}

@@ -18,6 +18,8 @@ import copy
 import functools
 import importlib
 import importlib.util
+import inspect
+import types
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +87,32 @@ def read_checkpoint(path: Path, trusted: tuple[str, ...] = ()) -> dict[str, Any]
     return copy.deepcopy(_unpickled(path, sha256_file(path), tuple(trusted)))
 
 
+GETATTR = "builtins.getattr"  # how a pickle names a method it holds (a hook the training code registered)
+NOTES = (
+    "reparam_export_notes"  # what reading the checkpoint has to say, kept in the dict read_checkpoint returns
+)
+
+
+def _method_getter(classes: tuple[type, ...], path: Path, taken: list[str]):
+    """The checkpoint's `getattr`, narrowed: a method defined by one of the module classes it was allowed
+    (the official AKConv registers its staticmethod `_set_lr` as a backward hook, pickled as
+    getattr(AKConv, '_set_lr')), taken by name and returned, never called; anything else is refused."""
+
+    def method_of(owner, name):
+        cls = owner if isinstance(owner, type) else type(owner)
+        found = inspect.getattr_static(cls, name, None) if isinstance(name, str) else None
+        method = isinstance(found, (types.FunctionType, staticmethod, classmethod))
+        if cls not in classes or not method or name.startswith("__"):
+            raise UserError(
+                f"{path} takes {name!r} of {getattr(cls, '__qualname__', cls)!r} by getattr, which is not a "
+                "method of a module class it may load: refused, nothing of it ran"
+            )
+        taken.append(f"{cls.__module__}.{cls.__qualname__}.{name}")
+        return getattr(owner, name)
+
+    return method_of
+
+
 @functools.lru_cache(maxsize=2)
 def _unpickled(path: Path, sha256: str, trusted: tuple[str, ...]) -> dict[str, Any]:
     """read_checkpoint's unpickling, keyed by the file's content (`sha256`): a changed file is read again."""
@@ -92,14 +120,27 @@ def _unpickled(path: Path, sha256: str, trusted: tuple[str, ...]) -> dict[str, A
         names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except Exception as exc:  # noqa: BLE001 - not a torch file at all
         raise UserError(f"{path} is not a torch checkpoint ({summary(exc)})") from None
-    classes = [_allowed(name, path, tuple(trusted)) for name in names]
+    classes = tuple(_allowed(name, path, tuple(trusted)) for name in names if name != GETATTR)
+    taken: list[str] = []
+    allowed: list = [
+        *classes,
+        *([(_method_getter(classes, path, taken), GETATTR)] if GETATTR in names else []),
+    ]
     try:
-        with torch.serialization.safe_globals(classes):
+        with torch.serialization.safe_globals(allowed):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except UserError:
+        raise
     except Exception as exc:  # noqa: BLE001 - a damaged file
         raise UserError(f"{path} cannot be loaded ({summary(exc)})") from None
     if not isinstance(checkpoint, dict):
         raise UserError(f"{path} is not an Ultralytics checkpoint (a dict with 'model' or 'ema')")
+    if taken:
+        methods = ", ".join(sorted(set(taken)))
+        checkpoint[NOTES] = [
+            f"{path.name} holds {methods} (a hook its training code registered): kept as that method, "
+            "nothing of it called"
+        ]
     return checkpoint
 
 
@@ -197,6 +238,9 @@ class UltralyticsFamily(Family):
 
     def metadata(self, model: ModelRef, names: list[str], input_size: tuple[int, int]) -> dict[str, Any]:
         return export_metadata(load(model.checkpoint, model.trust), names, input_size)
+
+    def notes(self, model: ModelRef) -> list[str]:
+        return list(read_checkpoint(model.checkpoint, model.trust).get(NOTES, []))
 
 
 FAMILY = UltralyticsFamily()

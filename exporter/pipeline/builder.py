@@ -188,6 +188,11 @@ class Pipeline:
         for target in targets_of(self.recipe):
             self.akconv(target)
             target.check(self.recipe)
+        notes = family(self.recipe.model.adapter).notes(self.recipe.model.ref())
+        for line in notes:
+            self.say(f"note: {line}")
+        if notes:
+            self.note(checkpoint_notes=notes)
         names = self.recipe.class_names
         if len(names) > 1 and names == [str(i) for i in range(len(names))]:
             warning = (
