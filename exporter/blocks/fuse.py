@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import json
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -217,6 +218,8 @@ def _deploy_form(module: nn.Module, action: str) -> nn.Module:
         return _fold_sequential(module)
     if action == "attributes":
         return _fold_attributes(module)
+    if action.startswith("pairs:"):
+        return _fold_pairs(module, json.loads(action.removeprefix("pairs:")))
     name = action.removeprefix("method:")
     if name not in PROTOCOL_METHODS:
         raise ValueError(f"unknown fusion action {action!r}")
@@ -233,18 +236,36 @@ def _is_conv_bn(conv: nn.Module, bn: nn.Module) -> bool:
     )
 
 
+def after_norm(bn: _BatchNorm) -> nn.Module:
+    """What is left of a BatchNorm folded into its convolution: nothing, or the modules a norm with an
+    activation inside (timm's BatchNormAct2d: dropout, then activation) applies after normalizing, in the
+    order it holds them (a guess the proof keeps only when right)."""
+    children = list(bn.children())
+    if not children:
+        return nn.Identity()
+    return children[0] if len(children) == 1 else nn.Sequential(*children)
+
+
 def _fold_sequential(seq: nn.Sequential) -> nn.Sequential:
     children = list(seq.children())
     for i in range(len(children) - 1):
         if _is_conv_bn(children[i], children[i + 1]):
             seq[i] = fold_conv_bn(children[i], children[i + 1])
-            seq[i + 1] = nn.Identity()
+            seq[i + 1] = after_norm(children[i + 1])
     return seq
+
+
+def _fold_pairs(module: nn.Module, pairs: list[list[str]]) -> nn.Module:
+    for conv_path, norm_path in pairs:
+        norm = get_module(module, norm_path)
+        module = set_module(module, conv_path, fold_conv_bn(get_module(module, conv_path), norm))
+        module = set_module(module, norm_path, after_norm(norm))
+    return module
 
 
 def _fold_attributes(module: nn.Module) -> nn.Module:
     module.conv = fold_conv_bn(module.conv, module.bn)
-    module.bn = nn.Identity()
+    module.bn = after_norm(module.bn)
     return module
 
 
@@ -295,8 +316,61 @@ def plan_blocks(root: nn.Module, done: set[int], report: FuseReport) -> list[Ste
     return steps
 
 
-def plan_conv_bn(root: nn.Module) -> list[Step]:
-    """Pass 2: Conv+BN pairs left after pass 1."""
+def plan_conv_bn(root: nn.Module, x: torch.Tensor | None = None) -> list[Step]:
+    """Pass 2: Conv+BN pairs left after pass 1: in an nn.Sequential, as `conv`/`bn` children, and (given
+    an input `x` to watch the forward on) wherever a norm reads exactly a convolution's output."""
+    steps = _named_pairs(root)
+    planned = {s.path for s in steps}
+    for path, pairs in (_executed_pairs(root, x) if x is not None else {}).items():
+        pairs = [(c, b) for c, b in pairs if _join(path, b).rpartition(".")[0] not in planned]
+        if pairs:
+            kind = f"{type(get_module(root, path)).__name__} conv→norm ×{len(pairs)}"
+            steps.append(Step(path, kind, "pairs:" + json.dumps(pairs), strict=False))
+    return steps
+
+
+def _executed_pairs(root: nn.Module, x: torch.Tensor) -> dict[str, list[list[str]]]:
+    """Conv → BatchNorm pairs the forward executes (the norm reads exactly the convolution's output),
+    whatever their attributes are called, grouped by the closest module holding both (paths relative to
+    it). Found on one forward pass; a model that fails on `x` offers none."""
+    outputs: dict[int, tuple[str, nn.Module, torch.Tensor]] = {}
+    found: list[tuple[str, str]] = []
+    handles = []
+    for path, module in root.named_modules():
+        if isinstance(module, CONV_TYPES):
+
+            def produced(m, args, out, path=path):
+                outputs[id(out)] = (path, m, out)
+
+            handles.append(module.register_forward_hook(produced))
+        elif isinstance(module, _BatchNorm):
+
+            def reads(m, args, path=path):
+                source = outputs.get(id(args[0])) if args else None
+                if source is not None and source[2] is args[0] and _is_conv_bn(source[1], m):
+                    found.append((source[0], path))
+
+            handles.append(module.register_forward_pre_hook(reads))
+    try:
+        with torch.no_grad():
+            root(x)
+    except Exception:  # noqa: BLE001 - the reference pass reports a failing forward
+        return {}
+    finally:
+        for handle in handles:
+            handle.remove()
+    groups: dict[str, list[list[str]]] = {}
+    for conv, norm in dict.fromkeys(found):
+        a, b = conv.split("."), norm.split(".")
+        common = next((i for i, (p, q) in enumerate(zip(a[:-1], b[:-1], strict=False)) if p != q), None)
+        depth = min(len(a), len(b)) - 1 if common is None else common
+        holder = ".".join(a[:depth])
+        groups.setdefault(holder, []).append([".".join(a[depth:]), ".".join(b[depth:])])
+    return groups
+
+
+def _named_pairs(root: nn.Module) -> list[Step]:
+    """Conv+BN pairs in an nn.Sequential, and modules with `conv` and `bn` children."""
     steps: list[Step] = []
     paths = _paths_by_module(root)
     seen: set[int] = set()
@@ -594,7 +668,7 @@ def _fuse_model(
     done: set[int] = set()
     steps = plan_blocks(work, done, report)
     blocks = [s.path for s in steps]  # and, in the same passes, the Conv+BN pairs no block holds
-    pairs = [s.path for s in plan_conv_bn(work) if not any(_within(s.path, b) for b in blocks)]
+    pairs = [s.path for s in plan_conv_bn(work, inputs64[-1]) if not any(_within(s.path, b) for b in blocks)]
     if _holds_tensors(model):  # caches of an earlier call (anchors by input size): made anew in
         record(work, [], inputs64[-1:], first=len(inputs64) - 1)  # float64, as the final check finds them
     reference = recording = record(work, blocks + pairs, inputs64)
@@ -610,7 +684,7 @@ def _fuse_model(
             if not steps:
                 break
             recording = record(work, [s.path for s in steps], inputs64)
-        steps = plan_conv_bn(work)
+        steps = plan_conv_bn(work, inputs64[-1])
         unrecorded = [s.path for s in steps if s.path not in pairs]
         if steps:
             calls = reference.calls

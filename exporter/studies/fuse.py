@@ -84,6 +84,13 @@ ZOO = [
     ("timm", "levit_128s", 224, 224),
     ("timm", "tiny_vit_5m_224", 224, 224),
     ("timm", "efficientvit_m0", 224, 224),
+    # no re-parameterizable blocks: every BatchNorm follows a convolution, under any attribute name, inside
+    # timm's BatchNormAct2d (its activation inside the norm) or as a plain BatchNorm2d
+    ("timm", "ese_vovnet19b_dw", 64, 32),
+    ("timm", "efficientvit_b0", 64, 32),
+    ("timm", "resnet18", 64, 32),
+    ("timm", "regnetx_002", 64, 32),
+    ("timm", "mobilenetv4_conv_small", 64, 32),
     ("ultralytics", "yolov8n", 64, 32),
     ("ultralytics", "yolo11n", 64, 32),
     ("ultralytics", "yolov9t", 64, 32),
