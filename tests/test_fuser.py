@@ -35,6 +35,8 @@ def test_heuristic_conv_bn_reverted_when_forward_differs():
     prenorm = next(s for s in report.steps if s.path == "7")
     assert prenorm.status == "reverted" and not prenorm.parity.ok
     assert report.ok
+    (entry,) = [e for e in report.as_dict()["not_fused"] if e.startswith("7: ")]
+    assert entry.startswith(f"7: reverted ({prenorm.kind} tried: max abs err"), "NOT FUSED names it and why"
 
 
 def test_original_model_untouched():

@@ -90,6 +90,13 @@ class StepResult:
     note: str = ""
     aliases: tuple[str, ...] = ()
 
+    def why_not(self) -> str:
+        """Its entry in NOT FUSED: the module, what happened and, for a reverted guess, what refuted it."""
+        line = f"{self.path or '<root>'}: {self.status}"
+        if self.status == "reverted" and self.parity is not None:
+            return f"{line} ({self.kind} tried: {self.parity.describe()})"
+        return line
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "module": self.path or "<root>",
@@ -152,14 +159,16 @@ class FuseReport:
             ),
             "inputs": self.inputs,
             "selections": {"replayed": self.selections, "flipped": self.flips},
-            "not_fused": self.skipped + [f"{s.path or '<root>'}: {s.status}" for s in self.unfused],
+            "not_fused": self.skipped + [s.why_not() for s in self.unfused],
             "steps": [s.as_dict() for s in self.steps],
         }
 
     @property
     def unfused(self) -> list[StepResult]:
         return [
-            s for s in self.steps if s.status in ("not proved", "failed", "changes outputs", "still branched")
+            s
+            for s in self.steps
+            if s.status in ("reverted", "not proved", "failed", "changes outputs", "still branched")
         ]
 
 
