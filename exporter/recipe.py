@@ -16,7 +16,7 @@ from exporter.data.transforms import Preprocess
 from exporter.models.families import FAMILIES
 from exporter.models.family import ModelRef
 
-Precision = Literal["fp32", "fp16", "int8"]
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
 
 
 class Strict(BaseModel):

@@ -380,6 +380,7 @@ def test_side_by_side_alternates_and_takes_the_median(monkeypatch):
 @pytest.mark.slow
 def test_bench_cpu_times_every_runtime_and_checks_its_goals(calib_json, single_thread):
     from exporter.studies.cpu import bench_recipe, met
+    from exporter.targets.openvino.runtime import runs_bf16
 
     recipe = load_recipe(EMBEDDED, {"input_size": [64, 64], "calibration.source": str(calib_json)})
     rows, goals, fusion = bench_recipe(recipe, threads=1, min_seconds=0.1, calib_count=8, eval_limit=None)
@@ -389,13 +390,15 @@ def test_bench_cpu_times_every_runtime_and_checks_its_goals(calib_json, single_t
         "OpenVINO, unfused FP32",
         "OpenVINO, fused FP32",
         "OpenVINO, fused FP16",
+        *(["OpenVINO, fused BF16"] if runs_bf16() else []),  # on CPUs that compute it natively
         "OpenVINO, fused INT8",
     ]
     assert all(r.p50_ms > 0 for r in rows) and rows[0].ratio_vs_torch == 1.0 and rows[0].ratio_range == (1, 1)
     assert all(low <= r.ratio_vs_torch <= high for r in rows for low, high in [r.ratio_range])
     by_name = {r.name: r.p50_ms for r in rows}
     assert goals["INT8 vs FP32 IR"] == by_name["OpenVINO, fused FP32"] / by_name["OpenVINO, fused INT8"]
-    assert set(goals) == {"fused vs unfused OpenVINO FP32", "INT8 vs FP32 IR"}  # no evaluation data
+    bf16 = {"BF16 vs FP32 IR", "BF16 vs onnxruntime FP32"} if runs_bf16() else set()
+    assert set(goals) == {"fused vs unfused OpenVINO FP32", "INT8 vs FP32 IR", *bf16}  # no evaluation data
     assert met("INT8 vs FP32 IR", 1.5) and not met("INT8 vs FP32 IR", 1.49)
     # The demo's RepConvs merge branches: fewer compiled convolutions and less convolution work.
     assert fusion.convs_fused < fusion.convs_unfused and fusion.macs_fused < fusion.macs_unfused
@@ -405,13 +408,14 @@ def test_bench_cpu_times_every_runtime_and_checks_its_goals(calib_json, single_t
 def test_bench_cpu_times_models_without_calibration_images_of_their_own(tmp_path):
     from exporter.pipeline.builder import Pipeline
     from exporter.recipe import REPO_RECIPES
-    from exporter.studies.cpu import timed_recipe
+    from exporter.studies.cpu import timed_precisions, timed_recipe
 
     recipe = load_recipe(REPO_RECIPES / "damoyolo_ns.yaml")
     assert recipe.calibration.source is None
     timed = timed_recipe(recipe, 8, tmp_path / "calibration")
     Pipeline(timed, tmp_path / "run").check()  # INT8 would be refused without calibration images
-    assert timed.calibration.source == "demo" and timed.precisions == ["fp32", "fp16", "int8"]
+    assert timed.calibration.source == "demo" and timed.precisions == list(timed_precisions())
+    assert {"fp32", "fp16", "int8"} <= set(timed.precisions)
 
 
 def test_openvino_folds_batchnorm_itself(tmp_path):
@@ -520,3 +524,48 @@ def test_batched_statistics_quantize_as_one_image_at_a_time(built, calib_json):
     worst = max(float(np.abs(a[k] - b[k]).max() / max(1e-6, np.abs(a[k]).max())) for k in a)
     assert worst <= 1e-5, f"ranges differ by {worst:.3g} of their size"
     assert list(batched.model.input(0).get_partial_shape()) == [1, 3, 96, 128]
+
+
+def test_bf16_is_refused_before_any_stage_where_the_cpu_lacks_it(run_cli, monkeypatch, tmp_path):
+    from exporter.targets.openvino import runtime
+
+    monkeypatch.setattr(runtime, "runs_bf16", lambda: False)
+    run = tmp_path / "run"
+    code, _, err = run_cli(
+        "build",
+        "--recipe",
+        str(EMBEDDED),
+        "--target",
+        "openvino",
+        "--precision",
+        "bf16",
+        "--run-dir",
+        str(run),
+    )
+    assert code == 2 and "precision bf16 needs a CPU with AVX-512 BF16 or AMX" in err, err
+    assert "--precision fp16" in err and not run.exists()
+
+
+def test_bf16_ir_runs_in_bf16_with_its_error_recorded(tmp_path, run_cli):
+    """On a CPU with BF16: the IR of FP32 weights, unmarked, run with the bf16 hint by every runner of
+    ours, its error against the reference recorded (bfloat16 keeps ~3 digits: far past FP32's); elsewhere
+    the refusal."""
+    import xml.etree.ElementTree as ET
+
+    from exporter.targets.openvino import runtime
+
+    run = tmp_path / "run"
+    args = ("--recipe", str(EMBEDDED), "--target", "openvino", "--precision", "fp32", "--precision", "bf16")
+    code, _, err = run_cli("build", *args, "--run-dir", str(run))
+    if not runtime.runs_bf16():
+        assert code == 2 and "precision bf16 needs a CPU" in err, err
+        return
+    assert code == 0, err
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    bf16, fp32 = stages["openvino.bf16"], stages["openvino.fp32"]
+    assert bf16["runtime"]["INFERENCE_PRECISION_HINT"] == "bf16"
+    assert bf16["check"]["max_abs_err"] > 10 * fp32["check"]["max_abs_err"], "computed in bf16, not f32"
+    assert bf16["check"]["max_abs_err"] < 0.05 * max(1.0, bf16["check"]["max_abs_ref"])
+    xml = run / "openvino" / "model_bf16.xml"
+    assert ET.parse(xml).getroot().find(".//rt_info/attribute[@name='precise']") is None
+    assert runtime.load(xml, "bf16").config["INFERENCE_PRECISION_HINT"] == "bf16"

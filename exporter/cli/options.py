@@ -145,7 +145,7 @@ PRECISION = option(
     "precisions",
     field="precisions",
     multiple=True,
-    type=click.Choice(["fp32", "fp16", "int8"]),
+    type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
     help="Precision(s) to build; repeatable (default: the recipe's).",
 )
 

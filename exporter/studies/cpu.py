@@ -65,12 +65,17 @@ def export_unfused(model: torch.nn.Module, probe: torch.Tensor, path: Path, opse
         )
 
 
+def timed_precisions() -> tuple[str, ...]:
+    """OpenVINO FP32, FP16 and INT8, and BF16 on a CPU that computes it natively."""
+    return ("fp32", "fp16", *(("bf16",) if ov_backend.runs_bf16() else ()), "int8")
+
+
 def timed_recipe(recipe: Recipe, calib_count: int, calibration_folder: Path) -> Recipe:
-    """The recipe built for timing: OpenVINO FP32, FP16 and INT8. A model without calibration images of
-    its own (DAMO-YOLO's recipes) is calibrated on the demo's: its latency does not depend on them."""
+    """The recipe built for timing (timed_precisions). A model without calibration images of its own
+    (DAMO-YOLO's recipes) is calibrated on the demo's: its latency does not depend on them."""
     overrides = {
         "targets": ["openvino"],
-        "precisions": ["fp32", "fp16", "int8"],
+        "precisions": list(timed_precisions()),
         "calibration.count": calib_count,
         "calibration.source": recipe.calibration.source or "demo",
         "calibration.folder": str(calibration_folder),
@@ -106,8 +111,7 @@ def bench_recipe(recipe: Recipe, threads: int, min_seconds: float, calib_count: 
         pipeline = Pipeline(built, Path(tmp) / "run")
         artifacts = pipeline.build()
         runners = {
-            p: ov_backend.load(artifacts[f"openvino.{p}"].output, p, threads)
-            for p in ("fp32", "fp16", "int8")
+            p: ov_backend.load(artifacts[f"openvino.{p}"].output, p, threads) for p in timed_precisions()
         }
         for precision, runner in runners.items():
             calls[f"OpenVINO, fused {precision.upper()}"] = lambda runner=runner: runner.infer(batch)
@@ -135,6 +139,10 @@ def bench_recipe(recipe: Recipe, threads: int, min_seconds: float, calib_count: 
         "fused vs unfused OpenVINO FP32": timings["OpenVINO, unfused FP32"] / timings["OpenVINO, fused FP32"],
         "INT8 vs FP32 IR": timings["OpenVINO, fused FP32"] / timings["OpenVINO, fused INT8"],
     }
+    if "OpenVINO, fused BF16" in timings:
+        bf16 = timings["OpenVINO, fused BF16"]
+        goals["BF16 vs FP32 IR"] = timings["OpenVINO, fused FP32"] / bf16
+        goals["BF16 vs onnxruntime FP32"] = timings["onnxruntime, unfused FP32"] / bf16
     if accuracy:
         goals["INT8 mAP drop (points)"] = 100 * (accuracy["openvino.fp32"] - accuracy["openvino.int8"])
         goals["mAP FP32 / INT8"] = (accuracy["openvino.fp32"], accuracy["openvino.int8"])
@@ -144,6 +152,8 @@ def bench_recipe(recipe: Recipe, threads: int, min_seconds: float, calib_count: 
 GOALS = {
     "fused vs unfused OpenVINO FP32": (">=", 1.2),
     "INT8 vs FP32 IR": (">=", 1.5),
+    "BF16 vs FP32 IR": (">=", 1.5),
+    "BF16 vs onnxruntime FP32": (">=", 1.2),
     "INT8 mAP drop (points)": ("<=", 1.0),
 }
 

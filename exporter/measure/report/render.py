@@ -32,7 +32,8 @@ COLUMNS = [
 SENSITIVITY_COLUMNS = ("layer", "SNR dB", "channel range max/median", "6σ outliers")
 P99_CALLS = 100  # fewer timed calls make p99 their maximum: not shown
 CHECK_COLUMNS = ("stage", "artifact", "check", "error", "tolerance", "err/tol", "result")
-RECORDED_ONLY = ("fp16", "int8", "qdq")  # precisions whose error is recorded, not held to the FP32 bound
+# precisions whose error is recorded, not held to the FP32 bound
+RECORDED_ONLY = ("fp16", "bf16", "int8", "qdq")
 STYLE = (
     "body{font-family:sans-serif;max-width:80em;margin:2em auto;padding:0 1em}"
     "table{border-collapse:collapse;margin:1em 0}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from exporter.core.errors import UserError, setting
 from exporter.core.libraries import Library
 from exporter.lowering.capability import Choice, gridsample_if_opset
 from exporter.models.families import family
@@ -85,6 +86,18 @@ def versions() -> dict[str, str]:
     return library_versions()
 
 
+def check(recipe) -> None:
+    """bf16 is built where it runs: on a CPU whose OpenVINO computes bf16 natively."""
+    from exporter.core import host
+    from exporter.targets.openvino import runtime
+
+    if "bf16" in recipe.precisions and not runtime.runs_bf16():
+        raise UserError(
+            f"precision bf16 needs a CPU with AVX-512 BF16 or AMX (this one, {host.describe()}, has "
+            f"neither): build it on such a host, or pass {setting('precisions', 'fp16')} here"
+        )
+
+
 def akconv_auto(opset: int, trt_version: str) -> Choice:
     """Measured on x86 CPU (`reparam-export bench-akconv`): GridSample is the faster exact lowering."""
     return gridsample_if_opset(opset, "OpenVINO CPU runs GridSample faster than the gather decomposition")
@@ -93,12 +106,12 @@ def akconv_auto(opset: int, trt_version: str) -> Choice:
 TARGET = Target(
     name="openvino",
     folder="openvino/",
-    precisions=("fp32", "fp16", "int8"),
+    precisions=("fp32", "fp16", "bf16", "int8"),
     build=build,
     load=load,
     akconv_auto=akconv_auto,
     libraries=(
-        Library("openvino", "openvino", "OpenVINO IR target", HINT, ("fp32", "fp16", "int8")),
+        Library("openvino", "openvino", "OpenVINO IR target", HINT, ("fp32", "fp16", "bf16", "int8")),
         Library("nncf", "nncf", "OpenVINO INT8 calibration", HINT, ("int8",)),
     ),
     calibrated=("int8",),
@@ -107,4 +120,5 @@ TARGET = Target(
     search_method=search_method,
     versions=versions,
     throughput=throughput,
+    check=check,
 )

@@ -60,6 +60,8 @@ COMPUTES_IN = {
     "(OpenVINO's CPU plugin could not compile its layers marked precise)",
     "fp16": "FP16 weights (compressed), computed at the precision the runtime chooses: f32 with "
     "INFERENCE_PRECISION_HINT=f32, by default bf16 on CPUs with BF16",
+    "bf16": "FP32 weights computed in bfloat16: compile it with {'INFERENCE_PRECISION_HINT': 'bf16'} on a "
+    "CPU with AVX-512 BF16 or AMX (reparam-export's eval and bench do)",
     "int8": "INT8 where quantized; the float layers at the precision the runtime chooses: f32 with "
     "INFERENCE_PRECISION_HINT=f32, by default bf16 on CPUs with BF16",
 }

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-PRECISION_HINTS = {"fp32": "f32", "fp16": "f32", "int8": "f32"}  # compute precision of non-INT8 ops
+PRECISION_HINTS = {"fp32": "f32", "fp16": "f32", "bf16": "bf16", "int8": "f32"}  # of the non-INT8 ops
 
 
 AUTO_NAME = re.compile(r"(?<![\w.:/])([A-Z][A-Za-z0-9]*)_(\d+)(?!\w)")  # OpenVINO's Type_<counter>
@@ -289,6 +289,13 @@ def _fixed_batch(model) -> str | None:
 def _text(value) -> str:
     """OpenVINO property values as plain text (element types by their short name, e.g. 'f32')."""
     return value.get_type_name() if hasattr(value, "get_type_name") else str(value)
+
+
+def runs_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes bf16 natively here (AVX-512 BF16 or AMX)."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def load(path: str | Path, precision: str = "fp32", threads: int = 0) -> OpenVinoRunner:
