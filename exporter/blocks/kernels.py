@@ -127,14 +127,22 @@ def fold_kernel(module: nn.Module, args: tuple, kwargs: dict) -> tuple[nn.Module
         bias is not None and not torch.equal(bias, second["bias"])
     ):
         raise NotAKernel("the kernel changes with the input")
+    return _convolution(module, x.shape[1], weight, bias, first, tail)
+
+
+def _convolution(
+    module: nn.Module, channels: int, weight: torch.Tensor, bias, call: dict, tail: tuple[str, ...]
+) -> tuple[nn.Module, Geometry]:
+    """The plain convolution of `weight` and `bias` with the stride, padding, dilation and groups of the
+    convolution `call` (its arguments by name), followed by `module`'s `tail` children; and its geometry."""
     geometry = Geometry(
-        in_channels=x.shape[1],
+        in_channels=channels,
         out_channels=weight.shape[0],
         kernel_size=tuple(weight.shape[2:]),
-        stride=_pair(first.get("stride", 1), "stride"),
-        padding=_pair(first.get("padding", 0), "padding"),
-        dilation=_pair(first.get("dilation", 1), "dilation"),
-        groups=int(first.get("groups", 1)),
+        stride=_pair(call.get("stride", 1), "stride"),
+        padding=_pair(call.get("padding", 0), "padding"),
+        dilation=_pair(call.get("dilation", 1), "dilation"),
+        groups=int(call.get("groups", 1)),
         bias=bias is not None,
         tail=tail,
     )
@@ -182,25 +190,7 @@ def fold_equivalent(module: nn.Module, args: tuple, kwargs: dict) -> tuple[nn.Mo
     branches = [i for i, (kind, a, _) in enumerate(seen.events) if kind != "conv" and a and a[0] is x]
     last = max(branches, default=-1)
     tail = tuple(kind for kind, a, _ in seen.events[last + 1 :] if kind != "conv" and not (a and a[0] is x))
-    geometry = Geometry(
-        in_channels=x.shape[1],
-        out_channels=kernel.shape[0],
-        kernel_size=tuple(kernel.shape[2:]),
-        stride=_pair(branch.get("stride", 1), "stride"),
-        padding=_pair(branch.get("padding", 0), "padding"),
-        dilation=_pair(branch.get("dilation", 1), "dilation"),
-        groups=int(branch.get("groups", 1)),
-        bias=bias is not None,
-        tail=tail,
-    )
-    form = geometry.deploy_form(module)
-    conv = form[0] if tail else form
-    conv.to(dtype=kernel.dtype, device=kernel.device).eval()
-    with torch.no_grad():
-        conv.weight.copy_(kernel)
-        if bias is not None:
-            conv.bias.copy_(bias)
-    return form, geometry
+    return _convolution(module, x.shape[1], kernel, bias, branch, tail)
 
 
 def convolutions_of_input(module: nn.Module, args: tuple, kwargs: dict) -> int:
