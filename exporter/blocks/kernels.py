@@ -20,6 +20,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 CONVOLUTIONS = {torch.conv2d, torch.nn.functional.conv2d}
+CONV = object()  # an event's kind for a convolution; a child's call has the child's name (any string)
 
 
 class NotAKernel(Exception):
@@ -31,12 +32,12 @@ class _Convolutions(TorchFunctionMode):
 
     def __init__(self):
         super().__init__()
-        self.events: list[tuple[str, tuple, dict]] = []
+        self.events: list[tuple[object, tuple, dict]] = []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in CONVOLUTIONS:
-            self.events.append(("conv", args, kwargs))
+            self.events.append((CONV, args, kwargs))
         return func(*args, **kwargs)
 
 
@@ -89,13 +90,16 @@ def _pair(value, name: str) -> tuple[int, int]:
     raise NotAKernel(f"{name} {value!r} is not a pair of integers")
 
 
-def _own_convolution(module: nn.Module, x: torch.Tensor, rest: tuple, kwargs: dict) -> tuple[dict, tuple]:
-    """The one convolution of `x` that `module` runs (its arguments by name) and the names of the
-    children it calls after it."""
+CONV_ARGUMENTS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+
+
+def _trace(module: nn.Module, x: torch.Tensor, rest: tuple, kwargs: dict) -> list[tuple[object, tuple, dict]]:
+    """What `module(x, *rest, **kwargs)` runs, in order: each convolution (CONV, its arguments) and each
+    child it calls (the child's name, its inputs)."""
     seen = _Convolutions()
 
     def called(name: str):
-        return lambda *_: seen.events.append((name, (), {}))
+        return lambda _, inputs: seen.events.append((name, inputs, {}))
 
     hooks = [child.register_forward_pre_hook(called(n)) for n, child in module.named_children()]
     try:
@@ -104,13 +108,29 @@ def _own_convolution(module: nn.Module, x: torch.Tensor, rest: tuple, kwargs: di
     finally:
         for hook in hooks:
             hook.remove()
-    own = [i for i, (kind, args, _) in enumerate(seen.events) if kind == "conv" and args and args[0] is x]
+    return seen.events
+
+
+def _of_input(events: list[tuple[object, tuple, dict]], x: torch.Tensor) -> list[int]:
+    """The positions of the convolutions of `x` among `events`."""
+    return [i for i, (kind, args, _) in enumerate(events) if kind is CONV and args and args[0] is x]
+
+
+def _arguments(event: tuple[str, tuple, dict]) -> dict:
+    """A convolution event's arguments by name."""
+    _, args, kwargs = event
+    return dict(zip(CONV_ARGUMENTS, args, strict=False)) | kwargs
+
+
+def _own_convolution(module: nn.Module, x: torch.Tensor, rest: tuple, kwargs: dict) -> tuple[dict, tuple]:
+    """The one convolution of `x` that `module` runs (its arguments by name) and the names of the
+    children it calls after it."""
+    events = _trace(module, x, rest, kwargs)
+    own = _of_input(events, x)
     if len(own) != 1:
         raise NotAKernel(f"{len(own)} convolutions of its input")
-    _, args, kw = seen.events[own[0]]
-    names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
-    tail = tuple(kind for kind, _, _ in seen.events[own[0] + 1 :] if kind != "conv")
-    return dict(zip(names, args, strict=False)) | kw, tail
+    tail = tuple(kind for kind, _, _ in events[own[0] + 1 :] if kind is not CONV)
+    return _arguments(events[own[0]]), tail
 
 
 def fold_kernel(module: nn.Module, args: tuple, kwargs: dict) -> tuple[nn.Module, Geometry]:
@@ -167,39 +187,23 @@ def fold_equivalent(module: nn.Module, args: tuple, kwargs: dict) -> tuple[nn.Mo
     stride, padding, dilation and groups of its branch convolution of that kernel size, followed by the
     children it applies to the branches' sum (not to its input). A candidate, proved like any other."""
     x, *rest = args
-    seen = _Convolutions()
-
-    def called(name: str):
-        return lambda _, inputs: seen.events.append((name, inputs, {}))
-
-    hooks = [child.register_forward_pre_hook(called(n)) for n, child in module.named_children()]
-    try:
-        with torch.no_grad(), seen:
-            module(x, *rest, **kwargs)
-            kernel, bias = module.get_equivalent_kernel_bias()
-    finally:
-        for hook in hooks:
-            hook.remove()
-    names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
-    convs = [
-        dict(zip(names, a, strict=False)) | kw for kind, a, kw in seen.events if kind == "conv" and a[0] is x
-    ]
+    events = _trace(module, x, tuple(rest), kwargs)
+    with torch.no_grad():
+        kernel, bias = module.get_equivalent_kernel_bias()
+    convs = [_arguments(events[i]) for i in _of_input(events, x)]
     branch = next((c for c in convs if tuple(c["weight"].shape[2:]) == tuple(kernel.shape[2:])), None)
     if branch is None:
         raise NotAKernel("no branch convolution of its input has the equivalent kernel's size")
-    branches = [i for i, (kind, a, _) in enumerate(seen.events) if kind != "conv" and a and a[0] is x]
+    branches = [i for i, (kind, a, _) in enumerate(events) if kind is not CONV and a and a[0] is x]
     last = max(branches, default=-1)
-    tail = tuple(kind for kind, a, _ in seen.events[last + 1 :] if kind != "conv" and not (a and a[0] is x))
+    tail = tuple(kind for kind, a, _ in events[last + 1 :] if kind is not CONV and not (a and a[0] is x))
     return _convolution(module, x.shape[1], kernel, bias, branch, tail)
 
 
 def convolutions_of_input(module: nn.Module, args: tuple, kwargs: dict) -> int:
     """How many convolutions `module` runs on its first argument (more than one: it still has branches)."""
     x, *rest = args
-    seen = _Convolutions()
-    with torch.no_grad(), seen:
-        module(x, *rest, **kwargs)
-    return sum(1 for kind, a, _ in seen.events if kind == "conv" and a and a[0] is x)
+    return len(_of_input(_trace(module, x, tuple(rest), kwargs), x))
 
 
 def holds_a_kernel(module: nn.Module) -> bool:
