@@ -79,18 +79,21 @@ def read_checkpoint(path: Path, trusted: tuple[str, ...] = ()) -> dict[str, Any]
     """The checkpoint dict, loaded with torch's weights-only unpickler and the classes it needs allowed.
     Unpickled once per content and trusted packages in a process (a build asks for it several times:
     recipe, fusion, head, metadata); each caller gets its own copy."""
-    path = Path(path)
+    return copy.deepcopy(_cached(Path(path), tuple(trusted)))
+
+
+def _cached(path: Path, trusted: tuple[str, ...]) -> dict[str, Any]:
+    """The process's one unpickled copy of the checkpoint: read it, never change it."""
     if not path.is_file():
         raise UserError(
             f"checkpoint not found: {path}; pass an existing file with {setting('model.checkpoint')}"
         )
-    return copy.deepcopy(_unpickled(path, sha256_file(path), tuple(trusted)))
+    return _unpickled(path, sha256_file(path), trusted)
 
 
 GETATTR = "builtins.getattr"  # how a pickle names a method it holds (a hook the training code registered)
-NOTES = (
-    "reparam_export_notes"  # what reading the checkpoint has to say, kept in the dict read_checkpoint returns
-)
+# what reading the checkpoint has to say, kept in the dict read_checkpoint returns
+NOTES = "reparam_export_notes"
 
 
 def _method_getter(classes: tuple[type, ...], path: Path, taken: list[str]):
@@ -240,7 +243,7 @@ class UltralyticsFamily(Family):
         return export_metadata(load(model.checkpoint, model.trust), names, input_size)
 
     def notes(self, model: ModelRef) -> list[str]:
-        return list(read_checkpoint(model.checkpoint, model.trust).get(NOTES, []))
+        return list(_cached(Path(model.checkpoint), tuple(model.trust)).get(NOTES, []))
 
 
 FAMILY = UltralyticsFamily()
