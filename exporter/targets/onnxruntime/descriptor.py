@@ -7,7 +7,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from exporter.core.libraries import Library
-from exporter.lowering.capability import Choice
+from exporter.targets.onnx.descriptor import akconv_auto, load  # the same runtime as the onnx target's
 from exporter.targets.target import Target
 
 
@@ -40,12 +40,6 @@ def int8(pipeline, model: Path):
     )
 
 
-def load(path, precision: str = "fp32", threads: int = 0, plugin_library=None):
-    from exporter.stages import ort_runner
-
-    return ort_runner.load(path, threads)
-
-
 def quantizer(model: Path, calibration, method: str | None, ranges_dir: Path):
     from exporter.stages.qdq import QdqQuantizer
     from exporter.targets.onnxruntime.int8 import SCHEME
@@ -61,11 +55,6 @@ def search_method(recipe) -> str:
 
 def versions() -> dict[str, str]:
     return {"onnxruntime": version("onnxruntime")}
-
-
-def akconv_auto(opset: int, trt_version: str) -> Choice:
-    """Measured on x86 CPU (`reparam-export bench-akconv`): gather is the faster exact lowering."""
-    return Choice("gather", "onnxruntime CPU runs the gather decomposition faster than GridSample")
 
 
 TARGET = Target(
