@@ -137,8 +137,9 @@ def run(settings: IrSettings, onnx_path: Path, fused_pt: Path, out: Path) -> dic
     model.set_rt_info(precision, ["reparam_export", "precision"])
     model.set_rt_info(COMPUTES_IN[precision], ["reparam_export", "inference_precision"])
     ov.save_model(model, str(out), compress_to_fp16=precision == "fp16")
+    plain = None
     if precision == "fp32":
-        record["precise"] = keep_f32_in_any_consumer(model, out)
+        record["precise"], plain = keep_f32_in_any_consumer(model, out)
     runner = ov_backend.load(out, precision)
     parity = reference.reference_parity(fused_pt, runner, settings.noise_factor)
     if precision == "fp32":
@@ -146,32 +147,34 @@ def run(settings: IrSettings, onnx_path: Path, fused_pt: Path, out: Path) -> dic
     if precision == "int8":
         record["int8"]["collapse"] = reference.require_no_collapse(fused_pt, runner)
     record.update(check=parity.as_dict(), runtime=runner.config)
-    record["plain_consumer"] = plain_consumer(out, fused_pt, settings.noise_factor, precision)
+    plain = plain or ov_backend.OpenVinoRunner(out, hint=None)
+    record["plain_consumer"] = plain_consumer(plain, fused_pt, settings.noise_factor, precision)
     return record
 
 
-def keep_f32_in_any_consumer(model, out: Path) -> dict[str, Any]:
+def keep_f32_in_any_consumer(model, out: Path) -> tuple[dict[str, Any], ov_backend.OpenVinoRunner | None]:
     """Mark every layer of the saved FP32 IR `out` precise, so that a consumer setting no precision
-    computes it in f32. Where OpenVINO's CPU plugin on this host cannot compile the marked IR (its fused
-    convolutions refuse an f32 sum of a tensor it keeps in bf16, as on DAMO-YOLO-M/L's residual
-    blocks), the IR is saved again unmarked, so that it compiles everywhere, and says so."""
+    computes it in f32; returns the record and the IR compiled as such a consumer does. Where OpenVINO's
+    CPU plugin on this host cannot compile the marked IR (its fused convolutions refuse an f32 sum of a
+    tensor it keeps in bf16, as on DAMO-YOLO-M/L's residual blocks), the IR is saved again unmarked, so
+    that it compiles everywhere, and says so (no runner then)."""
     import openvino as ov
 
     ov_backend.mark_precise(out)
-    error = ov_backend.default_compile_error(out)
-    if error is None:
-        return {"marked": True}
+    try:
+        return {"marked": True}, ov_backend.OpenVinoRunner(out, hint=None)
+    except RuntimeError as error:
+        why = f"OpenVINO's CPU plugin could not compile it marked precise ({ov_backend.plugin_error(error)})"
     model.set_rt_info(COMPUTES_IN["fp32-unmarked"], ["reparam_export", "inference_precision"])
     ov.save_model(model, str(out), compress_to_fp16=False)
-    why = f"OpenVINO's CPU plugin could not compile it marked precise ({error})"
-    return {"marked": False, "why_not": why}
+    return {"marked": False, "why_not": why}, None
 
 
-def plain_consumer(xml: Path, fused_pt: Path, noise_factor: float, precision: str) -> dict[str, Any]:
+def plain_consumer(runner, fused_pt: Path, noise_factor: float, precision: str) -> dict[str, Any]:
     """How the IR runs in a consumer that compiles it with OpenVINO's defaults (Ultralytics' predictor,
-    benchmark_app, a user's `compile_model(xml, "CPU")`): the inference precision the CPU plugin chooses
-    on this host and, for FP32, the FP32 check on its outputs (`ok`: it computed in f32)."""
-    runner = ov_backend.OpenVinoRunner(xml, hint=None)
+    benchmark_app, a user's `compile_model(xml, "CPU")`), given `runner`, the IR compiled so: the
+    inference precision the CPU plugin chooses on this host and, for FP32, the FP32 check on its outputs
+    (`ok`: it computed in f32)."""
     record: dict[str, Any] = {"default_precision": runner.config["INFERENCE_PRECISION_HINT"]}
     if precision == "fp32":
         record["check"] = reference.reference_parity(fused_pt, runner, noise_factor).as_dict()
