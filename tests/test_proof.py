@@ -63,7 +63,7 @@ def test_damoyolo_at_full_scale_is_proved_and_exported(variant, tmp_path):
     fused, _ = reference.load_fused(run / "fused.pt")
     x = torch.rand(1, 3, *recipe.input_size)
     params, gflops = SIZES[variant]
-    official = profile(official_deploy_form(pipeline.fuse_settings.source.build()), x)
+    official = profile(official_deploy_form(pipeline.plan.fuse_settings.source.build()), x)
     ours = profile(fused, x)
     assert official.params / 1e6 == pytest.approx(params, rel=0.005)
     assert official.gflops_thop == pytest.approx(gflops, rel=0.02)

@@ -71,4 +71,4 @@ def test_sensitivity_command(run_cli, tmp_path):
     # 4 calibration images, 32 asked to score by default: said, and recorded in the manifest
     assert "warning: sensitivity scores 4 images, the whole calibration set, not 32" in err
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert "not 32" in manifest["sensitivity_warning"]
+    assert any("not 32" in warning for warning in manifest["sensitivity_warnings"])

@@ -1,8 +1,8 @@
 """Each stage's settings are its only input and its cache key: change any recipe field and exactly the
 stages that read it (directly, or through an artifact they read) run again.
 
-The pipeline is planned without running a stage (each stage writes a placeholder): what is compared is
-the settings object every stage would be called with. A stage function takes its settings and the
+The stage graph is planned without running a stage: what is compared is the settings object every stage
+would be called with and what it reads. A stage function takes its settings and the
 artifacts it reads, never the recipe, so a stage whose settings and inputs are unchanged provably does
 not read the field that changed.
 """
@@ -18,7 +18,7 @@ from exporter.core.artifacts import plain
 from exporter.core.rundir import StageResult
 from exporter.data.shapes import write_split
 from exporter.models.embedded import build_embedded_detector
-from exporter.pipeline.builder import Pipeline
+from exporter.pipeline.builder import Pipeline, targets_of
 from exporter.recipe import Recipe, load_recipe
 from exporter.stages import export_onnx, fuse, partial_int8, scoring, sensitivity, simplify
 from exporter.targets.openvino import ir as openvino
@@ -127,24 +127,24 @@ def base_overrides(data) -> dict:
 
 
 def plan(recipe: Recipe, run: Path) -> dict[str, tuple[object, dict[str, str]]]:
-    """stage -> (its settings as JSON, input -> the stage that wrote it), as `build` plans them."""
+    """stage -> (its settings as JSON, input -> the stage that writes it or the file), as `build` plans
+    them (the INT8 search's record stands in with no float layers)."""
     pipeline = Pipeline(recipe, run)
-    planned, producer = {}, {}
-
-    def stage(name, output, inputs, settings, func, describe, companions=(), versions=None):
-        path = pipeline.run.root / output
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(name)  # a placeholder: the next stages only hash it
-        planned[name] = (plain(settings), {key: producer.get(str(p), str(p)) for key, p in inputs.items()})
-        producer[str(path)] = name
-        return StageResult(name, path, {"float_nodes": []}, cached=False)
-
-    pipeline.stage = stage
-    with pytest.MonkeyPatch.context() as patch:  # the TensorRT op check reads the (placeholder) ONNX
-        patch.setattr(tensorrt, "require_compatible", lambda model, version: None)
-        pipeline.build()
-        if recipe.int8.accuracy_budget is not None:
-            pipeline.sensitivity()  # the search runs it when full INT8 misses the budget
+    pipeline.check()
+    goals = [node for target in targets_of(recipe) for node in target.nodes(pipeline.plan).values()]
+    goals += pipeline.plan.extras
+    nodes = {node.name: node for goal in goals for node in (*goal.upstream(), goal)}
+    searched = {"float_nodes": []}
+    planned = {}
+    for name, node in nodes.items():
+        upstream = {
+            key: StageResult(each.name, run / each.output, searched, False)
+            for key, each in node.reads.items()
+        }
+        inputs = {key: each.name for key, each in node.reads.items()} | {
+            k: str(p) for k, p in node.files.items()
+        }
+        planned[name] = (plain(node.settings(upstream)), inputs)
     if recipe.evaluation.data is not None:
         planned["eval"] = (plain(scoring.EvaluationSettings.from_recipe(recipe)), {})
     return planned

@@ -17,6 +17,7 @@ import shutil
 from dataclasses import dataclass
 
 from exporter.lowering.capability import Choice
+from exporter.stages.graph import Node, fixed
 from exporter.targets import Library, Target
 
 
@@ -25,17 +26,15 @@ class CopySettings:
     suffix: str
 
 
-def build(pipeline):
-    model = pipeline.simplify(TARGET).output
-    settings = CopySettings(".fake")
+def nodes(plan):
     return {
-        "fake.fp32": pipeline.stage(
+        "fake.fp32": Node(
             "fake.fp32",
             "fake/model.fake",
-            {"onnx": model},
-            settings,
-            lambda out: shutil.copyfile(model, out) and {"check": None},
+            lambda call: shutil.copyfile(call.inputs["onnx"], call.output) and {"check": None},
             lambda record: "copied",
+            fixed(CopySettings(".fake")),
+            reads={"onnx": plan.simplified(TARGET)},
         )
     }
 
@@ -50,7 +49,7 @@ TARGET = Target(
     name="fake",
     folder="fake/",
     precisions=("fp32", "fp16"),
-    build=build,
+    nodes=nodes,
     load=load,
     akconv_auto=lambda opset, trt_version: Choice("gather", "the fake runtime has no GridSample"),
     libraries=(Library("fake-runtime", "fake_runtime", "runtime", "pip install fake-runtime", ("fp16",)),),

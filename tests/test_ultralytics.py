@@ -384,7 +384,7 @@ def test_a_checkpoint_without_train_args_asks_for_its_input_size_and_numbered_na
     code, _, err = run_cli("build", "--model", str(path), "--input-size", "64", "64", "--run-dir", str(run))
     assert code == 0, err
     assert "warning: the class names are their numbers ('0'…'2')" in err
-    assert "class_names_warning" in json.loads((run / "manifest.json").read_text())
+    assert "class_names_warnings" in json.loads((run / "manifest.json").read_text())
 
 
 def test_a_class_renamed_since_training_says_so(checkpoints, tmp_path, monkeypatch):

@@ -111,10 +111,9 @@ def calibrate(**values):
     from exporter.targets import TARGETS
 
     run = pipeline(load(values), values["run_dir"], values["force"])
-    chosen = run.calibration_set  # the source is checked before any stage runs
+    chosen = run.plan.calibration_set  # the source is checked before any stage runs
     model = run.simplify(TARGETS["openvino"]).output
-    run.calibration(model)
-    record = run.calibration_folder(model) / "images.json"
+    record = run.plan.ranges(model) / "images.json"
     say(f"calibration: {len(chosen.images)} images from {chosen.source} → {record}")
 
 
@@ -146,7 +145,7 @@ def sensitivity(top, **values):
 
     recipe = load(values)
     run = pipeline(recipe, values["run_dir"], values["force"])
-    run.calibration_set  # noqa: B018 - the source is checked before any stage runs
+    run.plan.calibration_set  # noqa: B018 - the source is checked before any stage runs
     result = run.sensitivity()
     out_console().print(tables.sensitivity(recipe.name, ranking(result.output)[:top]))
 
@@ -187,7 +186,7 @@ def bench_int8(backend, **values):
     run.check()
     target = TARGETS[backend]
     with timing("bench-int8"):
-        result = run.int8_search(target, run.simplify(target).output)
+        result = run.int8_search(target)
     table, lines = tables.int8_search(recipe.name, result.record)
     out = out_console()
     out.print(table)

@@ -1,34 +1,27 @@
-"""The build pipeline: fuse → per target export → simplify → the target's artifacts, each stage cached in
-the run directory.
+"""The build pipeline: checks a recipe before any work, plans its targets' stage graph (fuse → per
+target export → simplify → the target's artifacts: exporter.targets.plan) and runs it with the local
+runner, each stage cached in the run directory.
 
-Each stage is a function of a frozen settings object built from the recipe (`Settings.from_recipe`) and
-of the artifacts it reads; those settings are its cache key, so a stage reruns exactly when what it
-reads changes. Targets (exporter.targets) say which stages they need; the pipeline runs them. The onnx
-target's files sit at the run directory's root; every other target has its own folder, because the
-AKConv lowering it runs best may differ.
+Each stage's settings are built from the recipe (`Settings.from_recipe`) and its upstream records; with
+the hashes of the files it reads they are its cache key, so a stage reruns exactly when what it reads
+changes.
 """
 
 from __future__ import annotations
 
 import datetime
-import functools
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from exporter.core.artifacts import sha256_file
 from exporter.core.errors import UserError, setting
 from exporter.core.rundir import RunDir, StageResult
-from exporter.data import calibration
-from exporter.lowering.capability import Choice
 from exporter.models.families import family
-from exporter.models.heads import Head
+from exporter.pipeline.runner import Runner
 from exporter.recipe import Recipe
-from exporter.stages import export_onnx, fuse, partial_int8, sensitivity, simplify
-from exporter.stages.scoring import EvaluationSettings
 from exporter.targets import TARGETS, Target
+from exporter.targets.plan import Plan
 
 
 def targets_of(recipe: Recipe) -> list[Target]:
@@ -107,10 +100,11 @@ class Pipeline:
     ):
         self.recipe = recipe
         self.run = RunDir(run_dir or Path("runs") / recipe.name, force)
-        self.force = force
         self.console = console or Console(stderr=True, quiet=True)
-        self.results: list[StageResult] = []
-        self.lowerings: dict[str, Choice] = {}  # target -> its AKConv lowering
+        self.plan = Plan(recipe, self.run.root)
+        self.runner = Runner(self.run, force, self.console, self.say)
+        self._warned = 0  # the plan's warnings printed so far
+        self._recorded: dict[str, list[str]] = {}  # manifest field -> the warnings of this build
 
     def say(self, line: str) -> None:
         self.console.print(line, markup=False, highlight=False, soft_wrap=True)
@@ -118,75 +112,32 @@ class Pipeline:
     def note(self, **fields: Any) -> None:
         self.run.note(**fields)
 
-    def stage(
-        self,
-        name: str,
-        output: str,
-        inputs: dict[str, Path],
-        settings: object,
-        func: Callable[[Path], dict[str, Any]],
-        describe: Callable[[dict[str, Any]], str],
-        companions: tuple[str, ...] = (),
-        versions: dict[str, str] | None = None,
-    ) -> StageResult:
-        """Run `func(tmp_output)` unless the stage is cached under its inputs and settings; print its line."""
-        done = next((r for r in self.results if r.name == name), None)
-        if done is not None:  # already run (or found cached) by this pipeline
-            return done
-        with self.console.status(f"[bold]{name}[/bold] running…"):
-            result = self.run.run_stage(
-                name, output, inputs, settings, func, self.force, companions, versions
-            )
-        self.results.append(result)
-        state = "cached" if result.cached else f"{result.record['wall_s']:.1f} s"
-        self.say(f"{name:<16} {describe(result.record)}  [{state}] → {result.output}")
-        return result
+    @property
+    def results(self) -> list[StageResult]:
+        """The stages run or found cached, in order."""
+        return list(self.runner.results.values())
 
-    # settings resolved once per pipeline (decisions made before any stage runs; see check)
+    def result(self, node) -> StageResult:
+        """`node` run or found cached, after the plan's new warnings are printed and recorded."""
+        self.warnings()
+        return self.runner.result(node)
 
-    @functools.cached_property
-    def fuse_settings(self) -> fuse.FuseSettings:
-        return fuse.FuseSettings.from_recipe(self.recipe)
-
-    def akconv(self, target: Target) -> Choice:
-        if target.name not in self.lowerings:
-            self.lowerings[target.name] = target.akconv(self.recipe)
-        return self.lowerings[target.name]
-
-    @functools.cached_property
-    def calibration_set(self) -> calibration.CalibrationSet:
-        """The seeded calibration images (warnings printed and recorded once)."""
-        spec = self.recipe.calibration
-        chosen, warnings = calibration.select(
-            spec.source,
-            spec.count,
-            spec.seed,
-            self.recipe.input_size,
-            self.recipe.preprocess,
-            spec.allow_fewer,
-        )
-        for warning in warnings:
+    def warnings(self) -> None:
+        new = self.plan.warnings[self._warned :]
+        self._warned = len(self.plan.warnings)
+        for field, warning in new:
             self.say(f"warning: {warning}")
-        if warnings:
-            self.note(calibration_warnings=warnings)
-        return chosen
-
-    @functools.cached_property
-    def head(self) -> Head | None:
-        """The output contract of the model's adapter (None without one)."""
-        adapter = self.recipe.model.adapter
-        return None if adapter is None else family(adapter).head(self.recipe.model.ref())
-
-    @functools.cached_property
-    def evaluation(self) -> EvaluationSettings:
-        return EvaluationSettings.from_recipe(self.recipe)
+            self._recorded.setdefault(field, []).append(warning)
+        if new:
+            self.note(**self._recorded)
 
     def check(self) -> None:
         """Everything the recipe's stages would refuse that can be known before the first one runs."""
         check_targets(self.recipe)
-        self.fuse_settings  # noqa: B018 - builder importable, checkpoint present
+        plan = self.plan
+        plan.fuse_settings  # noqa: B018 - builder importable, checkpoint present
         for target in targets_of(self.recipe):
-            self.akconv(target)
+            plan.akconv(target)
             target.check(self.recipe)
         notes = family(self.recipe.model.adapter).notes(self.recipe.model.ref())
         for line in notes:
@@ -195,146 +146,36 @@ class Pipeline:
             self.note(checkpoint_notes=notes)
         names = self.recipe.class_names
         if len(names) > 1 and names == [str(i) for i in range(len(names))]:
-            warning = (
+            plan.warn(
+                "class_names_warnings",
                 f"the class names are their numbers ('0'…'{len(names) - 1}'): the checkpoint holds none; "
-                "set class_names in a recipe (--recipe) so that exports, reports and evaluation name them"
+                "set class_names in a recipe (--recipe) so that exports, reports and evaluation name them",
             )
-            self.say(f"warning: {warning}")
-            self.note(class_names_warning=warning)
         if calibrates(self.recipe):
-            self.calibration_set  # noqa: B018 - the source exists and holds enough readable images
+            plan.calibration_set  # noqa: B018 - the source exists and holds enough readable images
         if self.recipe.evaluation.data is not None:
-            self.evaluation  # noqa: B018 - the evaluation data exists and the model has an adapter
+            plan.evaluation  # noqa: B018 - the evaluation data exists and the model has an adapter
+        self.warnings()
 
-    # stages every target shares
-
-    def accept_outputs(self, shapes: list[list[int]]) -> None:
-        """Refuse a recipe that does not fit the model's outputs (before fused.pt is written): the
-        export's output names, one per output; the class names, one per class the head scores."""
-        export_onnx.output_names(self.recipe.export.output_names, len(shapes))
-        names = self.recipe.class_names
-        if names and self.head is not None:
-            classes = self.head.classes(shapes)
-            if classes is not None and classes != len(names):
-                raise UserError(
-                    f"class_names lists {len(names)} names but the model scores {classes} classes; "
-                    "give one name per class in the recipe's class_names"
-                )
+    # single stages, as the CLI's commands run them
 
     def fuse(self) -> StageResult:
-        settings = self.fuse_settings
-        result = self.stage(
-            "fuse",
-            "fused.pt",
-            {},
-            settings,
-            lambda out: fuse.run(settings, out, self.accept_outputs),
-            fuse.describe,
-        )
-        if result.cached:
-            self.accept_outputs(result.record["outputs"])
-        return result
-
-    def export(self, target: Target) -> StageResult:
-        fused = self.fuse().output
-        settings = export_onnx.ExportSettings.from_recipe(self.recipe, self.akconv(target))
-        return self.stage(
-            target.stage("export"),
-            f"{target.folder}model.onnx",
-            {"fused": fused},
-            settings,
-            lambda out: export_onnx.run(settings, fused, out),
-            export_onnx.describe,
-        )
+        return self.result(self.plan.fuse)
 
     def simplify(self, target: Target) -> StageResult:
-        exported = self.export(target)
-        if not self.recipe.export.simplify:
+        node = self.plan.simplified(target)
+        self.say_skipped()
+        return self.result(node)
+
+    def say_skipped(self) -> None:
+        if self.plan.notes.get("simplify"):
             self.say("simplify  skipped: export.simplify is false in the recipe")
-            self.note(simplify="skipped: export.simplify is false")
-            return exported
-        fused = self.fuse().output
-        settings = simplify.SimplifySettings.from_recipe(self.recipe)
-        return self.stage(
-            target.stage("simplify"),
-            f"{target.folder}model.sim.onnx",
-            {"onnx": exported.output, "fused": fused},
-            settings,
-            lambda out: simplify.run(settings, exported.output, fused, out),
-            simplify.describe,
-        )
-
-    def calibration_folder(self, model: Path) -> Path:
-        """<calibration folder>/<model+preprocessing key>/: the record of the images and the Q/DQ range
-        cache (the folder: calibration.folder, else the run directory's calibration/)."""
-        folder = self.recipe.calibration.folder or self.run.root / "calibration"
-        return folder / self.calibration_set.key(sha256_file(model))
-
-    def calibration(self, model: Path) -> calibration.CalibrationSet:
-        """The calibration images for `model`, recorded (paths + sha256) beside its other caches."""
-        chosen = self.calibration_set
-        chosen.record(self.calibration_folder(model).parent, sha256_file(model))
-        return chosen
 
     def sensitivity(self) -> StageResult:
-        """Every convolution of the fused model ranked by the error it causes alone in INT8."""
-        fused = self.fuse().output
-        settings = sensitivity.SensitivitySettings.from_recipe(self.recipe, self.calibration_set)
-        wanted = self.recipe.int8.sensitivity_images
-        if len(settings.calibration.images) < wanted:
-            warning = (
-                f"sensitivity scores {len(settings.calibration.images)} images, the whole calibration set, "
-                f"not {wanted}"
-            )
-            self.say(f"warning: {warning}")
-            self.note(sensitivity_warning=warning)
-        return self.stage(
-            "sensitivity",
-            "sensitivity.json",
-            {"fused": fused},
-            settings,
-            lambda out: sensitivity.run(settings, fused, out),
-            sensitivity.describe,
-        )
+        return self.result(self.plan.sensitivity)
 
-    def int8_search(self, target: Target, model: Path) -> StageResult:
-        """The fewest most-sensitive layers kept in float for INT8 to meet int8.accuracy_budget (the
-        sensitivity stage runs inside it, when full INT8 misses the budget)."""
-        fused = self.fuse().output
-        chosen = self.calibration(model)
-        settings = partial_int8.SearchSettings.from_recipe(
-            self.recipe, chosen, self.evaluation, target.search_method(self.recipe)
-        )
-        inputs = {
-            "onnx": model,
-            "fused": fused,
-            "evaluation": self.evaluation.annotations,
-        }
-        ranges = self.calibration_folder(model)
-
-        def run(out: Path) -> dict[str, Any]:
-            quantizer = target.quantizer(model, chosen, settings.method, ranges)
-            return partial_int8.run(
-                settings, quantizer, fused, lambda: self.sensitivity().output, out, self.say
-            )
-
-        return self.stage(
-            target.stage("int8_search"),
-            f"{target.folder}int8_search.json",
-            inputs,
-            settings,
-            run,
-            partial_int8.describe,
-            versions=target.versions(),
-        )
-
-    def float_nodes(self, target: Target, model: Path) -> tuple[tuple[str, ...], dict[str, Path]]:
-        """The nodes the INT8 accuracy search keeps in float (none without a budget), and the input the
-        INT8 stage adds for it: the search's record, so that a new search rebuilds it."""
-        if self.recipe.int8.accuracy_budget is None:
-            return (), {}
-        search = self.int8_search(target, model)
-        return tuple(search.record["float_nodes"]), {"int8_search": search.output}
+    def int8_search(self, target: Target) -> StageResult:
+        return self.result(self.plan.search(target))
 
     def build(self) -> dict[str, StageResult]:
         """Every stage the recipe's targets need; returns the final artifact per target/precision.
@@ -343,9 +184,13 @@ class Pipeline:
         (a second `build --target` adds to a run); a new fused model leaves them out."""
         self.check()
         previous = self.run.manifest().get("artifacts", {})
-        artifacts: dict[str, StageResult] = {}
+        planned = {}
         for target in targets_of(self.recipe):
-            artifacts.update(target.build(self))
+            planned.update(target.nodes(self.plan))
+        self.say_skipped()
+        artifacts = {key: self.result(node) for key, node in planned.items()}
+        for node in self.plan.extras:
+            self.result(node)
         built = {key: str(result.output.relative_to(self.run.root)) for key, result in artifacts.items()}
         kept = {
             key: path
@@ -353,6 +198,7 @@ class Pipeline:
             if key.partition(".")[0] not in self.recipe.targets and (self.run.root / path).is_file()
         }
         self.note(
+            **self.plan.notes,
             built=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             recipe=self.recipe.model_dump(mode="json"),
             recipe_hash=self.recipe.digest(),

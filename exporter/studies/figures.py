@@ -155,7 +155,7 @@ def int8_search(work: Path, say: Callable[[str], None]) -> str:
             pipeline = Pipeline(load_recipe(None, overrides), work / f"int8-{backend}-{budget}")
             pipeline.check()
             target = TARGETS[backend]
-            record = pipeline.int8_search(target, pipeline.simplify(target).output).record
+            record = pipeline.int8_search(target).record
             latency = record.get("latency_ms")
             speed = (
                 " / ".join(f"{latency['fp32'] / latency[k]:.2f}x" for k in ("int8_full", "int8_partial"))

@@ -2,9 +2,9 @@
 
 A descriptor says everything that differs between targets: its folder in a run, its precisions, the
 libraries it needs, the recipe fields only it reads, how it picks the AKConv lowering, the stages it
-builds (`build(pipeline)`), how a runner of its artifacts is loaded, and how its INT8 accuracy search
-quantizes (targets.target.Target). The CLI, doctor, the pipeline and its checks read these; a new target
-is one package here plus its name in REGISTRY.
+declares (`nodes(plan)`, exporter.stages.graph), how a runner of its artifacts is loaded, and how its
+INT8 accuracy search quantizes (targets.target.Target). The CLI, doctor, the pipeline and its checks
+read these; a new target is one package here plus its name in REGISTRY.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ class Target:
     name: str
     folder: str  # its files in a run directory ("" = the run's root)
     precisions: tuple[str, ...]
-    build: Callable[[Any], dict[str, Any]]  # (pipeline) -> {"<target>.<precision>": StageResult}
+    nodes: Callable[[Any], dict[str, Any]]  # (targets.plan.Plan) -> {"<target>.<precision>": its Node}
     load: Callable[..., Any]  # (path, precision, threads, plugin_library) -> Runner with .infer(batch)
     akconv_auto: Callable[[int, str], Choice]  # (opset, TensorRT version) -> the lowering `auto` picks
     runs_plugin: bool = False  # whether it runs the AKConvSample plugin node

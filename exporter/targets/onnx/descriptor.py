@@ -6,8 +6,8 @@ from exporter.lowering.capability import Choice
 from exporter.targets.target import Target
 
 
-def build(pipeline) -> dict:
-    return {"onnx.fp32": pipeline.simplify(TARGET)}
+def nodes(plan) -> dict:
+    return {"onnx.fp32": plan.simplified(TARGET)}
 
 
 def load(path, precision: str = "fp32", threads: int = 0, plugin_library=None):
@@ -25,7 +25,7 @@ TARGET = Target(
     name="onnx",
     folder="",
     precisions=("fp32",),
-    build=build,
+    nodes=nodes,
     load=load,
     akconv_auto=akconv_auto,
     runs_plugin=True,  # its CPU reference kernel (exporter.lowering.ort_ops)

@@ -7,36 +7,35 @@ from importlib.metadata import version
 from pathlib import Path
 
 from exporter.core.libraries import Library
+from exporter.stages.graph import Call, Node
 from exporter.targets.onnx.descriptor import akconv_auto, load  # the same runtime as the onnx target's
+from exporter.targets.plan import float_nodes
 from exporter.targets.target import Target
 
 
-def build(pipeline) -> dict:
-    model = pipeline.simplify(TARGET)
-    built = {}
-    for precision in pipeline.recipe.precisions:
-        built[f"onnxruntime.{precision}"] = model if precision == "fp32" else int8(pipeline, model.output)
-    return built
+def nodes(plan) -> dict:
+    model = plan.simplified(TARGET)
+    return {f"onnxruntime.{p}": model if p == "fp32" else int8(plan) for p in plan.recipe.precisions}
 
 
-def int8(pipeline, model: Path):
+def int8(plan) -> Node:
     """The INT8 Q/DQ ONNX, with the search's float layers when a budget is set."""
     from exporter.targets.onnxruntime import int8 as stage
 
-    fused = pipeline.fuse().output
-    calibration = pipeline.calibration(model)
-    float_nodes, searched = pipeline.float_nodes(TARGET, model)
-    inputs = {"onnx": model, "fused": fused, **searched}
-    settings = stage.Int8Settings(calibration, float_nodes)
-    ranges = pipeline.calibration_folder(model)
-    return pipeline.stage(
+    calibration = plan.calibration_set
+
+    def run(call: Call) -> dict:
+        model = call.inputs["onnx"]
+        return stage.run(call.settings, model, call.inputs["fused"], call.output, plan.ranges(model))
+
+    return Node(
         "onnxruntime.int8",
         "onnxruntime/model_int8.onnx",
-        inputs,
-        settings,
-        lambda out: stage.run(settings, model, fused, out, ranges),
+        run,
         stage.describe,
-        versions=versions(),
+        lambda upstream: stage.Int8Settings(calibration, float_nodes(upstream)),
+        reads=plan.int8_reads(TARGET),
+        versions=versions,
     )
 
 
@@ -61,7 +60,7 @@ TARGET = Target(
     name="onnxruntime",
     folder="onnxruntime/",
     precisions=("fp32", "int8"),
-    build=build,
+    nodes=nodes,
     load=load,
     akconv_auto=akconv_auto,
     runs_plugin=True,  # its CPU reference kernel (exporter.lowering.ort_ops)

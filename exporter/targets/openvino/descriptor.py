@@ -8,52 +8,58 @@ from exporter.core.errors import UserError, setting
 from exporter.core.libraries import Library
 from exporter.lowering.capability import Choice, gridsample_if_opset
 from exporter.models.families import family
+from exporter.stages.graph import Call, Node, fixed
+from exporter.targets.plan import float_nodes
 from exporter.targets.target import Target
 
 HINT = "pip install 'reparam-export[openvino]'"
 
 
-def build(pipeline) -> dict:
-    model = pipeline.simplify(TARGET).output
-    return {f"openvino.{p}": ir(pipeline, model, p) for p in pipeline.recipe.precisions}
+def nodes(plan) -> dict:
+    return {f"openvino.{p}": ir(plan, p) for p in plan.recipe.precisions}
 
 
-def ir(pipeline, model: Path, precision: str):
+def ir(plan, precision: str) -> Node:
     """The IR of `precision` (INT8: calibrated, with the search's float layers when a budget is set)."""
     from exporter.targets.openvino import ir as stage
 
-    fused = pipeline.fuse().output
-    calibration, float_nodes, searched = None, (), {}
-    if precision == "int8":
-        calibration = pipeline.calibration(model)
-        float_nodes, searched = pipeline.float_nodes(TARGET, model)
-    inputs = {"onnx": model, "fused": fused, **searched}
-    settings = stage.IrSettings.from_recipe(pipeline.recipe, precision, calibration, float_nodes)
-    result = pipeline.stage(
+    recipe = plan.recipe
+    int8 = precision == "int8"
+    calibration = plan.calibration_set if int8 else None
+    reads = plan.int8_reads(TARGET) if int8 else {"onnx": plan.simplified(TARGET), "fused": plan.fuse}
+
+    def run(call: Call) -> dict:
+        model = call.inputs["onnx"]
+        if int8:
+            plan.ranges(model)  # the calibration images' record beside the other INT8 caches
+        return stage.run(call.settings, model, call.inputs["fused"], call.output)
+
+    node = Node(
         f"openvino.{precision}",
         f"openvino/model_{precision}.xml",
-        inputs,
-        settings,
-        lambda out: stage.run(settings, model, fused, out),
+        run,
         stage.describe,
+        lambda upstream: stage.IrSettings.from_recipe(recipe, precision, calibration, float_nodes(upstream)),
+        reads=reads,
         companions=(".bin",),
-        versions=versions(),
+        versions=versions,
     )
-    recipe = pipeline.recipe
     metadata = family(recipe.model.adapter).metadata(
         recipe.model.ref(), list(recipe.class_names), tuple(recipe.input_size)
     )
     if metadata:  # the family's own predictor (Ultralytics') loads a folder of its layout
-        pipeline.stage(
-            f"openvino.{precision}.package",
-            f"openvino/model_{precision}_openvino_model/model_{precision}.xml",
-            {"ir": result.output},
-            metadata,
-            lambda out: stage.package(result.output, metadata, out),
-            stage.describe_package,
-            companions=(".bin",),
+        plan.extras.append(
+            Node(
+                f"openvino.{precision}.package",
+                f"openvino/model_{precision}_openvino_model/model_{precision}.xml",
+                lambda call: stage.package(call.inputs["ir"], call.settings, call.output),
+                stage.describe_package,
+                fixed(metadata),
+                reads={"ir": node},
+                companions=(".bin",),
+            )
         )
-    return result
+    return node
 
 
 def load(path, precision: str = "fp32", threads: int = 0, plugin_library=None):
@@ -107,7 +113,7 @@ TARGET = Target(
     name="openvino",
     folder="openvino/",
     precisions=("fp32", "fp16", "bf16", "int8"),
-    build=build,
+    nodes=nodes,
     load=load,
     akconv_auto=akconv_auto,
     libraries=(

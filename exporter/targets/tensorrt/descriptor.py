@@ -3,94 +3,119 @@ exist; elsewhere a deferred trtexec bundle that builds the same engines on the d
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from exporter.core.libraries import Library
 from exporter.lowering.capability import TRT_GRIDSAMPLE_SINCE, Choice, gridsample_if_opset
 from exporter.recipe import Recipe
+from exporter.stages.graph import Call, Node, fixed
+from exporter.targets.plan import float_nodes
 from exporter.targets.target import Target
 from exporter.targets.tensorrt import compat as trt_compat
 
 
-def build(pipeline) -> dict:
+def nodes(plan) -> dict:
     from exporter.targets.tensorrt import engine as stage
 
-    recipe = pipeline.recipe
-    model = pipeline.simplify(TARGET).output
-    stage.require_compatible(model, recipe.tensorrt.version)
-    models = {p: qdq(pipeline, model).output if p == "int8" else model for p in recipe.precisions}
+    recipe = plan.recipe
+    model = plan.simplified(TARGET)
+    models = {p: qdq(plan) if p == "int8" else model for p in recipe.precisions}
     if recipe.tensorrt.end2end_nms:
-        models = {p: end2end(pipeline, p, m).output for p, m in models.items()}
+        models = {p: end2end(plan, p, m) for p, m in models.items()}
     reason = stage.unavailable()
     if reason:
         settings = stage.BundleSettings.from_recipe(recipe, reason)
-        bundle = pipeline.stage(
+        bundle = Node(
             "tensorrt.bundle",
             "tensorrt/bundle/build_engine.sh",
-            dict(models),
-            settings,
-            lambda out: stage.write_bundle(out, models, settings.engine, reason, settings.version),
+            lambda call: stage.write_bundle(
+                call.output, {p: call.inputs[p] for p in models}, settings.engine, reason, settings.version
+            ),
             stage.describe_bundle,
+            fixed(settings),
+            reads=models,
         )
-        pipeline.note(
-            tensorrt={"engine": None, "deferred": True, "reason": reason, "bundle": str(bundle.output)}
-        )
+        plan.extras.append(bundle)
+        plan.notes["tensorrt"] = {
+            "engine": None,
+            "deferred": True,
+            "reason": reason,
+            "bundle": str(plan.root / bundle.output),
+        }
         return {}
-    pipeline.note(tensorrt={"deferred": False})
-    return {f"tensorrt.{p}": engine(pipeline, p, m) for p, m in models.items()}
+    plan.notes["tensorrt"] = {"deferred": False}
+    return {f"tensorrt.{p}": engine(plan, p, m) for p, m in models.items()}
 
 
-def engine(pipeline, precision: str, model: Path):
+def checked(run: Callable[[Call], dict], version: str) -> Callable[[Call], dict]:
+    """`run`, after refusing an input model this TensorRT version cannot parse (before any work)."""
+
+    def run_checked(call: Call) -> dict:
+        from exporter.targets.tensorrt.engine import require_compatible
+
+        require_compatible(call.inputs["onnx"], version)
+        return run(call)
+
+    return run_checked
+
+
+def engine(plan, precision: str, model: Node) -> Node:
     from exporter.targets.tensorrt import engine as stage
 
-    settings = stage.EngineStageSettings.from_recipe(pipeline.recipe, precision)
-    fused = pipeline.fuse().output
+    settings = stage.EngineStageSettings.from_recipe(plan.recipe, precision)
     plugin = settings.plugin_library  # a rebuilt plugin rebuilds engines; build_engine names a missing one
-    inputs = {"onnx": model, "fused": fused, **({"plugin": plugin} if plugin and plugin.is_file() else {})}
-    timing_cache = pipeline.run.root / "tensorrt" / "timing.cache"
-    return pipeline.stage(
+    timing_cache = plan.root / "tensorrt" / "timing.cache"
+    return Node(
         f"tensorrt.{precision}",
         f"tensorrt/model_{precision}.engine",
-        inputs,
-        settings,
-        lambda out: stage.engine_stage(settings, model, fused, out, timing_cache),
+        lambda call: stage.engine_stage(
+            call.settings, call.inputs["onnx"], call.inputs["fused"], call.output, timing_cache
+        ),
         stage.describe_engine,
-        versions=stage.runtime_versions(),
+        fixed(settings),
+        reads={"onnx": model, "fused": plan.fuse},
+        files={"plugin": plugin} if plugin and plugin.is_file() else {},
+        versions=stage.runtime_versions,
     )
 
 
-def qdq(pipeline, model: Path):
+def qdq(plan) -> Node:
     """The Q/DQ ONNX for TensorRT explicit INT8, from the shared calibration stream."""
     from exporter.targets.tensorrt import qdq as stage
 
-    fused = pipeline.fuse().output
-    calibration = pipeline.calibration(model)
-    float_nodes, searched = pipeline.float_nodes(TARGET, model)
-    inputs = {"onnx": model, "fused": fused, **searched}
-    settings = stage.QdqSettings.from_recipe(pipeline.recipe, calibration, float_nodes)
-    ranges = pipeline.calibration_folder(model)
-    return pipeline.stage(
+    recipe = plan.recipe
+    calibration = plan.calibration_set
+
+    def run(call: Call) -> dict:
+        model = call.inputs["onnx"]
+        return stage.run(call.settings, model, call.inputs["fused"], call.output, plan.ranges(model))
+
+    return Node(
         "tensorrt.qdq",
         "tensorrt/model.qdq.onnx",
-        inputs,
-        settings,
-        lambda out: stage.run(settings, model, fused, out, ranges),
+        checked(run, recipe.tensorrt.version),
         stage.describe,
+        lambda upstream: stage.QdqSettings.from_recipe(recipe, calibration, float_nodes(upstream)),
+        reads=plan.int8_reads(TARGET),
     )
 
 
-def end2end(pipeline, precision: str, model: Path):
+def end2end(plan, precision: str, model: Node) -> Node:
     """The model with EfficientNMS_TRT appended."""
     from exporter.targets.tensorrt import engine as stage
 
-    settings = stage.End2EndSettings.from_recipe(pipeline.recipe)
-    return pipeline.stage(
+    settings = stage.End2EndSettings.from_recipe(plan.recipe)
+    return Node(
         f"tensorrt.end2end.{precision}",
         f"tensorrt/model.{precision}.end2end.onnx",
-        {"onnx": model},
-        settings,
-        lambda out: stage.end2end_stage(settings, model, out),
+        checked(
+            lambda call: stage.end2end_stage(call.settings, call.inputs["onnx"], call.output),
+            plan.recipe.tensorrt.version,
+        ),
         stage.describe_end2end,
+        fixed(settings),
+        reads={"onnx": model},
     )
 
 
@@ -136,7 +161,7 @@ TARGET = Target(
     name="tensorrt",
     folder="tensorrt/",
     precisions=("fp32", "fp16", "int8"),
-    build=build,
+    nodes=nodes,
     load=load,
     akconv_auto=akconv_auto,
     runs_plugin=True,

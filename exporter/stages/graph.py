@@ -1,0 +1,58 @@
+"""The stage graph: each stage is one declared value, a Node.
+
+A node names its output in the run directory, the upstream nodes whose outputs it reads, the other files
+it reads, how its settings (its cache key, with its inputs' hashes) follow from the recipe and its
+upstream stages' records, and a `run` that is a function of those settings and files alone: it receives
+a Call and returns its record. A runner (exporter.pipeline.runner) resolves the graph, keys each node,
+and runs it or reuses its cached output; targets only declare nodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from exporter.core.rundir import StageResult
+
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a node's run receives."""
+
+    settings: Any
+    inputs: Mapping[str, Path]  # every file it reads, by input name (upstream outputs and `files`)
+    output: Path  # the temporary output, renamed into place when the run returns
+    later: Mapping[str, Callable[[], Path]] = field(default_factory=dict)  # on-demand upstream outputs
+    say: Callable[[str], None] = lambda line: None  # progress lines
+
+
+@dataclass(frozen=True, eq=False)
+class Node:
+    name: str  # in the manifest: 'fuse', 'openvino.int8', …
+    output: str  # relative to the run directory
+    run: Callable[[Call], Record]
+    describe: Callable[[Record], str]  # its one-line summary
+    settings: Callable[[Mapping[str, StageResult]], Any]  # (upstream results by input name) -> settings
+    reads: Mapping[str, Node] = field(default_factory=dict)  # upstream nodes, by input name
+    files: Mapping[str, Path] = field(default_factory=dict)  # other files in its key, by input name
+    later: Mapping[str, Node] = field(default_factory=dict)  # upstream nodes it may need (not keyed)
+    companions: tuple[str, ...] = ()  # suffixes of files written beside the output
+    versions: Callable[[], dict[str, str]] = dict  # library versions its key holds beyond the shared ones
+    accept: Callable[[Record], None] | None = None  # the check its run makes, applied to a cached record
+
+    def upstream(self) -> list[Node]:
+        """Every node it reads, itself excluded, each once, upstream first."""
+        found: dict[str, Node] = {}
+        for node in (*self.reads.values(), *self.later.values()):
+            for each in (*node.upstream(), node):
+                found.setdefault(each.name, each)
+        return list(found.values())
+
+
+def fixed(settings: Any) -> Callable[[Mapping[str, StageResult]], Any]:
+    """Settings that depend on the recipe alone, not on an upstream record."""
+    return lambda upstream: settings
