@@ -10,7 +10,7 @@ because the AKConv lowering it runs best may differ.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +153,16 @@ class Plan:
         digest = sha256_file(model)
         self.calibration_set.record(folder, digest)
         return folder / self.calibration_set.key(digest)
+
+    def calibrated(self, run: Callable[..., dict[str, Any]]) -> Callable[[Call], dict[str, Any]]:
+        """A Q/DQ stage's node run: `run(settings, model, fused, out, ranges folder)` on the node's inputs,
+        with the calibration images' record written beside the range cache."""
+
+        def call_run(call: Call) -> dict[str, Any]:
+            model = call.inputs["onnx"]
+            return run(call.settings, model, call.inputs["fused"], call.output, self.ranges(model))
+
+        return call_run
 
     @functools.cached_property
     def sensitivity(self) -> Node:

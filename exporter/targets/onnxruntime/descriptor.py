@@ -7,7 +7,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from exporter.core.libraries import Library
-from exporter.stages.graph import Call, Node
+from exporter.stages.graph import Node
 from exporter.targets.onnx.descriptor import akconv_auto, load  # the same runtime as the onnx target's
 from exporter.targets.plan import float_nodes
 from exporter.targets.target import Target
@@ -23,15 +23,10 @@ def int8(plan) -> Node:
     from exporter.targets.onnxruntime import int8 as stage
 
     calibration = plan.calibration_set
-
-    def run(call: Call) -> dict:
-        model = call.inputs["onnx"]
-        return stage.run(call.settings, model, call.inputs["fused"], call.output, plan.ranges(model))
-
     return Node(
         "onnxruntime.int8",
         "onnxruntime/model_int8.onnx",
-        run,
+        plan.calibrated(stage.run),
         stage.describe,
         lambda upstream: stage.Int8Settings(calibration, float_nodes(upstream)),
         reads=plan.int8_reads(TARGET),

@@ -86,15 +86,10 @@ def qdq(plan) -> Node:
 
     recipe = plan.recipe
     calibration = plan.calibration_set
-
-    def run(call: Call) -> dict:
-        model = call.inputs["onnx"]
-        return stage.run(call.settings, model, call.inputs["fused"], call.output, plan.ranges(model))
-
     return Node(
         "tensorrt.qdq",
         "tensorrt/model.qdq.onnx",
-        checked(run, recipe.tensorrt.version),
+        checked(plan.calibrated(stage.run), recipe.tensorrt.version),
         stage.describe,
         lambda upstream: stage.QdqSettings.from_recipe(recipe, calibration, float_nodes(upstream)),
         reads=plan.int8_reads(TARGET),
