@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tests.conftest import EMBEDDED
 
@@ -296,3 +297,105 @@ def test_force_rebuilds_over_a_damaged_manifest(run_cli, tmp_path):
     code, _, err = run_cli(*args, "--run-dir", str(run), "--force")
     assert code == 0, err
     assert set(json.loads((run / "manifest.json").read_text())["stages"]) == {"fuse", "export", "simplify"}
+
+
+class Touch:
+    """Unpickles as os.system('touch <marker>'): a payload."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+class Calls:
+    """Unpickles as cls(*args): a module class called as its constructor with the file's arguments."""
+
+    def __init__(self, cls: type, *args):
+        self.cls, self.args = cls, args
+
+    def __reduce__(self):
+        return self.cls, self.args
+
+
+class CallsNew(Calls):
+    """Unpickles as cls.__new__(cls, *args): created with the file's arguments."""
+
+    @property
+    def __class__(self):  # as the pickler requires of an object pickled by __newobj__
+        return self.cls
+
+    def __reduce__(self):
+        import copyreg
+
+        return copyreg.__newobj__, (self.cls, *self.args)
+
+
+CONSTRUCTOR_WRITES = """
+from pathlib import Path
+
+from torch import nn
+
+
+class WritesAFile(nn.Module):
+    def __init__(self, path):  # stands for a constructor that reads, loads or imports what it is given
+        super().__init__()
+        Path(path).write_text("constructed")
+"""
+
+
+def a_module_class_called(case: str, folder: Path, marker: Path) -> tuple[object, tuple[str, ...]]:
+    """What a checkpoint's `model` unpickles as in `case`, and the options that trust its package."""
+    if case == "trusted fork":
+        import importlib
+
+        (folder / "ctorfork.py").write_text(CONSTRUCTOR_WRITES)
+        sys.path.insert(0, str(folder))
+        try:
+            return Calls(importlib.import_module("ctorfork").WritesAFile, str(marker)), (
+                "--trust-module",
+                "ctorfork",
+            )
+        finally:
+            sys.path.remove(str(folder))
+    if case == "torch Conv2d":
+        return Calls(torch.nn.Conv2d, 3, 4, 3), ()
+    pytest.importorskip("ultralytics")
+    from ultralytics.nn.autobackend import AutoBackend
+    from ultralytics.nn.tasks import DetectionModel
+
+    torch.save({"model": Touch(marker)}, folder / "inner.pt")  # what AutoBackend would load
+    called = {
+        "ultralytics AutoBackend": Calls(AutoBackend, str(folder / "inner.pt")),
+        "ultralytics DetectionModel": Calls(DetectionModel, str(folder / "model.yaml")),
+        "arguments to __new__": CallsNew(AutoBackend, str(folder / "inner.pt")),
+    }
+    return called[case], ()
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "ultralytics AutoBackend",
+        "ultralytics DetectionModel",
+        "torch Conv2d",
+        "trusted fork",
+        "arguments to __new__",
+    ],
+)
+def test_a_checkpoint_calling_a_module_class_is_refused_before_the_class_runs(run_cli, tmp_path, case):
+    """A module class the file may load is rebuilt as torch pickles modules (created without its
+    constructor, then its state set), never called with the file's arguments: AutoBackend('inner.pt')
+    would load inner.pt and run its payload."""
+    marker = tmp_path / "ran.txt"
+    model, trust = a_module_class_called(case, tmp_path, marker)
+    torch.save({"model": model, "train_args": {"imgsz": 64}}, tmp_path / "best.pt")
+    code, _, err = run_cli(
+        "fuse", "--model", str(tmp_path / "best.pt"), *trust, "--run-dir", str(tmp_path / "run")
+    )
+    assert code == 2 and "calls the constructor" in err and "nothing of it ran" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not marker.exists() and not (tmp_path / "run").exists()

@@ -4,8 +4,10 @@ and their models in export form.
 A checkpoint is a pickled dict whose `model` (or `ema`) is the module, saved in FP16. It is read in two
 steps: the pickle's globals are listed without executing anything; each must be a module class
 (nn.Module) of torch, of ultralytics or of a package the user trusts by name (a fork's custom blocks);
-then torch's weights-only unpickler loads it with exactly those classes allowed. Anything else — a
-function, `os.system`, a class from an unnamed package — is refused by name, and nothing of it runs.
+then torch's weights-only unpickler loads it with exactly those classes allowed, each only as torch pickles
+a module: created without calling its constructor, then its state set. Anything else — a function,
+`os.system`, a class from an unnamed package, a module class called with the file's arguments
+(AutoBackend('inner.pt') would load inner.pt) — is refused by name, and nothing of it runs.
 
 Heads in export form (the output contract, exporter.models.heads): Detect (YOLOv8/YOLO11/YOLOv9)
 gives (N, 4 + C, A) — centre/size boxes in input pixels, then sigmoid class scores — and needs NMS;
@@ -96,21 +98,54 @@ GETATTR = "builtins.getattr"  # how a pickle names a method it holds (a hook the
 NOTES = "reparam_export_notes"
 
 
-def _method_getter(classes: tuple[type, ...], path: Path, taken: list[str]):
+# the key a module class itself is allowed under: no pickle can name it (a pickle's global is one line)
+UNNAMEABLE = "\n(state only)"
+
+
+def _name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _rebuilt_only(cls: type, path: Path) -> type:
+    """What the checkpoint gets under module class `cls`'s name: a stand-in that makes a `cls` the way torch
+    pickles a module (`cls.__new__(cls)`, its state set afterwards) and refuses, before anything of `cls`
+    runs, to be called as its constructor with the file's arguments. A subclass of `cls`, so that a method
+    the file takes of it (a hook, `_method_getter`) is `cls`'s."""
+
+    def refuse(*_args, **_kwargs):
+        raise UserError(
+            f"{path} calls the constructor {_name(cls)}(…): a checkpoint's modules are rebuilt from their "
+            "state, never constructed by the file; refused, nothing of it ran"
+        )
+
+    def new(_stand_in, *args):
+        if args:
+            refuse()
+        return cls.__new__(cls)
+
+    meta = type(f"RebuiltOnly{type(cls).__name__}", (type(cls),), {"__call__": refuse})
+    return meta(
+        cls.__name__, (cls,), {"__new__": new, "__module__": cls.__module__, "__qualname__": cls.__qualname__}
+    )
+
+
+def _method_getter(classes: dict[type, type], path: Path, taken: list[str]):
     """The checkpoint's `getattr`, narrowed: a method defined by one of the module classes it was allowed
-    (the official AKConv registers its staticmethod `_set_lr` as a backward hook, pickled as
-    getattr(AKConv, '_set_lr')), taken by name and returned, never called; anything else is refused."""
+    (`classes`: stand-in -> class; the official AKConv registers its staticmethod `_set_lr` as a backward
+    hook, pickled as getattr(AKConv, '_set_lr')), taken by name and returned, never called; anything else
+    is refused."""
 
     def method_of(owner, name):
+        owner = classes.get(owner, owner) if isinstance(owner, type) else owner
         cls = owner if isinstance(owner, type) else type(owner)
         found = inspect.getattr_static(cls, name, None) if isinstance(name, str) else None
         method = isinstance(found, (types.FunctionType, staticmethod, classmethod))
-        if cls not in classes or not method or name.startswith("__"):
+        if cls not in classes.values() or not method or name.startswith("__"):
             raise UserError(
                 f"{path} takes {name!r} of {getattr(cls, '__qualname__', cls)!r} by getattr, which is not a "
                 "method of a module class it may load: refused, nothing of it ran"
             )
-        taken.append(f"{cls.__module__}.{cls.__qualname__}.{name}")
+        taken.append(f"{_name(cls)}.{name}")
         return getattr(owner, name)
 
     return method_of
@@ -123,10 +158,13 @@ def _unpickled(path: Path, sha256: str, trusted: tuple[str, ...]) -> dict[str, A
         names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except Exception as exc:  # noqa: BLE001 - not a torch file at all
         raise UserError(f"{path} is not a torch checkpoint ({summary(exc)})") from None
-    classes = tuple(_allowed(name, path, tuple(trusted)) for name in names if name != GETATTR)
+    classes = {
+        _rebuilt_only(cls, path): cls for cls in (_allowed(n, path, trusted) for n in names if n != GETATTR)
+    }
     taken: list[str] = []
     allowed: list = [
-        *classes,
+        *((stand_in, _name(cls)) for stand_in, cls in classes.items()),
+        *((cls, _name(cls) + UNNAMEABLE) for cls in classes.values()),
         *([(_method_getter(classes, path, taken), GETATTR)] if GETATTR in names else []),
     ]
     try:
