@@ -77,6 +77,7 @@ def test_a_recipe_naming_the_standard_library_is_refused_before_anything_runs(
     [
         ("from shutil import rmtree as build", "is shutil.rmtree, from Python's standard library"),
         ("from os import system as build", "has no function or class 'build'"),  # a builtin
+        ("from yaml import unsafe_load as build", "is yaml.unsafe_load, from an installed library ('yaml')"),
     ],
 )
 def test_a_builder_re_exporting_the_standard_library_is_refused(run_cli, tmp_path, source, named):
@@ -399,3 +400,79 @@ def test_a_checkpoint_calling_a_module_class_is_refused_before_the_class_runs(ru
     assert code == 2 and "calls the constructor" in err and "nothing of it ran" in err, err
     assert len(err.strip().splitlines()) == 1, err
     assert not marker.exists() and not (tmp_path / "run").exists()
+
+
+def builder_recipe(tmp_path: Path, builder: str, kwargs: str) -> Path:
+    recipe = recipe_with(
+        tmp_path,
+        "kwargs: {num_classes: 3, width: 16, seed: 0}",
+        f"kwargs: {kwargs}",
+    )
+    text = recipe.read_text().replace("exporter.models.embedded:build_embedded_detector", f"'{builder}'")
+    recipe.write_text(text)
+    return recipe
+
+
+@pytest.mark.parametrize(
+    ("builder", "kwargs", "named"),
+    [
+        (
+            "yaml:unsafe_load",
+            "{stream: \"!!python/object/apply:os.system ['touch {marker}']\"}",
+            "'yaml' is an installed library ('yaml'), neither your code nor a model library: refused before",
+        ),
+        ("torch:load", "{f: '{payload}', weights_only: false}", "'torch' is an installed library ('torch')"),
+        (
+            "setuptools._distutils.spawn:spawn",
+            "{cmd: [touch, '{marker}']}",
+            "is an installed library ('setuptools')",
+        ),
+        (
+            "exporter.core.artifacts:write_json",
+            "{path: '{marker}', data: {}}",
+            "is exporter.core.artifacts.write_json, from exporter but outside its models (exporter.models): "
+            "refused before it was called",
+        ),
+    ],
+)
+def test_a_recipe_builder_that_is_not_a_model_builder_never_runs(run_cli, tmp_path, builder, kwargs, named):
+    """A recipe names code that runs, but only the user's own, a trusted package's or a model library's
+    models: an installed library's function that executes its arguments is refused before import."""
+    marker, payload = tmp_path / "ran.txt", tmp_path / "payload.pt"
+    torch.save(Touch(marker), payload)
+    recipe = builder_recipe(
+        tmp_path, builder, kwargs.replace("{marker}", str(marker)).replace("{payload}", str(payload))
+    )
+    code, _, err = run_cli("fuse", "--recipe", str(recipe), "--run-dir", str(tmp_path / "run"))
+    assert code == 2 and named in err and "--trust-module PACKAGE" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not marker.exists() and not (tmp_path / "run").exists()
+
+
+def test_a_builder_never_unpickles_with_torch_load(run_cli, tmp_path):
+    """The user's own builder asking torch.load for pickle: the load stays weights-only, the payload inert."""
+    marker, payload = tmp_path / "ran.txt", tmp_path / "payload.pt"
+    torch.save(Touch(marker), payload)
+    (tmp_path / "unpickles.py").write_text(
+        f"import torch\n\ndef build():\n    return torch.load({str(payload)!r}, weights_only=False)\n"
+    )
+    code, _, err = run_cli("fuse", "--model", "unpickles:build", "--input-size", "32", "32")
+    assert code == 2 and "model builder 'unpickles:build' raised UnpicklingError" in err, err
+    assert not marker.exists()
+
+
+def test_which_builders_a_recipe_may_name():
+    from exporter.core.errors import UserError
+    from exporter.models.loader import resolve_builder
+
+    assert (
+        resolve_builder("exporter.models.embedded:build_embedded_detector").__name__
+        == "build_embedded_detector"
+    )
+    assert resolve_builder("tests.fixture_models:build_user_model")  # the user's own, outside site-packages
+    with pytest.raises(UserError, match=r"'torch.nn' is an installed library \('torch'\)"):
+        resolve_builder("torch.nn:Identity")
+    assert resolve_builder("torch.nn:Identity", trust=("torch",)) is torch.nn.Identity
+    for library, builder in [("timm", "timm:create_model"), ("torchvision", "torchvision.models:resnet18")]:
+        pytest.importorskip(library)
+        assert callable(resolve_builder(builder))  # defined among the library's models

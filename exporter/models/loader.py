@@ -14,17 +14,47 @@ from torch import nn
 from exporter.core.artifacts import sha256_file, sha256_json
 from exporter.core.errors import UserError, setting, summary
 from exporter.data.transforms import Preprocess, normalize
-from exporter.models.user_code import in_standard_library, user_modules
+from exporter.models.user_code import (
+    MODEL_LIBRARIES,
+    in_model_library,
+    in_standard_library,
+    installed_library,
+    user_modules,
+)
+
+BUILDER_FIX = (
+    "name a function or class of your own package (package.module:function) or of a model library's "
+    f"models ({', '.join(MODEL_LIBRARIES.values())}), or trust a package of yours with "
+    f"{setting('model.trust', 'PACKAGE')}"
+)
 
 
-def resolve_builder(spec: str):
-    """The function or class `package.module:name` names, imported as user code (never from
-    Python's standard library: a recipe naming `os:system` is refused before anything is imported)."""
+def _refusal(module: str, trust: tuple[str, ...], imported: bool) -> str | None:
+    """Why a builder from `module` may not be called (None: it may). Before the import (`imported`
+    False) a model library passes whole; after it, only a builder defined among its models."""
+    package = module.split(".")[0]
+    if in_standard_library(package):
+        return "Python's standard library, which builds no model"
+    if package in trust:
+        return None
+    if package in MODEL_LIBRARIES:
+        inside = not imported or in_model_library(module)
+        return None if inside else f"{package} but outside its models ({MODEL_LIBRARIES[package]})"
+    if installed_library(package):
+        return f"an installed library ('{package}'), neither your code nor a model library"
+    return None
+
+
+def resolve_builder(spec: str, trust: tuple[str, ...] = ()):
+    """The function or class `package.module:name` names, imported as user code. A recipe may name a
+    builder of the user's own code, of a package it trusts (`trust`) or among a model library's models
+    (MODEL_LIBRARIES); anything else (`os:system`, `yaml:unsafe_load`, `torch:load`) is refused before it is
+    imported, and a name defined elsewhere than it says (a re-export) before it is called."""
     module_name, _, func_name = spec.partition(":")
-    if in_standard_library(module_name):
+    reason = _refusal(module_name, trust, imported=False)
+    if reason:
         raise UserError(
-            f"model builder '{spec}': '{module_name}' is Python's standard library, which builds no model; "
-            "name a function or class of your own package (package.module:function)"
+            f"model builder '{spec}': '{module_name}' is {reason}: refused before import; {BUILDER_FIX}"
         )
     try:
         with user_modules():
@@ -37,19 +67,20 @@ def resolve_builder(spec: str):
     builder = getattr(module, func_name, None)
     if not (inspect.isfunction(builder) or inspect.isclass(builder)):
         raise UserError(f"model builder '{spec}': '{module_name}' has no function or class '{func_name}'")
-    if in_standard_library(builder.__module__ or ""):
+    reason = _refusal(builder.__module__ or "", trust, imported=True)
+    if reason:
         raise UserError(
-            f"model builder '{spec}' is {builder.__module__}.{builder.__qualname__}, from Python's "
-            "standard library, which builds no model; name a function or class of your own package"
+            f"model builder '{spec}' is {builder.__module__}.{builder.__qualname__}, from {reason}: refused "
+            f"before it was called; {BUILDER_FIX}"
         )
     return builder
 
 
-def builder_source_hash(spec: str) -> str | None:
+def builder_source_hash(spec: str, trust: tuple[str, ...] = ()) -> str | None:
     """sha256 of the source defining the builder, so editing the model invalidates cached stages: the
     file, or every .py file beside it when it is part of a package (a model split over modules)."""
     try:
-        source = inspect.getsourcefile(resolve_builder(spec))
+        source = inspect.getsourcefile(resolve_builder(spec, trust))
     except TypeError:  # a builtin: no source file to watch
         return None
     if not source:
@@ -133,7 +164,7 @@ class ModelSource:
             from exporter.models.families import family
 
             return family(self.adapter).load(self.checkpoint, self.trust).eval()
-        builder = resolve_builder(self.builder)
+        builder = resolve_builder(self.builder, self.trust)
         try:
             with user_modules():
                 model = builder(**self.kwargs)
