@@ -476,3 +476,27 @@ def test_which_builders_a_recipe_may_name():
     for library, builder in [("timm", "timm:create_model"), ("torchvision", "torchvision.models:resnet18")]:
         pytest.importorskip(library)
         assert callable(resolve_builder(builder))  # defined among the library's models
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ("{x: &a [1, *a]}", "alias *a inside the node it names (a cycle; refused)"),
+        ("{x: &a {y: *a}}", "alias *a inside the node it names (a cycle; refused)"),
+        ("{x: " + "[" * 5000 + "]" * 5000 + "}", "nested deeper than 64 levels (refused)"),
+        (
+            "\n".join(
+                ["{a0: &a0 " + "[" * 40 + "]" * 40 + ","]
+                + [f" a{i}: &a{i} " + "[" * 40 + f"*a{i - 1}" + "]" * 40 + "," for i in range(1, 4)]
+                + ["}"]
+            ),
+            "aliases nest deeper than 64 levels (refused)",
+        ),
+    ],
+    ids=["recursive list", "recursive mapping", "5000 deep", "nested through aliases"],
+)
+def test_yaml_cycles_and_deep_nesting_are_one_line(run_cli, tmp_path, kwargs, named):
+    path = recipe_with(tmp_path, "kwargs: {num_classes: 3, width: 16, seed: 0}", f"kwargs: {kwargs}")
+    code, _, err = run_cli("fuse", "--recipe", str(path))
+    assert code == 2 and named in err and "invalid YAML at line" in err, err
+    assert len(err.strip().splitlines()) == 1, err

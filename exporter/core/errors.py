@@ -92,14 +92,35 @@ def read_user_file(path: Path, kind: str = "yaml", source: str | None = None) ->
 
 
 MAX_YAML_NODES = 100_000  # a recipe or data.yaml has hundreds; aliases may not expand past this
+MAX_YAML_DEPTH = 64  # nesting levels, aliases expanded; a recipe has four
 
 
 def _strict_loader():
-    """yaml.SafeLoader that refuses a key given twice in one mapping (at the second's line) and a
-    document whose aliases expand to more than MAX_YAML_NODES nodes (an alias bomb)."""
+    """yaml.SafeLoader that refuses a key given twice in one mapping (at the second's line), an alias
+    inside the node it names (a cycle), nesting deeper than MAX_YAML_DEPTH levels and a document whose
+    aliases expand to more than MAX_YAML_NODES nodes (an alias bomb)."""
     import yaml
 
+    def refuse(problem: str, mark):
+        raise yaml.composer.ComposerError(None, None, problem, mark)
+
     class StrictLoader(yaml.SafeLoader):
+        def __init__(self, stream):
+            super().__init__(stream)
+            self.open_anchors: list[str | None] = []  # of the nodes being composed, outermost first
+
+        def compose_node(self, parent, index):
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent) and event.anchor in self.open_anchors:
+                refuse(f"alias *{event.anchor} inside the node it names (a cycle; refused)", event.start_mark)
+            if len(self.open_anchors) >= MAX_YAML_DEPTH:
+                refuse(f"nested deeper than {MAX_YAML_DEPTH} levels (refused)", event.start_mark)
+            self.open_anchors.append(getattr(event, "anchor", None))
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.open_anchors.pop()
+
         def construct_mapping(self, node, deep=False):
             seen = set()
             for key_node, _ in node.value:
@@ -112,24 +133,22 @@ def _strict_loader():
             return super().construct_mapping(node, deep)
 
         def construct_document(self, node):
-            sizes: dict[int, int] = {}
+            measured: dict[int, tuple[int, int]] = {}  # node -> (nodes, levels), aliases expanded
 
-            def size(n) -> int:  # the node count with every alias expanded (memoized per node)
-                if id(n) not in sizes:
-                    sizes[id(n)] = 1  # a recursive alias counts once
+            def measure(n, level: int) -> tuple[int, int]:  # memoized per node: no cycles (compose_node)
+                if id(n) not in measured:
                     children = n.value if isinstance(n.value, list) else []
                     flat = [c for pair in children for c in (pair if isinstance(pair, tuple) else (pair,))]
-                    sizes[id(n)] = 1 + sum(size(c) for c in flat)
-                    if sizes[id(n)] > MAX_YAML_NODES:
-                        raise yaml.constructor.ConstructorError(
-                            None,
-                            None,
-                            f"aliases expand to over {MAX_YAML_NODES} values (refused)",
-                            n.start_mark,
-                        )
-                return sizes[id(n)]
+                    parts = [measure(c, level + 1) for c in flat]
+                    measured[id(n)] = 1 + sum(p[0] for p in parts), 1 + max((p[1] for p in parts), default=0)
+                size, height = measured[id(n)]
+                if size > MAX_YAML_NODES:
+                    refuse(f"aliases expand to over {MAX_YAML_NODES} values (refused)", n.start_mark)
+                if level + height > MAX_YAML_DEPTH:
+                    refuse(f"aliases nest deeper than {MAX_YAML_DEPTH} levels (refused)", n.start_mark)
+                return size, height
 
-            size(node)
+            measure(node, 0)
             return super().construct_document(node)
 
     return StrictLoader
