@@ -117,6 +117,8 @@ EMBEDDED_PREPROCESS = "scale: 0.00392156862745098}"
         (EMBEDDED_PREPROCESS, "scale: 0.0039, std: [0, 0, 0]}", "preprocess.std"),
         (EMBEDDED_PREPROCESS, "scale: .nan}", "preprocess.scale"),
         (EMBEDDED_PREPROCESS, "scale: 1, mean: [.inf, 0, 0]}", "preprocess.mean"),
+        (EMBEDDED_PREPROCESS, "scale: 0.0039, std: [1e-300, 1, 1]}", "preprocess: (pixel·scale − mean)/std"),
+        (EMBEDDED_PREPROCESS, "scale: 1.0e-30}", "channel 0's pixels 0–255 to [0, 2.55e-28]"),
         (EMBEDDED_SIZE, f"{EMBEDDED_SIZE}\ninput_size: [64, 64]", "key 'input_size' given twice"),
         ("{opset: 17,", "{opset: 13, akconv_lowering: gridsample,", "needs opset >= 16"),
     ],
@@ -183,6 +185,12 @@ def nan_statistics():
     return model
 
 
+def negative_variance():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+    model[1].running_var[1:3] = -0.5
+    return model
+
+
 class Silent(nn.Module):
     def __init__(self):
         super().__init__()
@@ -202,6 +210,7 @@ class Words(Silent):
     ("builder", "named"),
     [
         ("nan_statistics", "non-finite weights: 0.weight (0 NaN, 1 infinite of 108), 1.running_var (1 NaN"),
+        ("negative_variance", "negative BatchNorm variances: 1.running_var (2 negative of 4)"),
         ("Silent", "forward returned NoneType, no tensor"),
         ("Words", "forward returned dict, no tensor"),
     ],

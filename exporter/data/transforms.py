@@ -6,12 +6,14 @@ from typing import Annotated, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Resize = Literal["stretch", "letterbox"]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 PositiveFiniteFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 PAD_VALUE = 114  # Ultralytics' letterbox border
+MAX_INPUT = 1e4  # the largest model input a pixel may become: inputs are 0–1 or so, 0–255 unscaled
+MIN_SPREAD = 1e-3  # how far apart pixels 0 and 255 must stay in the model input (else the image vanishes)
 
 
 class Preprocess(BaseModel):
@@ -24,6 +26,24 @@ class Preprocess(BaseModel):
     scale: float = Field(1.0 / 255.0, gt=0, allow_inf_nan=False)
     mean: tuple[FiniteFloat, FiniteFloat, FiniteFloat] = (0.0, 0.0, 0.0)
     std: tuple[PositiveFiniteFloat, PositiveFiniteFloat, PositiveFiniteFloat] = (1.0, 1.0, 1.0)
+
+    @model_validator(mode="after")
+    def _sane_input(self) -> Preprocess:
+        """What the values do: pixels 0 and 255 of each channel, normalised in float32 as `normalize`
+        does, are finite, within ±MAX_INPUT and at least MIN_SPREAD apart."""
+        for channel, (mean, std) in enumerate(zip(self.mean, self.std, strict=True)):
+            with np.errstate(all="ignore"):
+                pixels = np.float32([0, 255]) * np.float32(self.scale)
+                low, high = (pixels - np.float32(mean)) / np.float32(std)
+            bounded = np.isfinite([low, high]).all() and max(abs(low), abs(high)) <= MAX_INPUT
+            if not (bounded and high - low >= MIN_SPREAD):
+                raise ValueError(
+                    f"(pixel·scale − mean)/std takes channel {channel}'s pixels 0–255 to "
+                    f"[{low:.3g}, {high:.3g}] with scale {self.scale:g}, mean {mean:g}, std {std:g}; the "
+                    f"model input must be finite, within ±{MAX_INPUT:g} and spread over {MIN_SPREAD:g} at "
+                    "least: set them as the model was trained (0–1 images: scale 0.00392156862745098, std 1)"
+                )
+        return self
 
 
 def resize_stretch(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -157,6 +157,7 @@ class ModelSource:
         """The model in eval mode, with its checkpoint loaded when one is named; its weights finite."""
         model = self._build()
         require_finite(model, self.checkpoint or self.builder)
+        require_variances(model, self.checkpoint or self.builder)
         return model
 
     def _build(self) -> nn.Module:
@@ -195,6 +196,21 @@ def require_finite(model: nn.Module, source: object) -> None:
         raise UserError(
             f"the model from {source} has non-finite weights: {shown}; the checkpoint is damaged or its "
             "training diverged: use an earlier checkpoint"
+        )
+
+
+def require_variances(model: nn.Module, source: object) -> None:
+    """Refuse BatchNorm running variances below zero, naming them (a norm divides by their square root)."""
+    bad = []
+    for name, norm in model.named_modules():
+        variance = norm.running_var if isinstance(norm, nn.modules.batchnorm._NormBase) else None
+        if variance is not None and bool((variance < 0).any()):
+            bad.append(f"{name}.running_var ({int((variance < 0).sum())} negative of {variance.numel()})")
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" (+{len(bad) - 3} more tensors)" if len(bad) > 3 else "")
+        raise UserError(
+            f"the model from {source} has negative BatchNorm variances: {shown}; a variance is never below "
+            "0: the checkpoint is damaged or was edited: use the file its training wrote"
         )
 
 
