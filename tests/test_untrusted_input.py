@@ -509,3 +509,68 @@ def test_yaml_cycles_and_deep_nesting_are_one_line(run_cli, tmp_path, kwargs, na
     code, _, err = run_cli("fuse", "--recipe", str(path))
     assert code == 2 and named in err and "invalid YAML at line" in err, err
     assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"stages": {"fuse": 5}}, "stages.fuse is 5, not an object"),
+        (
+            {"stages": {"fuse": {"output": {"path": 3, "sha256": "0"}}}},
+            "stages.fuse.output.path is 3, not a string",
+        ),
+        ({"stages": {"fuse": {"output": {"path": "fused.pt"}}}}, "stages.fuse.output has no sha256"),
+        (
+            {"stages": {"fuse": {"output": {"path": "a", "sha256": "0", "companions": [7]}}}},
+            "companions[0] is 7",
+        ),
+        ({"stages": {"fuse": {"output": {"path": "a", "sha256": "0"}, "reads": {"x": 1}}}}, "reads.x is 1"),
+        ({"stages": [], "artifacts": {}}, "manifest.stages is [], not an object"),
+        ({"artifacts": {"onnx.fp32": 5}}, "artifacts.onnx.fp32 is 5, not a string"),
+        ({"recipe": {"name": 5}}, "recipe.name: Input should be a valid string"),
+    ],
+)
+def test_a_manifest_of_the_wrong_shape_is_one_line(run_cli, tmp_path, fields, named):
+    run = fake_run(tmp_path, "model.onnx")
+    manifest = json.loads((run / "manifest.json").read_text())
+    (run / "manifest.json").write_text(json.dumps({**manifest, **fields}))
+    code, _, err = run_cli("eval", "--artifacts", str(run), "--data", "demo")
+    assert code == 2 and "manifest.json is damaged" in err and named in err and "--force" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_doctor_refuses_external_data_outside_the_models_folder_as_eval_does(run_cli, tmp_path):
+    (tmp_path / "run").mkdir()
+    model = conv_with_data_at("../secret.bin", tmp_path / "run")
+    code, out, err = run_cli("doctor", "--onnx", str(model))
+    assert code == 2 and "'../secret.bin' points outside the directory" in err, err
+    assert ": compatible" not in out, out
+    code, out, err = run_cli("doctor", "--onnx", str(conv_with_data_at("weights/w.bin", tmp_path / "run")))
+    assert "TensorRT 10.x: compatible" in out and "points outside" not in err, out + err
+
+
+def test_sigterm_during_a_stage_ends_it_as_an_interrupt_does(run_cli, tmp_path, monkeypatch):
+    """A SIGTERM while fused.pt is half-written: the command ends (143) and leaves no file of the stage."""
+    import os
+    import signal
+
+    from exporter.stages import reference
+
+    def dying(out, *args):
+        Path(out).write_bytes(b"half a model")
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("still running after SIGTERM")
+
+    def unhandled(signum, frame):
+        raise RuntimeError("SIGTERM reached the process unhandled (it would have been killed)")
+
+    monkeypatch.setattr(reference, "save", dying)
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        code, _, err = run_cli(
+            "fuse", "--recipe", str(EMBEDDED), "--input-size", "64", "64", "--run-dir", "run"
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert code == 143 and err.strip().endswith("terminated"), err
+    assert not (tmp_path / "run").exists() or not any(p.is_file() for p in (tmp_path / "run").rglob("*"))

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 import click
 
@@ -23,11 +27,33 @@ FILE_SYSTEM = {
 }
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is: it ends as an interrupt (Ctrl-C) does, nothing half-written."""
+
+
+def _terminated(signum, frame):
+    raise Terminated
+
+
+@contextlib.contextmanager
+def terminated_as_interrupted() -> Iterator[None]:
+    """SIGTERM handled as SIGINT while a command runs (signals reach the main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code instead of raising (one-line errors, no tracebacks)."""
     Group.invoked = None
     try:
-        cli.main(args=argv, prog_name="reparam-export", standalone_mode=False)
+        with terminated_as_interrupted():
+            cli.main(args=argv, prog_name="reparam-export", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:  # usage errors too: one line, with where to read more
@@ -35,9 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" (see `{ctx.command_path} --help`)" if isinstance(exc, click.UsageError) and ctx else ""
         say(f"error: {exc.format_message()}{hint}")
         return exc.exit_code
-    except click.exceptions.Abort:
-        say("aborted")
-        return 130
+    except click.exceptions.Abort as exc:
+        terminated = isinstance(exc.__cause__, Terminated)
+        say("terminated" if terminated else "aborted")
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     except ExporterError as exc:
         label = "check failed" if exc.exit_code == 1 else "error"
         say(f"{label}: {exc.render(flags())}")

@@ -285,11 +285,13 @@ def doctor(as_json, onnx_path, trt_version):
     else:
         out_console().print(tables.doctor(checks))
     if onnx_path is not None:
+        from exporter.stages.ort_runner import read_model
         from exporter.targets.tensorrt.compat import check_model
 
         if not onnx_path.is_file():
             raise UserError(f"ONNX not found: {onnx_path}")
         report = check_model(onnx_path, trt_version)
+        read_model(onnx_path)  # its external data in its folder, as every command that runs a model asks
         click.echo(render(report.describe(), flags()))
         if not report.ok:
             raise CheckFailed(f"{onnx_path} is not compatible with TensorRT {trt_version}")

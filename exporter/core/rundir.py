@@ -172,7 +172,7 @@ class RunDir:
 
 
 def read_manifest(run: Path) -> dict[str, Any]:
-    """A run's manifest.json; a missing or damaged one is bad input."""
+    """A run's manifest.json; a missing, damaged or misshapen one (check_manifest) is bad input."""
     path = Path(run) / "manifest.json"
     if not path.is_file():
         raise UserError(
@@ -180,13 +180,84 @@ def read_manifest(run: Path) -> dict[str, Any]:
         )
     try:
         manifest = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        manifest = exc
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("stages", {}), dict):
-        raise UserError(
-            f"{path} is damaged (not a manifest object); rebuild the run (build with {setting('force')})"
-        )
-    return manifest
+        check_manifest(manifest)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        problem = "not JSON"
+    except ValueError as exc:
+        problem = str(exc)
+    else:
+        return manifest
+    raise UserError(f"{path} is damaged ({problem}); rebuild the run (build with {setting('force')})")
+
+
+# the fields of a manifest that commands read, by type; a run and a stage's record may hold more
+RUN_FIELDS = {
+    "stages": dict,
+    "artifacts": dict,
+    "recipe": dict,
+    "recipe_hash": str,
+    "built": str,
+    "tensorrt": dict,
+}
+STAGE_FIELDS = {
+    "key": str,
+    "inputs": dict,
+    "output": dict,
+    "settings": (dict, type(None)),
+    "versions": dict,
+    "wall_s": (int, float),
+    "reads": dict,
+    "check": dict,
+}
+FILE_FIELDS = {"path": str, "sha256": str}  # a file a stage read or wrote
+OUTPUT_FIELDS = {**FILE_FIELDS, "bytes": int, "companions": list}
+
+
+def check_manifest(manifest: Any) -> None:
+    """Refuse (ValueError naming the field) a manifest not shaped as the commands read it: the run's fields,
+    each stage's record, and the files these name."""
+    _fields(manifest, RUN_FIELDS, "manifest", required=("stages",))
+    for key, recorded in manifest.get("artifacts", {}).items():
+        _is(recorded, str, f"artifacts.{key}")
+    for name, stage in manifest["stages"].items():
+        where = f"stages.{name}"
+        _fields(stage, STAGE_FIELDS, where, required=("output",))
+        _fields(stage["output"], OUTPUT_FIELDS, f"{where}.output", required=tuple(FILE_FIELDS))
+        for index, written in enumerate(stage["output"].get("companions", [])):
+            _fields(written, FILE_FIELDS, f"{where}.output.companions[{index}]", required=tuple(FILE_FIELDS))
+        for key, read in stage.get("inputs", {}).items():
+            _fields(read, FILE_FIELDS, f"{where}.inputs.{key}", required=tuple(FILE_FIELDS))
+        for field in ("reads", "versions"):
+            for key, value in stage.get(field, {}).items():
+                _is(value, str, f"{where}.{field}.{key}")
+
+
+def _fields(value: Any, fields: dict[str, Any], where: str, required: tuple[str, ...] = ()) -> None:
+    """`value` a mapping whose `fields` have their types where present, and `required` ones present."""
+    _is(value, dict, where)
+    for name in required:
+        if name not in value:
+            raise ValueError(f"{where} has no {name}")
+    for name, kind in fields.items():
+        if name in value:
+            _is(value[name], kind, f"{where}.{name}")
+
+
+JSON_NAMES = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    type(None): "null",
+}
+
+
+def _is(value: Any, kind: type | tuple[type, ...], where: str) -> None:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        expected = " or ".join(JSON_NAMES[k] for k in kinds)
+        raise ValueError(f"{where} is {json.dumps(value)[:40]}, not {expected}")
 
 
 def in_run(run: Path, recorded: str) -> Path:

@@ -8,10 +8,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
 from exporter.core import host
 from exporter.core.artifacts import plain, sha256_file, sha256_json, write_json
-from exporter.core.errors import UserError
+from exporter.core.errors import UserError, setting
 from exporter.core.rundir import read_manifest, run_artifacts, verified
 from exporter.numerics.parity import flatten_outputs
 from exporter.recipe import Recipe
@@ -24,7 +25,15 @@ def run_recipe(run: Path) -> Recipe:
     content = read_manifest(run)
     if "recipe" not in content:
         raise UserError(f"{run} has no finished build; run `reparam-export build` for it first")
-    return Recipe.model_validate(content["recipe"])
+    try:
+        return Recipe.model_validate(content["recipe"])
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in ("recipe", *error["loc"]))
+        raise UserError(
+            f"{Path(run) / 'manifest.json'} is damaged ({field}: {error['msg']}); rebuild the run (build "
+            f"with {setting('force')})"
+        ) from None
 
 
 def torch_infer(fused_pt: Path):
