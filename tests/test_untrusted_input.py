@@ -574,3 +574,22 @@ def test_sigterm_during_a_stage_ends_it_as_an_interrupt_does(run_cli, tmp_path, 
         signal.signal(signal.SIGTERM, previous)
     assert code == 143 and err.strip().endswith("terminated"), err
     assert not (tmp_path / "run").exists() or not any(p.is_file() for p in (tmp_path / "run").rglob("*"))
+
+
+def test_a_file_the_user_may_not_read_is_one_line(run_cli, tmp_path, monkeypatch):
+    """As a user without the permission (root reads anything, so the refusal is stood in for)."""
+    import errno
+
+    recipe = tmp_path / "locked.yaml"
+    recipe.write_text(EMBEDDED.read_text())
+    read_text = Path.read_text
+
+    def locked(path, *args, **kwargs):
+        if path.name == recipe.name:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", locked)
+    code, _, err = run_cli("fuse", "--recipe", str(recipe))
+    assert code == 2 and f"cannot access {recipe}: permission denied" in err, err
+    assert len(err.strip().splitlines()) == 1, err
