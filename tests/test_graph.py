@@ -1,7 +1,9 @@
 """The stage graph's runner: upstream first, each node once, settings from upstream records, a node read
-`later` run only when asked for and outside the key, a cached record re-checked by `accept`."""
+`later` run only when asked for and outside the key, typed records (in the manifest as JSON, read back as
+the same type), a cached record re-checked by `accept`."""
 
 import json
+from dataclasses import dataclass, field
 
 import pytest
 from rich.console import Console
@@ -9,7 +11,15 @@ from rich.console import Console
 from exporter.core.errors import UserError
 from exporter.core.rundir import RunDir
 from exporter.pipeline.runner import Runner
-from exporter.stages.graph import Node, fixed
+from exporter.stages.graph import Node, Record, fixed
+
+
+@dataclass(frozen=True)
+class Wrote(Record):
+    keep: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return f"keeps {self.keep}"
 
 
 def runner(root, force=False) -> tuple[Runner, list[str]]:
@@ -25,14 +35,14 @@ def writer(text, record=None, ran=None):
         call.output.write_text(json.dumps({"text": text, "read": read, "settings": call.settings}))
         if ran is not None:
             ran.append(text)
-        return dict(record or {})
+        return Wrote(**(record or {}))
 
     return run
 
 
 def graph(ran, asked=False, limit=3):
-    source = Node("source", "a.json", writer("a", {"keep": ["x"]}, ran), lambda r: "a", fixed({"n": 1}))
-    ranking = Node("ranking", "r.json", writer("r", ran=ran), lambda r: "r", fixed({"n": 2}))
+    source = Node("source", "a.json", writer("a", {"keep": ["x"]}, ran), Wrote, fixed({"n": 1}))
+    ranking = Node("ranking", "r.json", writer("r", ran=ran), Wrote, fixed({"n": 2}))
 
     def search(call):
         if asked:
@@ -43,8 +53,8 @@ def graph(ran, asked=False, limit=3):
         "search",
         "s.json",
         search,
-        lambda r: "s",
-        lambda upstream: {"keep": upstream["a"].record["keep"], "limit": limit},
+        Wrote,
+        lambda upstream: {"keep": upstream["a"].record.keep, "limit": limit},
         reads={"a": source},
         later={"ranking": ranking},
     )
@@ -56,7 +66,8 @@ def test_upstream_first_settings_from_records_and_later_only_on_demand(tmp_path)
     result = run.result(graph(ran))
     assert ran == ["a", "s"], "the ranking is not run unless asked for"
     assert json.loads(result.output.read_text())["settings"] == {"keep": ["x"], "limit": 3}
-    assert [line.split()[0] for line in lines] == ["source", "search"]
+    assert lines[0].startswith("source") and "keeps ['x']" in lines[0] and lines[1].startswith("search")
+    assert result.record == Wrote() and not result.cached
 
     ran.clear()
     run, _ = runner(tmp_path)
@@ -78,12 +89,19 @@ def test_a_node_runs_once_and_a_changed_setting_reruns_it_alone(tmp_path):
     assert ran == ["s"]
 
 
+def test_a_run_returning_another_record_is_refused(tmp_path):
+    node = Node("odd", "o.json", lambda call: call.output.write_text("{}") and {"keep": []}, Wrote, fixed({}))
+    with pytest.raises(TypeError, match="returned dict, not Wrote"):
+        runner(tmp_path)[0].result(node)
+    assert not (tmp_path / "o.json").exists()
+
+
 def test_a_cached_record_is_checked_again(tmp_path):
     def refuse(record):
         raise UserError("refused")
 
     def node(accept=None):
-        return Node("only", "o.json", writer("o"), lambda r: "o", fixed({}), accept=accept)
+        return Node("only", "o.json", writer("o"), Wrote, fixed({}), accept=accept)
 
     runner(tmp_path)[0].result(node())
     with pytest.raises(UserError, match="refused"):

@@ -169,15 +169,15 @@ def test_fp32_ir_the_plugin_cannot_compile_marked_is_saved_unmarked_and_says_so(
     settings = openvino.IrSettings.from_recipe(recipe, "fp32")
     record = openvino.run(settings, run / "openvino" / "model.sim.onnx", run / "fused.pt", out)
     assert refusals == [True]
-    assert record["precise"] == {
+    assert record.precise == {
         "marked": False,
         "why_not": "OpenVINO's CPU plugin could not compile it marked precise (unsupported post-ops)",
     }
     assert ET.parse(out).getroot().find(".//rt_info/attribute[@name='precise']") is None
     computes = ov.Core().read_model(out).get_rt_info(["reparam_export", "inference_precision"]).astype(str)
     assert "could not compile its layers marked precise" in computes
-    assert record["check"]["ok"]
-    line = openvino.describe(record)
+    assert record.check["ok"]
+    line = record.describe()
     if bf16_host():
         assert "WARNING" in line and "layers not marked precise" in line
         assert "INFERENCE_PRECISION_HINT" in line

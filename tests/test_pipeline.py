@@ -218,7 +218,7 @@ def test_files_a_builder_reads_are_part_of_the_fuse_cache(tmp_path, monkeypatch)
     }
     run = tmp_path / "run"
     first = Pipeline(load_recipe(EMBEDDED, settings), run).fuse()
-    assert not first.cached and list(first.record["reads"]) == [str(weights.resolve())]
+    assert not first.cached and list(first.record.reads) == [str(weights.resolve())]
     (tmp_path / "unrelated.txt").write_text("b")
     assert Pipeline(load_recipe(EMBEDDED, settings), run).fuse().cached
     torch.save(torch.nn.Conv2d(3, 4, 3, padding=1).state_dict(), weights)

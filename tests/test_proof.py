@@ -52,7 +52,7 @@ def test_damoyolo_at_full_scale_is_proved_and_exported(variant, tmp_path):
         assert stages[name]["check"]["ok"] and stages[name]["check"]["ratio"] < 0.5, stages[name]["check"]
     settings = openvino.IrSettings.from_recipe(recipe, "fp32")
     record = openvino.run(settings, run / "model.sim.onnx", run / "fused.pt", tmp_path / "model_fp32.xml")
-    assert record["check"]["ok"] and record["check"]["ratio"] < 0.5, record["check"]
+    assert record.check["ok"] and record.check["ratio"] < 0.5, record.check
     # the fused FP32 model drifts from float64 by rounding of the order of an FP32 rule of 1e-4·max(1, |y|)
     # (DAMO-YOLO-S: 8e-5 to 1.2e-4 of it, by the CPU's kernels), orders of magnitude past the proof's error
     drift = proof["drift"]

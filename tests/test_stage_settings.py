@@ -7,20 +7,22 @@ artifacts it reads, never the recipe, so a stage whose settings and inputs are u
 not read the field that changed.
 """
 
+import dataclasses
 import inspect
 import typing
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from exporter.core.artifacts import plain
-from exporter.core.rundir import StageResult
 from exporter.data.shapes import write_split
 from exporter.models.embedded import build_embedded_detector
 from exporter.pipeline.builder import Pipeline, targets_of
 from exporter.recipe import Recipe, load_recipe
 from exporter.stages import export_onnx, fuse, partial_int8, scoring, sensitivity, simplify
+from exporter.stages.graph import Node, Record, Result
 from exporter.targets.openvino import ir as openvino
 from exporter.targets.tensorrt import engine as tensorrt
 from exporter.targets.tensorrt import qdq as quantize_qdq
@@ -126,19 +128,24 @@ def base_overrides(data) -> dict:
     }
 
 
-def plan(recipe: Recipe, run: Path) -> dict[str, tuple[object, dict[str, str]]]:
-    """stage -> (its settings as JSON, input -> the stage that writes it or the file), as `build` plans
-    them (the INT8 search's record stands in with no float layers)."""
+def graph(recipe: Recipe, run: Path) -> dict[str, Node]:
+    """Every node `build` plans for `recipe`, by name, upstream first."""
     pipeline = Pipeline(recipe, run)
     pipeline.check()
     goals = [node for target in targets_of(recipe) for node in target.nodes(pipeline.plan).values()]
     goals += pipeline.plan.extras
-    nodes = {node.name: node for goal in goals for node in (*goal.upstream(), goal)}
-    searched = {"float_nodes": []}
+    return {node.name: node for goal in goals for node in (*goal.upstream(), goal)}
+
+
+def plan(recipe: Recipe, run: Path) -> dict[str, tuple[object, dict[str, str]]]:
+    """stage -> (its settings as JSON, input -> the stage that writes it or the file), as `build` plans
+    them (the INT8 search's record stands in with no float layers)."""
+    nodes = graph(recipe, run)
+    searched = SimpleNamespace(float_nodes=[])  # the search's record, as the INT8 stages read it
     planned = {}
     for name, node in nodes.items():
         upstream = {
-            key: StageResult(each.name, run / each.output, searched, False)
+            key: Result(each.name, run / each.output, searched, False, 0.0)
             for key, each in node.reads.items()
         }
         inputs = {key: each.name for key, each in node.reads.items()} | {
@@ -186,6 +193,16 @@ def test_each_field_reruns_exactly_the_stages_that_read_it(data, tmp_path):
         if found != expected:
             wrong[field] = {"unexpected": sorted(found - expected), "missing": sorted(expected - found)}
     assert wrong == {}
+
+
+def test_every_stage_has_its_own_typed_record(data, tmp_path):
+    nodes = graph(load_recipe(EMBEDDED, base_overrides(data)), tmp_path)
+    assert set(nodes) == BUILD
+    for node in nodes.values():
+        kind = node.record
+        assert issubclass(kind, Record) and kind is not Record, node.name
+        assert kind.describe is not Record.describe, f"{node.name}: {kind.__name__} says nothing"
+        assert kind.__dataclass_params__.frozen and dataclasses.fields(kind), node.name
 
 
 def test_stage_functions_take_settings_not_the_recipe():

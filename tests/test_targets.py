@@ -17,7 +17,7 @@ import shutil
 from dataclasses import dataclass
 
 from exporter.lowering.capability import Choice
-from exporter.stages.graph import Node, fixed
+from exporter.stages.graph import Node, Record, fixed
 from exporter.targets import Library, Target
 
 
@@ -26,13 +26,21 @@ class CopySettings:
     suffix: str
 
 
+@dataclass(frozen=True)
+class Copied(Record):
+    check: None = None
+
+    def describe(self):
+        return "copied"
+
+
 def nodes(plan):
     return {
         "fake.fp32": Node(
             "fake.fp32",
             "fake/model.fake",
-            lambda call: shutil.copyfile(call.inputs["onnx"], call.output) and {"check": None},
-            lambda record: "copied",
+            lambda call: shutil.copyfile(call.inputs["onnx"], call.output) and Copied(),
+            Copied,
             fixed(CopySettings(".fake")),
             reads={"onnx": plan.simplified(TARGET)},
         )

@@ -71,7 +71,7 @@ def qdq(demo, calib_set, tmp_path_factory):
     out = tmp_path_factory.mktemp("qdq") / "model.qdq.onnx"
     settings = quantize_qdq.QdqSettings.from_recipe(recipe, calib_set)
     record = quantize_qdq.run(settings, sim, fused, out, ranges_dir=out.parent)
-    return out, record
+    return out, record.as_json()
 
 
 def _model(nodes, inputs, outputs, initializers=(), opset=17, domains=()):
@@ -418,11 +418,7 @@ def test_bundle_writes_onnx_script_and_readme(demo, qdq, tmp_path):
     script = tmp_path / "bundle" / "build_engine.sh"
     models = {"fp32": sim, "fp16": sim, "int8": qdq_path}
     record = trt_stage.write_bundle(script, models, trt_stage.EngineSettings(), "TensorRT is not installed")
-    assert (
-        record["engine"] is None
-        and record["deferred"] is True
-        and record["reason"] == "TensorRT is not installed"
-    )
+    assert record.engine is None and record.deferred is True and record.reason == "TensorRT is not installed"
     folder = script.parent
     assert sorted(p.name for p in folder.iterdir()) == [
         "README.txt",
@@ -442,7 +438,7 @@ def test_bundle_writes_onnx_script_and_readme(demo, qdq, tmp_path):
         tmp_path / "old" / "build_engine.sh", {"int8": qdq_path}, trt_stage.EngineSettings(), "x", "8.6"
     )
     assert _commands(tmp_path / "old" / "build_engine.sh")[0][2:4] == ["--int8", "--fp16"]
-    assert old["trt_version"] == "8.6"
+    assert old.trt_version == "8.6"
 
 
 def test_bundle_dynamic_batch_profile(tmp_path):
@@ -479,7 +475,7 @@ def test_bundle_with_plugin_builds_it_first_and_runs(tmp_path):
     record = trt_stage.write_bundle(
         script, {"fp32": tmp_path / "plugin.onnx"}, trt_stage.EngineSettings(), "none"
     )
-    assert {f"plugin/{s}" for s in trt_stage.PLUGIN_SOURCES} <= set(record["files"])
+    assert {f"plugin/{s}" for s in trt_stage.PLUGIN_SOURCES} <= set(record.files)
     lines = script.read_text().splitlines()
     cmake = [i for i, line in enumerate(lines) if line.startswith("cmake ")]
     trtexec = [i for i, line in enumerate(lines) if line.startswith('"$TRTEXEC"')]
@@ -588,7 +584,7 @@ def test_engine_build_and_runner(precision, demo, qdq, tmp_path):
     cache = tmp_path / "timing.cache"
     engine = tmp_path / f"model_{precision}.engine"
     settings = trt_stage.EngineStageSettings.from_recipe(recipe, precision)
-    record = trt_stage.engine_stage(settings, source, fused, engine, timing_cache=cache)
+    record = trt_stage.engine_stage(settings, source, fused, engine, timing_cache=cache).as_json()
     assert engine.is_file() and cache.is_file() and record["deferred"] is False
     assert record["tensorrt"] and record["gpu"]["compute_capability"]
     assert record["gpu"]["matches_target"] == (record["gpu"]["compute_capability"] == "7.5")
@@ -762,7 +758,7 @@ def test_engine_cache_key_holds_tensorrt_gpu_plugin_and_tolerance(tmp_path, monk
     def fake_engine_stage(settings, onnx_path, fused, out, timing_cache=None):
         built.append(settings.precision)
         out.write_bytes(b"engine for " + str(versions).encode())
-        return {"precision": settings.precision, "check": None, "note": "recorded"}
+        return trt_stage.EngineRecord(settings.precision, check=None, note="recorded")
 
     versions = {"tensorrt": "10.3.0", "gpu": "Tesla T4 (sm 7.5)"}
     monkeypatch.setattr(trt_stage, "unavailable", lambda: None)
@@ -803,7 +799,7 @@ def test_end2end_engine_is_not_compared_with_the_nms_free_reference(tmp_path, mo
         load_recipe(EMBEDDED, {"tensorrt.end2end_nms": True}), "fp32"
     )
     record = trt_stage.engine_stage(settings, tmp_path / "m.onnx", tmp_path / "f.pt", tmp_path / "e")
-    assert record["check"] is None and "no parity check" in record["note"]
+    assert record.check is None and "no parity check" in record.note
 
 
 def test_cached_ranges_are_keyed_on_image_contents(tmp_path):

@@ -16,10 +16,11 @@ from typing import Any
 from rich.console import Console
 
 from exporter.core.errors import UserError, setting
-from exporter.core.rundir import RunDir, StageResult
+from exporter.core.rundir import RunDir
 from exporter.models.families import family
 from exporter.pipeline.runner import Runner
 from exporter.recipe import Recipe
+from exporter.stages.graph import Result
 from exporter.targets import TARGETS, Target
 from exporter.targets.plan import Plan
 
@@ -113,11 +114,11 @@ class Pipeline:
         self.run.note(**fields)
 
     @property
-    def results(self) -> list[StageResult]:
+    def results(self) -> list[Result]:
         """The stages run or found cached, in order."""
         return list(self.runner.results.values())
 
-    def result(self, node) -> StageResult:
+    def result(self, node) -> Result:
         """`node` run or found cached, after the plan's new warnings are printed and recorded."""
         self.warnings()
         return self.runner.result(node)
@@ -159,10 +160,10 @@ class Pipeline:
 
     # single stages, as the CLI's commands run them
 
-    def fuse(self) -> StageResult:
+    def fuse(self) -> Result:
         return self.result(self.plan.fuse)
 
-    def simplify(self, target: Target) -> StageResult:
+    def simplify(self, target: Target) -> Result:
         node = self.plan.simplified(target)
         self.say_skipped()
         return self.result(node)
@@ -171,13 +172,13 @@ class Pipeline:
         if self.plan.notes.get("simplify"):
             self.say("simplify  skipped: export.simplify is false in the recipe")
 
-    def sensitivity(self) -> StageResult:
+    def sensitivity(self) -> Result:
         return self.result(self.plan.sensitivity)
 
-    def int8_search(self, target: Target) -> StageResult:
+    def int8_search(self, target: Target) -> Result:
         return self.result(self.plan.search(target))
 
-    def build(self) -> dict[str, StageResult]:
+    def build(self) -> dict[str, Result]:
         """Every stage the recipe's targets need; returns the final artifact per target/precision.
 
         The run keeps the artifacts of other targets built into it earlier from the same fused model

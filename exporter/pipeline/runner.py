@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 from rich.console import Console
 
-from exporter.core.rundir import RunDir, StageResult
-from exporter.stages.graph import Call, Node
+from exporter.core.rundir import RunDir
+from exporter.stages.graph import Call, Node, Result
 
 
 class Runner:
@@ -21,9 +21,9 @@ class Runner:
         self.force = force
         self.console = console
         self.say = say
-        self.results: dict[str, StageResult] = {}  # by node name, in the order resolved
+        self.results: dict[str, Result] = {}  # by node name, in the order resolved
 
-    def result(self, node: Node) -> StageResult:
+    def result(self, node: Node) -> Result:
         """`node`'s result: run once per runner (after its upstream nodes), or found cached."""
         done = self.results.get(node.name)
         if done is not None:
@@ -34,15 +34,22 @@ class Runner:
         later = {name: (lambda each=each: self.result(each).output) for name, each in node.later.items()}
 
         def run(out) -> dict:
-            return node.run(Call(settings, inputs, out, later, self.say))
+            record = node.run(Call(settings, inputs, out, later, self.say))
+            if not isinstance(record, node.record):
+                raise TypeError(
+                    f"stage {node.name} returned {type(record).__name__}, not {node.record.__name__}"
+                )
+            return record.as_json()
 
         with self.console.status(f"[bold]{node.name}[/bold] running…"):
-            result = self.run.run_stage(
+            entry = self.run.run_stage(
                 node.name, node.output, inputs, settings, run, self.force, node.companions, node.versions()
             )
-        if result.cached and node.accept is not None:
-            node.accept(result.record)
+        record = node.record.from_json(entry.record)
+        if entry.cached and node.accept is not None:
+            node.accept(record)
+        result = Result(node.name, entry.output, record, entry.cached, entry.record["wall_s"])
         self.results[node.name] = result
-        state = "cached" if result.cached else f"{result.record['wall_s']:.1f} s"
-        self.say(f"{node.name:<16} {node.describe(result.record)}  [{state}] → {result.output}")
+        state = "cached" if result.cached else f"{result.wall_s:.1f} s"
+        self.say(f"{node.name:<16} {record.describe()}  [{state}] → {result.output}")
         return result

@@ -19,6 +19,7 @@ from exporter.lowering.capability import Choice
 from exporter.models.families import family
 from exporter.recipe import Recipe
 from exporter.stages import reference
+from exporter.stages.graph import Record
 
 INPUT_NAME = "images"
 
@@ -85,7 +86,23 @@ def output_names(requested: tuple[str, ...] | list[str] | None, count: int) -> l
     return names
 
 
-def run(settings: ExportSettings, fused_pt: Path, out: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ExportRecord(Record):
+    check: dict[str, Any]  # onnxruntime against the fused model
+    nodes: int
+    opset: int
+    akconv: dict[str, Any]  # layers lowered, the lowering and why
+
+    def describe(self) -> str:
+        check = reference.describe_check(self.check)
+        detail = f"opset {self.opset}, {self.nodes} nodes; onnxruntime {check}"
+        if self.akconv.get("layers"):
+            akconv = self.akconv
+            detail += f"; AKConv×{akconv['layers']} → {akconv['lowering']} ({akconv['reason']})"
+        return detail
+
+
+def run(settings: ExportSettings, fused_pt: Path, out: Path) -> ExportRecord:
     model, blob = reference.load_fused(fused_pt)
     probe, outputs = blob["probe"], blob["outputs"]
     akconv = apply_akconv_lowering(model, settings.akconv)
@@ -112,18 +129,4 @@ def run(settings: ExportSettings, fused_pt: Path, out: Path) -> dict[str, Any]:
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, out)
     parity = reference.onnxruntime_parity("the exported model", out, fused_pt, settings.noise_factor)
-    return {
-        "check": parity.as_dict(),
-        "nodes": len(proto.graph.node),
-        "opset": settings.opset,
-        "akconv": akconv,
-    }
-
-
-def describe(record: dict[str, Any]) -> str:
-    check = reference.describe_check(record["check"])
-    detail = f"opset {record['opset']}, {record['nodes']} nodes; onnxruntime {check}"
-    akconv = record.get("akconv") or {}
-    if akconv.get("layers"):
-        detail += f"; AKConv×{akconv['layers']} → {akconv['lowering']} ({akconv['reason']})"
-    return detail
+    return ExportRecord(parity.as_dict(), len(proto.graph.node), settings.opset, akconv)

@@ -22,6 +22,7 @@ from exporter.models.reads import files_read
 from exporter.numerics.complexity import profile
 from exporter.recipe import Recipe
 from exporter.stages import reference
+from exporter.stages.graph import Record
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,30 @@ def fuse(settings: FuseSettings) -> tuple[nn.Module, FuseReport, torch.Tensor]:
     return fused, report, probe
 
 
+@dataclass(frozen=True)
+class FuseRecord(Record):
+    check: dict[str, Any]  # the fuser's report (blocks.fuse.FuseReport.as_dict)
+    outputs: list[list[int]]  # the model's output shapes on the probe
+    gflops: float
+    reads: dict[str, str]  # files the builder read itself: path -> sha256
+
+    def describe(self) -> str:
+        check = self.check
+        counts = ", ".join(f"{n}×{k}" for k, n in sorted(check["counts"].items())) or "nothing to fuse"
+        drift = check["drift"]
+        detail = (
+            f"{counts}; params {check['params_before']:,} → {check['params_after']:,}; float64 proof on "
+            f"{' and '.join(check['inputs'])}: {reference.describe_check(check['model_parity'])}; FP32 drift "
+            f"{drift['max_abs_err']:.3g} (output scale {drift['max_abs_ref']:.3g}, rounding)"
+        )
+        if check["not_fused"]:
+            detail += f"; NOT FUSED: {'; '.join(check['not_fused'])}"
+        return detail
+
+
 def run(
     settings: FuseSettings, out: Path, accept: Callable[[list[list[int]]], None] = lambda shapes: None
-) -> dict[str, Any]:
+) -> FuseRecord:
     """Fuse and prove; `accept` sees the output shapes before fused.pt is written and may refuse them."""
     with files_read() as read:
         fused, report, probe = fuse(settings)
@@ -96,23 +118,6 @@ def run(
     # files the builder read itself (a checkpoint it loads, a config): a change to one reruns the stage
     known = settings.source.checkpoint.resolve() if settings.source.checkpoint else None
     reads = [p for p in read if p != known] if settings.source.builder else []
-    return {
-        "check": report.as_dict(),
-        "outputs": shapes,
-        "gflops": profile(fused, probe[:1]).gflops,
-        "reads": {str(p): sha256_file(p) for p in reads},
-    }
-
-
-def describe(record: dict[str, Any]) -> str:
-    check = record["check"]
-    counts = ", ".join(f"{n}×{k}" for k, n in sorted(check["counts"].items())) or "nothing to fuse"
-    drift = check["drift"]
-    detail = (
-        f"{counts}; params {check['params_before']:,} → {check['params_after']:,}; float64 proof on "
-        f"{' and '.join(check['inputs'])}: {reference.describe_check(check['model_parity'])}; FP32 drift "
-        f"{drift['max_abs_err']:.3g} (output scale {drift['max_abs_ref']:.3g}, rounding)"
+    return FuseRecord(
+        report.as_dict(), shapes, profile(fused, probe[:1]).gflops, {str(p): sha256_file(p) for p in reads}
     )
-    if check["not_fused"]:
-        detail += f"; NOT FUSED: {'; '.join(check['not_fused'])}"
-    return detail

@@ -30,6 +30,7 @@ from exporter.numerics import layer_names
 from exporter.numerics.latency import side_by_side
 from exporter.recipe import Recipe
 from exporter.stages import reference
+from exporter.stages.graph import Record
 from exporter.stages.scoring import EvaluationSettings, Scorer
 from exporter.stages.sensitivity import ranking
 
@@ -127,6 +128,38 @@ def candidates(fused_pt: Path, sensitivity_json: Path, quantizer) -> tuple[dict[
     return searchable, [layer for layer in mapping if layer not in searchable]
 
 
+@dataclass(frozen=True)
+class SearchRecord(Record):
+    backend: str
+    budget_points: float
+    evaluation: dict[str, Any]  # the data scored and its images
+    ranked: bool  # false: full INT8 met the budget, no ranking was made
+    candidates: int
+    fp32_map: float
+    full_int8_map: float
+    partial_int8_map: float
+    always_float_layers: list[str]  # the prediction convolutions, float in every INT8 build
+    float_layers: list[str]  # the torch layers the search keeps in float
+    float_nodes: list[str]  # their graph nodes: what the INT8 stage leaves without Q/DQ
+    trials: list[dict[str, Any]]
+    drop_points: float
+    latency_ms: dict[str, float] | None  # FP32, full and partial INT8 timed side by side
+    check: dict[str, Any]  # the budget met
+    speedup_kept: float | None = None  # share of full INT8's latency saving the partial model keeps
+    latency_note: str | None = None  # why latency was not measured
+
+    def describe(self) -> str:
+        kept = (
+            f"{len(self.float_layers)} of {self.candidates} layers kept in float"
+            if self.ranked
+            else "full INT8 within the budget (no layer ranking needed)"
+        )
+        return (
+            f"{kept}; mAP FP32 {100 * self.fp32_map:.2f}, full INT8 {100 * self.full_int8_map:.2f}, partial "
+            f"INT8 {100 * self.partial_int8_map:.2f} (budget {self.budget_points:g} points)"
+        )
+
+
 def run(
     settings: SearchSettings,
     quantizer,
@@ -134,7 +167,7 @@ def run(
     sensitivity_json: Callable[[], Path],
     out: Path,
     say: Callable[[str], None] = lambda line: None,
-) -> dict[str, Any]:
+) -> SearchRecord:
     """Search the float layers for the budget; writes and returns the record. `sensitivity_json()`
     makes the ranking, asked for only when full INT8 misses the budget."""
     budget = settings.budget_points
@@ -205,17 +238,5 @@ def run(
         record["latency_ms"] = None
         record["latency_note"] = quantizer.latency_note
     write_json(out, record)
-    return {**record, "check": {"budget_points": budget, "drop_points": record["drop_points"], "ok": True}}
-
-
-def describe(record: dict[str, Any]) -> str:
-    kept = (
-        f"{len(record['float_layers'])} of {record['candidates']} layers kept in float"
-        if record["ranked"]
-        else "full INT8 within the budget (no layer ranking needed)"
-    )
-    return (
-        f"{kept}; mAP FP32 "
-        f"{100 * record['fp32_map']:.2f}, full INT8 {100 * record['full_int8_map']:.2f}, partial INT8 "
-        f"{100 * record['partial_int8_map']:.2f} (budget {record['budget_points']:g} points)"
-    )
+    met = {"budget_points": budget, "drop_points": record["drop_points"], "ok": True}
+    return SearchRecord(**record, check=met)

@@ -37,6 +37,7 @@ from exporter.data.calibration import CalibrationSet
 from exporter.numerics import layer_names
 from exporter.numerics.graph import onnx_decode_tail, onnx_prediction_convs
 from exporter.stages import ort_runner, reference
+from exporter.stages.graph import Record
 
 METHODS = ("minmax", "entropy", "percentile")
 ZERO_POINT_TYPES = {"QInt8": np.int8, "QUInt8": np.uint8}
@@ -321,6 +322,23 @@ def quantize_detector(
     cost 1.5 mAP points) and `float_nodes` too (the partial-INT8 search's)."""
     excluded = [*onnx_prediction_convs(onnx.load(str(onnx_path))), *float_nodes]
     return quantize_qdq(onnx_path, out, calibration, method, excluded, ranges_dir, scheme=scheme)
+
+
+@dataclass(frozen=True)
+class QdqRecord(Record):
+    """A Q/DQ ONNX stage's record; each target that builds one says it in its own words (describe)."""
+
+    scheme: dict[str, Any]
+    method: str
+    calibration_images: int
+    settings: dict[str, Any]  # quantize_static's
+    qdq_pairs: int
+    quantized_nodes: list[str]
+    excluded_nodes: list[str]
+    float_tail: list[str]
+    ranges: dict[str, Any]  # the range cache and whether it was reused
+    check: dict[str, Any]  # onnxruntime against the fused model (recorded)
+    collapse: dict[str, Any]
 
 
 def quantize_and_measure(

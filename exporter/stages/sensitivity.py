@@ -14,6 +14,7 @@ from exporter.data.calibration import CalibrationSet
 from exporter.numerics.int8_sensitivity import layer_sensitivity
 from exporter.recipe import Recipe
 from exporter.stages import reference
+from exporter.stages.graph import Record
 
 
 @dataclass(frozen=True)
@@ -25,16 +26,22 @@ class SensitivitySettings:
         return cls(calibration.subset(recipe.int8.sensitivity_images))
 
 
-def run(settings: SensitivitySettings, fused_pt: Path, out: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SensitivityRecord(Record):
+    calibration_images: int
+    layers: int  # convolutions ranked
+    check: None = None  # a measurement: nothing to hold against a tolerance
+
+    def describe(self) -> str:
+        return f"{self.layers} convolutions ranked on {self.calibration_images} calibration images"
+
+
+def run(settings: SensitivitySettings, fused_pt: Path, out: Path) -> SensitivityRecord:
     model, _ = reference.load_fused(fused_pt)
     images = settings.calibration
     layers = [s.as_dict() for s in layer_sensitivity(model, list(images.batches(4)))]
     write_json(out, {"calibration_images": len(images.images), "layers": layers})
-    return {"calibration_images": len(images.images), "layers": len(layers), "check": None}
-
-
-def describe(record: dict[str, Any]) -> str:
-    return f"{record['layers']} convolutions ranked on {record['calibration_images']} calibration images"
+    return SensitivityRecord(len(images.images), len(layers))
 
 
 def ranking(path: Path) -> list[dict[str, Any]]:

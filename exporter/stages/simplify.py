@@ -19,6 +19,7 @@ import onnx
 
 from exporter.recipe import Recipe
 from exporter.stages import reference
+from exporter.stages.graph import Record
 
 
 @dataclass(frozen=True)
@@ -67,25 +68,33 @@ def run_onnxsim(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None, li
     return simplified, None, notes
 
 
-def run(settings: SimplifySettings, onnx_path: Path, fused_pt: Path, out: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SimplifyRecord(Record):
+    check: dict[str, Any]  # onnxruntime against the fused model
+    nodes_before: int
+    nodes_after: int
+    simplified: bool
+    failure: str | None  # why onnxsim's result was not kept
+    onnxsim_notes: list[str]
+
+    def describe(self) -> str:
+        detail = f"nodes {self.nodes_before} → {self.nodes_after}; {reference.describe_check(self.check)}"
+        if self.failure:
+            detail += f"; NOT simplified, kept the exported model: {self.failure}"
+        return detail
+
+
+def run(settings: SimplifySettings, onnx_path: Path, fused_pt: Path, out: Path) -> SimplifyRecord:
     model = onnx.load(onnx_path)
     simplified, failure, notes = run_onnxsim(model)
     onnx.checker.check_model(simplified, full_check=True)
     onnx.save(simplified, out)
     parity = reference.onnxruntime_parity("the simplified model", out, fused_pt, settings.noise_factor)
-    return {
-        "check": parity.as_dict(),
-        "nodes_before": len(model.graph.node),
-        "nodes_after": len(simplified.graph.node),
-        "simplified": failure is None,
-        "failure": failure,
-        "onnxsim_notes": notes[:50],
-    }
-
-
-def describe(record: dict[str, Any]) -> str:
-    check = reference.describe_check(record["check"])
-    detail = f"nodes {record['nodes_before']} → {record['nodes_after']}; {check}"
-    if record.get("failure"):
-        detail += f"; NOT simplified, kept the exported model: {record['failure']}"
-    return detail
+    return SimplifyRecord(
+        parity.as_dict(),
+        len(model.graph.node),
+        len(simplified.graph.node),
+        failure is None,
+        failure,
+        notes[:50],
+    )

@@ -156,19 +156,19 @@ def int8_search(work: Path, say: Callable[[str], None]) -> str:
             pipeline.check()
             target = TARGETS[backend]
             record = pipeline.int8_search(target).record
-            latency = record.get("latency_ms")
+            latency = record.latency_ms
             speed = (
                 " / ".join(f"{latency['fp32'] / latency[k]:.2f}x" for k in ("int8_full", "int8_partial"))
                 if latency
                 else "not measured (no TensorRT)"
             )
-            floats = f"{len(record['float_layers'])} of {record['candidates']}" if record["ranked"] else "0"
+            floats = f"{len(record.float_layers)} of {record.candidates}" if record.ranked else "0"
             rows.append(
                 [
                     f"{'OpenVINO' if backend == 'openvino' else 'TensorRT Q/DQ (onnxruntime)'}, {budget:g}",
-                    f"{100 * record['fp32_map']:.2f}",
-                    f"{100 * record['full_int8_map']:.2f}",
-                    f"{100 * record['partial_int8_map']:.2f}",
+                    f"{100 * record.fp32_map:.2f}",
+                    f"{100 * record.full_int8_map:.2f}",
+                    f"{100 * record.partial_int8_map:.2f}",
                     floats,
                     speed,
                 ]
@@ -182,7 +182,7 @@ def int8_search(work: Path, say: Callable[[str], None]) -> str:
         "speed full / partial vs FP32",
     ]
     return (
-        f"Demo, {record['evaluation']['images']} val images; speed: p50, batch 1, median of 3 alternating "
+        f"Demo, {record.evaluation['images']} val images; speed: p50, batch 1, median of 3 alternating "
         "rounds.\n\n" + table(columns, rows)
     )
 

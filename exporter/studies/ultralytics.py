@@ -61,19 +61,6 @@ def onnx_graph(path: Path) -> tuple[int, int]:
     return sum(n.op_type == "Conv" for n in model.graph.node), weights
 
 
-def ir_weights(path: Path) -> int:
-    """Weight elements of an OpenVINO IR: its constants of rank ≥ 2 (shape constants are rank 1)."""
-    import openvino as ov
-
-    model = ov.Core().read_model(str(path))
-    sizes = [
-        int(np.prod(list(op.get_output_shape(0))))
-        for op in model.get_ops()
-        if op.get_type_name() == "Constant" and len(op.get_output_shape(0)) >= 2
-    ]
-    return sum(sizes)
-
-
 def ultralytics_exports(
     checkpoint: Path, folder: Path, size: tuple[int, int], data: Path, calib_count: int
 ) -> dict[str, Path]:
@@ -150,7 +137,10 @@ def bench(
             else:
                 precision = "int8" if artifact.endswith("INT8") else "fp32"
                 runner = ov_backend.load(path, precision, threads)
-                convolutions, weights = runner.compiled_layers("Convolution"), ir_weights(path)
+                convolutions, weights = (
+                    runner.compiled_layers("Convolution"),
+                    ov_backend.weight_elements(path),
+                )
                 probe = np.zeros((1, 3, *recipe.input_size), np.float32)
                 calls[(tool, artifact)] = lambda runner=runner, probe=probe: runner.infer(probe)
             parity = reference_parity(fused, runner, noise)

@@ -16,14 +16,13 @@ from typing import Any
 
 from exporter.core.artifacts import sha256_file
 from exporter.core.errors import UserError
-from exporter.core.rundir import StageResult
 from exporter.data import calibration
 from exporter.lowering.capability import Choice
 from exporter.models.families import family
 from exporter.models.heads import Head
 from exporter.recipe import Recipe
 from exporter.stages import export_onnx, fuse, partial_int8, sensitivity, simplify
-from exporter.stages.graph import Call, Node, fixed
+from exporter.stages.graph import Call, Node, Result, fixed
 from exporter.stages.scoring import EvaluationSettings
 from exporter.targets.target import Target
 
@@ -105,9 +104,9 @@ class Plan:
                 "fuse",
                 "fused.pt",
                 lambda call: fuse.run(call.settings, call.output, self.accept_outputs),
-                fuse.describe,
+                fuse.FuseRecord,
                 fixed(settings),
-                accept=lambda record: self.accept_outputs(record["outputs"]),
+                accept=lambda record: self.accept_outputs(record.outputs),
             )
         )
 
@@ -118,7 +117,7 @@ class Plan:
                 target.stage("export"),
                 f"{target.folder}model.onnx",
                 lambda call: export_onnx.run(call.settings, call.inputs["fused"], call.output),
-                export_onnx.describe,
+                export_onnx.ExportRecord,
                 fixed(settings),
                 reads={"fused": self.fuse},
             )
@@ -139,7 +138,7 @@ class Plan:
                 lambda call: simplify.run(
                     call.settings, call.inputs["onnx"], call.inputs["fused"], call.output
                 ),
-                simplify.describe,
+                simplify.SimplifyRecord,
                 fixed(settings),
                 reads={"onnx": exported, "fused": self.fuse},
             )
@@ -180,7 +179,7 @@ class Plan:
                 "sensitivity",
                 "sensitivity.json",
                 lambda call: sensitivity.run(call.settings, call.inputs["fused"], call.output),
-                sensitivity.describe,
+                sensitivity.SensitivityRecord,
                 fixed(settings),
                 reads={"fused": self.fuse},
             )
@@ -207,7 +206,7 @@ class Plan:
                 target.stage("int8_search"),
                 f"{target.folder}int8_search.json",
                 run,
-                partial_int8.describe,
+                partial_int8.SearchRecord,
                 fixed(settings),
                 reads={"onnx": self.simplified(target), "fused": self.fuse},
                 files={"evaluation": self.evaluation.annotations},
@@ -225,7 +224,7 @@ class Plan:
         return reads
 
 
-def float_nodes(upstream: Mapping[str, StageResult]) -> tuple[str, ...]:
+def float_nodes(upstream: Mapping[str, Result]) -> tuple[str, ...]:
     """The nodes the INT8 search keeps in float (none without a search)."""
     search = upstream.get("int8_search")
-    return () if search is None else tuple(search.record["float_nodes"])
+    return () if search is None else tuple(search.record.float_nodes)

@@ -7,6 +7,7 @@ from typing import Any
 from rich.table import Table
 
 from exporter.measure.report.render import SENSITIVITY_COLUMNS, sensitivity_cells
+from exporter.stages.partial_int8 import SearchRecord
 
 
 def _table(title: str, columns: list[str] | tuple[str, ...], rows: list[list[str]]) -> Table:
@@ -40,15 +41,15 @@ def sensitivity(name: str, layers: list[dict[str, Any]]) -> Table:
     return _table(title, SENSITIVITY_COLUMNS, [sensitivity_cells(row) for row in layers])
 
 
-def int8_search(name: str, record: dict[str, Any]) -> tuple[Table, list[str]]:
+def int8_search(name: str, record: SearchRecord) -> tuple[Table, list[str]]:
     """FP32 vs full vs partial INT8 (mAP, latency) and the lines saying whether the goals were met."""
-    latency = record.get("latency_ms") or {}
+    latency = record.latency_ms or {}
     fp32_ms = latency.get("fp32")
     rows = []
     for label, floats, map_, key in (
-        ("FP32", "all", record["fp32_map"], "fp32"),
-        ("full INT8", "0", record["full_int8_map"], "int8_full"),
-        ("partial INT8", str(len(record["float_layers"])), record["partial_int8_map"], "int8_partial"),
+        ("FP32", "all", record.fp32_map, "fp32"),
+        ("full INT8", "0", record.full_int8_map, "int8_full"),
+        ("partial INT8", str(len(record.float_layers)), record.partial_int8_map, "int8_partial"),
     ):
         ms = latency.get(key)
         rows.append(
@@ -56,30 +57,30 @@ def int8_search(name: str, record: dict[str, Any]) -> tuple[Table, list[str]]:
                 label,
                 floats,
                 f"{100 * map_:.2f}",
-                f"{100 * (map_ - record['fp32_map']):+.2f}" if key != "fp32" else "",
+                f"{100 * (map_ - record.fp32_map):+.2f}" if key != "fp32" else "",
                 f"{ms:.2f}" if ms is not None else "not measured",
                 f"{fp32_ms / ms:.2f}x" if ms and fp32_ms else "",
             ]
         )
     title = (
-        f"{name}: INT8 on {record['backend']}, budget {record['budget_points']:g} mAP points, "
-        f"{record['evaluation']['images']} images"
+        f"{name}: INT8 on {record.backend}, budget {record.budget_points:g} mAP points, "
+        f"{record.evaluation['images']} images"
     )
     columns = ("model", "float layers", "mAP", "vs FP32", "p50 ms", "speedup vs FP32")
     lines = []
-    if record["float_layers"]:
-        lines.append(f"float layers: {', '.join(record['float_layers'])}")
-    met = record["drop_points"] <= record["budget_points"]
+    if record.float_layers:
+        lines.append(f"float layers: {', '.join(record.float_layers)}")
+    met = record.drop_points <= record.budget_points
     lines.append(
-        f"goal: partial INT8 within {record['budget_points']:g} points of FP32: "
-        f"{record['drop_points']:.2f} points below, {'met' if met else 'NOT met'}"
+        f"goal: partial INT8 within {record.budget_points:g} points of FP32: "
+        f"{record.drop_points:.2f} points below, {'met' if met else 'NOT met'}"
     )
-    kept = record.get("speedup_kept")
+    kept = record.speedup_kept
     if kept is not None:
         verdict = "met" if kept >= 0.8 else "NOT met"
         lines.append(f"goal: ≥ 80% of the full-INT8 speedup kept: {100 * kept:.0f}%, {verdict}")
     else:
-        lines.append(f"goal: speedup kept: not measured ({record.get('latency_note', 'no latency')})")
+        lines.append(f"goal: speedup kept: not measured ({record.latency_note or 'no latency'})")
     return _table(title, columns, rows), lines
 
 

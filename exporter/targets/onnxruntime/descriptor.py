@@ -27,7 +27,7 @@ def int8(plan) -> Node:
         "onnxruntime.int8",
         "onnxruntime/model_int8.onnx",
         plan.calibrated(stage.run),
-        stage.describe,
+        stage.Int8Record,
         lambda upstream: stage.Int8Settings(calibration, float_nodes(upstream)),
         reads=plan.int8_reads(TARGET),
         versions=versions,

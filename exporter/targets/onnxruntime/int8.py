@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from exporter.data.calibration import CalibrationSet
 from exporter.stages import reference
-from exporter.stages.qdq import Scheme, quantize_and_measure
+from exporter.stages.qdq import QdqRecord, Scheme, quantize_and_measure
 
 SCHEME = Scheme("onnxruntime", "QUInt8", activation_symmetric=False)
 METHOD = "minmax"  # activation ranges: the calibration images' min and max
@@ -25,15 +24,15 @@ class Int8Settings:
     method: str = METHOD
 
 
-def run(
-    settings: Int8Settings, onnx_path: Path, fused_pt: Path, out: Path, ranges_dir: Path
-) -> dict[str, Any]:
-    return quantize_and_measure(settings, onnx_path, fused_pt, out, ranges_dir, SCHEME)
+@dataclass(frozen=True)
+class Int8Record(QdqRecord):
+    def describe(self) -> str:
+        return (
+            f"INT8 Q/DQ ONNX (uint8 activations, int8 weights per channel), {self.qdq_pairs} Q/DQ pairs, "
+            f"{self.calibration_images} calibration images ({self.method}); "
+            f"{reference.describe_check(self.check, measured=True)}"
+        )
 
 
-def describe(record: dict[str, Any]) -> str:
-    return (
-        f"INT8 Q/DQ ONNX (uint8 activations, int8 weights per channel), {record['qdq_pairs']} Q/DQ pairs, "
-        f"{record['calibration_images']} calibration images ({record['method']}); "
-        f"{reference.describe_check(record['check'], measured=True)}"
-    )
+def run(settings: Int8Settings, onnx_path: Path, fused_pt: Path, out: Path, ranges_dir: Path) -> Int8Record:
+    return Int8Record(**quantize_and_measure(settings, onnx_path, fused_pt, out, ranges_dir, SCHEME))

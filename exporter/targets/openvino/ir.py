@@ -24,6 +24,7 @@ from exporter.data.calibration import CalibrationSet
 from exporter.numerics.graph import openvino_head_tail
 from exporter.recipe import Recipe
 from exporter.stages import reference
+from exporter.stages.graph import Record
 from exporter.targets.openvino import runtime as ov_backend
 
 
@@ -114,7 +115,58 @@ def quantize(
     return Quantized(quantized, ignored, statistics)
 
 
-def run(settings: IrSettings, onnx_path: Path, fused_pt: Path, out: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class IrRecord(Record):
+    precision: str
+    check: dict[str, Any]  # against the fused model: FP32 passes its tolerance, FP16/BF16/INT8 recorded
+    runtime: dict[str, Any]  # the compiled model's configuration
+    plain_consumer: dict[str, Any]  # how a consumer that sets no precision runs it (plain_consumer)
+    int8: dict[str, Any] | None = None  # calibration, the layers kept in float, the collapse measure
+    precise: dict[str, Any] | None = None  # FP32: whether its layers are marked precise, and if not why
+
+    def describe(self) -> str:
+        """FP32 shows the check it passed; FP16 and INT8 their error against the FP32 reference."""
+        error = reference.describe_check(self.check, measured=self.precision != "fp32")
+        detail = f"{self.precision.upper()} IR; {error}; {self.describe_plain_consumer()}"
+        if self.int8 is not None:
+            int8 = self.int8
+            images, ops = int8["calibration_images"], int8["float_ops"]
+            detail += f"; {images} calibration images, {ops} head ops kept in float"
+            if int8.get("float_layers"):
+                detail += f", {len(int8['float_layers'])} layers in float by the accuracy search"
+            measure = int8.get("collapse")
+            if measure and measure["slope"] is not None:
+                detail += f"; slope on FP32 {measure['slope']:.3g} (collapsed below {measure['threshold']:g})"
+        return detail
+
+    def describe_plain_consumer(self) -> str:
+        """What a consumer that sets no inference precision computes this IR in, on this host."""
+        plain = self.plain_consumer
+        default = plain["default_precision"]
+        if "check" not in plain:
+            return f"a consumer setting no precision runs it in {default} here"
+        if plain["check"]["ok"]:
+            kept = f" (its default here is {default})" if default != "f32" else ""
+            return f"f32 in a consumer setting no precision{kept}, err/tol {plain['check']['ratio']:.2g}"
+        marked = self.precise is None or self.precise["marked"]
+        unmarked = "" if marked else f"; layers not marked precise: {self.precise['why_not']}"
+        return (
+            f"WARNING: a consumer setting no precision runs it in {default} here (max abs err "
+            f"{plain['check']['max_abs_err']:.3g} past the FP32 tolerance {plain['check']['tolerance']:.3g}"
+            f"{unmarked}); {FP32_HINT}"
+        )
+
+
+@dataclass(frozen=True)
+class PackageRecord(Record):
+    folder: str
+    metadata: dict[str, Any]
+
+    def describe(self) -> str:
+        return f"Ultralytics' layout: {self.folder}/ with metadata.yaml (YOLO(folder) predicts with it)"
+
+
+def run(settings: IrSettings, onnx_path: Path, fused_pt: Path, out: Path) -> IrRecord:
     import openvino as ov
 
     model = ov.convert_model(str(onnx_path))
@@ -149,7 +201,7 @@ def run(settings: IrSettings, onnx_path: Path, fused_pt: Path, out: Path) -> dic
     record.update(check=parity.as_dict(), runtime=runner.config)
     plain = plain or ov_backend.OpenVinoRunner(out, hint=None)
     record["plain_consumer"] = plain_consumer(plain, fused_pt, settings.noise_factor, precision)
-    return record
+    return IrRecord(**record)
 
 
 def keep_f32_in_any_consumer(model, out: Path) -> tuple[dict[str, Any], ov_backend.OpenVinoRunner | None]:
@@ -181,28 +233,7 @@ def plain_consumer(runner, fused_pt: Path, noise_factor: float, precision: str) 
     return record
 
 
-def describe_plain_consumer(record: dict[str, Any]) -> str:
-    """One line: what a consumer that sets no inference precision computes this IR in, on this host."""
-    plain = record.get("plain_consumer")
-    if plain is None:
-        return ""
-    default = plain["default_precision"]
-    if "check" not in plain:
-        return f"a consumer setting no precision runs it in {default} here"
-    if plain["check"]["ok"]:
-        kept = f" (its default here is {default})" if default != "f32" else ""
-        return f"f32 in a consumer setting no precision{kept}, err/tol {plain['check']['ratio']:.2g}"
-    precise = record.get("precise")
-    marked = precise is None or precise["marked"]
-    unmarked = "" if marked else f"; layers not marked precise: {precise['why_not']}"
-    return (
-        f"WARNING: a consumer setting no precision runs it in {default} here (max abs err "
-        f"{plain['check']['max_abs_err']:.3g} past the FP32 tolerance {plain['check']['tolerance']:.3g}"
-        f"{unmarked}); {FP32_HINT}"
-    )
-
-
-def package(ir: Path, metadata: dict[str, Any], out: Path) -> dict[str, Any]:
+def package(ir: Path, metadata: dict[str, Any], out: Path) -> PackageRecord:
     """The IR as Ultralytics' predictor loads it (`YOLO("…/model_fp32_openvino_model")`): in a folder whose
     name ends in _openvino_model, the IR's files (hard links) beside a metadata.yaml of `metadata`."""
     import yaml
@@ -215,31 +246,7 @@ def package(ir: Path, metadata: dict[str, Any], out: Path) -> dict[str, Any]:
             shutil.copyfile(ir.with_suffix(suffix), target)
     with atomic_output(out.parent / "metadata.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(metadata, sort_keys=False))
-    return {"folder": out.parent.name, "metadata": metadata}
-
-
-def describe_package(record: dict[str, Any]) -> str:
-    return f"Ultralytics' layout: {record['folder']}/ with metadata.yaml (YOLO(folder) predicts with it)"
-
-
-def describe(record: dict[str, Any]) -> str:
-    """FP32 shows the check it passed; FP16 and INT8 their error against the FP32 reference."""
-    error = reference.describe_check(record["check"], measured=record["precision"] != "fp32")
-    detail = f"{record['precision'].upper()} IR; {error}"
-    plain = describe_plain_consumer(record)
-    if plain:
-        detail += f"; {plain}"
-    if "int8" in record:
-        int8 = record["int8"]
-        detail += (
-            f"; {int8['calibration_images']} calibration images, {int8['float_ops']} head ops kept in float"
-        )
-        if int8.get("float_layers"):
-            detail += f", {len(int8['float_layers'])} layers in float by the accuracy search"
-        measure = int8.get("collapse")
-        if measure and measure["slope"] is not None:
-            detail += f"; slope on FP32 {measure['slope']:.3g} (collapsed below {measure['threshold']:g})"
-    return detail
+    return PackageRecord(out.parent.name, metadata)
 
 
 def library_versions() -> dict[str, str]:

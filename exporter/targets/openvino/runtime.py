@@ -210,6 +210,14 @@ def conv_macs(source: str | Path) -> int:
     return total
 
 
+def weight_elements(source: str | Path) -> int:
+    """Weight elements of an IR: its constants of rank ≥ 2 (shape constants are rank 1)."""
+    import openvino as ov
+
+    constants = [op for op in ov.Core().read_model(str(source)).get_ops() if op.get_type_name() == "Constant"]
+    return sum(math.prod(op.get_output_shape(0)) for op in constants if len(op.get_output_shape(0)) >= 2)
+
+
 # per image, of max(1, |y|): another batch size's kernels round differently (~1e-6); mixed-up images: ~1
 BATCH_RTOL = 1e-3
 

@@ -32,7 +32,7 @@ def nodes(plan) -> dict:
             lambda call: stage.write_bundle(
                 call.output, {p: call.inputs[p] for p in models}, settings.engine, reason, settings.version
             ),
-            stage.describe_bundle,
+            stage.BundleRecord,
             fixed(settings),
             reads=models,
         )
@@ -72,7 +72,7 @@ def engine(plan, precision: str, model: Node) -> Node:
         lambda call: stage.engine_stage(
             call.settings, call.inputs["onnx"], call.inputs["fused"], call.output, timing_cache
         ),
-        stage.describe_engine,
+        stage.EngineRecord,
         fixed(settings),
         reads={"onnx": model, "fused": plan.fuse},
         files={"plugin": plugin} if plugin and plugin.is_file() else {},
@@ -90,7 +90,7 @@ def qdq(plan) -> Node:
         "tensorrt.qdq",
         "tensorrt/model.qdq.onnx",
         checked(plan.calibrated(stage.run), recipe.tensorrt.version),
-        stage.describe,
+        stage.QdqOnnxRecord,
         lambda upstream: stage.QdqSettings.from_recipe(recipe, calibration, float_nodes(upstream)),
         reads=plan.int8_reads(TARGET),
     )
@@ -108,7 +108,7 @@ def end2end(plan, precision: str, model: Node) -> Node:
             lambda call: stage.end2end_stage(call.settings, call.inputs["onnx"], call.output),
             plan.recipe.tensorrt.version,
         ),
-        stage.describe_end2end,
+        stage.End2EndRecord,
         fixed(settings),
         reads={"onnx": model},
     )

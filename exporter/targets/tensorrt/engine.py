@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import shlex
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from exporter.models.families import family
 from exporter.models.heads import Decoded, Yolo
 from exporter.recipe import Recipe
 from exporter.stages import reference
+from exporter.stages.graph import Record
 from exporter.targets.tensorrt import compat as trt_compat
 from exporter.targets.tensorrt import nms as efficient_nms
 
@@ -421,22 +422,53 @@ class End2EndSettings:
         return cls(head.mode, head.score_threshold, head.iou_threshold, recipe.tensorrt.max_output_boxes)
 
 
-def end2end_stage(settings: End2EndSettings, onnx_path: Path, out: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class End2EndRecord(Record):
+    op: str
+    attributes: dict[str, Any]  # the NMS node's
+    check: None = None  # it runs only inside TensorRT
+    note: str = "EfficientNMS_TRT runs only inside TensorRT: not checked on CPU"
+
+    def describe(self) -> str:
+        coding = self.attributes["box_coding"]
+        spelt = {efficient_nms.BOX_CORNERS: "corners", efficient_nms.BOX_CENTRE_SIZE: "centre/size"}[coding]
+        return f"EfficientNMS_TRT appended, box_coding {coding} ({spelt}); {self.note}"
+
+
+def end2end_stage(settings: End2EndSettings, onnx_path: Path, out: Path) -> End2EndRecord:
     """The model with EfficientNMS_TRT appended (it runs only inside TensorRT: no CPU check)."""
-    record = efficient_nms.end2end_stage(onnx_path, out, **asdict(settings))
-    return {**record, "check": None, "note": "EfficientNMS_TRT runs only inside TensorRT: not checked on CPU"}
-
-
-def describe_end2end(record: dict[str, Any]) -> str:
-    coding = record["attributes"]["box_coding"]
-    spelt = {efficient_nms.BOX_CORNERS: "corners", efficient_nms.BOX_CENTRE_SIZE: "centre/size"}[coding]
-    return f"EfficientNMS_TRT appended, box_coding {coding} ({spelt}); {record['note']}"
+    return End2EndRecord(**efficient_nms.end2end_stage(onnx_path, out, **asdict(settings)))
 
 
 def engine_settings(recipe: Recipe) -> EngineSettings:
     """Builder settings of the recipe: workspace, and the batch profile of a dynamic batch."""
     batch = (1, 1, 8) if recipe.export.dynamic_batch else None
     return EngineSettings(workspace_mib=recipe.tensorrt.workspace_mib, batch=batch)
+
+
+@dataclass(frozen=True)
+class EngineRecord(Record):
+    """An engine's build (build_engine's record) and its check."""
+
+    precision: str
+    check: dict[str, Any] | None  # None: an end-to-end engine, whose outputs are detections
+    note: str | None = None
+    engine: str | None = None
+    deferred: bool = False
+    tensorrt: str | None = None
+    gpu: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+    plan: dict[str, Any] | None = None
+    settings: dict[str, Any] | None = None
+    trtexec_equivalent: str | None = None
+    compat: dict[str, Any] | None = None
+    calibration_cache: str | None = None
+
+    def describe(self) -> str:
+        if self.check is None:
+            return f"{self.precision.upper()} engine; {self.note}"
+        error = reference.describe_check(self.check, measured=self.precision != "fp32")
+        return f"{self.precision.upper()} engine; {error}"
 
 
 def engine_stage(
@@ -454,22 +486,13 @@ def engine_stage(
     plugin = settings.plugin_library
     record = build_engine(onnx_path, out, settings.precision, settings.engine, timing_cache, plugin)
     if settings.end2end:
-        record["check"] = None
-        record["note"] = "end-to-end NMS engine: outputs are detections, not the reference's: no parity check"
-        return record
+        note = "end-to-end NMS engine: outputs are detections, not the reference's: no parity check"
+        return EngineRecord(**record, check=None, note=note)
     runner = trt_backend.load(out, plugin if record["plan"]["plugin"] else None)
     parity = reference.reference_parity(fused_pt, runner, settings.noise_factor)
     if settings.precision == "fp32":
         reference.require_parity("TensorRT FP32 engine output", parity)
-    record["check"] = parity.as_dict()
-    return record
-
-
-def describe_engine(record: dict[str, Any]) -> str:
-    if record["check"] is None:
-        return f"{record['precision'].upper()} engine; {record['note']}"
-    error = reference.describe_check(record["check"], measured=record["precision"] != "fp32")
-    return f"{record['precision'].upper()} engine; {error}"
+    return EngineRecord(**record, check=parity.as_dict())
 
 
 README = """\
@@ -504,7 +527,7 @@ def write_bundle(
     settings: EngineSettings,
     reason: str,
     trt_version: str = trt_compat.DEFAULT_TRT_VERSION,
-) -> dict[str, Any]:
+) -> BundleRecord:
     """Write the deferred build into script's folder: each precision's ONNX (the Q/DQ one for int8), the
     plugin sources when needed, README.txt, and `script` (build_engine.sh, written last). Returns the
     record: no engine, deferred, why, and the files."""
@@ -559,18 +582,30 @@ def write_bundle(
     )
     script.write_text("\n".join([*header, *lines]) + "\n")
     script.chmod(0o755)
-    return {
-        "engine": None,
-        "deferred": True,
-        "reason": reason,
-        "bundle": str(folder),
-        "trt_version": trt_version,
-        "precisions": list(models),
-        "files": {f: sha256_file(folder / f) for f in [*files, "README.txt"]},
-        "commands": lines,
-        "settings": settings.as_dict(),
-    }
+    return BundleRecord(
+        reason,
+        str(folder),
+        trt_version,
+        list(models),
+        {f: sha256_file(folder / f) for f in [*files, "README.txt"]},
+        lines,
+        settings.as_dict(),
+    )
 
 
-def describe_bundle(record: dict[str, Any]) -> str:
-    return f"NO ENGINE BUILT here ({record['reason']}); trtexec bundle for {', '.join(record['precisions'])}"
+@dataclass(frozen=True)
+class BundleRecord(Record):
+    """The deferred build: no engine here, why, and the bundle that builds it where TensorRT runs."""
+
+    reason: str
+    bundle: str
+    trt_version: str
+    precisions: list[str]
+    files: dict[str, str]  # path in the bundle -> sha256
+    commands: list[str]
+    settings: dict[str, Any]
+    engine: None = None
+    deferred: bool = True
+
+    def describe(self) -> str:
+        return f"NO ENGINE BUILT here ({self.reason}); trtexec bundle for {', '.join(self.precisions)}"

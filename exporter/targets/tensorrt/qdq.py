@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from exporter.data.calibration import CalibrationSet
 from exporter.recipe import Recipe
 from exporter.stages import reference
-from exporter.stages.qdq import Scheme, quantize_and_measure
+from exporter.stages.qdq import QdqRecord, Scheme, quantize_and_measure
 
 SCHEME = Scheme("tensorrt", "QInt8", activation_symmetric=True)
 
@@ -33,16 +32,18 @@ class QdqSettings:
         )
 
 
+@dataclass(frozen=True)
+class QdqOnnxRecord(QdqRecord):
+    def describe(self) -> str:
+        return (
+            f"Q/DQ ONNX, {self.qdq_pairs} Q/DQ pairs, {self.calibration_images} calibration images "
+            f"({self.method}); onnxruntime {reference.describe_check(self.check, measured=True)}"
+        )
+
+
 def run(
     settings: QdqSettings, onnx_path: Path, fused_pt: Path, out: Path, ranges_dir: Path | None = None
-) -> dict[str, Any]:
+) -> QdqOnnxRecord:
     """The Q/DQ model in TensorRT's form and its error (stages.qdq.quantize_and_measure).
     `ranges_dir`: where the activation ranges are cached (see stages.qdq.quantize_qdq)."""
-    return quantize_and_measure(settings, onnx_path, fused_pt, out, ranges_dir, SCHEME)
-
-
-def describe(record: dict[str, Any]) -> str:
-    return (
-        f"Q/DQ ONNX, {record['qdq_pairs']} Q/DQ pairs, {record['calibration_images']} calibration images "
-        f"({record['method']}); onnxruntime {reference.describe_check(record['check'], measured=True)}"
-    )
+    return QdqOnnxRecord(**quantize_and_measure(settings, onnx_path, fused_pt, out, ranges_dir, SCHEME))
