@@ -49,7 +49,7 @@ CASES = {
     "model.kwargs": ({"num_classes": 3, "width": 16, "seed": 1}, BUILD),
     "model.checkpoint": ("CHECKPOINT", BUILD),
     "model.adapter": ("damoyolo", INT8 | END2END | {"eval"}),  # NMS thresholds of scoring and EfficientNMS
-    "model.trust": (["mypkg"], set()),  # read only where a checkpoint holds the whole model
+    "model.trust": (["mypkg"], BUILD),  # whose code may run: the builder's, a checkpoint's classes
     "input_size": ([64, 64], ALL),
     "class_names": (["a", "b", "c"], EXPORTED | {"eval"}),
     "preprocess.color": ("bgr", ALL),

@@ -487,6 +487,15 @@ def test_which_builders_a_recipe_may_name():
         assert callable(resolve_builder(builder))  # defined among the library's models
 
 
+def test_an_installed_package_trusted_by_the_user_may_be_the_builder(run_cli):
+    code, _, err = run_cli("fuse", "--model", "torch.nn:Identity", "--input-size", "32", "32")
+    assert code == 2 and "'torch.nn' is an installed library" in err and "--trust-module" in err, err
+    code, _, err = run_cli(
+        "fuse", "--model", "torch.nn:Identity", "--input-size", "32", "32", "--trust-module", "torch"
+    )
+    assert code == 0 and "nothing to fuse" in err, err
+
+
 @pytest.mark.parametrize(
     ("kwargs", "named"),
     [

@@ -94,8 +94,9 @@ MODEL = group(
         field="model.trust",
         multiple=True,
         metavar="PACKAGE",
-        help="A package whose module classes a pickled checkpoint may use (your fork's custom blocks); "
-        "repeatable. torch and ultralytics are trusted.",
+        help="A package whose code may run: the module classes a pickled checkpoint uses (your fork's "
+        "custom blocks) or an installed package's --model builder; repeatable. A checkpoint may use torch's "
+        "and ultralytics' module classes without it.",
     ),
     option(
         "--checkpoint",

@@ -40,11 +40,13 @@ class FuseSettings:
     def from_recipe(cls, recipe: Recipe) -> FuseSettings:
         spec = recipe.model
         checkpoint = require_checkpoint(spec.checkpoint) if spec.checkpoint is not None else None
-        # the adapter and the trusted packages load a checkpoint that holds the whole model only
-        loader = (spec.adapter, tuple(spec.trust)) if spec.builder is None else (None, ())
+        # the adapter loads a checkpoint that holds the whole model only; the trusted packages' code may
+        # run as that checkpoint's classes or as the builder
+        trust = tuple(spec.trust)
+        adapter = spec.adapter if spec.builder is None else None
         return cls(
-            ModelSource(spec.builder, dict(spec.kwargs), checkpoint, *loader),
-            builder_source_hash(spec.builder) if spec.builder else None,
+            ModelSource(spec.builder, dict(spec.kwargs), checkpoint, adapter, trust),
+            builder_source_hash(spec.builder, trust) if spec.builder else None,
             sha256_file(checkpoint) if checkpoint is not None else None,
             tuple(recipe.input_size),
             recipe.preprocess,
