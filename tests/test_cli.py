@@ -1,5 +1,6 @@
 """CLI behaviour: exit codes, one-line errors without tracebacks, no artifact left on bad input."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -189,6 +190,30 @@ def test_doctor_lists_backends(run_cli):
     assert checks["torch"]["usable"] and checks["onnxruntime"]["usable"]
     if not checks["tensorrt"]["usable"]:
         assert "not installed" in checks["tensorrt"]["note"] or "import failed" in checks["tensorrt"]["note"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "isa", "native"),
+    [
+        ("fpu sse avx avx2 fma", "AVX2", "FP32"),
+        ("avx2 avx512f avx512_vnni", "AVX2, AVX-512, VNNI", "FP32, INT8"),
+        ("avx2 avx512f avx512_vnni avx512_bf16", "AVX2, AVX-512, VNNI, BF16", "FP32, INT8, BF16"),
+        ("avx2 avx512f avx512_bf16 amx_bf16 amx_int8 avx512_fp16", "AMX-INT8", "FP32, INT8, BF16, FP16"),
+    ],
+    ids=["avx2", "vnni", "bf16", "amx"],
+)
+def test_doctor_names_the_cpus_instruction_sets_and_native_precisions(
+    run_cli, monkeypatch, flags, isa, native
+):
+    from exporter.core import host
+
+    monkeypatch.setattr(host, "_cpuinfo", lambda: ["model name\t: Test CPU", f"flags\t\t: {flags}"])
+    code, out, _ = run_cli("doctor", "--json")
+    cpu = {c["name"]: c for c in json.loads(out)}["CPU"]
+    assert code == 0 and cpu["version"] == "Test CPU"
+    assert isa in cpu["note"] and f"computes natively: {native};" in cpu["note"] + ";", cpu["note"]
+    if importlib.util.find_spec("openvino"):  # what OpenVINO says it computes on the real CPU
+        assert "openvino: CPU plugin computes" in cpu["note"] and "FP32" in cpu["note"].split("openvino:")[1]
 
 
 @pytest.mark.slow

@@ -266,7 +266,9 @@ def bench_akconv(channels, size, num_param, stride, threads, min_seconds):
 )
 @click.option("--trt-version", default="10.x", show_default=True, help="TensorRT version for --onnx.")
 def doctor(as_json, onnx_path, trt_version):
-    """List each backend library, its version, and whether it is usable here (and why not).
+    """List each backend library, its version, and whether it is usable here (and why not); and the CPU:
+    its instruction sets (AVX2, AVX-512, VNNI, BF16, AMX), the precisions it computes natively, and what
+    OpenVINO's CPU plugin says it computes.
 
     With --onnx, also check every op of that graph against what the chosen TensorRT parses.
 

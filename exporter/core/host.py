@@ -38,8 +38,27 @@ def cpu_name() -> str:
 
 def isa() -> list[str]:
     """The instruction sets of ISA_FLAGS this CPU has (empty where /proc/cpuinfo is not readable)."""
-    flags = next((line.split(":", 1)[1].split() for line in _cpuinfo() if line.startswith("flags")), [])
+    flags = _flags()
     return [name for flag, name in ISA_FLAGS.items() if flag in flags]
+
+
+# /proc/cpuinfo flags -> the precision a CPU computes natively with them (FP32 always): INT8 dot products,
+# bf16 and fp16 arithmetic; without them a runtime emulates the precision or computes it in FP32
+NATIVE = {
+    "int8": ("avx512_vnni", "avx_vnni", "amx_int8"),
+    "bf16": ("avx512_bf16", "amx_bf16"),
+    "fp16": ("avx512_fp16", "amx_fp16"),
+}
+
+
+def native_precisions() -> list[str]:
+    """The precisions this CPU computes natively: 'fp32' always (only it where cpuinfo is unreadable)."""
+    flags = set(_flags())
+    return ["fp32", *(precision for precision, needs in NATIVE.items() if flags & set(needs))]
+
+
+def _flags() -> list[str]:
+    return next((line.split(":", 1)[1].split() for line in _cpuinfo() if line.startswith("flags")), [])
 
 
 def host_class() -> str:

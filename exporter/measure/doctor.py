@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from exporter.core import host
 from exporter.core.libraries import Check, check_library
 
 # (distribution, import name, role, how to get it); each target adds its own (exporter.targets)
@@ -46,6 +47,21 @@ def check_cuda() -> Check:
     )
 
 
+def check_cpu() -> Check:
+    """The CPU, its instruction sets and the precisions it computes natively (what a bf16 or an INT8
+    build gains here), and what each target's runtime says it computes on it."""
+    from exporter.targets import TARGETS
+
+    native = ", ".join(p.upper() for p in host.native_precisions())
+    note = f"instruction sets: {', '.join(host.isa()) or 'none of ' + ', '.join(host.ISA_FLAGS.values())}; "
+    note += f"computes natively: {native}"
+    for target in TARGETS.values():
+        said = target.capabilities()
+        if said:
+            note += f"; {target.name}: {said}"
+    return Check("CPU", host.cpu_name(), True, note)
+
+
 def check_onnxruntime_providers() -> Check | None:
     try:
         import onnxruntime as ort
@@ -63,6 +79,7 @@ def run_checks() -> list[Check]:
     if providers:
         checks.append(providers)
     checks.append(check_cuda())
+    checks.append(check_cpu())
     return checks
 
 

@@ -32,6 +32,7 @@ class Target:
     # runs single-thread runners in parallel
     throughput: Callable[..., tuple[float, int]] | None = None
     check: Callable[[Recipe], None] = field(default=lambda recipe: None)  # refusals known before a stage
+    capabilities: Callable[[], str | None] = field(default=lambda: None)  # what its runtime computes here
 
     def stage(self, name: str) -> str:
         """A per-target stage's name in the manifest ('export' for onnx, 'openvino.export', …)."""

@@ -104,6 +104,16 @@ def check(recipe) -> None:
         )
 
 
+def capabilities() -> str | None:
+    """The precisions OpenVINO's CPU plugin says it computes on this CPU (None without OpenVINO)."""
+    from exporter.targets.openvino import runtime
+
+    try:
+        return f"CPU plugin computes {runtime.cpu_capabilities()}"
+    except ImportError:
+        return None
+
+
 def akconv_auto(opset: int, trt_version: str) -> Choice:
     """Measured on x86 CPU (`reparam-export bench-akconv`): GridSample is the faster exact lowering."""
     return gridsample_if_opset(opset, "OpenVINO CPU runs GridSample faster than the gather decomposition")
@@ -127,4 +137,5 @@ TARGET = Target(
     versions=versions,
     throughput=throughput,
     check=check,
+    capabilities=capabilities,
 )

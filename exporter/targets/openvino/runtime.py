@@ -292,11 +292,16 @@ def _text(value) -> str:
     return value.get_type_name() if hasattr(value, "get_type_name") else str(value)
 
 
-def runs_bf16() -> bool:
-    """Whether OpenVINO's CPU plugin computes bf16 natively here (AVX-512 BF16 or AMX)."""
+def cpu_capabilities() -> str:
+    """OpenVINO CPU plugin's OPTIMIZATION_CAPABILITIES on this host ('FP32 BF16 INT8 BIN EXPORT_IMPORT')."""
     import openvino as ov
 
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return " ".join(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def runs_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes bf16 natively here (AVX-512 BF16 or AMX)."""
+    return "BF16" in cpu_capabilities().split()
 
 
 def load(path: str | Path, precision: str = "fp32", threads: int = 0) -> OpenVinoRunner:
