@@ -185,3 +185,35 @@ def test_int8_goal_is_judged_against_the_fused_model():
     assert set(goal) == {"openvino.int8", "tensorrt.qdq (onnxruntime)"}
     assert goal["openvino.int8"]["met"] and goal["openvino.int8"]["drop_points"] == pytest.approx(0.25)
     assert not goal["tensorrt.qdq (onnxruntime)"]["met"]
+
+
+@pytest.mark.parametrize(("images", "batch", "shards"), [(48, 8, 2), (50, 8, 3), (5, 8, 4), (7, 1, 3)])
+def test_shards_are_contiguous_runs_of_whole_batches(images, batch, shards):
+    from exporter.data.coco_map import shard_bounds
+
+    bounds = shard_bounds(images, batch, shards)
+    assert bounds[0][0] == 0 and bounds[-1][1] == images and len(bounds) == min(shards, -(-images // batch))
+    assert all(stop == start for (_, stop), (start, _) in zip(bounds, bounds[1:], strict=False))
+    assert all(start % batch == 0 and stop > start for start, stop in bounds), "each batch a single run's"
+
+
+def test_sharded_eval_scores_the_demo_as_one_process_does(run_cli, tmp_path):
+    """The demo's trained model and its ONNX, on 24 demo images: split over 2 processes, every stat is the
+    single process's to every printed digit."""
+    run = tmp_path / "run"
+    code, _, err = run_cli("build", "--target", "onnx", "--precision", "fp32", "--run-dir", str(run))
+    assert code == 0, err
+    code, _, err = run_cli("eval", "--artifacts", str(run), "--data", "demo", "--limit", "24")
+    assert code == 0, err
+    single = json.loads((run / "eval.json").read_text())["results"]
+    code, out, err = run_cli(
+        "eval", "--artifacts", str(run), "--data", "demo", "--limit", "24", "--shards", "2", "--rescore"
+    )
+    assert code == 0 and "reused" not in err, err
+    sharded = json.loads((run / "eval.json").read_text())["results"]
+    assert set(sharded) == set(single) == {"torch.fp32", "onnx.fp32"}
+    assert single["onnx.fp32"]["map"] > 0.3, "a trained model: the comparison means something"
+    for label, stats in single.items():
+        printed = {k: round(100 * v, 2) for k, v in stats.items() if isinstance(v, float)}
+        assert {k: round(100 * v, 2) for k, v in sharded[label].items() if isinstance(v, float)} == printed
+        assert sharded[label]["images"] == stats["images"] == 24

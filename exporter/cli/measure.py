@@ -17,12 +17,12 @@ ARTIFACTS = click.option(
 )
 
 
-def print_evaluation(run: Path, data=None, limit=None, rescore: bool = False) -> None:
+def print_evaluation(run: Path, data=None, limit=None, rescore: bool = False, shards: int = 1) -> None:
     from exporter.data.coco_map import BY_NAME
     from exporter.measure.evaluate import INT8_GOAL_POINTS, evaluate_run
     from exporter.measure.report import tables
 
-    report = evaluate_run(run, data, limit, rescore=rescore)
+    report = evaluate_run(run, data, limit, rescore=rescore, shards=shards)
     if report.get("reused"):
         say(
             f"eval: {run / 'eval.json'} reused: the same models, data (images by content), scoring settings "
@@ -48,15 +48,23 @@ def print_evaluation(run: Path, data=None, limit=None, rescore: bool = False) ->
     "--limit", field="evaluation.limit", type=click.IntRange(min=1), help="Only the first N images."
 )
 @click.option("--rescore", is_flag=True, help="Score again even where eval.json scored the same models.")
-def eval_command(run, data, limit, rescore):
+@click.option(
+    "--shards",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Split each model's images over N local processes, merged and scored once (the same mAP).",
+)
+def eval_command(run, data, limit, rescore, shards):
     """COCO mAP of the fused torch model and every built artifact of a run (written to RUN/eval.json).
 
     \b
     Examples:
       reparam-export eval --artifacts runs/demo --data demo
+      reparam-export eval --artifacts runs/demo --data demo --shards 2 --rescore
       reparam-export eval --artifacts runs/damoyolo_s --data /data/coco   # annotations/ + val2017/
     """
-    print_evaluation(run, data, limit, rescore)
+    print_evaluation(run, data, limit, rescore, shards)
 
 
 @cli.command()

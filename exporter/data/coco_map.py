@@ -126,23 +126,41 @@ def score(dataset: CocoDataset, results: list[dict], image_ids: Sequence[int]) -
     return {name: None if v < 0 else float(v) for name, v in zip(STAT_NAMES, evaluation.stats, strict=False)}
 
 
-def evaluate(
+def scored_samples(dataset: CocoDataset, limit: int | None) -> list[Sample]:
+    """The images an evaluation scores: the dataset's, or its first `limit`."""
+    return dataset.samples[:limit] if limit else dataset.samples
+
+
+def shard_bounds(images: int, batch: int, shards: int) -> list[tuple[int, int]]:
+    """[start, stop) of each of `shards` contiguous runs of whole batches over `images` images (the last
+    batch may be short), so that every batch is the one a single process runs: sharded detections are the
+    single-process ones, image for image. Fewer bounds where there are fewer batches than shards."""
+    batches = -(-images // batch)
+    per, extra = divmod(batches, shards)
+    bounds, start = [], 0
+    for index in range(min(shards, batches)):
+        stop = min(images, start + (per + (index < extra)) * batch)
+        bounds.append((start, stop))
+        start = stop
+    return bounds
+
+
+def detect(
     dataset: CocoDataset,
+    samples: Sequence[Sample],
     infer: Callable[[np.ndarray], list[np.ndarray]],
     postprocess: Callable[[list[np.ndarray], list[tuple[int, int]]], list[Detections]],
     input_size: tuple[int, int],
     to_input: Callable[[np.ndarray], np.ndarray] = lambda x: x,
     batch: int = 8,
-    limit: int | None = None,
     progress: bool = True,
     resize_mode: Resize = "stretch",
-) -> dict[str, float]:
-    """Run `infer` over the dataset (or its first `limit` images) and score the detections.
+) -> list[dict]:
+    """`infer`'s detections on `samples`, in batches of `batch`, as COCO result records in image order.
 
     `infer` takes an NCHW float32 batch (0–255 pixels resized by `resize_mode`, through `to_input`);
     `postprocess` maps its outputs and the original (height, width) of each image to Detections.
     """
-    samples: list[Sample] = dataset.samples[:limit] if limit else dataset.samples
     results: list[dict] = []
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("evaluating", total=len(samples))
@@ -155,6 +173,28 @@ def evaluate(
             ):
                 results.extend(to_coco_results(dataset, sample.image_id, det))
             bar.update(task, advance=len(chunk))
+    return results
+
+
+def scored(dataset: CocoDataset, results: list[dict], samples: Sequence[Sample]) -> dict[str, float]:
+    """COCO stats of `results` on `samples`, with the number of images scored."""
     metrics = score(dataset, results, [s.image_id for s in samples])
     metrics["images"] = len(samples)
     return metrics
+
+
+def evaluate(
+    dataset: CocoDataset,
+    infer: Callable[[np.ndarray], list[np.ndarray]],
+    postprocess: Callable[[list[np.ndarray], list[tuple[int, int]]], list[Detections]],
+    input_size: tuple[int, int],
+    to_input: Callable[[np.ndarray], np.ndarray] = lambda x: x,
+    batch: int = 8,
+    limit: int | None = None,
+    progress: bool = True,
+    resize_mode: Resize = "stretch",
+) -> dict[str, float]:
+    """`infer`'s COCO stats on the dataset (or its first `limit` images), in one process."""
+    samples = scored_samples(dataset, limit)
+    results = detect(dataset, samples, infer, postprocess, input_size, to_input, batch, progress, resize_mode)
+    return scored(dataset, results, samples)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,9 @@ from exporter.core import host
 from exporter.core.artifacts import plain, sha256_file, sha256_json, write_json
 from exporter.core.errors import UserError, setting
 from exporter.core.rundir import read_manifest, run_artifacts, verified
+from exporter.core.workers import in_processes, threads_each
+from exporter.data.coco_map import shard_bounds
+from exporter.models.heads import Head
 from exporter.numerics.parity import flatten_outputs
 from exporter.recipe import Recipe
 from exporter.stages.reference import load_fused
@@ -46,6 +50,48 @@ def torch_infer(fused_pt: Path):
     return infer
 
 
+TORCH = "torch.fp32"  # the fused torch model's label
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One model an evaluation scores: its label, file, batch size and head (None: the model's own)."""
+
+    label: str
+    path: Path
+    batch: int
+    head: Head | None = None
+    plugin: Path | None = None
+    stand_in: bool = False  # a stage's output run on CPU by onnxruntime (TARGETS[...].stand_ins)
+
+    def infer(self, threads: int = 0):
+        """A runner's infer(batch) of this model."""
+        if self.label == TORCH:
+            return torch_infer(self.path)
+        if self.stand_in:
+            return TARGETS["onnx"].load(self.path, threads=threads).infer
+        return load_artifact(self.label, self.path, threads, self.plugin).infer
+
+
+def detect_shard(settings: EvaluationSettings, model: Scored, start: int, stop: int, threads: int) -> list:
+    """`model`'s detections on the scored images [start, stop), in a worker process of its own."""
+    torch.set_num_threads(threads)
+    return Scorer(settings).detections(model.infer(threads), model.batch, model.head, start, stop)
+
+
+def score_models(score: Scorer, models: list[Scored], shards: int) -> dict[str, dict[str, Any]]:
+    """COCO stats of each model: in this process, or each model's images split into `shards` runs of whole
+    batches, each detected in a process of its own (one pool for every model), the detections merged in
+    image order and scored once: the same stats, as every batch is the one a single process runs."""
+    if shards == 1:
+        return {m.label: score(m.infer(), m.batch, m.head) for m in models}
+    bounds = {m.label: shard_bounds(score.images, m.batch, shards) for m in models}
+    threads = threads_each(shards)
+    calls = [(score.settings, m, start, stop, threads) for m in models for start, stop in bounds[m.label]]
+    parts = iter(in_processes(detect_shard, calls, shards))
+    return {m.label: score.stats([r for _ in bounds[m.label] for r in next(parts)]) for m in models}
+
+
 INT8_GOAL_POINTS = 0.5  # mAP points an INT8 artifact may lose against the fused FP32 model
 
 
@@ -64,17 +110,19 @@ def evaluate_run(
     limit: int | None = None,
     progress: bool = True,
     rescore: bool = False,
+    shards: int = 1,
 ) -> dict[str, Any]:
     """Score the run's fused model, artifacts and CPU stand-ins (TensorRT's Q/DQ model under
     onnxruntime) on `data` (default: the recipe's evaluation data); written to RUN/eval.json. An
     eval.json of the same models, data, scoring settings, libraries and host class is reused
-    (`reused`: True) instead of scoring again, unless `rescore`."""
+    (`reused`: True) instead of scoring again, unless `rescore`. `shards` > 1 splits each model's images
+    over that many local processes (the same stats)."""
     run = Path(run)
     recipe = run_recipe(run)
     artifacts = run_artifacts(run)  # verified, fused.pt with them, before anything is measured
     score = Scorer(EvaluationSettings.from_recipe(recipe, data, limit), progress)
     stages = read_manifest(run)["stages"]
-    models = {"torch.fp32": run / "fused.pt", **artifacts}
+    models = {TORCH: run / "fused.pt", **artifacts}
     for target in TARGETS.values():
         for stage, label in target.stand_ins.items():
             if stage in stages:
@@ -94,20 +142,20 @@ def evaluate_run(
         return {**previous, "reused": True}
     batch = 8 if recipe.export.dynamic_batch else 1
     plugin = recipe.tensorrt.plugin_library
-    runners = {"torch.fp32": (torch_infer(run / "fused.pt"), 8)}
-    runners.update(
-        {key: (load_artifact(key, path, 0, plugin).infer, batch) for key, path in artifacts.items()}
-    )
-    for label, model in models.items():
-        if label not in runners:  # a stand-in
-            runners[label] = (TARGETS["onnx"].load(model).infer, batch)
     # end-to-end NMS engines output detections (EfficientNMS_TRT); the Q/DQ ONNX does not
     engines = {k for k in artifacts if k.startswith("tensorrt.")} if recipe.tensorrt.end2end_nms else set()
     engine_head = score.settings.head.engine_nms()
-    results = {
-        label: score(infer, size, engine_head if label in engines else None)
-        for label, (infer, size) in runners.items()
-    }
+    scored = [Scored(TORCH, run / "fused.pt", 8)]
+    scored += [
+        Scored(key, path, batch, engine_head if key in engines else None, plugin)
+        for key, path in artifacts.items()
+    ]
+    scored += [
+        Scored(label, path, batch, stand_in=True)
+        for label, path in models.items()
+        if label not in artifacts and label != TORCH
+    ]
+    results = score_models(score, scored, shards)
     for label in artifacts:  # which build was scored (the report ignores older ones)
         results[label]["sha256"] = digests[label]
     report = {

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from exporter.core.artifacts import sha256_file, sha256_json
 from exporter.core.errors import UserError, setting
-from exporter.data.coco_map import evaluate, for_model
+from exporter.data.coco_map import detect, for_model, scored, scored_samples
 from exporter.data.datasets import dataset_file, load_dataset
 from exporter.data.transforms import Preprocess, normalize
 from exporter.models.families import family
@@ -83,31 +83,45 @@ class Scorer:
         )
         self.progress = progress
 
+    @functools.cached_property
+    def samples(self) -> list:
+        """The images scored: the dataset's, or its first `limit`."""
+        return scored_samples(self.dataset, self.settings.limit)
+
     @property
     def images(self) -> int:
-        return min(self.settings.limit or len(self.dataset.samples), len(self.dataset.samples))
+        return len(self.samples)
 
     @functools.cached_property
     def data_sha256(self) -> str:
         """What is scored: the annotations (images, boxes, categories) and the bytes of every image scored."""
-        scored = self.dataset.samples[: self.images]
         return sha256_json(
-            {"annotations": self.dataset.content, "images": [sha256_file(s.path) for s in scored]}
+            {"annotations": self.dataset.content, "images": [sha256_file(s.path) for s in self.samples]}
         )
 
     def __call__(self, infer, batch: int, head: Head | None = None) -> dict[str, float]:
         """`head` overrides the model's (e.g. an end-to-end NMS engine's outputs)."""
+        return self.stats(self.detections(infer, batch, head))
+
+    def detections(
+        self, infer, batch: int, head: Head | None = None, start: int = 0, stop: int | None = None
+    ) -> list[dict]:
+        """The runner's COCO result records on the scored images [start, stop) (all by default)."""
         settings = self.settings
         head = head or settings.head
         resize = settings.preprocess.resize
-        return evaluate(
+        return detect(
             self.dataset,
+            self.samples[start:stop],
             infer,
             lambda outputs, sizes: head.postprocess(outputs, settings.input_size, sizes, resize),
             settings.input_size,
             lambda p: normalize(p, settings.preprocess),
             batch,
-            settings.limit,
             self.progress,
             resize,
         )
+
+    def stats(self, results: list[dict]) -> dict[str, float]:
+        """COCO stats of the result records of every scored image."""
+        return scored(self.dataset, results, self.samples)

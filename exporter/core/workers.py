@@ -1,0 +1,24 @@
+"""Work spread over local processes: each call of a function in its own fresh interpreter (spawned, so no
+thread pool or lock of this process is inherited), results in the order of the calls."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+
+def threads_each(workers: int) -> int:
+    """CPU threads per worker so that `workers` of them share this machine's cores."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def in_processes(function: Callable[..., Any], calls: Sequence[tuple], workers: int) -> list[Any]:
+    """`function(*call)` for every call, in up to `workers` processes; an exception of one is raised
+    here (the first in call order), after every call ended. `function` must be importable by name."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(calls)), mp_context=context) as pool:
+        futures = [pool.submit(function, *call) for call in calls]
+        return [future.result() for future in futures]
