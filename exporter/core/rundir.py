@@ -207,7 +207,7 @@ STAGE_FIELDS = {
     "versions": dict,
     "wall_s": (int, float),
     "reads": dict,
-    "check": dict,
+    "check": (dict, type(None)),  # null: a stage with nothing to hold against a tolerance
 }
 FILE_FIELDS = {"path": str, "sha256": str}  # a file a stage read or wrote
 OUTPUT_FIELDS = {**FILE_FIELDS, "bytes": int, "companions": list}
