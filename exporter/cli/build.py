@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from exporter.cli import options
 from exporter.cli.app import cli, load, out_console, pipeline, say, timing
+from exporter.core.errors import UserError
 
 
 @cli.command()
@@ -194,3 +197,60 @@ def bench_int8(backend, **values):
         out.print(line, markup=False, soft_wrap=True)
     if result.cached:
         say("(cached search from an earlier run of this recipe; --force measures again)")
+
+
+@cli.command()
+@click.option(
+    "--recipe",
+    "recipes",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="A model's recipe (YAML); repeatable, one model each (default: the demo's).",
+)
+@options.TARGET
+@options.PRECISION
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Models built at once, each in a local process of its own.",
+)
+@click.option(
+    "--out",
+    default=Path("runs/matrix"),
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where each model's run directory and the summary (matrix.json, matrix.md) go.",
+)
+def matrix(recipes, workers, out, **values):
+    """Build every model × target × precision cell: each model's stage graph once (its fuse and export are
+    shared by its cells) in a run directory named by its recipe's digest, models in parallel; a model that
+    fails is one line in the summary and the others finish (exit 1 then).
+
+    \b
+    Examples:
+      reparam-export matrix --target onnx --target openvino --precision fp32 --precision fp16
+      reparam-export matrix --recipe recipes/damoyolo_t.yaml --recipe recipes/damoyolo_s.yaml \\
+          --target openvino --target tensorrt --precision fp32 --precision int8 --workers 2
+    """
+    from exporter.core.errors import CheckFailed
+    from exporter.pipeline.matrix import run_matrix, write_summary
+    from exporter.recipe import load_recipe
+
+    overrides = options.overrides(click.get_current_context().command, values)
+    loaded = [load_recipe(path, overrides) for path in recipes or [None]]  # every recipe read before any work
+    names = [recipe.name for recipe in loaded]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise UserError(f"two recipes are named '{twice[0]}': give each model's recipe its own name")
+    with timing("matrix"):
+        cells = run_matrix(loaded, out, workers)
+    summary, table = write_summary(cells, out)
+    for cell in cells:
+        detail = cell.error if cell.status == "failed" else cell.artifact or ""
+        say(f"{cell.model} {cell.target}.{cell.precision}: {cell.status} {detail}".rstrip())
+    say(f"matrix: {len(cells)} cells → {table}, {summary}")
+    failed = sorted({cell.model for cell in cells if cell.status == "failed"})
+    if failed:
+        raise CheckFailed(f"{len(failed)} of {len(loaded)} models failed ({', '.join(failed)}): see {table}")

@@ -1,0 +1,152 @@
+"""A build matrix: models × targets × precisions, each model's cells built by one stage graph (its fuse
+and export run once for all of them) in a content-addressed run directory, models in parallel on local
+processes; a model that fails is one line in the summary and the others finish.
+
+The summary (matrix.json, matrix.md) has one row per cell: its artifact, hash, size, check and, where
+the recipe names evaluation data, its mAP; and where it ran.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from exporter.core.artifacts import atomic_output, write_json
+from exporter.core.errors import CheckFailed, UserError, summary
+from exporter.core.workers import in_processes
+from exporter.recipe import Recipe
+from exporter.targets import TARGETS
+
+
+@dataclass(frozen=True)
+class Cell:
+    model: str  # the recipe's name
+    target: str
+    precision: str
+    run: str  # the model's run directory
+    status: str  # built, failed, not offered, not built here
+    artifact: str | None = None  # relative to the run directory
+    sha256: str | None = None
+    bytes: int | None = None
+    check: str | None = None  # ok, or the recorded error ratio of a measured precision
+    map: float | None = None  # COCO mAP@[.5:.95] (0–1), where evaluated
+    error: str | None = None  # the one-line error of a failed model
+    host: str | None = None  # where it ran
+
+
+def run_directory(recipe: Recipe, root: Path) -> Path:
+    """The model's run directory under `root`: its name and the recipe's digest (content-addressed)."""
+    return root / f"{recipe.name}-{recipe.digest()[:12]}"
+
+
+def cells_of(recipe: Recipe, run: Path, status: str, **fields: Any) -> list[Cell]:
+    """Every cell of `recipe` with `status` (a target's precision it does not offer: 'not offered')."""
+    return [
+        Cell(
+            recipe.name,
+            target,
+            precision,
+            str(run),
+            status if precision in TARGETS[target].precisions else "not offered",
+            **fields,
+        )
+        for target in recipe.targets
+        for precision in recipe.precisions
+    ]
+
+
+def build_model(recipe_json: dict[str, Any], run: str) -> list[dict[str, Any]]:
+    """Build one model's cells in this process (and score them where its recipe names evaluation data, as
+    `build` does); a refusal or a failed check is its cells' one-line error. Importable by name: the
+    worker function of a matrix."""
+    from exporter.core.rundir import read_manifest
+    from exporter.pipeline.builder import Pipeline
+
+    recipe = Recipe.model_validate(recipe_json)
+    where = f"{socket.gethostname()} (pid {os.getpid()})"
+    offered = Recipe.model_validate(
+        {
+            **recipe_json,
+            "precisions": [
+                p for p in recipe.precisions if any(p in TARGETS[t].precisions for t in recipe.targets)
+            ],
+        }
+    )
+    try:
+        built = Pipeline(offered, run).build()
+        results = {}
+        if recipe.evaluation.data is not None:
+            from exporter.measure.evaluate import evaluate_run
+
+            results = evaluate_run(run, progress=False)["results"]
+    except (UserError, CheckFailed) as error:
+        return [asdict(c) for c in cells_of(recipe, Path(run), "failed", error=str(error), host=where)]
+    except Exception as error:  # noqa: BLE001 - one model's failure never stops the matrix
+        return [asdict(c) for c in cells_of(recipe, Path(run), "failed", error=summary(error), host=where)]
+    manifest = read_manifest(Path(run))
+    cells = cells_of(recipe, Path(run), "built", host=where)
+    return [asdict(cell_of(cell, built, manifest, results)) for cell in cells]
+
+
+def cell_of(cell: Cell, built: dict, manifest: dict[str, Any], results: dict[str, Any]) -> Cell:
+    """`cell` as its model's build left it: its artifact, hash, size, check and mAP; a TensorRT engine
+    deferred to its bundle; not offered."""
+    key = f"{cell.target}.{cell.precision}"
+    if cell.status == "not offered":
+        return cell
+    deferred = manifest.get("tensorrt", {})
+    if key not in built and cell.target == "tensorrt" and deferred.get("deferred"):
+        bundle = str(Path(deferred["bundle"]).relative_to(Path(cell.run).resolve()))
+        return replace(cell, status="deferred", artifact=bundle, error=deferred["reason"])
+    entry = manifest["stages"][built[key].name]
+    return replace(
+        cell,
+        artifact=entry["output"]["path"],
+        sha256=entry["output"]["sha256"],
+        bytes=entry["output"]["bytes"],
+        check=describe_check(entry.get("check")),
+        map=results.get(key, {}).get("map"),
+    )
+
+
+def describe_check(check: dict[str, Any] | None) -> str | None:
+    """'ok (err/tol 0.012)', 'measured (err/tol 31)', or None for a stage with no check."""
+    if not check:
+        return None
+    ratio = check.get("ratio")
+    verdict = "ok" if check.get("ok") else "measured"
+    return f"{verdict} (err/tol {ratio:.2g})" if ratio is not None else verdict
+
+
+def run_matrix(recipes: list[Recipe], root: Path, workers: int) -> list[Cell]:
+    """Every model's cells, models on up to `workers` local processes (1: in this one, in order)."""
+    calls = [(r.model_dump(mode="json"), str(run_directory(r, root))) for r in recipes]
+    if workers == 1 or len(calls) == 1:
+        found = [build_model(*call) for call in calls]
+    else:
+        found = in_processes(build_model, calls, workers)
+    return [Cell(**cell) for cells in found for cell in cells]
+
+
+def write_summary(cells: list[Cell], root: Path) -> tuple[Path, Path]:
+    """matrix.json and matrix.md under `root` (written whole or not at all)."""
+    root.mkdir(parents=True, exist_ok=True)
+    write_json(root / "matrix.json", {"cells": [asdict(c) for c in cells]})
+    rows = [
+        "| model | target | precision | status | mAP | check | size | artifact | ran on |",
+        "|" + "---|" * 9,
+    ]
+    for c in cells:
+        detail = c.error if c.status == "failed" else c.artifact or ""
+        score = f"{100 * c.map:.2f}" if c.map is not None else ""
+        size = f"{c.bytes / 1e6:.2f} MB" if c.bytes else ""
+        rows.append(
+            f"| {c.model} | {c.target} | {c.precision} | {c.status} | {score} | {c.check or ''} | {size} | "
+            f"{detail} | {c.host or ''} |"
+        )
+    with atomic_output(root / "matrix.md") as tmp:
+        tmp.write_text("# Build matrix\n\n" + "\n".join(rows) + "\n")
+    return root / "matrix.json", root / "matrix.md"

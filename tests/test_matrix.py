@@ -1,0 +1,67 @@
+"""The build matrix: each model's cells from one stage graph, models in local processes with the artifacts
+a single process builds, a failing model one line in the summary while the others finish."""
+
+import json
+
+from tests.conftest import EMBEDDED
+
+
+def recipes(tmp_path):
+    small = EMBEDDED.read_text().replace("input_size: [320, 320]", "input_size: [64, 64]")
+    good = tmp_path / "good.yaml"
+    good.write_text(small.replace("name: embedded-demo", "name: good"))
+    wrong = tmp_path / "wrong.yaml"  # one class name for a model that scores three: refused at its fuse
+    wrong.write_text(small.replace("name: embedded-demo", "name: wrong").replace("circle, square, ", ""))
+    return good, wrong
+
+
+def cells(out):
+    found = json.loads((out / "matrix.json").read_text())["cells"]
+    return {(c["model"], c["target"], c["precision"]): c for c in found}
+
+
+def test_matrix_builds_every_cell_and_names_the_model_that_failed(run_cli, tmp_path):
+    good, wrong = recipes(tmp_path)
+    args = [
+        "matrix",
+        "--recipe",
+        str(good),
+        "--recipe",
+        str(wrong),
+        "--target",
+        "onnx",
+        "--target",
+        "openvino",
+    ]
+    args += ["--precision", "fp32", "--precision", "fp16"]
+    code, out, err = run_cli(*args, "--workers", "2", "--out", str(tmp_path / "two"))
+    assert code == 1 and "1 of 2 models failed (wrong)" in err, err
+    two = cells(tmp_path / "two")
+    assert len(two) == 8
+    assert two["good", "onnx", "fp16"]["status"] == "not offered"
+    for key in [("good", "onnx", "fp32"), ("good", "openvino", "fp32"), ("good", "openvino", "fp16")]:
+        cell = two[key]
+        assert cell["status"] == "built" and cell["check"].startswith(("ok", "measured")), cell
+        run = tmp_path / "two" / cell["run"].split("/")[-1]
+        assert run.name.startswith("good-") and (run / cell["artifact"]).stat().st_size == cell["bytes"]
+    failed = [c for c in two.values() if c["model"] == "wrong"]
+    assert all(c["status"] in ("failed", "not offered") for c in failed)
+    assert "class_names lists 1 names but the model scores 3 classes" in two["wrong", "onnx", "fp32"]["error"]
+    table = (tmp_path / "two" / "matrix.md").read_text()
+    assert "| good | openvino | fp16 | built |" in table and "| wrong | onnx | fp32 | failed |" in table
+
+    code, _, err = run_cli(*args, "--workers", "1", "--out", str(tmp_path / "one"))
+    assert code == 1, err
+    one = cells(tmp_path / "one")
+    assert {k: c["sha256"] for k, c in one.items()} == {k: c["sha256"] for k, c in two.items()}, (
+        "the same artifacts in one process as in two"
+    )
+    assert len({c["host"] for c in two.values() if c["model"] == "good"}) == 1
+
+
+def test_two_recipes_of_one_name_are_refused_before_any_work(run_cli, tmp_path):
+    good, _ = recipes(tmp_path)
+    code, _, err = run_cli(
+        "matrix", "--recipe", str(good), "--recipe", str(good), "--out", str(tmp_path / "m")
+    )
+    assert code == 2 and "two recipes are named 'good'" in err and not (tmp_path / "m").exists()
