@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e '.[dev,eval,openvino,ultralytics]'
+	$(BIN)/python -m pip install -q -e '.[dev,eval,openvino,ultralytics,cluster]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -1,7 +1,10 @@
 """The build matrix: each model's cells from one stage graph, models in local processes with the artifacts
 a single process builds, a failing model one line in the summary while the others finish."""
 
+import importlib.util
 import json
+
+import pytest
 
 from tests.conftest import EMBEDDED
 
@@ -57,6 +60,23 @@ def test_matrix_builds_every_cell_and_names_the_model_that_failed(run_cli, tmp_p
         "the same artifacts in one process as in two"
     )
     assert len({c["host"] for c in two.values() if c["model"] == "good"}) == 1
+
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("Ray is not installed: pip install 'reparam-export[cluster]'")
+    code, _, err = run_cli(*args, "--cluster", "ray", "--out", str(tmp_path / "ray"))
+    assert code == 1 and "1 of 2 models failed (wrong)" in err, err
+    on_ray = cells(tmp_path / "ray")
+    assert {k: c["sha256"] for k, c in on_ray.items()} == {k: c["sha256"] for k, c in one.items()}, (
+        "the same artifacts as Ray tasks"
+    )
+    assert on_ray["good", "openvino", "fp16"]["host"] != one["good", "openvino", "fp16"]["host"], (
+        "a Ray worker"
+    )
+
+
+def test_a_cluster_that_is_not_one_is_refused(run_cli, tmp_path):
+    code, _, err = run_cli("matrix", "--cluster", "slurm", "--out", str(tmp_path / "m"))
+    assert code == 2 and "--cluster slurm is not a place to build" in err and not (tmp_path / "m").exists()
 
 
 def test_two_recipes_of_one_name_are_refused_before_any_work(run_cli, tmp_path):

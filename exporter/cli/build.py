@@ -217,13 +217,21 @@ def bench_int8(backend, **values):
     help="Models built at once, each in a local process of its own.",
 )
 @click.option(
+    "--cluster",
+    default="local",
+    show_default=True,
+    metavar="local|ray|ray://HOST:PORT",
+    help="Where models are built: local processes, or Ray tasks (ray: start or join a Ray here; ray://: "
+    "a remote cluster whose nodes all read --out and import the models' builders).",
+)
+@click.option(
     "--out",
     default=Path("runs/matrix"),
     show_default=True,
     type=click.Path(file_okay=False, path_type=Path),
     help="Where each model's run directory and the summary (matrix.json, matrix.md) go.",
 )
-def matrix(recipes, workers, out, **values):
+def matrix(recipes, workers, cluster, out, **values):
     """Build every model × target × precision cell: each model's stage graph once (its fuse and export are
     shared by its cells) in a run directory named by its recipe's digest, models in parallel; a model that
     fails is one line in the summary and the others finish (exit 1 then).
@@ -233,11 +241,14 @@ def matrix(recipes, workers, out, **values):
       reparam-export matrix --target onnx --target openvino --precision fp32 --precision fp16
       reparam-export matrix --recipe recipes/damoyolo_t.yaml --recipe recipes/damoyolo_s.yaml \\
           --target openvino --target tensorrt --precision fp32 --precision int8 --workers 2
+      reparam-export matrix --recipe a.yaml --recipe b.yaml --cluster ray://head:10001 --out /shared/runs
     """
     from exporter.core.errors import CheckFailed
     from exporter.pipeline.matrix import run_matrix, write_summary
     from exporter.recipe import load_recipe
 
+    if cluster not in ("local", "ray") and not cluster.startswith("ray://"):
+        raise UserError(f"--cluster {cluster} is not a place to build: pass local, ray or ray://HOST:PORT")
     overrides = options.overrides(click.get_current_context().command, values)
     loaded = [load_recipe(path, overrides) for path in recipes or [None]]  # every recipe read before any work
     names = [recipe.name for recipe in loaded]
@@ -245,7 +256,7 @@ def matrix(recipes, workers, out, **values):
     if twice:
         raise UserError(f"two recipes are named '{twice[0]}': give each model's recipe its own name")
     with timing("matrix"):
-        cells = run_matrix(loaded, out, workers)
+        cells = run_matrix(loaded, out, workers, cluster)
     summary, table = write_summary(cells, out)
     for cell in cells:
         detail = cell.error if cell.status == "failed" else cell.artifact or ""

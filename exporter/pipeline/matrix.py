@@ -1,6 +1,7 @@
 """A build matrix: models × targets × precisions, each model's cells built by one stage graph (its fuse
 and export run once for all of them) in a content-addressed run directory, models in parallel on local
-processes; a model that fails is one line in the summary and the others finish.
+processes or as the tasks of a Ray cluster; a model that fails is one line in the summary and the others
+finish.
 
 The summary (matrix.json, matrix.md) has one row per cell: its artifact, hash, size, check and, where
 the recipe names evaluation data, its mAP; and where it ran.
@@ -121,14 +122,52 @@ def describe_check(check: dict[str, Any] | None) -> str | None:
     return f"{verdict} (err/tol {ratio:.2g})" if ratio is not None else verdict
 
 
-def run_matrix(recipes: list[Recipe], root: Path, workers: int) -> list[Cell]:
-    """Every model's cells, models on up to `workers` local processes (1: in this one, in order)."""
-    calls = [(r.model_dump(mode="json"), str(run_directory(r, root))) for r in recipes]
-    if workers == 1 or len(calls) == 1:
+LOCAL = "local"
+RETRIES = 2  # a model whose worker died (killed, out of memory) is built again, resuming from its cache
+
+
+def run_matrix(recipes: list[Recipe], root: Path, workers: int, cluster: str = LOCAL) -> list[Cell]:
+    """Every model's cells: on up to `workers` local processes (1: in this one, in order), or as tasks of
+    a Ray cluster (`cluster`: 'ray' starts or joins one here, 'ray://HOST:PORT' a remote one), whose nodes
+    must all read `root`."""
+    calls = [(r.model_dump(mode="json"), str(run_directory(r, root.resolve()))) for r in recipes]
+    if cluster != LOCAL:
+        found = on_ray(calls, recipes, cluster)
+    elif workers == 1 or len(calls) == 1:
         found = [build_model(*call) for call in calls]
     else:
         found = in_processes(build_model, calls, workers)
     return [Cell(**cell) for cells in found for cell in cells]
+
+
+def on_ray(calls: list[tuple], recipes: list[Recipe], cluster: str) -> list[list[dict[str, Any]]]:
+    """`build_model` of every call as a Ray task (retried where its worker died). A model with TensorRT
+    cells runs on a node that advertises the custom resource 'tensorrt' where the cluster has one (there
+    its engines are built), anywhere otherwise (its TensorRT cells then deferred to bundles)."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError(
+            f"--cluster {cluster} needs Ray: pip install 'reparam-export[cluster]', or pass --cluster local"
+        ) from None
+    started = not ray.is_initialized()
+    if started:
+        address = None if cluster == "ray" else cluster
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        engines = ray.cluster_resources().get("tensorrt", 0) > 0
+        task = ray.remote(build_model)
+        refs = [
+            task.options(
+                max_retries=RETRIES,
+                resources={"tensorrt": 1} if engines and "tensorrt" in recipe.targets else None,
+            ).remote(*call)
+            for call, recipe in zip(calls, recipes, strict=True)
+        ]
+        return ray.get(refs)
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def write_summary(cells: list[Cell], root: Path) -> tuple[Path, Path]:
