@@ -192,3 +192,17 @@ def build_bad_forward() -> nn.Module:
 
 def build_not_a_module():
     return {"model": "nope"}
+
+
+def build_dies_once(marker: str, **kwargs) -> nn.Module:
+    """The embedded detector, after its process dies once: the first call leaves `marker` and exits
+    abruptly (a worker killed mid-build), the next builds."""
+    import os
+    from pathlib import Path
+
+    from exporter.models.embedded import build_embedded_detector
+
+    if not Path(marker).exists():
+        Path(marker).write_text("died once")
+        os._exit(1)
+    return build_embedded_detector(**kwargs)

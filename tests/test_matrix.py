@@ -3,6 +3,7 @@ a single process builds, a failing model one line in the summary while the other
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +86,26 @@ def test_two_recipes_of_one_name_are_refused_before_any_work(run_cli, tmp_path):
         "matrix", "--recipe", str(good), "--recipe", str(good), "--out", str(tmp_path / "m")
     )
     assert code == 2 and "two recipes are named 'good'" in err and not (tmp_path / "m").exists()
+
+
+def test_a_model_whose_ray_worker_dies_is_built_again_to_the_same_bytes(run_cli, tmp_path, monkeypatch):
+    pytest.importorskip("ray", reason="pip install 'reparam-export[cluster]'")
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))  # Ray's workers import tests
+    marker = tmp_path / "died"
+    recipe = tmp_path / "dies.yaml"
+    recipe.write_text(
+        EMBEDDED.read_text()
+        .replace("input_size: [320, 320]", "input_size: [64, 64]")
+        .replace("name: embedded-demo", "name: dies")
+        .replace("exporter.models.embedded:build_embedded_detector", "tests.fixture_models:build_dies_once")
+        .replace("kwargs: {", f"kwargs: {{marker: {marker}, ")
+    )
+    args = ["matrix", "--recipe", str(recipe), "--target", "onnx", "--precision", "fp32"]
+    code, _, err = run_cli(*args, "--cluster", "ray", "--out", str(tmp_path / "ray"))
+    assert code == 0 and marker.read_text() == "died once", err
+    code, _, err = run_cli(*args, "--out", str(tmp_path / "local"))  # the marker left: no death here
+    assert code == 0, err
+    retried, local = cells(tmp_path / "ray"), cells(tmp_path / "local")
+    assert retried["dies", "onnx", "fp32"]["status"] == "built"
+    assert retried["dies", "onnx", "fp32"]["sha256"] == local["dies", "onnx", "fp32"]["sha256"]
+    assert not list((tmp_path / "ray").rglob("*.tmp*")), "nothing half-written"
