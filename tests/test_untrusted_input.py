@@ -602,3 +602,31 @@ def test_a_file_the_user_may_not_read_is_one_line(run_cli, tmp_path, monkeypatch
     code, _, err = run_cli("fuse", "--recipe", str(recipe))
     assert code == 2 and f"cannot access {recipe}: permission denied" in err, err
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_an_input_too_large_for_the_memory_allowed_is_one_line(tmp_path):
+    """8192x8192, the largest input a recipe takes, under an 8 GB address-space limit: the forward's
+    allocation is refused, and that is one line naming the input and the fix, not an OOM kill."""
+    import resource
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+
+    args = [
+        "fuse",
+        "--recipe",
+        str(EMBEDDED),
+        "--input-size",
+        "8192",
+        "8192",
+        "--run-dir",
+        str(tmp_path / "run"),
+    ]
+    done = subprocess.run(
+        [str(SCRIPT), *args], cwd=tmp_path, capture_output=True, text=True, timeout=600, preexec_fn=limited
+    )
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert (
+        "needs more memory than this process may use" in done.stderr and "smaller --input-size" in done.stderr
+    )
+    assert not (tmp_path / "run" / "fused.pt").exists()

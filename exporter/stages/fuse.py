@@ -80,6 +80,11 @@ def fuse(settings: FuseSettings) -> tuple[nn.Module, FuseReport, torch.Tensor]:
             fused, report = fuse_model(model, [probe, second], settings.rtol)
     except ForwardFailed as failure:
         shape = "x".join(map(str, failure.shape))
+        if out_of_memory(failure.cause):
+            raise UserError(
+                f"the model's forward on a {shape} input needs more memory than this process may use "
+                f"({summary(failure.cause)}); pass a smaller --input-size, or build on a larger machine"
+            ) from None
         raise UserError(
             f"model forward failed on a {shape} input ({summary(failure.cause)}); "
             "check input_size and the model builder"
@@ -106,6 +111,11 @@ class FuseRecord(Record):
         if check["not_fused"]:
             detail += f"; NOT FUSED: {'; '.join(check['not_fused'])}"
         return detail
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is an allocation the process was refused (MemoryError, torch's allocator)."""
+    return isinstance(error, MemoryError) or "can't allocate memory" in str(error)
 
 
 def run(
