@@ -109,3 +109,19 @@ def test_a_model_whose_ray_worker_dies_is_built_again_to_the_same_bytes(run_cli,
     assert retried["dies", "onnx", "fp32"]["status"] == "built"
     assert retried["dies", "onnx", "fp32"]["sha256"] == local["dies", "onnx", "fp32"]["sha256"]
     assert not list((tmp_path / "ray").rglob("*.tmp*")), "nothing half-written"
+
+
+def test_bench_matrix_judges_speed_up_and_overhead_against_its_goals():
+    from exporter.studies.matrix import Timed, verdicts
+
+    found = [
+        Timed("in-process", 1, 8.0),
+        Timed("processes", 1, 10.0),
+        Timed("processes", 2, 5.5),
+        Timed("ray", 1, 14.0),
+        Timed("ray", 2, 12.0),
+    ]
+    alone, processes, ray = verdicts(found, 4)
+    assert alone == "in this process: 8.0 s for 4 models (2.00 s each)"
+    assert "speed-up 1.82x (met, goal 1.6x); overhead 0.50 s per model (met" in processes
+    assert "speed-up 1.17x (NOT met, goal 1.6x); overhead 1.50 s per model (NOT met" in ray

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from exporter.cli import options
-from exporter.cli.app import cli, console, flags, out_console, say, timing
+from exporter.cli.app import cli, console, flags, out_console, say, say_load, timing
 from exporter.core.errors import CheckFailed, UserError, render
 from exporter.recipe import REPO_RECIPES
 
@@ -213,6 +213,38 @@ def bench_ultralytics(checkpoint, trust, data, threads, min_seconds, calib_count
     )
     out_console().print(tables.bench_ultralytics(title, report["rows"]))
     say(f"→ {run / 'bench_ultralytics.json'}")
+
+
+@cli.command("bench-matrix")
+@click.option(
+    "--models", default=4, show_default=True, type=click.IntRange(min=1), help="Independent models."
+)
+@click.option(
+    "--workers", default=2, show_default=True, type=click.IntRange(min=2), help="Workers to compare with one."
+)
+@click.option(
+    "--size", default=128, show_default=True, type=click.IntRange(min=32), help="Input height and width."
+)
+def bench_matrix(models, workers, size):
+    """Time a matrix of independent small models built in this process, on 1 and N local worker
+    processes, and on a local Ray with 1 and N CPUs (where Ray is installed), each from empty run
+    directories; print the speed-up of N workers over one (goal 0.8·N) and the overhead per model (goal
+    under 1 s).
+
+    \b
+    Examples:
+      reparam-export bench-matrix
+      reparam-export bench-matrix --models 8 --workers 4
+    """
+    from exporter.core import host
+    from exporter.studies.matrix import bench_matrix as measure
+    from exporter.studies.matrix import verdicts
+
+    # the workers' own CPU counts as other processes' during the run: the load is measured before it
+    say_load("bench-matrix (the machine before it)", host.idle_load())
+    found = measure(models, workers, size)
+    for line in verdicts(found, models):
+        out_console().print(line, markup=False, soft_wrap=True)
 
 
 @cli.command("bench-akconv")

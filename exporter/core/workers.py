@@ -15,10 +15,22 @@ def threads_each(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def _share_cores(threads: int) -> None:
+    """In a fresh worker, before the work's libraries are imported: their thread pools this many wide."""
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(threads)
+
+
 def in_processes(function: Callable[..., Any], calls: Sequence[tuple], workers: int) -> list[Any]:
-    """`function(*call)` for every call, in up to `workers` processes; an exception of one is raised
-    here (the first in call order), after every call ended. `function` must be importable by name."""
+    """`function(*call)` for every call, in up to `workers` processes that share this machine's cores
+    (each one's thread pools threads_each wide); an exception of one is raised here (the first in call
+    order), after every call ended. `function` must be importable by name."""
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(calls)), mp_context=context) as pool:
+    count = min(workers, len(calls))
+    initializer, threads = _share_cores, (threads_each(count),)
+    with ProcessPoolExecutor(count, mp_context=context, initializer=initializer, initargs=threads) as pool:
         futures = [pool.submit(function, *call) for call in calls]
         return [future.result() for future in futures]
