@@ -200,13 +200,7 @@ def bench_int8(backend, **values):
 
 
 @cli.command()
-@click.option(
-    "--recipe",
-    "recipes",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="A model's recipe (YAML); repeatable, one model each (default: the demo's).",
-)
+@options.recipes("A model's recipe (YAML); repeatable, one model each (default: the demo's).")
 @options.TARGET
 @options.PRECISION
 @click.option(

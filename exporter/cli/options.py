@@ -151,6 +151,11 @@ PRECISION = option(
 )
 
 
+def recipes(help: str) -> Decorator:
+    """--recipe, repeatable: the commands that take several models."""
+    return click.option("--recipe", "recipes", multiple=True, type=click.Path(path_type=Path), help=help)
+
+
 def calib_count(**settings) -> Decorator:
     """--calib-count; a command with its own default passes it (shown instead of the recipe's)."""
     recipe_default = "" if "default" in settings else f" (default {default('calibration.count')})"

@@ -14,13 +14,7 @@ from exporter.recipe import REPO_RECIPES
 
 
 @cli.command("bench-cpu")
-@click.option(
-    "--recipe",
-    "recipes",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="Recipe(s) to benchmark; repeatable (default: the demo and recipes/damoyolo_ns.yaml).",
-)
+@options.recipes("Recipe(s) to benchmark; repeatable (default: the demo and recipes/damoyolo_ns.yaml).")
 @options.timing(
     2,
     2.0,
