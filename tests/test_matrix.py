@@ -53,6 +53,10 @@ def test_matrix_builds_every_cell_and_names_the_model_that_failed(run_cli, tmp_p
     assert "class_names lists 1 names but the model scores 3 classes" in two["wrong", "onnx", "fp32"]["error"]
     table = (tmp_path / "two" / "matrix.md").read_text()
     assert "| good | openvino | fp16 | built |" in table and "| wrong | onnx | fp32 | failed |" in table
+    page = (tmp_path / "two" / "matrix.html").read_text()
+    built = two["good", "openvino", "fp16"]
+    href = f'href="{built["run"].split("/")[-1]}/{built["artifact"]}"'
+    assert href in page and "class_names lists 1 names" in page and "<script" not in page
 
     code, _, err = run_cli(*args, "--workers", "1", "--out", str(tmp_path / "one"))
     assert code == 1, err

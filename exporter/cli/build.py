@@ -251,11 +251,11 @@ def matrix(recipes, workers, cluster, out, **values):
         raise UserError(f"two recipes are named '{twice[0]}': give each model's recipe its own name")
     with timing("matrix"):
         cells = run_matrix(loaded, out, workers, cluster)
-    summary, table = write_summary(cells, out)
+    summary, table, page = write_summary(cells, out)
     for cell in cells:
         detail = cell.error if cell.status == "failed" else cell.artifact or ""
         say(f"{cell.model} {cell.target}.{cell.precision}: {cell.status} {detail}".rstrip())
-    say(f"matrix: {len(cells)} cells → {table}, {summary}")
+    say(f"matrix: {len(cells)} cells → {table}, {page}, {summary}")
     failed = sorted({cell.model for cell in cells if cell.status == "failed"})
     if failed:
         raise CheckFailed(f"{len(failed)} of {len(loaded)} models failed ({', '.join(failed)}): see {table}")

@@ -3,12 +3,13 @@ and export run once for all of them) in a content-addressed run directory, model
 processes or as the tasks of a Ray cluster; a model that fails is one line in the summary and the others
 finish.
 
-The summary (matrix.json, matrix.md) has one row per cell: its artifact, hash, size, check and, where
-the recipe names evaluation data, its mAP; and where it ran.
+The summary (matrix.json, matrix.md, matrix.html) has one row per cell: its artifact, hash, size, check
+and, where the recipe names evaluation data, its mAP; and where it ran.
 """
 
 from __future__ import annotations
 
+import html
 import os
 import socket
 from dataclasses import asdict, dataclass, replace
@@ -170,22 +171,51 @@ def on_ray(calls: list[tuple], recipes: list[Recipe], cluster: str) -> list[list
             ray.shutdown()
 
 
-def write_summary(cells: list[Cell], root: Path) -> tuple[Path, Path]:
-    """matrix.json and matrix.md under `root` (written whole or not at all)."""
+COLUMNS = ("model", "target", "precision", "status", "mAP", "check", "size", "artifact", "ran on")
+
+
+def row(cell: Cell) -> list[str]:
+    """A cell's summary row, in COLUMNS order (a failed cell shows its error where its artifact would be)."""
+    return [
+        cell.model,
+        cell.target,
+        cell.precision,
+        cell.status,
+        f"{100 * cell.map:.2f}" if cell.map is not None else "",
+        cell.check or "",
+        f"{cell.bytes / 1e6:.2f} MB" if cell.bytes else "",
+        (cell.error if cell.status == "failed" else cell.artifact) or "",
+        cell.host or "",
+    ]
+
+
+def write_summary(cells: list[Cell], root: Path) -> tuple[Path, Path, Path]:
+    """matrix.json, matrix.md and matrix.html under `root` (each written whole or not at all); the HTML
+    links each built artifact and deferred bundle, relative to `root`."""
     root.mkdir(parents=True, exist_ok=True)
     write_json(root / "matrix.json", {"cells": [asdict(c) for c in cells]})
-    rows = [
-        "| model | target | precision | status | mAP | check | size | artifact | ran on |",
-        "|" + "---|" * 9,
-    ]
-    for c in cells:
-        detail = c.error if c.status == "failed" else c.artifact or ""
-        score = f"{100 * c.map:.2f}" if c.map is not None else ""
-        size = f"{c.bytes / 1e6:.2f} MB" if c.bytes else ""
-        rows.append(
-            f"| {c.model} | {c.target} | {c.precision} | {c.status} | {score} | {c.check or ''} | {size} | "
-            f"{detail} | {c.host or ''} |"
-        )
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row(c)) + " |" for c in cells]
     with atomic_output(root / "matrix.md") as tmp:
-        tmp.write_text("# Build matrix\n\n" + "\n".join(rows) + "\n")
-    return root / "matrix.json", root / "matrix.md"
+        tmp.write_text("# Build matrix\n\n" + "\n".join(lines) + "\n")
+    with atomic_output(root / "matrix.html") as tmp:
+        tmp.write_text(html_table(cells, root))
+    return root / "matrix.json", root / "matrix.md", root / "matrix.html"
+
+
+def html_table(cells: list[Cell], root: Path) -> str:
+    """The summary as one HTML page: every value escaped, artifacts linked by their path under `root`."""
+    body = []
+    for cell in cells:
+        values = [html.escape(v) for v in row(cell)]
+        if cell.artifact and cell.status in ("built", "deferred"):
+            link = Path(cell.run).resolve().relative_to(root.resolve()) / cell.artifact
+            values[7] = f'<a href="{html.escape(link.as_posix(), quote=True)}">{values[7]}</a>'
+        body.append("<tr>" + "".join(f"<td>{v}</td>" for v in values) + "</tr>")
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
+    return (
+        '<!doctype html>\n<html><head><meta charset="utf-8"><title>Build matrix</title></head><body>\n'
+        f"<h1>Build matrix</h1>\n<table>\n<tr>{head}</tr>\n"
+        + "\n".join(body)
+        + "\n</table>\n</body></html>\n"
+    )
