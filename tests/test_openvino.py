@@ -400,12 +400,17 @@ def test_bench_cpu_times_every_runtime_and_checks_its_goals(calib_json, single_t
         "OpenVINO, fused FP16",
         *(["OpenVINO, fused BF16"] if runs_bf16() else []),  # on CPUs that compute it natively
         "OpenVINO, fused INT8",
+        *(["OpenVINO, fused INT8, float layers BF16"] if runs_bf16() else []),
     ]
     assert all(r.p50_ms > 0 for r in rows) and rows[0].ratio_vs_torch == 1.0 and rows[0].ratio_range == (1, 1)
     assert all(low <= r.ratio_vs_torch <= high for r in rows for low, high in [r.ratio_range])
     by_name = {r.name: r.p50_ms for r in rows}
     assert goals["INT8 vs FP32 IR"] == by_name["OpenVINO, fused FP32"] / by_name["OpenVINO, fused INT8"]
-    bf16 = {"BF16 vs FP32 IR", "BF16 vs onnxruntime FP32"} if runs_bf16() else set()
+    bf16 = (
+        {"BF16 vs FP32 IR", "BF16 vs onnxruntime FP32", "INT8 float layers BF16 vs F32"}
+        if runs_bf16()
+        else set()
+    )
     assert set(goals) == {"fused vs unfused OpenVINO FP32", "INT8 vs FP32 IR", *bf16}  # no evaluation data
     assert met("INT8 vs FP32 IR", 1.5) and not met("INT8 vs FP32 IR", 1.49)
     # The demo's RepConvs merge branches: fewer compiled convolutions and less convolution work.

@@ -65,6 +65,9 @@ def export_unfused(model: torch.nn.Module, probe: torch.Tensor, path: Path, opse
         )
 
 
+INT8_BF16 = "OpenVINO, fused INT8, float layers BF16"  # measured where BF16 runs natively
+
+
 def timed_precisions() -> tuple[str, ...]:
     """OpenVINO FP32, FP16 and INT8, and BF16 on a CPU that computes it natively."""
     return ("fp32", "fp16", *(("bf16",) if ov_backend.runs_bf16() else ()), "int8")
@@ -115,6 +118,9 @@ def bench_recipe(recipe: Recipe, threads: int, min_seconds: float, calib_count: 
         }
         for precision, runner in runners.items():
             calls[f"OpenVINO, fused {precision.upper()}"] = lambda runner=runner: runner.infer(batch)
+        if "bf16" in runners:  # the INT8 IR's float layers (head, decode) in bf16: does it pay?
+            mixed = ov_backend.OpenVinoRunner(artifacts["openvino.int8"].output, "bf16", threads)
+            calls[INT8_BF16] = lambda: mixed.infer(batch)
         fusion = FusionEffect(
             ov_unfused.compiled_layers("Convolution"),
             runners["fp32"].compiled_layers("Convolution"),
@@ -143,6 +149,7 @@ def bench_recipe(recipe: Recipe, threads: int, min_seconds: float, calib_count: 
         bf16 = timings["OpenVINO, fused BF16"]
         goals["BF16 vs FP32 IR"] = timings["OpenVINO, fused FP32"] / bf16
         goals["BF16 vs onnxruntime FP32"] = timings["onnxruntime, unfused FP32"] / bf16
+        goals["INT8 float layers BF16 vs F32"] = timings["OpenVINO, fused INT8"] / timings[INT8_BF16]
     if accuracy:
         goals["INT8 mAP drop (points)"] = 100 * (accuracy["openvino.fp32"] - accuracy["openvino.int8"])
         goals["mAP FP32 / INT8"] = (accuracy["openvino.fp32"], accuracy["openvino.int8"])
