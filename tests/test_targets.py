@@ -129,3 +129,18 @@ def test_a_new_tensorrt_version_rebuilds_the_export_it_decides(run_cli, tmp_path
     assert "tensorrt.export" in err and "[cached]" not in err.split("tensorrt.export")[1].splitlines()[0]
     assert stages["fuse"]["wall_s"] == first["fuse"]["wall_s"], "the fused model did not change: cached"
     assert "8.4" in (run / "tensorrt" / "bundle" / "README.txt").read_text()
+
+
+def test_each_targets_flags_are_options_of_the_commands_that_build():
+    """A target declares its command-line options; every command that builds offers them, each setting
+    one of the recipe fields only that target reads."""
+    from exporter.cli import options
+    from exporter.cli.app import cli
+
+    for command in ("build", "fuse", "export", "bench-int8", "matrix"):
+        offered = options.flags(cli.commands[command])
+        for target in TARGETS.values():
+            for flag in target.flags:
+                assert flag.field in target.options, (target.name, flag.flag)
+                assert offered[flag.field] == flag.flag, (command, flag.flag)
+    assert {f.flag for t in TARGETS.values() for f in t.flags} >= {"--trt-version", "--ov-int8-preset"}

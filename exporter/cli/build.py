@@ -18,7 +18,6 @@ from exporter.core.errors import UserError
 @options.CALIBRATION
 @options.EVALUATION
 @options.budget()
-@options.INT8_PRESET
 @options.option(
     "--trt-end2end-nms",
     field="tensorrt.end2end_nms",
@@ -165,7 +164,6 @@ def sensitivity(top, **values):
     "by onnxruntime).",
 )
 @options.budget(default=0.5, show_default=True)
-@options.INT8_PRESET
 @options.CALIBRATION
 @options.EVALUATION
 def bench_int8(backend, **values):
@@ -203,6 +201,7 @@ def bench_int8(backend, **values):
 @options.recipes("A model's recipe (YAML); repeatable, one model each (default: the demo's).")
 @options.TARGET
 @options.PRECISION
+@options.TARGET_FLAGS
 @click.option(
     "--workers",
     default=1,

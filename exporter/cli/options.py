@@ -78,6 +78,19 @@ RECIPE = option(
     type=click.Path(path_type=Path),
     help="Recipe YAML (default: the embedded demo recipe).",
 )
+# each target's own options (exporter.targets.Flag), offered by every command that builds
+TARGET_FLAGS = group(
+    *(
+        option(
+            flag.flag,
+            field=flag.field,
+            type=click.Choice(flag.choices) if flag.choices else None,
+            help=f"{flag.help} (default {default(flag.field)}).",
+        )
+        for target in targets().values()
+        for flag in target.flags
+    )
+)
 MODEL = group(
     RECIPE,
     option(
@@ -119,11 +132,7 @@ MODEL = group(
         default=None,
         help="Dynamic batch axis in the ONNX.",
     ),
-    option(
-        "--trt-version",
-        field="tensorrt.version",
-        help=f"TensorRT the engine is for, e.g. 8.6 or 10.x (default {default('tensorrt.version')}).",
-    ),
+    TARGET_FLAGS,
     option(
         "--akconv-lowering",
         field="export.akconv_lowering",
@@ -194,14 +203,6 @@ EVALUATION = group(
         "(default: the recipe's).",
     ),
     eval_limit(),
-)
-
-
-INT8_PRESET = option(
-    "--ov-int8-preset",
-    field="openvino.int8_preset",
-    type=click.Choice(["mixed", "performance"]),
-    help="OpenVINO INT8: NNCF preset, mixed (asymmetric activations) or performance (symmetric).",
 )
 
 

@@ -13,9 +13,9 @@ import importlib
 from pathlib import Path
 
 from exporter.core.libraries import Library
-from exporter.targets.target import Target
+from exporter.targets.target import Flag, Target
 
-__all__ = ["TARGETS", "Library", "Target", "artifact_target", "load_artifact"]
+__all__ = ["TARGETS", "Flag", "Library", "Target", "artifact_target", "load_artifact"]
 
 
 # the targets: each a package exporter.targets.<name> whose descriptor module holds its TARGET

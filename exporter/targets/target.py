@@ -12,6 +12,16 @@ from exporter.recipe import Recipe
 
 
 @dataclass(frozen=True)
+class Flag:
+    """A command-line option a target adds to the commands that build: the recipe field it sets."""
+
+    flag: str  # '--trt-version'
+    field: str  # 'tensorrt.version', one of the target's options
+    help: str  # the default is appended
+    choices: tuple[str, ...] = ()  # the values it takes, where they are few
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     folder: str  # its files in a run directory ("" = the run's root)
@@ -23,6 +33,7 @@ class Target:
     libraries: tuple[Library, ...] = ()
     calibrated: tuple[str, ...] = ()  # precisions that need calibration images
     options: tuple[str, ...] = ()  # recipe fields that only this target reads
+    flags: tuple[Flag, ...] = ()  # its command-line options, each setting one of `options`
     # INT8 accuracy search: (onnx, calibration, method, ranges folder) -> quantizer; method from the recipe
     quantizer: Callable[..., Any] | None = None
     search_method: Callable[[Recipe], str | None] = field(default=lambda recipe: None)

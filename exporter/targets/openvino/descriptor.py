@@ -10,7 +10,7 @@ from exporter.lowering.capability import Choice, gridsample_if_opset
 from exporter.models.families import family
 from exporter.stages.graph import Call, Node, fixed
 from exporter.targets.plan import float_nodes
-from exporter.targets.target import Target
+from exporter.targets.target import Flag, Target
 
 HINT = "pip install 'reparam-export[openvino]'"
 
@@ -132,6 +132,14 @@ TARGET = Target(
     ),
     calibrated=("int8",),
     options=("openvino.int8_preset",),
+    flags=(
+        Flag(
+            "--ov-int8-preset",
+            "openvino.int8_preset",
+            "OpenVINO INT8's NNCF preset: mixed, asymmetric activations; performance, symmetric",
+            ("mixed", "performance"),
+        ),
+    ),
     quantizer=quantizer,
     search_method=search_method,
     versions=versions,

@@ -11,7 +11,7 @@ from exporter.lowering.capability import TRT_GRIDSAMPLE_SINCE, Choice, gridsampl
 from exporter.recipe import Recipe
 from exporter.stages.graph import Call, Node, fixed
 from exporter.targets.plan import float_nodes
-from exporter.targets.target import Target
+from exporter.targets.target import Flag, Target
 from exporter.targets.tensorrt import compat as trt_compat
 
 
@@ -177,6 +177,7 @@ TARGET = Target(
         "tensorrt.end2end_nms",
         "tensorrt.max_output_boxes",
     ),
+    flags=(Flag("--trt-version", "tensorrt.version", "TensorRT the engine is for, e.g. 8.6 or 10.x"),),
     quantizer=quantizer,
     search_method=search_method,
     check=check,
