@@ -184,6 +184,11 @@ class ModelSource:
         return model.eval()
 
 
+def _first_three(tensors: list[str]) -> str:
+    """The first three tensors named, and how many more."""
+    return ", ".join(tensors[:3]) + (f" (+{len(tensors) - 3} more tensors)" if len(tensors) > 3 else "")
+
+
 def require_finite(model: nn.Module, source: object) -> None:
     """Refuse NaN or infinite weights and statistics, naming them (before anything blames fusion)."""
     bad = []
@@ -192,10 +197,9 @@ def require_finite(model: nn.Module, source: object) -> None:
             nan = int(torch.isnan(tensor).sum())
             bad.append(f"{name} ({nan} NaN, {int(torch.isinf(tensor).sum())} infinite of {tensor.numel()})")
     if bad:
-        shown = ", ".join(bad[:3]) + (f" (+{len(bad) - 3} more tensors)" if len(bad) > 3 else "")
         raise UserError(
-            f"the model from {source} has non-finite weights: {shown}; the checkpoint is damaged or its "
-            "training diverged: use an earlier checkpoint"
+            f"the model from {source} has non-finite weights: {_first_three(bad)}; the checkpoint is damaged "
+            "or its training diverged: use an earlier checkpoint"
         )
 
 
@@ -207,10 +211,9 @@ def require_variances(model: nn.Module, source: object) -> None:
         if variance is not None and bool((variance < 0).any()):
             bad.append(f"{name}.running_var ({int((variance < 0).sum())} negative of {variance.numel()})")
     if bad:
-        shown = ", ".join(bad[:3]) + (f" (+{len(bad) - 3} more tensors)" if len(bad) > 3 else "")
         raise UserError(
-            f"the model from {source} has negative BatchNorm variances: {shown}; a variance is never below "
-            "0: the checkpoint is damaged or was edited: use the file its training wrote"
+            f"the model from {source} has negative BatchNorm variances: {_first_three(bad)}; a variance is "
+            "never below 0: the checkpoint is damaged or was edited: use the file its training wrote"
         )
 
 

@@ -131,7 +131,7 @@ def run_matrix(recipes: list[Recipe], root: Path, workers: int, cluster: str = L
     """Every model's cells: on up to `workers` local processes (1: in this one, in order), or as tasks of
     a Ray cluster (`cluster`: 'ray' starts or joins one here, 'ray://HOST:PORT' a remote one), whose nodes
     must all read `root`."""
-    calls = [(r.model_dump(mode="json"), str(run_directory(r, root.resolve()))) for r in recipes]
+    calls = calls_of(recipes, root)
     if cluster != LOCAL:
         found = on_ray(calls, recipes, cluster)
     elif workers == 1 or len(calls) == 1:
@@ -139,6 +139,11 @@ def run_matrix(recipes: list[Recipe], root: Path, workers: int, cluster: str = L
     else:
         found = in_processes(build_model, calls, workers)
     return [Cell(**cell) for cells in found for cell in cells]
+
+
+def calls_of(recipes: list[Recipe], root: Path) -> list[tuple[dict[str, Any], str]]:
+    """`build_model`'s arguments for each recipe: the recipe as JSON and its run directory under `root`."""
+    return [(r.model_dump(mode="json"), str(run_directory(r, root.resolve()))) for r in recipes]
 
 
 def on_ray(calls: list[tuple], recipes: list[Recipe], cluster: str) -> list[list[dict[str, Any]]]:

@@ -85,11 +85,11 @@ def bench_matrix(count: int, workers: int, size: int) -> list[Timed]:
 def timed_in_processes(recipes: list[Recipe], workers: int, work: Path) -> float:
     """The matrix on `workers` local processes, spawned even for one (what a worker costs)."""
     from exporter.core.workers import in_processes
-    from exporter.pipeline.matrix import build_model, run_directory
+    from exporter.pipeline.matrix import build_model, calls_of
 
     out = work / f"processes-{workers}"
     shutil.rmtree(out, ignore_errors=True)
-    calls = [(r.model_dump(mode="json"), str(run_directory(r, out.resolve()))) for r in recipes]
+    calls = calls_of(recipes, out)
     start = time.perf_counter()
     in_processes(build_model, calls, workers)
     return time.perf_counter() - start
