@@ -29,12 +29,12 @@ class Preprocess(BaseModel):
 
     @model_validator(mode="after")
     def _sane_input(self) -> Preprocess:
-        """What the values do: pixels 0 and 255 of each channel, normalised in float32 as `normalize`
-        does, are finite, within ±MAX_INPUT and at least MIN_SPREAD apart."""
-        for channel, (mean, std) in enumerate(zip(self.mean, self.std, strict=True)):
-            with np.errstate(all="ignore"):
-                pixels = np.float32([0, 255]) * np.float32(self.scale)
-                low, high = (pixels - np.float32(mean)) / np.float32(std)
+        """What the values do: pixels 0 and 255 of each channel, through `normalize`, are finite, within
+        ±MAX_INPUT and at least MIN_SPREAD apart."""
+        with np.errstate(all="ignore"):
+            extremes = normalize(np.float32([0, 255]).reshape(2, 1, 1, 1).repeat(3, axis=1), self)[:, :, 0, 0]
+        for channel, (low, high) in enumerate(extremes.T):
+            mean, std = self.mean[channel], self.std[channel]
             bounded = np.isfinite([low, high]).all() and max(abs(low), abs(high)) <= MAX_INPUT
             if not (bounded and high - low >= MIN_SPREAD):
                 raise ValueError(
