@@ -47,6 +47,27 @@ def test_build_makes_and_scores_what_the_cli_does(api_run, run_cli, tmp_path):
     assert all(a.latency_ms is None for a in read.artifacts.values()), "not benchmarked"
 
 
+def test_evaluation_and_benchmark_are_stages_of_the_run(api_run):
+    """Both measurements are nodes run by the stages' runner: in the manifest with the hashes of the files
+    they measured, their typed records holding what eval.json and bench.json hold."""
+    from exporter.core.rundir import read_manifest
+    from exporter.measure.bench import BenchRecord
+    from exporter.measure.evaluate import EvaluationRecord
+
+    stages = read_manifest(api_run.root)["stages"]
+    hashes = {key: artifact.sha256 for key, artifact in api_run.artifacts.items()}
+    for name in ("eval", "bench"):
+        measured = {key: stages[name]["inputs"][key]["sha256"] for key in hashes}
+        assert measured == hashes, name
+    scored = EvaluationRecord.from_json(stages["eval"])
+    assert scored.maps == {
+        "torch.fp32": api_run.torch_map,
+        **{k: a.map for k, a in api_run.artifacts.items()},
+    }
+    timed = BenchRecord.from_json(stages["bench"])
+    assert timed.p50_ms == {key: artifact.latency_ms for key, artifact in api_run.artifacts.items()}
+
+
 def test_a_stale_measurement_is_not_reported(api_run, tmp_path):
     """mAP and latency belong to the file they measured: an artifact rebuilt since has none."""
     import shutil

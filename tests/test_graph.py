@@ -10,8 +10,8 @@ from rich.console import Console
 
 from exporter.core.errors import UserError
 from exporter.core.rundir import RunDir
-from exporter.pipeline.runner import Runner
 from exporter.stages.graph import Node, Record, fixed
+from exporter.stages.runner import Runner
 
 
 @dataclass(frozen=True)

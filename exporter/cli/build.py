@@ -57,9 +57,11 @@ def build(**values):
             f"build it where TensorRT runs with: bash {deferred['bundle']}"
         )
     if recipe.evaluation.data:
+        import json
+
         from exporter.cli.measure import print_evaluation
 
-        print_evaluation(run.run.root)
+        print_evaluation(json.loads(run.evaluate().output.read_text()))  # evaluated by the build
 
 
 @cli.command()

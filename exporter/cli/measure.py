@@ -17,17 +17,12 @@ ARTIFACTS = click.option(
 )
 
 
-def print_evaluation(run: Path, data=None, limit=None, rescore: bool = False, shards: int = 1) -> None:
+def print_evaluation(report: dict) -> None:
+    """An evaluation's table, its category matching and each INT8 artifact's goal."""
     from exporter.data.coco_map import BY_NAME
-    from exporter.measure.evaluate import INT8_GOAL_POINTS, evaluate_run
+    from exporter.measure.evaluate import INT8_GOAL_POINTS
     from exporter.measure.report import tables
 
-    report = evaluate_run(run, data, limit, rescore=rescore, shards=shards)
-    if report.get("reused"):
-        say(
-            f"eval: {run / 'eval.json'} reused: the same models, data (images by content), scoring settings "
-            "and libraries were scored before (eval --rescore scores again)"
-        )
     if report["category_matching"] != BY_NAME:
         say(f"warning: {report['data']}: categories matched {report['category_matching']}")
     out_console().print(tables.evaluation(report))
@@ -64,7 +59,15 @@ def eval_command(run, data, limit, rescore, shards):
       reparam-export eval --artifacts runs/demo --data demo --shards 2 --rescore
       reparam-export eval --artifacts runs/damoyolo_s --data /data/coco   # annotations/ + val2017/
     """
-    print_evaluation(run, data, limit, rescore, shards)
+    from exporter.measure.evaluate import evaluate_run
+
+    report = evaluate_run(run, data, limit, rescore=rescore, shards=shards)
+    if report["reused"]:
+        say(
+            f"eval: {run / 'eval.json'} reused: the same models, data (images by content), scoring settings "
+            "and libraries were scored before (eval --rescore scores again)"
+        )
+    print_evaluation(report)
 
 
 @cli.command()

@@ -3,38 +3,79 @@ ratios measured in alternating rounds see `bench-cpu` and `numerics.latency.side
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
 
 from exporter.core import host
 from exporter.core.artifacts import sha256_file, write_json
 from exporter.core.errors import UserError
-from exporter.core.rundir import run_artifacts
+from exporter.core.rundir import RunDir, run_artifacts
 from exporter.measure.evaluate import run_recipe
 from exporter.numerics.latency import measure, throughput
+from exporter.stages.graph import Call, Node, Record, fixed
 from exporter.stages.reference import load_reference
+from exporter.stages.runner import Runner
 from exporter.targets import artifact_target, load_artifact
 
 
-def bench_run(
+@dataclass(frozen=True)
+class BenchSettings:
+    threads: int  # per backend (0: its default)
+    min_iters: int
+    min_seconds: float
+    throughput_workers: int  # 0: latency only
+    cpu: str  # where it is timed
+
+
+@dataclass(frozen=True)
+class BenchRecord(Record):
+    p50_ms: dict[str, float]  # by artifact key
+
+    def describe(self) -> str:
+        return "p50 " + ", ".join(f"{key} {ms:.2f} ms" for key, ms in self.p50_ms.items())
+
+
+def benchmark(
     run: Path, threads: int = 0, min_iters: int = 50, min_seconds: float = 2.0, throughput_workers: int = 0
-) -> dict[str, Any]:
-    """Batch-1 synchronous latency per artifact (and optional throughput); written to run/bench.json."""
+) -> Node:
+    """The run's benchmark as a stage: batch-1 synchronous latency per artifact (and optional throughput)
+    into RUN/bench.json, keyed by the artifacts' contents, the timing settings and the CPU."""
     artifacts = run_artifacts(run)  # verified, fused.pt with them
     if not artifacts:
         raise UserError(f"{run} has no built artifacts; run `reparam-export build` for it first")
     plugin = run_recipe(run).tensorrt.plugin_library
-    blob = load_reference(run / "fused.pt")
-    batch = np.ascontiguousarray(blob["probe"][:1].numpy())
+    probe = run / "fused.pt"
+
+    def run_bench(call: Call) -> BenchRecord:
+        blob = load_reference(call.inputs["probe"])
+        batch = np.ascontiguousarray(blob["probe"][:1].numpy())
+        timed = {key: call.inputs[key] for key in artifacts}
+        report = _timed(timed, batch, call.settings, plugin)
+        write_json(call.output, report)
+        return BenchRecord({key: entry["p50_ms"] for key, entry in report["results"].items()})
+
+    settings = BenchSettings(threads, min_iters, min_seconds, throughput_workers, host.cpu_name())
+    return Node(
+        "bench", "bench.json", run_bench, BenchRecord, fixed(settings), files={"probe": probe, **artifacts}
+    )
+
+
+def _timed(artifacts: dict[str, Path], batch: np.ndarray, settings: BenchSettings, plugin) -> dict[str, Any]:
     results: dict[str, Any] = {}
+    threads, min_seconds, workers = settings.threads, settings.min_seconds, settings.throughput_workers
     with host.LoadMeter() as meter:  # what other processes took while we timed
         for key, path in artifacts.items():
             runner = load_artifact(key, path, threads, plugin)
             latency = measure(
-                lambda runner=runner: runner.infer(batch), min_iters=min_iters, min_seconds=min_seconds
+                lambda runner=runner: runner.infer(batch),
+                min_iters=settings.min_iters,
+                min_seconds=min_seconds,
             )
             entry: dict[str, Any] = {
                 "artifact": str(path),
@@ -43,24 +84,32 @@ def bench_run(
                 "fps_batch1": 1000.0 / latency.mean_ms,
             }
             own = artifact_target(key).throughput
-            if throughput_workers and own is not None:  # the runtime's own streams and async requests
+            if workers and own is not None:  # the runtime's own streams and async requests
                 entry["throughput_fps"], entry["throughput_requests"] = own(path, batch, min_seconds)
-            elif throughput_workers:
+            elif workers:
 
                 def make(key=key, path=path):
                     worker = load_artifact(key, path, 1, plugin)
                     return lambda: worker.infer(batch)
 
-                entry["throughput_fps"] = throughput(make, throughput_workers, min_seconds)
-                entry["throughput_requests"] = throughput_workers
+                entry["throughput_fps"] = throughput(make, workers, min_seconds)
+                entry["throughput_requests"] = workers
             results[key] = entry
-    report = {
+    return {
         "mode": "batch 1, synchronous",
         "threads": threads or os.cpu_count(),
-        "cpu": host.cpu_name(),
+        "cpu": settings.cpu,
         "isa": host.isa(),
         "load": None if meter.load is None else meter.load.as_dict(),
         "results": results,
     }
-    write_json(run / "bench.json", report)
-    return report
+
+
+def bench_run(
+    run: Path, threads: int = 0, min_iters: int = 50, min_seconds: float = 2.0, throughput_workers: int = 0
+) -> dict[str, Any]:
+    """Run the run's `benchmark` stage, measured afresh (a latency is of the moment it was taken), and
+    return bench.json's report."""
+    node = benchmark(Path(run), threads, min_iters, min_seconds, throughput_workers)
+    runner = Runner(RunDir(run), True, Console(stderr=True, quiet=True), lambda line: None)
+    return json.loads(runner.result(node).output.read_text())

@@ -10,17 +10,20 @@ from typing import Any
 import numpy as np
 import torch
 from pydantic import ValidationError
+from rich.console import Console
 
 from exporter.core import host
-from exporter.core.artifacts import plain, sha256_file, sha256_json, write_json
+from exporter.core.artifacts import sha256_file, write_json
 from exporter.core.errors import UserError, setting
-from exporter.core.rundir import read_manifest, run_artifacts, verified
+from exporter.core.rundir import RunDir, read_manifest, run_artifacts, verified
 from exporter.core.workers import in_processes, threads_each
 from exporter.data.coco_map import shard_bounds
 from exporter.models.heads import Head
 from exporter.numerics.parity import flatten_outputs
 from exporter.recipe import Recipe
+from exporter.stages.graph import Call, Node, Record, fixed
 from exporter.stages.reference import load_fused
+from exporter.stages.runner import Runner
 from exporter.stages.scoring import EvaluationSettings, Scorer
 from exporter.targets import TARGETS, load_artifact
 
@@ -104,19 +107,28 @@ def int8_goal(results: dict[str, Any]) -> dict[str, Any]:
     return {key: {"drop_points": drop, "met": drop <= INT8_GOAL_POINTS} for key, drop in drops.items()}
 
 
-def evaluate_run(
+@dataclass(frozen=True)
+class EvaluationRecord(Record):
+    images: int
+    maps: dict[str, float]  # mAP@[.5:.95] by model label
+
+    def describe(self) -> str:
+        scored = ", ".join(f"{label} {value:.4f}" for label, value in self.maps.items())
+        return f"mAP on {self.images} images: {scored}"
+
+
+def evaluation(
     run: str | Path,
     data: str | Path | None = None,
     limit: int | None = None,
     progress: bool = True,
-    rescore: bool = False,
     shards: int = 1,
-) -> dict[str, Any]:
-    """Score the run's fused model, artifacts and CPU stand-ins (TensorRT's Q/DQ model under
-    onnxruntime) on `data` (default: the recipe's evaluation data); written to RUN/eval.json. An
-    eval.json of the same models, data, scoring settings, libraries and host class is reused
-    (`reused`: True) instead of scoring again, unless `rescore`. `shards` > 1 splits each model's images
-    over that many local processes (the same stats)."""
+) -> Node:
+    """The run's evaluation as a stage: the fused model, artifacts and CPU stand-ins (TensorRT's Q/DQ model
+    under onnxruntime) scored on `data` (default: the recipe's evaluation data) into RUN/eval.json. Its key:
+    the models' and the data's contents (images by content), the scoring settings, the libraries and the
+    host class (INT8 kernels, and their last digits, differ by it). `shards` > 1 splits each model's images
+    over that many local processes (the same stats, so not in the key)."""
     run = Path(run)
     recipe = run_recipe(run)
     artifacts = run_artifacts(run)  # verified, fused.pt with them, before anything is measured
@@ -127,67 +139,82 @@ def evaluate_run(
         for stage, label in target.stand_ins.items():
             if stage in stages:
                 models[label] = verified(run, stages[stage]["output"]["path"])
-    digests = {key: sha256_file(path) for key, path in models.items()}
-    key = sha256_json(
-        {
-            "models": digests,
-            "data": score.data_sha256,
-            "settings": plain(score.settings),
-            "libraries": library_versions(),
-            "host_class": host.host_class(),  # INT8 kernels, and their last digits, differ by it
-        }
-    )
-    previous = None if rescore else _scored(run / "eval.json", key)
-    if previous is not None:
-        return {**previous, "reused": True}
     batch = 8 if recipe.export.dynamic_batch else 1
     plugin = recipe.tensorrt.plugin_library
     # end-to-end NMS engines output detections (EfficientNMS_TRT); the Q/DQ ONNX does not
     engines = {k for k in artifacts if k.startswith("tensorrt.")} if recipe.tensorrt.end2end_nms else set()
-    engine_head = score.settings.head.engine_nms()
-    scored = [Scored(TORCH, run / "fused.pt", 8)]
-    scored += [
-        Scored(key, path, batch, engine_head if key in engines else None, plugin)
-        for key, path in artifacts.items()
-    ]
-    scored += [
-        Scored(label, path, batch, stand_in=True)
-        for label, path in models.items()
-        if label not in artifacts and label != TORCH
-    ]
-    results = score_models(score, scored, shards)
-    for label in artifacts:  # which build was scored (the report ignores older ones)
-        results[label]["sha256"] = digests[label]
-    report = {
-        "data": str(score.dataset.annotations),
+    heads = {key: score.settings.head.engine_nms() for key in engines}
+
+    def scored_models(inputs) -> list[Scored]:
+        return [
+            Scored(
+                label,
+                path,
+                8 if label == TORCH else batch,
+                heads.get(label),
+                plugin if label in artifacts else None,
+                stand_in=label not in artifacts and label != TORCH,
+            )
+            for label, path in inputs.items()
+        ]
+
+    def run_evaluation(call: Call) -> EvaluationRecord:
+        results = score_models(score, scored_models(call.inputs), shards)
+        for label in artifacts:  # which build was scored (the report ignores older ones)
+            results[label]["sha256"] = sha256_file(call.inputs[label])
+        report = {
+            "data": str(score.dataset.annotations),
+            "data_sha256": score.data_sha256,
+            "images": score.images,
+            "category_matching": score.category_matching,
+            "results": results,
+            "int8_goal": int8_goal(results),
+        }
+        write_json(call.output, report)
+        return EvaluationRecord(score.images, {label: r["map"] for label, r in results.items()})
+
+    settings = {
+        "scoring": score.settings,
         "data_sha256": score.data_sha256,
-        "images": next(iter(results.values()))["images"],
-        "category_matching": score.category_matching,
-        "results": results,
-        "int8_goal": int8_goal(results),
-        "key": key,
+        "batch": batch,
+        "engine_nms": sorted(engines),
+        "plugin": plugin,
     }
-    write_json(run / "eval.json", report)
-    return report
+    return Node(
+        "eval",
+        "eval.json",
+        run_evaluation,
+        EvaluationRecord,
+        fixed(settings),
+        files=models,
+        versions=lambda: {**library_versions(), "host_class": host.host_class()},
+    )
 
 
-def _scored(path: Path, key: str) -> dict[str, Any] | None:
-    """The evaluation in `path` if it was made under `key` (absent, damaged or another: None)."""
-    try:
-        previous = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return previous if isinstance(previous, dict) and previous.get("key") == key else None
+def evaluate_run(
+    run: str | Path,
+    data: str | Path | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    rescore: bool = False,
+    shards: int = 1,
+) -> dict[str, Any]:
+    """Run the run's `evaluation` stage and return eval.json's report; one scored before under the same
+    key is reused (`reused`: True), unless `rescore`."""
+    node = evaluation(run, data, limit, progress, shards)
+    console = Console(stderr=True, quiet=True)
+    result = Runner(RunDir(run), rescore, console, lambda line: None).result(node)
+    return {**json.loads(result.output.read_text()), "reused": result.cached}
 
 
-def library_versions() -> dict[str, str | None]:
-    """The versions of the runtimes that score a run (the key of a reusable eval.json)."""
+def library_versions() -> dict[str, str]:
+    """The versions of the runtimes that score a run beyond those every stage's key holds."""
     from importlib import metadata
 
     found = {}
-    for name in ("torch", "onnxruntime", "openvino", "pycocotools"):
+    for name in ("openvino", "pycocotools"):  # beside those every stage's key holds
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
-            found[name] = None
+            found[name] = "not installed"
     return found

@@ -84,7 +84,6 @@ def build(
     {"calibration.count": 64, "int8.accuracy_budget": 0.5}. `trust`: modules a checkpoint may import.
     `progress`: print each stage's line to stderr, as the CLI does."""
     from exporter.measure.bench import bench_run
-    from exporter.measure.evaluate import evaluate_run
     from exporter.pipeline.builder import Pipeline
 
     overrides = dict(settings or {})
@@ -99,10 +98,8 @@ def build(
     overrides.update({field: value for field, value in given.items() if value is not None})
     recipe = _recipe(model, overrides)
     pipeline = Pipeline(recipe, run_dir, force=force, console=Console(stderr=True, quiet=not progress))
-    pipeline.build()
+    pipeline.build()  # evaluated too, where the recipe names evaluation data
     root = pipeline.run.root
-    if recipe.evaluation.data is not None:
-        evaluate_run(root, progress=progress)
     if bench:
         bench_run(root)
     return read_run(root)

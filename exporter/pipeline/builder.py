@@ -1,6 +1,6 @@
 """The build pipeline: checks a recipe before any work, plans its targets' stage graph (fuse → per
-target export → simplify → the target's artifacts: exporter.targets.plan) and runs it with the local
-runner, each stage cached in the run directory.
+target export → simplify → the target's artifacts: exporter.targets.plan, then the evaluation where the
+recipe names evaluation data) and runs it with the stages' runner, each stage cached in the run directory.
 
 Each stage's settings are built from the recipe (`Settings.from_recipe`) and its upstream records; with
 the hashes of the files it reads they are its cache key, so a stage reruns exactly when what it reads
@@ -18,9 +18,9 @@ from rich.console import Console
 from exporter.core.errors import UserError, setting
 from exporter.core.rundir import RunDir
 from exporter.models.families import family
-from exporter.pipeline.runner import Runner
 from exporter.recipe import Recipe
 from exporter.stages.graph import Result
+from exporter.stages.runner import Runner
 from exporter.targets import TARGETS, Target
 from exporter.targets.plan import Plan
 
@@ -179,7 +179,8 @@ class Pipeline:
         return self.result(self.plan.search(target))
 
     def build(self) -> dict[str, Result]:
-        """Every stage the recipe's targets need; returns the final artifact per target/precision.
+        """Every stage the recipe's targets need, then the evaluation where the recipe names evaluation
+        data; returns the final artifact per target/precision.
 
         The run keeps the artifacts of other targets built into it earlier from the same fused model
         (a second `build --target` adds to a run); a new fused model leaves them out."""
@@ -205,4 +206,13 @@ class Pipeline:
             recipe_hash=self.recipe.digest(),
             artifacts={**(kept if self.fuse().cached else {}), **built},
         )
+        if self.recipe.evaluation.data is not None:
+            self.evaluate()
         return artifacts
+
+    def evaluate(self) -> Result:
+        """The run's evaluation stage (exporter.measure.evaluate) on the recipe's evaluation data: every
+        artifact of the run, the fused model and the CPU stand-ins, written to eval.json."""
+        from exporter.measure.evaluate import evaluation
+
+        return self.result(evaluation(self.run.root, progress=not self.console.quiet))

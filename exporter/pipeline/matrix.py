@@ -10,6 +10,7 @@ and, where the recipe names evaluation data, its mAP; and where it ran.
 from __future__ import annotations
 
 import html
+import json
 import os
 import socket
 from dataclasses import asdict, dataclass, replace
@@ -78,12 +79,9 @@ def build_model(recipe_json: dict[str, Any], run: str) -> list[dict[str, Any]]:
         }
     )
     try:
-        built = Pipeline(offered, run).build()
-        results = {}
-        if recipe.evaluation.data is not None:
-            from exporter.measure.evaluate import evaluate_run
-
-            results = evaluate_run(run, progress=False)["results"]
+        built = Pipeline(offered, run).build()  # and evaluated where the recipe names evaluation data
+        scored = Path(run) / "eval.json"
+        results = json.loads(scored.read_text())["results"] if recipe.evaluation.data is not None else {}
     except (UserError, CheckFailed) as error:
         return [asdict(c) for c in cells_of(recipe, Path(run), "failed", error=str(error), host=where)]
     except Exception as error:  # noqa: BLE001 - one model's failure never stops the matrix

@@ -3,7 +3,7 @@
 A node names its output in the run directory, the upstream nodes whose outputs it reads, the other files
 it reads, how its settings (its cache key, with its inputs' hashes) follow from the recipe and its
 upstream stages' records, and a `run` that is a function of those settings and files alone: it receives
-a Call and returns its typed, frozen Record. A runner (exporter.pipeline.runner) resolves the graph, keys
+a Call and returns its typed, frozen Record. A runner (exporter.stages.runner) resolves the graph, keys
 each node, and runs it or reuses its cached output; targets only declare nodes.
 """
 
