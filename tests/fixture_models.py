@@ -206,3 +206,100 @@ def build_dies_once(marker: str, **kwargs) -> nn.Module:
         Path(marker).write_text("died once")
         os._exit(1)
     return build_embedded_detector(**kwargs)
+
+
+class PostAKConv(nn.Module):
+    """AKConv as the official code writes it (a user's copy, under the user's own class name): offsets from
+    `p_conv` (its backward hook included) move the initial grid `_p_n`; the four corners are gathered per
+    point, weighted bilinearly, laid out as 'b c h w n -> b c (h n) w' and mixed by `conv`."""
+
+    def __init__(self, inc: int, outc: int, num_param: int, stride: int = 1):
+        super().__init__()
+        self.num_param, self.stride = num_param, stride
+        self.conv = nn.Sequential(
+            nn.Conv2d(inc, outc, (num_param, 1), (num_param, 1), bias=False), nn.BatchNorm2d(outc), nn.SiLU()
+        )
+        self.p_conv = nn.Conv2d(inc, 2 * num_param, 3, padding=1, stride=stride)
+        nn.init.constant_(self.p_conv.weight, 0)
+        self.p_conv.register_full_backward_hook(self._set_lr)
+
+    @staticmethod
+    def _set_lr(module, grad_input, grad_output):
+        return tuple(g * 0.1 if g is not None else None for g in grad_input)
+
+    @staticmethod
+    def _p_n(n: int, dtype) -> torch.Tensor:
+        base = round(n**0.5)
+        rows, extra = divmod(n, base)
+        r, c = torch.meshgrid(torch.arange(rows), torch.arange(base), indexing="ij")
+        r, c = r.flatten(), c.flatten()
+        if extra:
+            r = torch.cat([r, torch.full((extra,), rows)])
+            c = torch.cat([c, torch.arange(extra)])
+        return torch.cat([r, c]).view(1, 2 * n, 1, 1).to(dtype)
+
+    def _p_0(self, h: int, w: int, n: int, dtype) -> torch.Tensor:
+        r, c = torch.meshgrid(
+            torch.arange(0, h * self.stride, self.stride),
+            torch.arange(0, w * self.stride, self.stride),
+            indexing="ij",
+        )
+        return torch.cat(
+            [r.reshape(1, 1, h, w).repeat(1, n, 1, 1), c.reshape(1, 1, h, w).repeat(1, n, 1, 1)], 1
+        ).to(dtype)
+
+    @staticmethod
+    def _corner(x: torch.Tensor, q: torch.Tensor, n: int) -> torch.Tensor:
+        b, h, w, _ = q.shape
+        width = x.size(3)
+        index = (q[..., :n] * width + q[..., n:]).reshape(b, 1, -1).expand(-1, x.size(1), -1)
+        return x.reshape(b, x.size(1), -1).gather(-1, index).reshape(b, x.size(1), h, w, n)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        offset = self.p_conv(x)
+        n, (h, w) = int(offset.size(1)) // 2, offset.shape[2:]  # a constant when traced
+        p = (self._p_0(h, w, n, offset.dtype) + self._p_n(n, offset.dtype) + offset).permute(0, 2, 3, 1)
+        top, left = x.size(2) - 1, x.size(3) - 1
+
+        def clamp(q):
+            return torch.cat([q[..., :n].clamp(0, top), q[..., n:].clamp(0, left)], -1)
+
+        q_lt = p.detach().floor()
+        q_rb = q_lt + 1
+        q_lt, q_rb = clamp(q_lt).long(), clamp(q_rb).long()
+        q_lb = torch.cat([q_lt[..., :n], q_rb[..., n:]], -1)
+        q_rt = torch.cat([q_rb[..., :n], q_lt[..., n:]], -1)
+        p = clamp(p)
+
+        def weight(q, row_sign, col_sign):
+            q = q.type_as(p)
+            return (1 + row_sign * (q[..., :n] - p[..., :n])) * (1 + col_sign * (q[..., n:] - p[..., n:]))
+
+        corners = ((q_lt, 1, 1), (q_rb, -1, -1), (q_lb, 1, -1), (q_rt, -1, 1))
+        samples = sum(weight(q, rs, cs).unsqueeze(1) * self._corner(x, q, n) for q, rs, cs in corners)
+        b, c = samples.shape[:2]
+        samples = samples.permute(0, 1, 2, 4, 3).reshape(b, c, h * n, w)
+        return self.conv(samples)
+
+
+class CentredAKConv(PostAKConv):
+    """A variant whose initial grid is centred on the output position: not the sampling AKConv computes."""
+
+    @staticmethod
+    def _p_n(n: int, dtype) -> torch.Tensor:
+        return PostAKConv._p_n(n, dtype) - 1
+
+
+class LDConv(PostAKConv):
+    """A variant that keeps no num_param: it reads the point count off its offsets."""
+
+    def __init__(self, inc: int, outc: int, num_param: int, stride: int = 1):
+        super().__init__(inc, outc, num_param, stride)
+        del self.num_param
+
+
+def build_akconv_user(variant: str = "post") -> nn.Module:
+    """A small detector-shaped model holding a user's AKConv (stride 2, 5 points), its variant by name."""
+    block = {"post": PostAKConv, "centred": CentredAKConv, "ldconv": LDConv}[variant]
+    model = nn.Sequential(ConvBN(3, 8, 3, act=nn.ReLU()), block(8, 8, 5, stride=2), nn.Conv2d(8, 4, 1))
+    return randomized(model)

@@ -226,3 +226,64 @@ def test_bench_command_reports_ratios_and_auto_verdict(run_cli):
     assert code == 0
     assert "1.00x" in out and "gridsample" in out and "plugin" in out
     assert "auto on onnxruntime: gather" in out
+
+
+def akconv_user_recipe(tmp_path, variant: str):
+    recipe = tmp_path / f"{variant}.yaml"
+    recipe.write_text(
+        "name: akconv-user\n"
+        "model: {builder: 'tests.fixture_models:build_akconv_user', kwargs: {variant: " + variant + "}}\n"
+        "input_size: [32, 32]\ntargets: [onnx]\nprecisions: [fp32]\n"
+    )
+    return recipe
+
+
+def test_a_users_copy_of_the_official_akconv_is_computed_by_ours_and_lowered(run_cli, tmp_path):
+    """The official code's layout under the user's class name: the fuser proves ours equal to it in float64
+    (exactly equal here) and the export lowers it as asked, to GridSample, within the FP32 check."""
+    from tests.fixture_models import PostAKConv
+
+    run = tmp_path / "run"
+    recipe = akconv_user_recipe(tmp_path, "post")
+    code, _, err = run_cli(
+        "build", "--recipe", str(recipe), "--akconv-lowering", "gridsample", "--run-dir", str(run)
+    )
+    assert code == 0, err
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    adopted = next(s for s in stages["fuse"]["check"]["steps"] if s["action"] == "akconv")
+    assert adopted["kind"] == f"{PostAKConv.__name__} as AKConv" and adopted["status"] == "fused"
+    assert adopted["parity"]["max_abs_err"] <= 1e-12 * adopted["parity"]["max_abs_ref"]
+    assert (
+        stages["export"]["akconv"]["layers"] == 1 and stages["export"]["akconv"]["lowering"] == "gridsample"
+    )
+    assert stages["export"]["check"]["ok"] and "NOT LOWERED" not in err
+    ops = {node.op_type for node in onnx.load(run / stages["export"]["output"]["path"]).graph.node}
+    assert "GridSample" in ops and "GatherElements" not in ops
+
+
+@pytest.mark.parametrize(
+    ("variant", "why"),
+    [
+        ("centred", "looks like AKConv, NOT LOWERED: computed as AKConv, max abs err"),
+        ("ldconv", "looks like AKConv, NOT LOWERED: it has no integer num_param"),
+    ],
+)
+def test_a_block_like_akconv_that_ours_does_not_compute_is_named_not_lowered(run_cli, tmp_path, variant, why):
+    """A variant whose sampling differs (refuted by the proof) or that lacks what the lowering needs is
+    exported as traced, and the build output, the manifest and the report say so, with why."""
+    run = tmp_path / "run"
+    code, _, err = run_cli(
+        "build", "--recipe", str(akconv_user_recipe(tmp_path, variant)), "--run-dir", str(run)
+    )
+    assert code == 0, err
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    assert stages["export"]["akconv"] == {
+        "layers": 0,
+        "not_lowered": [stages["export"]["akconv"]["not_lowered"][0]],
+    } and stages["export"]["akconv"]["not_lowered"][0].startswith("1 (")
+    assert stages["export"]["check"]["ok"], "exported as traced: still the same numbers"
+    assert [line for line in stages["fuse"]["check"]["not_fused"] if why in line], "the fuse record names it"
+    assert "AKConv NOT LOWERED: 1 (" in err and why in err
+    code, _, err = run_cli("report", "--artifacts", str(run))
+    assert code == 0, err
+    assert "AKConv NOT LOWERED (exported as traced): 1 (" in (run / "report" / "report.md").read_text()

@@ -2,6 +2,7 @@
 their heads' output contracts through onnxruntime and OpenVINO, a fork's custom blocks fused inside."""
 
 import copy
+import inspect
 import json
 import os
 import textwrap
@@ -13,6 +14,7 @@ import torch
 
 from exporter.models.synthetic import trained_scale
 from exporter.models.ultralytics import head_mode, load
+from tests import fixture_models
 
 ultralytics = pytest.importorskip("ultralytics", reason="pip install 'reparam-export[ultralytics]'")
 
@@ -87,7 +89,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from exporter.blocks.akconv import AKConv as _AKConv
 from exporter.blocks.repconv import centre_pad, conv_bn, fold_branch
 from exporter.blocks.repconv import YOLOv7RepConv as _YOLOv7RepConv
 
@@ -139,9 +140,7 @@ class YOLOv7RepConv(_YOLOv7RepConv):
     """YOLOv7's RepConv under the fork's name."""
 
 
-class AKConv(_AKConv):
-    """AKConv under the fork's name."""
-'''
+''' + inspect.getsource(fixture_models.PostAKConv).replace("class PostAKConv(", "class AKConv(")
 
 
 def with_fork_blocks(model, fork):
@@ -191,17 +190,28 @@ def test_a_forks_blocks_load_only_when_its_package_is_trusted_and_are_fused(
 
     code, _, err = run_cli(
         "build", "--model", str(checkpoint), "--trust-module", "myfork", "--target", "onnx", "--target",
-        "openvino", "--run-dir", str(run),
+        "openvino", "--target", "tensorrt", "--run-dir", str(run),
     )  # fmt: skip
     assert code == 0, err
+    assert "myfork.blocks.AKConv._set_lr (a hook its training code registered)" in err, (
+        "the official AKConv's"
+    )
     stages = json.loads((run / "manifest.json").read_text())["stages"]
     proof = stages["fuse"]["check"]
     assert proof["ok"] and proof["not_fused"] == []
     counts = proof["counts"]
     assert counts["RepConv kernel"] == 1, "the blog's RefConv, folded from what it computes"
     assert counts["DamoRepConv.switch_to_deploy()"] == 1 and counts["YOLOv7RepConv"] == 1
-    assert stages["export"]["akconv"]["lowering"] == "gather"
-    assert stages["openvino.export"]["akconv"]["lowering"] == "gridsample"
+    assert counts["AKConv as AKConv"] == 1, "the official AKConv's code, computed by ours"
+    adopted = next(s for s in proof["steps"] if s["action"] == "akconv")
+    assert adopted["status"] == "fused" and adopted["parity"]["ratio"] < 1e-3
+    lowered = {name: stages[name]["akconv"] for name in ("export", "openvino.export", "tensorrt.export")}
+    assert {name: (a["layers"], a["lowering"]) for name, a in lowered.items()} == {
+        "export": (1, "gather"),
+        "openvino.export": (1, "gridsample"),
+        "tensorrt.export": (1, "gridsample"),
+    }
+    assert all("not_lowered" not in a for a in lowered.values())
     assert stages["openvino.fp32"]["check"]["ok"]
 
 

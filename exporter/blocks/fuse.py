@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from exporter.blocks import OUR_BLOCKS
+from exporter.blocks.akconv import AKConv, looks_like_akconv, why_not_akconv
 from exporter.blocks.convbn import CONV_TYPES, fold_conv_bn, require_running_stats
 from exporter.blocks.kernels import (
     Geometry,
@@ -70,7 +71,8 @@ MAX_ROUNDS = 3  # deploy methods leaving blocks behind: walks into what they lef
 class Step:
     """One rewrite of the module at `path` ('' is the root). `action`: 'block' (our block's fuse()),
     'method:<name>' (a foreign deploy method), 'kernel' (a kernel computed from weights alone, folded
-    into one convolution: 'kernel:<geometry>' once found), 'sequential' or 'attributes' (Conv+BN)."""
+    into one convolution: 'kernel:<geometry>' once found), 'akconv' (a user's AKConv computed by ours,
+    so that the targets lower it), 'sequential' or 'attributes' (Conv+BN)."""
 
     path: str
     kind: str
@@ -93,6 +95,12 @@ class StepResult:
     def why_not(self) -> str:
         """Its entry in NOT FUSED: the module, what happened and, for a reverted guess, what refuted it."""
         line = f"{self.path or '<root>'}: {self.status}"
+        if self.action == "akconv":  # a user's AKConv that ours does not compute: exported as it is
+            found = (
+                f"computed as AKConv, {self.parity.describe()}" if self.parity else self.note or self.status
+            )
+            block = self.kind.removesuffix(" as AKConv")
+            return f"{self.path}: {block} looks like AKConv, NOT LOWERED: {found}"
         if self.status == "reverted" and self.parity is not None:
             return f"{line} ({self.kind} tried: {self.parity.describe()})"
         return line
@@ -159,7 +167,7 @@ class FuseReport:
             ),
             "inputs": self.inputs,
             "selections": {"replayed": self.selections, "flipped": self.flips},
-            "not_fused": self.skipped + [s.why_not() for s in self.unfused],
+            "not_fused": list(dict.fromkeys(self.skipped + [s.why_not() for s in self.unfused])),
             "steps": [s.as_dict() for s in self.steps],
         }
 
@@ -223,6 +231,8 @@ def _deploy_form(module: nn.Module, action: str) -> nn.Module:
         return module.fuse()
     if action.startswith("kernel:"):
         return Geometry.from_action(action).deploy_form(module)
+    if action == "akconv":
+        return AKConv.adopt(module)
     if action == "sequential":
         return _fold_sequential(module)
     if action == "attributes":
@@ -302,6 +312,15 @@ def plan_blocks(root: nn.Module, done: set[int], report: FuseReport) -> list[Ste
             if isinstance(module, OUR_BLOCKS):
                 steps.append(Step(path, type(module).__name__, "block", aliases=aliases))
                 return
+            if path and looks_like_akconv(module):
+                why = why_not_akconv(module)
+                if why is None:
+                    kind = f"{type(module).__name__} as AKConv"
+                    steps.append(Step(path, kind, "akconv", strict=False, aliases=aliases))
+                    return
+                report.skipped.append(
+                    f"{path}: {type(module).__name__} looks like AKConv, NOT LOWERED: {why}"
+                )
             method, needs_args = protocol_method(module) if path else (None, None)  # never the model's own
             if method is not None:
                 kind = f"{type(module).__name__}.{method}()"

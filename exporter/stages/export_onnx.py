@@ -64,15 +64,21 @@ def metadata(recipe: Recipe) -> dict[str, str]:
 
 
 def apply_akconv_lowering(model: torch.nn.Module, choice: Choice) -> dict[str, Any]:
-    """Set every AKConv layer to the chosen lowering; returns what to record."""
-    from exporter.blocks.akconv import AKConv
+    """Set every AKConv layer to the chosen lowering; returns what to record: the layers lowered, and
+    each block that looks like AKConv but is not ours (the fuser did not adopt it), with why."""
+    from exporter.blocks.akconv import AKConv, looks_like_akconv, why_not_akconv
 
     layers = [m for m in model.modules() if isinstance(m, AKConv)]
-    if not layers:
-        return {"layers": 0}
+    refuted = "computed as AKConv it differs (the fuse stage's NOT FUSED has the proof)"
+    not_lowered = [
+        f"{path} ({type(m).__name__}): {why_not_akconv(m) or refuted}"
+        for path, m in model.named_modules()
+        if path and looks_like_akconv(m)
+    ]
     for layer in layers:
         layer.set_lowering(choice.lowering)
-    return {"layers": len(layers), "lowering": choice.lowering, "reason": choice.reason}
+    lowered = {"lowering": choice.lowering, "reason": choice.reason} if layers else {}
+    return {"layers": len(layers), **lowered, **({"not_lowered": not_lowered} if not_lowered else {})}
 
 
 def output_names(requested: tuple[str, ...] | list[str] | None, count: int) -> list[str]:
@@ -91,14 +97,16 @@ class ExportRecord(Record):
     check: dict[str, Any]  # onnxruntime against the fused model
     nodes: int
     opset: int
-    akconv: dict[str, Any]  # layers lowered, the lowering and why
+    akconv: dict[str, Any]  # layers lowered, the lowering and why; blocks like AKConv not lowered, and why
 
     def describe(self) -> str:
         check = reference.describe_check(self.check)
         detail = f"opset {self.opset}, {self.nodes} nodes; onnxruntime {check}"
-        if self.akconv.get("layers"):
-            akconv = self.akconv
+        akconv = self.akconv
+        if akconv.get("layers"):
             detail += f"; AKConv×{akconv['layers']} → {akconv['lowering']} ({akconv['reason']})"
+        if akconv.get("not_lowered"):
+            detail += f"; AKConv NOT LOWERED: {'; '.join(akconv['not_lowered'])}"
         return detail
 
 

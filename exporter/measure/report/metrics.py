@@ -109,6 +109,9 @@ def collect(run: str | Path) -> dict[str, Any]:
             "gflops": (stages.get("fuse") or {}).get("gflops"),
             "not_fused": fuse.get("not_fused", []),
         },
+        "not_lowered": sorted(
+            {line for s in stages.values() for line in (s.get("akconv") or {}).get("not_lowered", [])}
+        ),
         "stage_seconds": {name: s.get("wall_s") for name, s in stages.items()},
         "eval": {k: evaluation.get(k) for k in ("data", "data_sha256", "images")} if evaluation else {},
         "int8_goal": evaluation.get("int8_goal", {}),

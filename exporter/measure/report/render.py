@@ -305,6 +305,8 @@ def summary(metrics: dict[str, Any]) -> list[str]:
         )
     if fused.get("not_fused"):
         lines.append(f"NOT FUSED (left in training form): {'; '.join(fused['not_fused'])}.")
+    if metrics["not_lowered"]:
+        lines.append(f"AKConv NOT LOWERED (exported as traced): {'; '.join(metrics['not_lowered'])}.")
     return lines
 
 
