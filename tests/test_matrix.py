@@ -57,6 +57,9 @@ def test_matrix_builds_every_cell_and_names_the_model_that_failed(run_cli, tmp_p
     built = two["good", "openvino", "fp16"]
     href = f'href="{built["run"].split("/")[-1]}/{built["artifact"]}"'
     assert href in page and "class_names lists 1 names" in page and "<script" not in page
+    report = f'href="{built["run"].split("/")[-1]}/report/report.html"'
+    assert report in page and (run / "report" / "report.html").is_file(), "each model's report, linked"
+    assert two["wrong", "onnx", "fp32"]["report"] is None
 
     code, _, err = run_cli(*args, "--workers", "1", "--out", str(tmp_path / "one"))
     assert code == 1, err

@@ -4,7 +4,8 @@ processes or as the tasks of a Ray cluster; a model that fails is one line in th
 finish.
 
 The summary (matrix.json, matrix.md, matrix.html) has one row per cell: its artifact, hash, size, check
-and, where the recipe names evaluation data, its mAP; and where it ran.
+and, where the recipe names evaluation data, its mAP; where it ran; and its model's report (each built
+model's run gets the report `reparam-export report` writes).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Cell:
     map: float | None = None  # COCO mAP@[.5:.95] (0–1), where evaluated
     error: str | None = None  # the one-line error of a failed model
     host: str | None = None  # where it ran
+    report: str | None = None  # its model's report (report.html), relative to the run directory
 
 
 def run_directory(recipe: Recipe, root: Path) -> Path:
@@ -66,6 +68,7 @@ def build_model(recipe_json: dict[str, Any], run: str) -> list[dict[str, Any]]:
     `build` does); a refusal or a failed check is its cells' one-line error. Importable by name: the
     worker function of a matrix."""
     from exporter.core.rundir import read_manifest
+    from exporter.measure.report.render import write_report
     from exporter.pipeline.builder import Pipeline
 
     recipe = Recipe.model_validate(recipe_json)
@@ -82,12 +85,13 @@ def build_model(recipe_json: dict[str, Any], run: str) -> list[dict[str, Any]]:
         built = Pipeline(offered, run).build()  # and evaluated where the recipe names evaluation data
         scored = Path(run) / "eval.json"
         results = json.loads(scored.read_text())["results"] if recipe.evaluation.data is not None else {}
+        page = write_report(Path(run))["html"].relative_to(run).as_posix()  # the model's own report
     except (UserError, CheckFailed) as error:
         return [asdict(c) for c in cells_of(recipe, Path(run), "failed", error=str(error), host=where)]
     except Exception as error:  # noqa: BLE001 - one model's failure never stops the matrix
         return [asdict(c) for c in cells_of(recipe, Path(run), "failed", error=summary(error), host=where)]
     manifest = read_manifest(Path(run))
-    cells = cells_of(recipe, Path(run), "built", host=where)
+    cells = cells_of(recipe, Path(run), "built", host=where, report=page)
     return [asdict(cell_of(cell, built, manifest, results)) for cell in cells]
 
 
@@ -174,7 +178,7 @@ def on_ray(calls: list[tuple], recipes: list[Recipe], cluster: str) -> list[list
             ray.shutdown()
 
 
-COLUMNS = ("model", "target", "precision", "status", "mAP", "check", "size", "artifact", "ran on")
+COLUMNS = ("model", "target", "precision", "status", "mAP", "check", "size", "artifact", "ran on", "report")
 
 
 def row(cell: Cell) -> list[str]:
@@ -189,6 +193,7 @@ def row(cell: Cell) -> list[str]:
         f"{cell.bytes / 1e6:.2f} MB" if cell.bytes else "",
         (cell.error if cell.status == "failed" else cell.artifact) or "",
         cell.host or "",
+        f"{Path(cell.run).name}/{cell.report}" if cell.report else "",
     ]
 
 
@@ -207,13 +212,18 @@ def write_summary(cells: list[Cell], root: Path) -> tuple[Path, Path, Path]:
 
 
 def html_table(cells: list[Cell], root: Path) -> str:
-    """The summary as one HTML page: every value escaped, artifacts linked by their path under `root`."""
+    """The summary as one HTML page: every value escaped, artifacts and the models' reports linked by their
+    path under `root`."""
     body = []
     for cell in cells:
         values = [html.escape(v) for v in row(cell)]
+        run = Path(cell.run).resolve().relative_to(root.resolve())
         if cell.artifact and cell.status in ("built", "deferred"):
-            link = Path(cell.run).resolve().relative_to(root.resolve()) / cell.artifact
-            values[7] = f'<a href="{html.escape(link.as_posix(), quote=True)}">{values[7]}</a>'
+            values[7] = (
+                f'<a href="{html.escape((run / cell.artifact).as_posix(), quote=True)}">{values[7]}</a>'
+            )
+        if cell.report:
+            values[9] = f'<a href="{html.escape((run / cell.report).as_posix(), quote=True)}">report</a>'
         body.append("<tr>" + "".join(f"<td>{v}</td>" for v in values) + "</tr>")
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     return (
