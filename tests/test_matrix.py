@@ -69,6 +69,32 @@ def test_matrix_builds_every_cell_and_names_the_model_that_failed(run_cli, tmp_p
     )
     assert len({c["host"] for c in two.values() if c["model"] == "good"}) == 1
 
+    # `check` reads a matrix's folder: each model that built against its entry in a matrix baseline
+    limits = tmp_path / "tolerances.yaml"
+    limits.write_text("bytes: {better: lower, rel: 0.01}\n")
+    baseline = tmp_path / "matrix-baseline.json"
+    check = [
+        "check",
+        "--artifacts",
+        str(tmp_path / "one"),
+        "--baseline",
+        str(baseline),
+        "--tolerances",
+        str(limits),
+    ]
+    code, _, err = run_cli(*check, "--update-baseline")
+    assert code == 0 and "(1 models)" in err, err
+    assert set(json.loads(baseline.read_text())["matrix"]) == {"good"}, "only the model that built"
+    code, out, err = run_cli(*check)
+    assert code == 0 and "good: 3 metrics checked" in err, err
+    recorded = json.loads(baseline.read_text())
+    recorded["matrix"]["good"]["metrics"]["openvino.fp16"]["bytes"] //= 2
+    recorded["matrix"]["other"] = recorded["matrix"]["good"]
+    baseline.write_text(json.dumps(recorded))
+    code, out, err = run_cli(*check)
+    assert code == 1 and "good/openvino.fp16" in out and "REGRESSED" in out, out + err
+    assert "missing artifact: other" in err, err
+
     if importlib.util.find_spec("ray") is None:
         pytest.skip("Ray is not installed: pip install 'reparam-export[cluster]'")
     code, _, err = run_cli(*args, "--cluster", "ray", "--out", str(tmp_path / "ray"))

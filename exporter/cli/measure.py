@@ -149,7 +149,8 @@ def report(run, out):
     "--allow-missing-artifacts", is_flag=True, help="Skip (and name) baseline artifacts the run lacks."
 )
 def check(run, baseline, tolerances, update_baseline, junit, **allowed):
-    """Compare a run with the baseline; exit 1 with a table of what failed and why.
+    """Compare a run (or each model of a matrix's folder) with the baseline; exit 1 with a table of what
+    failed and why.
 
     A regressed metric, a value the run did not measure, a baseline metric without a tolerance and an
     artifact on one side only all fail, each with its cause (the last two unless allowed). With
@@ -160,6 +161,7 @@ def check(run, baseline, tolerances, update_baseline, junit, **allowed):
       reparam-export check --artifacts runs/demo
       reparam-export check --artifacts runs/demo --junit check.xml
       reparam-export check --artifacts runs/demo --update-baseline
+      reparam-export check --artifacts runs/matrix --baseline matrix-baseline.json   # every model
     """
     from exporter.measure import check as checking
     from exporter.measure import ci
@@ -167,21 +169,27 @@ def check(run, baseline, tolerances, update_baseline, junit, **allowed):
     from exporter.measure.report.metrics import collect
 
     limits = checking.load_tolerances(tolerances)
-    measured = collect(run)  # the artifacts verified and read once
-    if update_baseline:
-        metrics = checking.update_baseline(run, baseline, limits, measured)
-        say(f"baseline updated: {baseline} ({sum(len(v) for v in metrics.values())} values)")
-        return
-    expected = checking.load_baseline(baseline, run, measured)
     allow = checking.Allow(
         allowed["allow_untoleranced"], allowed["allow_new_artifacts"], allowed["allow_missing_artifacts"]
     )
-    findings = checking.compare(expected, measured, limits, allow)
+    if checking.is_matrix(run):  # each model against its entry in the matrix's baseline
+        findings, last = checking.check_matrix(run, baseline, limits, allow, update_baseline)
+        if update_baseline:
+            say(last)
+            return
+    else:
+        measured = collect(run)  # the artifacts verified and read once
+        if update_baseline:
+            metrics = checking.update_baseline(run, baseline, limits, measured)
+            say(f"baseline updated: {baseline} ({sum(len(v) for v in metrics.values())} values)")
+            return
+        expected = checking.load_baseline(baseline, run, measured)
+        findings = checking.compare(expected, measured, limits, allow)
+        last = checking.summary_line(findings, checking.conditions(run, measured))
     if not findings:
         raise UserError(f"{baseline} shares no artifact/metric with {run}; nothing was checked")
     title = f"{run} vs {baseline}"
     out_console().print(tables.check(title, findings))
-    last = checking.summary_line(findings, checking.conditions(run, measured))
     if junit is not None:
         ci.write_junit(junit, findings, f"reparam-export check {run}")
     summary = os.environ.get("GITHUB_STEP_SUMMARY")

@@ -14,7 +14,7 @@ allows them (Allow), and are then listed as skipped.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from exporter.core.artifacts import sha256_json, write_json
 from exporter.core.errors import UserError, read_user_file, setting
-from exporter.core.rundir import read_manifest
-from exporter.measure.report.metrics import CHECKABLE
+from exporter.core.rundir import in_run, read_manifest
+from exporter.measure.report.metrics import CHECKABLE, collect
 from exporter.recipe import PATH_FIELDS
 
 
@@ -171,13 +171,63 @@ def require_same_conditions(
             )
 
 
+def is_matrix(path: str | Path) -> bool:
+    """Whether `path` is a matrix's output folder (its matrix.json) rather than a run directory."""
+    return (Path(path) / "matrix.json").is_file()
+
+
+def matrix_runs(root: Path) -> dict[str, Path]:
+    """Each model of a matrix's folder that built, by name: its run directory under `root`."""
+    summary = root / "matrix.json"
+    try:
+        cells = read_user_file(summary, "json")["cells"]
+        built = {
+            c["model"]: in_run(root, Path(c["run"]).name)
+            for c in cells
+            if c["status"] in ("built", "deferred")
+        }
+    except (KeyError, TypeError) as exc:
+        raise UserError(
+            f"{summary}: not a matrix summary ({type(exc).__name__}: {exc}); run the matrix again"
+        ) from None
+    if not built:
+        raise UserError(f"{summary} has no model that built; nothing to check")
+    return built
+
+
 def load_baseline(path: str | Path, run: str | Path, measured: dict[str, Any]) -> dict[str, dict[str, float]]:
     """The baseline's metrics; a baseline recorded for another model than `run`'s, or under other
     conditions, is bad input."""
     path = Path(path)
+    return baseline_values(read_baseline(path), path, run, measured)
+
+
+def read_baseline(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"baseline not found: {path}; create one with {setting('update_baseline')}")
     data = read_user_file(path, "json")
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a baseline file (a JSON object)")
+    return data
+
+
+def matrix_baselines(path: str | Path) -> dict[str, dict[str, Any]]:
+    """A matrix baseline's entry per model (each a run's baseline)."""
+    path = Path(path)
+    models = read_baseline(path).get("matrix")
+    if not isinstance(models, dict) or not all(isinstance(v, dict) for v in models.values()):
+        raise UserError(
+            f"{path} is not a matrix's baseline (no 'matrix' of model -> baseline); create one with "
+            f"{setting('update_baseline')} on the matrix's folder"
+        )
+    return models
+
+
+def baseline_values(
+    data: dict[str, Any], path: Path, run: str | Path, measured: dict[str, Any]
+) -> dict[str, dict[str, float]]:
+    """The metrics of a run's baseline `data` (read from `path`), once it is the same model's, measured
+    under the same conditions."""
     try:
         metrics = data["metrics"]
         if not isinstance(metrics, dict) or not all(isinstance(v, dict) for v in metrics.values()):
@@ -305,17 +355,53 @@ def summary_line(findings: list[Finding], conditions_: dict[str, Any]) -> str:
     return f"{len(checked)} metrics checked, {len(skipped)} skipped{named}; under {'; '.join(where)}"
 
 
-def update_baseline(
-    run: str | Path, path: str | Path, tolerances: dict[str, Tolerance], measured: dict[str, Any]
-) -> dict:
-    """Write the run's values of the tolerated metrics (`measured`: collect(run)) and their conditions."""
+def baseline_of(
+    run: str | Path, tolerances: dict[str, Tolerance], measured: dict[str, Any]
+) -> dict[str, Any]:
+    """A run's baseline: its values of the tolerated metrics (`measured`: collect(run)) and their
+    conditions."""
     metrics = current_metrics(measured, list(tolerances))
     if not any(metrics.values()):
         raise UserError(
             f"{run} has no measured {', '.join(tolerances)}; run `reparam-export eval` and `bench` on it "
-            f"first (the baseline {path} was left as it is)"
+            "first (the baseline was left as it is)"
         )
-    write_json(
-        path, {"model": measured["model"], "conditions": conditions(run, measured), "metrics": metrics}
-    )
-    return metrics
+    return {"model": measured["model"], "conditions": conditions(run, measured), "metrics": metrics}
+
+
+def update_baseline(
+    run: str | Path, path: str | Path, tolerances: dict[str, Tolerance], measured: dict[str, Any]
+) -> dict:
+    """Write the run's baseline (baseline_of) to `path`; returns its metrics."""
+    entry = baseline_of(run, tolerances, measured)
+    write_json(path, entry)
+    return entry["metrics"]
+
+
+def check_matrix(
+    root: Path, path: Path, tolerances: dict[str, Tolerance], allow: Allow, update: bool
+) -> tuple[list[Finding], str]:
+    """Each model of a matrix (matrix_runs(root)) against its entry in the matrix baseline at `path`, its
+    findings named '<model>/<artifact>', a model on one side only a finding of its own; or, with
+    `update`, the baseline written from every model. Returns the findings and the summary line."""
+    runs = matrix_runs(root)
+    measured = {model: collect(run) for model, run in runs.items()}  # every run verified before anything
+    if update:
+        entries = {model: baseline_of(run, tolerances, measured[model]) for model, run in runs.items()}
+        write_json(path, {"matrix": entries})
+        return [], f"baseline updated: {path} ({len(entries)} models)"
+    expected = matrix_baselines(path)
+    findings, lines = [], []
+    for model, run in runs.items():
+        if model not in expected:
+            why = "the matrix built it and the baseline has none: --update-baseline, or --allow-new-artifacts"
+            findings.append(Finding(model, None, None, None, None, NEW, why, allow.new_artifacts))
+            continue
+        values = baseline_values(expected[model], path, run, measured[model])
+        found = compare(values, measured[model], tolerances, allow)
+        findings += [replace(f, artifact=f"{model}/{f.artifact}") for f in found]
+        lines.append(f"{model}: {summary_line(found, conditions(run, measured[model]))}")
+    for model in expected.keys() - runs.keys():
+        why = "the baseline has it and the matrix did not build it: build it, or --allow-missing-artifacts"
+        findings.append(Finding(model, None, None, None, None, MISSING, why, allow.missing_artifacts))
+    return findings, "; ".join(lines)
