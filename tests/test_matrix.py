@@ -158,3 +158,32 @@ def test_bench_matrix_judges_speed_up_and_overhead_against_its_goals():
     assert alone == "in this process: 8.0 s for 4 models (2.00 s each)"
     assert "speed-up 1.82x (met, goal 1.6x); overhead 0.50 s per model (met" in processes
     assert "speed-up 1.17x (NOT met, goal 1.6x); overhead 1.50 s per model (NOT met" in ray
+
+
+def test_a_matrix_scores_on_shards_and_times_each_model_on_a_worker_of_its_own(run_cli, tmp_path):
+    """--shards splits each model's evaluation, --bench times its artifacts once every model is built."""
+    args = ["matrix", "--target", "onnx", "--precision", "fp32", "--eval-data", "demo", "--eval-limit", "8"]
+    code, _, err = run_cli(*args, "--shards", "2", "--bench", "--out", str(tmp_path / "m"))  # the demo model
+    assert code == 0, err
+    (cell,) = cells(tmp_path / "m").values()
+    run = tmp_path / "m" / Path(cell["run"]).name
+    scored, timed = (json.loads((run / name).read_text()) for name in ("eval.json", "bench.json"))
+    assert cell["map"] == scored["results"]["onnx.fp32"]["map"] and scored["images"] == 8
+    assert cell["p50_ms"] == timed["results"]["onnx.fp32"]["p50_ms"] > 0
+    assert f"| {cell['p50_ms']:.2f} |" in (tmp_path / "m" / "matrix.md").read_text()
+
+
+def test_a_benchmark_task_holds_a_whole_node():
+    from exporter.pipeline.matrix import whole_node
+
+    class Cluster:
+        @staticmethod
+        def nodes():
+            return [
+                {"Alive": True, "Resources": {"CPU": 8.0}},
+                {"Alive": True, "Resources": {"CPU": 4.0, "tensorrt": 1.0}},
+                {"Alive": False, "Resources": {"CPU": 64.0}},
+            ]
+
+    assert whole_node(Cluster, tensorrt=False) == {"num_cpus": 8.0}
+    assert whole_node(Cluster, tensorrt=True) == {"num_cpus": 4.0, "resources": {"tensorrt": 1}}

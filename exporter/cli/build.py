@@ -204,6 +204,7 @@ def bench_int8(backend, **values):
 @options.TARGET
 @options.PRECISION
 @options.TARGET_FLAGS
+@options.EVALUATION
 @click.option(
     "--workers",
     default=1,
@@ -219,6 +220,13 @@ def bench_int8(backend, **values):
     help="Where models are built: local processes, or Ray tasks (ray: start or join a Ray here; ray://: "
     "a remote cluster whose nodes all read --out and import the models' builders).",
 )
+@options.SHARDS
+@click.option(
+    "--bench",
+    is_flag=True,
+    help="Once every model is built, time each one's artifacts (batch 1, p50) on a worker of their own: "
+    "this process, or a Ray task holding a whole node; one model after another.",
+)
 @click.option(
     "--out",
     default=Path("runs/matrix"),
@@ -226,7 +234,7 @@ def bench_int8(backend, **values):
     type=click.Path(file_okay=False, path_type=Path),
     help="Where each model's run directory and the summary (matrix.json, matrix.md) go.",
 )
-def matrix(recipes, workers, cluster, out, **values):
+def matrix(recipes, workers, cluster, shards, bench, out, **values):
     """Build every model × target × precision cell: each model's stage graph once (its fuse and export are
     shared by its cells) in a run directory named by its recipe's digest, models in parallel; a model that
     fails is one line in the summary and the others finish (exit 1 then).
@@ -237,6 +245,7 @@ def matrix(recipes, workers, cluster, out, **values):
       reparam-export matrix --recipe recipes/damoyolo_t.yaml --recipe recipes/damoyolo_s.yaml \\
           --target openvino --target tensorrt --precision fp32 --precision int8 --workers 2
       reparam-export matrix --recipe a.yaml --recipe b.yaml --cluster ray://head:10001 --out /shared/runs
+      reparam-export matrix --eval-data demo --shards 2 --bench   # scored on 2 processes, then timed
     """
     from exporter.core.errors import CheckFailed
     from exporter.pipeline.matrix import run_matrix, write_summary
@@ -251,7 +260,7 @@ def matrix(recipes, workers, cluster, out, **values):
     if twice:
         raise UserError(f"two recipes are named '{twice[0]}': give each model's recipe its own name")
     with timing("matrix"):
-        cells = run_matrix(loaded, out, workers, cluster)
+        cells = run_matrix(loaded, out, workers, cluster, shards, bench)
     summary, table, page = write_summary(cells, out)
     for cell in cells:
         detail = cell.error if cell.status == "failed" else cell.artifact or ""

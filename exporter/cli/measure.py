@@ -43,13 +43,7 @@ def print_evaluation(report: dict) -> None:
     "--limit", field="evaluation.limit", type=click.IntRange(min=1), help="Only the first N images."
 )
 @click.option("--rescore", is_flag=True, help="Score again even where eval.json scored the same models.")
-@click.option(
-    "--shards",
-    default=1,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Split each model's images over N local processes, merged and scored once (the same mAP).",
-)
+@options.SHARDS
 def eval_command(run, data, limit, rescore, shards):
     """COCO mAP of the fused torch model and every built artifact of a run (written to RUN/eval.json).
 

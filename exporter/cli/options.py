@@ -206,6 +206,15 @@ EVALUATION = group(
 )
 
 
+SHARDS = click.option(
+    "--shards",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Split each model's evaluation images over N local processes, scored once (the same mAP).",
+)
+
+
 def budget(**kwargs) -> Decorator:
     return option(
         "--int8-accuracy-budget",

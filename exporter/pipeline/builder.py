@@ -98,8 +98,10 @@ class Pipeline:
         run_dir: str | Path | None = None,
         force: bool = False,
         console: Console | None = None,
+        shards: int = 1,
     ):
         self.recipe = recipe
+        self.shards = shards  # local processes the evaluation splits its images over
         self.run = RunDir(run_dir or Path("runs") / recipe.name, force)
         self.console = console or Console(stderr=True, quiet=True)
         self.plan = Plan(recipe, self.run.root)
@@ -215,4 +217,4 @@ class Pipeline:
         artifact of the run, the fused model and the CPU stand-ins, written to eval.json."""
         from exporter.measure.evaluate import evaluation
 
-        return self.result(evaluation(self.run.root, progress=not self.console.quiet))
+        return self.result(evaluation(self.run.root, progress=not self.console.quiet, shards=self.shards))

@@ -40,6 +40,7 @@ class Cell:
     error: str | None = None  # the one-line error of a failed model
     host: str | None = None  # where it ran
     report: str | None = None  # its model's report (report.html), relative to the run directory
+    p50_ms: float | None = None  # batch-1 latency, where the matrix was benchmarked
 
 
 def run_directory(recipe: Recipe, root: Path) -> Path:
@@ -63,10 +64,10 @@ def cells_of(recipe: Recipe, run: Path, status: str, **fields: Any) -> list[Cell
     ]
 
 
-def build_model(recipe_json: dict[str, Any], run: str) -> list[dict[str, Any]]:
+def build_model(recipe_json: dict[str, Any], run: str, shards: int = 1) -> list[dict[str, Any]]:
     """Build one model's cells in this process (and score them where its recipe names evaluation data, as
-    `build` does); a refusal or a failed check is its cells' one-line error. Importable by name: the
-    worker function of a matrix."""
+    `build` does, its images split over `shards` local processes); a refusal or a failed check is its
+    cells' one-line error. Importable by name: the worker function of a matrix."""
     from exporter.core.rundir import read_manifest
     from exporter.measure.report.render import write_report
     from exporter.pipeline.builder import Pipeline
@@ -82,7 +83,7 @@ def build_model(recipe_json: dict[str, Any], run: str) -> list[dict[str, Any]]:
         }
     )
     try:
-        built = Pipeline(offered, run).build()  # and evaluated where the recipe names evaluation data
+        built = Pipeline(offered, run, shards=shards).build()  # and evaluated where it names data
         scored = Path(run) / "eval.json"
         results = json.loads(scored.read_text())["results"] if recipe.evaluation.data is not None else {}
         page = write_report(Path(run))["html"].relative_to(run).as_posix()  # the model's own report
@@ -129,29 +130,61 @@ LOCAL = "local"
 RETRIES = 2  # a model whose worker died (killed, out of memory) is built again, resuming from its cache
 
 
-def run_matrix(recipes: list[Recipe], root: Path, workers: int, cluster: str = LOCAL) -> list[Cell]:
+def run_matrix(
+    recipes: list[Recipe],
+    root: Path,
+    workers: int,
+    cluster: str = LOCAL,
+    shards: int = 1,
+    bench: bool = False,
+) -> list[Cell]:
     """Every model's cells: on up to `workers` local processes (1: in this one, in order), or as tasks of
     a Ray cluster (`cluster`: 'ray' starts or joins one here, 'ray://HOST:PORT' a remote one), whose nodes
-    must all read `root`."""
-    calls = calls_of(recipes, root)
+    must all read `root`; each model's evaluation split over `shards` processes where it runs. With
+    `bench`, once every model is built, each built model's artifacts are timed on a worker of their own:
+    in this process here, or a Ray task holding a whole node, one model after another."""
+    calls = calls_of(recipes, root, shards)
     if cluster != LOCAL:
-        found = on_ray(calls, recipes, cluster)
-    elif workers == 1 or len(calls) == 1:
-        found = [build_model(*call) for call in calls]
+        found = on_ray(calls, recipes, cluster, bench)
     else:
-        found = in_processes(build_model, calls, workers)
+        if workers == 1 or len(calls) == 1:
+            found = [build_model(*call) for call in calls]
+        else:
+            found = in_processes(build_model, calls, workers)
+        if bench:
+            found = [timed_cells(cells) for cells in found]
     return [Cell(**cell) for cells in found for cell in cells]
 
 
-def calls_of(recipes: list[Recipe], root: Path) -> list[tuple[dict[str, Any], str]]:
-    """`build_model`'s arguments for each recipe: the recipe as JSON and its run directory under `root`."""
-    return [(r.model_dump(mode="json"), str(run_directory(r, root.resolve()))) for r in recipes]
+def timed_cells(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One model's cells with their batch-1 p50 latency (exporter.measure.bench), where it built; a model
+    whose benchmark fails keeps its cells, its error on each."""
+    from exporter.measure.bench import bench_run
+
+    built = [c for c in cells if c["status"] == "built"]
+    if not built:
+        return cells
+    try:
+        timed = bench_run(Path(built[0]["run"]))["results"]
+    except (UserError, CheckFailed) as error:
+        return [{**c, "error": f"bench: {error}"} if c in built else c for c in cells]
+    return [{**c, "p50_ms": timed.get(f"{c['target']}.{c['precision']}", {}).get("p50_ms")} for c in cells]
 
 
-def on_ray(calls: list[tuple], recipes: list[Recipe], cluster: str) -> list[list[dict[str, Any]]]:
+def calls_of(recipes: list[Recipe], root: Path, shards: int = 1) -> list[tuple[dict[str, Any], str, int]]:
+    """`build_model`'s arguments for each recipe: the recipe as JSON, its run directory under `root` and
+    the evaluation's shards."""
+    return [(r.model_dump(mode="json"), str(run_directory(r, root.resolve())), shards) for r in recipes]
+
+
+def on_ray(
+    calls: list[tuple], recipes: list[Recipe], cluster: str, bench: bool
+) -> list[list[dict[str, Any]]]:
     """`build_model` of every call as a Ray task (retried where its worker died). A model with TensorRT
     cells runs on a node that advertises the custom resource 'tensorrt' where the cluster has one (there
-    its engines are built), anywhere otherwise (its TensorRT cells then deferred to bundles)."""
+    its engines are built), anywhere otherwise (its TensorRT cells then deferred to bundles). With
+    `bench`, each built model is then timed by a task holding all the CPUs of a node (of one with the
+    'tensorrt' resource for a model built there), one model after another."""
     try:
         import ray
     except ImportError:
@@ -172,13 +205,45 @@ def on_ray(calls: list[tuple], recipes: list[Recipe], cluster: str) -> list[list
             ).remote(*call)
             for call, recipe in zip(calls, recipes, strict=True)
         ]
-        return ray.get(refs)
+        found = ray.get(refs)
+        if bench:
+            found = [
+                ray.get(
+                    ray.remote(timed_cells)
+                    .options(**whole_node(ray, engines and "tensorrt" in r.targets))
+                    .remote(c)
+                )
+                for c, r in zip(found, recipes, strict=True)
+            ]
+        return found
     finally:
         if started:
             ray.shutdown()
 
 
-COLUMNS = ("model", "target", "precision", "status", "mAP", "check", "size", "artifact", "ran on", "report")
+def whole_node(ray, tensorrt: bool) -> dict[str, Any]:
+    """Ray task options that hold every CPU of the largest node (with the 'tensorrt' resource, if asked):
+    no other task runs beside it."""
+    nodes = [
+        n["Resources"] for n in ray.nodes() if n["Alive"] and (not tensorrt or "tensorrt" in n["Resources"])
+    ]
+    options: dict[str, Any] = {"num_cpus": max(n.get("CPU", 1) for n in nodes)}
+    return {**options, "resources": {"tensorrt": 1}} if tensorrt else options
+
+
+COLUMNS = (
+    "model",
+    "target",
+    "precision",
+    "status",
+    "mAP",
+    "p50 ms",
+    "check",
+    "size",
+    "artifact",
+    "ran on",
+    "report",
+)
 
 
 def row(cell: Cell) -> list[str]:
@@ -189,6 +254,7 @@ def row(cell: Cell) -> list[str]:
         cell.precision,
         cell.status,
         f"{100 * cell.map:.2f}" if cell.map is not None else "",
+        f"{cell.p50_ms:.2f}" if cell.p50_ms is not None else "",
         cell.check or "",
         f"{cell.bytes / 1e6:.2f} MB" if cell.bytes else "",
         (cell.error if cell.status == "failed" else cell.artifact) or "",
@@ -219,11 +285,14 @@ def html_table(cells: list[Cell], root: Path) -> str:
         values = [html.escape(v) for v in row(cell)]
         run = Path(cell.run).resolve().relative_to(root.resolve())
         if cell.artifact and cell.status in ("built", "deferred"):
-            values[7] = (
-                f'<a href="{html.escape((run / cell.artifact).as_posix(), quote=True)}">{values[7]}</a>'
+            at = COLUMNS.index("artifact")
+            values[at] = (
+                f'<a href="{html.escape((run / cell.artifact).as_posix(), quote=True)}">{values[at]}</a>'
             )
         if cell.report:
-            values[9] = f'<a href="{html.escape((run / cell.report).as_posix(), quote=True)}">report</a>'
+            values[COLUMNS.index("report")] = (
+                f'<a href="{html.escape((run / cell.report).as_posix(), quote=True)}">report</a>'
+            )
         body.append("<tr>" + "".join(f"<td>{v}</td>" for v in values) + "</tr>")
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     return (
