@@ -100,9 +100,12 @@ class TensorRTSpec(Strict):
 class OpenVinoSpec(Strict):
     """OpenVINO settings. `int8_preset`: NNCF's quantization preset — `mixed`: symmetric weights,
     asymmetric activations (a signed activation such as SiLU's keeps its negative range); `performance`:
-    symmetric everywhere."""
+    symmetric everywhere. `bf16_for`: the host a bf16 IR is for — `this-host` (checked and measured here;
+    refused on a CPU without AVX-512 BF16 or AMX) or `another-host` (built here for such a CPU; where this
+    one computes no bf16, its error, mAP and latency are not measured)."""
 
     int8_preset: Literal["mixed", "performance"] = "mixed"
+    bf16_for: Literal["this-host", "another-host"] = "this-host"
 
 
 class Int8Spec(Strict):

@@ -556,7 +556,41 @@ def test_bf16_is_refused_before_any_stage_where_the_cpu_lacks_it(run_cli, monkey
         str(run),
     )
     assert code == 2 and "precision bf16 needs a CPU with AVX-512 BF16 or AMX" in err, err
-    assert "--precision fp16" in err and not run.exists()
+    assert "--precision fp16" in err and "--ov-bf16-for another-host" in err and not run.exists()
+
+
+def test_bf16_for_another_host_is_built_here_and_never_measured_as_f32(run_cli, monkeypatch, tmp_path):
+    """Asked for another host, a CPU without BF16 builds the IR; its error, mAP and latency are not
+    measured (OpenVINO would compute it in f32 here) and every record says why."""
+    from exporter.targets.openvino import runtime
+
+    monkeypatch.setattr(runtime, "runs_bf16", lambda: False)
+    run = tmp_path / "run"
+    args = [
+        "--target",
+        "openvino",
+        "--precision",
+        "fp32",
+        "--precision",
+        "bf16",
+        "--ov-bf16-for",
+        "another-host",
+    ]
+    code, _, err = run_cli("build", *args, "--eval-data", "demo", "--eval-limit", "8", "--run-dir", str(run))
+    assert code == 0, err  # the demo model
+    why = "computes no bf16 (it has neither AVX-512 BF16 nor AMX)"
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    bf16 = stages["openvino.bf16"]
+    assert bf16["check"] is None and why in bf16["note"] and stages["openvino.fp32"]["check"]["ok"]
+    assert (run / bf16["output"]["path"]).is_file() and "NOT MEASURED here" in err
+    scored = json.loads((run / "eval.json").read_text())
+    assert "openvino.bf16" not in scored["results"] and why in scored["not_measured"]["openvino.bf16"]
+    assert run_cli("bench", "--artifacts", str(run), "--min-iters", "5", "--min-seconds", "0.1")[0] == 0
+    timed = json.loads((run / "bench.json").read_text())
+    assert set(timed["results"]) == {"openvino.fp32"} and why in timed["not_measured"]["openvino.bf16"]
+    assert run_cli("report", "--artifacts", str(run))[0] == 0
+    report = (run / "report" / "report.md").read_text()
+    assert "Not measured for openvino.bf16: mAP (this CPU" in report and why in report
 
 
 def test_bf16_ir_runs_in_bf16_with_its_error_recorded(tmp_path, run_cli):

@@ -81,6 +81,7 @@ CASES = {
     "tensorrt.end2end_nms": (False, END2END),
     "tensorrt.max_output_boxes": (50, END2END),
     "openvino.int8_preset": ("performance", {"openvino.int8", "openvino.int8_search"}),
+    "openvino.bf16_for": ("another-host", set()),  # whether a bf16 IR may be built on a CPU without BF16
     "int8.accuracy_budget": (0.25, INT8),
     "int8.sensitivity_images": (1, INT8 | {"sensitivity"}),
     "evaluation.data": ("OTHER_IMAGES", INT8 | {"eval"}),

@@ -21,7 +21,7 @@ from exporter.numerics.latency import measure, throughput
 from exporter.stages.graph import Call, Node, Record, fixed
 from exporter.stages.reference import load_reference
 from exporter.stages.runner import Runner
-from exporter.targets import artifact_target, load_artifact
+from exporter.targets import artifact_target, load_artifact, unmeasured_here
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,10 @@ def benchmark(
     artifacts = run_artifacts(run)  # verified, fused.pt with them
     if not artifacts:
         raise UserError(f"{run} has no built artifacts; run `reparam-export build` for it first")
+    skipped = unmeasured_here(artifacts)  # a bf16 IR on a CPU that computes no bf16: never timed as f32
+    artifacts = {key: path for key, path in artifacts.items() if key not in skipped}
+    if not artifacts:
+        raise UserError(f"{run}: no artifact of it can be timed here ({'; '.join(skipped.values())})")
     plugin = run_recipe(run).tensorrt.plugin_library
     probe = run / "fused.pt"
 
@@ -56,7 +60,7 @@ def benchmark(
         blob = load_reference(call.inputs["probe"])
         batch = np.ascontiguousarray(blob["probe"][:1].numpy())
         timed = {key: call.inputs[key] for key in artifacts}
-        report = _timed(timed, batch, call.settings, plugin)
+        report = {**_timed(timed, batch, call.settings, plugin), "not_measured": skipped}
         write_json(call.output, report)
         return BenchRecord({key: entry["p50_ms"] for key, entry in report["results"].items()})
 

@@ -25,7 +25,7 @@ from exporter.stages.graph import Call, Node, Record, fixed
 from exporter.stages.reference import load_fused
 from exporter.stages.runner import Runner
 from exporter.stages.scoring import EvaluationSettings, Scorer
-from exporter.targets import TARGETS, load_artifact
+from exporter.targets import TARGETS, load_artifact, unmeasured_here
 
 
 def run_recipe(run: Path) -> Recipe:
@@ -132,6 +132,8 @@ def evaluation(
     run = Path(run)
     recipe = run_recipe(run)
     artifacts = run_artifacts(run)  # verified, fused.pt with them, before anything is measured
+    skipped = unmeasured_here(artifacts)  # a bf16 IR on a CPU that computes no bf16: never scored as f32
+    artifacts = {key: path for key, path in artifacts.items() if key not in skipped}
     score = Scorer(EvaluationSettings.from_recipe(recipe, data, limit), progress)
     stages = read_manifest(run)["stages"]
     models = {TORCH: run / "fused.pt", **artifacts}
@@ -169,6 +171,7 @@ def evaluation(
             "category_matching": score.category_matching,
             "results": results,
             "int8_goal": int8_goal(results),
+            "not_measured": skipped,
         }
         write_json(call.output, report)
         return EvaluationRecord(score.images, {label: r["map"] for label, r in results.items()})
@@ -179,6 +182,7 @@ def evaluation(
         "batch": batch,
         "engine_nms": sorted(engines),
         "plugin": plugin,
+        "not_measured": skipped,
     }
     return Node(
         "eval",

@@ -134,7 +134,7 @@ def read_run(root: str | os.PathLike) -> Run:
             key,
             path,
             sha256,
-            Check.of(stage["check"]) if "check" in stage else None,
+            Check.of(stage["check"]) if stage.get("check") else None,
             score["map"] if score else None,
             score["map50"] if score else None,
             latency["p50_ms"] if latency else None,

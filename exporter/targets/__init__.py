@@ -35,6 +35,12 @@ def artifact_target(key: str) -> Target:
     return TARGETS[key.partition(".")[0]]
 
 
+def unmeasured_here(artifacts: dict[str, Path]) -> dict[str, str]:
+    """Of `artifacts` (by key), those this host cannot run as they are meant to run, and why."""
+    found = {key: artifact_target(key).unmeasured(key.partition(".")[2]) for key in artifacts}
+    return {key: why for key, why in found.items() if why is not None}
+
+
 def load_artifact(key: str, path: str | Path, threads: int = 0, plugin_library: Path | None = None):
     """A runner for the artifact `key` (e.g. 'openvino.int8') stored at `path`."""
     target, _, precision = key.partition(".")

@@ -113,9 +113,11 @@ def collect(run: str | Path) -> dict[str, Any]:
             {line for s in stages.values() for line in (s.get("akconv") or {}).get("not_lowered", [])}
         ),
         "stage_seconds": {name: s.get("wall_s") for name, s in stages.items()},
-        "eval": {k: evaluation.get(k) for k in ("data", "data_sha256", "images")} if evaluation else {},
+        "eval": {k: evaluation.get(k) for k in ("data", "data_sha256", "images", "not_measured")}
+        if evaluation
+        else {},
         "int8_goal": evaluation.get("int8_goal", {}),
-        "bench": {k: bench.get(k) for k in ("mode", "threads", "cpu")} if bench else {},
+        "bench": {k: bench.get(k) for k in ("mode", "threads", "cpu", "not_measured")} if bench else {},
         "bench_load": bench.get("load"),
         "versions": versions(stages),
         "sensitivity": _read(run / "sensitivity.json").get("layers", []),

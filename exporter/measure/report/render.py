@@ -323,6 +323,8 @@ def not_measured(metrics: dict[str, Any]) -> list[str]:
                 continue
             if f"{file}: {key}" in metrics["stale"]:
                 reasons.append(f"{what} ({file} measured an earlier build)")
+            elif key in (recorded.get("not_measured") or {}):
+                reasons.append(f"{what} ({recorded['not_measured'][key]})")
             elif recorded:
                 reasons.append(f"{what} (not in {file})")
             else:

@@ -93,15 +93,20 @@ def versions() -> dict[str, str]:
 
 
 def check(recipe) -> None:
-    """bf16 is built where it runs: on a CPU whose OpenVINO computes bf16 natively."""
-    from exporter.core import host
+    """bf16 is built where it runs, on a CPU whose OpenVINO computes bf16 natively, unless it is built for
+    another host."""
+    if "bf16" in recipe.precisions and recipe.openvino.bf16_for == "this-host" and unmeasured("bf16"):
+        raise UserError(
+            f"precision bf16 needs a CPU with AVX-512 BF16 or AMX ({unmeasured('bf16')}): build it on such a "
+            f"host, pass {setting('openvino.bf16_for', 'another-host')} to build it here for one (not "
+            f"measured here), or pass {setting('precisions', 'fp16')}"
+        )
+
+
+def unmeasured(precision: str) -> str | None:
     from exporter.targets.openvino import runtime
 
-    if "bf16" in recipe.precisions and not runtime.runs_bf16():
-        raise UserError(
-            f"precision bf16 needs a CPU with AVX-512 BF16 or AMX (this one, {host.describe()}, has "
-            f"neither): build it on such a host, or pass {setting('precisions', 'fp16')} here"
-        )
+    return runtime.unmeasured(precision)
 
 
 def capabilities() -> str | None:
@@ -131,13 +136,20 @@ TARGET = Target(
         Library("nncf", "nncf", "OpenVINO INT8 calibration", HINT, ("int8",)),
     ),
     calibrated=("int8",),
-    options=("openvino.int8_preset",),
+    options=("openvino.int8_preset", "openvino.bf16_for"),
     flags=(
         Flag(
             "--ov-int8-preset",
             "openvino.int8_preset",
             "OpenVINO INT8's NNCF preset: mixed, asymmetric activations; performance, symmetric",
             ("mixed", "performance"),
+        ),
+        Flag(
+            "--ov-bf16-for",
+            "openvino.bf16_for",
+            "The host a bf16 IR is for: this host (checked and measured here), or another host with AVX-512 "
+            "BF16 or AMX (built here, not measured where this CPU computes no bf16)",
+            ("this-host", "another-host"),
         ),
     ),
     quantizer=quantizer,
@@ -146,4 +158,5 @@ TARGET = Target(
     throughput=throughput,
     check=check,
     capabilities=capabilities,
+    unmeasured=unmeasured,
 )

@@ -35,6 +35,7 @@ class IrSettings:
     calibration: CalibrationSet | None = None  # INT8 only
     float_nodes: tuple[str, ...] = ()  # INT8: convolutions kept in float besides the head (the search's)
     preset: str | None = None  # INT8: NNCF's preset (recipe openvino.int8_preset)
+    unmeasured: str | None = None  # why this host cannot run it as it is meant to run (a bf16 IR here)
 
     @classmethod
     def from_recipe(
@@ -51,6 +52,7 @@ class IrSettings:
             calibration if int8 else None,
             tuple(float_nodes) if int8 else (),
             recipe.openvino.int8_preset if int8 else None,
+            ov_backend.unmeasured(precision),
         )
 
 
@@ -118,14 +120,18 @@ def quantize(
 @dataclass(frozen=True)
 class IrRecord(Record):
     precision: str
-    check: dict[str, Any]  # against the fused model: FP32 passes its tolerance, FP16/BF16/INT8 recorded
+    check: dict[str, Any] | None  # against the fused model: FP32 passes its tolerance, FP16/BF16/INT8
+    # recorded; None where this host cannot run it as it is meant to run (`note` says why)
     runtime: dict[str, Any]  # the compiled model's configuration
     plain_consumer: dict[str, Any]  # how a consumer that sets no precision runs it (plain_consumer)
     int8: dict[str, Any] | None = None  # calibration, the layers kept in float, the collapse measure
     precise: dict[str, Any] | None = None  # FP32: whether its layers are marked precise, and if not why
+    note: str | None = None  # why it was not measured here
 
     def describe(self) -> str:
         """FP32 shows the check it passed; FP16 and INT8 their error against the FP32 reference."""
+        if self.check is None:
+            return f"{self.precision.upper()} IR, built for another host; NOT MEASURED here: {self.note}"
         error = reference.describe_check(self.check, measured=self.precision != "fp32")
         detail = f"{self.precision.upper()} IR; {error}; {self.describe_plain_consumer()}"
         if self.int8 is not None:
@@ -192,6 +198,10 @@ def run(settings: IrSettings, onnx_path: Path, fused_pt: Path, out: Path) -> IrR
     plain = None
     if precision == "fp32":
         record["precise"], plain = keep_f32_in_any_consumer(model, out)
+    if settings.unmeasured is not None:  # its error would be of f32, not of what it computes in
+        plain = ov_backend.OpenVinoRunner(out, hint=None)
+        consumer = plain_consumer(plain, fused_pt, settings.noise_factor, precision)
+        return IrRecord(**record, check=None, runtime={}, plain_consumer=consumer, note=settings.unmeasured)
     runner = ov_backend.load(out, precision)
     parity = reference.reference_parity(fused_pt, runner, settings.noise_factor)
     if precision == "fp32":

@@ -304,5 +304,14 @@ def runs_bf16() -> bool:
     return "BF16" in cpu_capabilities().split()
 
 
+def unmeasured(precision: str) -> str | None:
+    """Why an IR of `precision` cannot be measured here: a bf16 IR on a CPU that computes no bf16."""
+    from exporter.core import host
+
+    if precision == "bf16" and not runs_bf16():
+        return f"this CPU, {host.describe()}, computes no bf16 (it has neither AVX-512 BF16 nor AMX)"
+    return None
+
+
 def load(path: str | Path, precision: str = "fp32", threads: int = 0) -> OpenVinoRunner:
     return OpenVinoRunner(path, PRECISION_HINTS[precision], threads)
