@@ -133,7 +133,11 @@ def bench_recipe(recipe: Recipe, threads: int, min_seconds: float, calib_count: 
             from exporter.measure.evaluate import evaluate_run
 
             results = evaluate_run(pipeline.run.root, limit=eval_limit, progress=False)["results"]
-            accuracy = {k: results[k]["map"] for k in ("openvino.fp32", "openvino.int8")}
+            accuracy = {
+                k: results[k]["map"]
+                for k in ("openvino.fp32", "openvino.int8", "openvino.bf16")
+                if k in results
+            }
     timings = {name: float(np.median(p50s)) for name, p50s in rounds.items()}
     rows = []
     for name, p50s in rounds.items():
@@ -153,6 +157,8 @@ def bench_recipe(recipe: Recipe, threads: int, min_seconds: float, calib_count: 
     if accuracy:
         goals["INT8 mAP drop (points)"] = 100 * (accuracy["openvino.fp32"] - accuracy["openvino.int8"])
         goals["mAP FP32 / INT8"] = (accuracy["openvino.fp32"], accuracy["openvino.int8"])
+        if "openvino.bf16" in accuracy:
+            goals["BF16 mAP drop (points)"] = 100 * (accuracy["openvino.fp32"] - accuracy["openvino.bf16"])
     return rows, goals, fusion
 
 
@@ -162,6 +168,7 @@ GOALS = {
     "BF16 vs FP32 IR": (">=", 1.5),
     "BF16 vs onnxruntime FP32": (">=", 1.2),
     "INT8 mAP drop (points)": ("<=", 1.0),
+    "BF16 mAP drop (points)": ("<=", 0.3),
 }
 
 
