@@ -112,6 +112,24 @@ def test_a_guess_right_at_one_size_and_wrong_at_another_is_not_kept():
     assert one_size.steps[0].status == "fused", "at one size the guess looks right: two sizes are needed"
 
 
+class NormOnSmallMaps(NormOnLargeMaps):
+    """The BatchNorm applies only to maps under 48 pixels: the guess holds on the small probe alone."""
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.bn(y) if y.shape[-1] < 48 else y
+
+
+def test_a_rewrite_the_small_probe_cannot_refute_is_refuted_by_the_whole_model_and_named():
+    """Each rewrite is proved on what the smallest probe input gave it; the whole model on every input.
+    Where the whole model is refuted, each rewrite is proved again on every input, naming the wrong one."""
+    model = fm.randomized(nn.Sequential(NormOnSmallMaps()))
+    fused, report = fuse_model(model, [x(64), x(32, seed=1)])
+    (step,) = report.steps
+    assert step.status == "reverted" and not step.parity.ok and report.ok
+    assert isinstance(fused[0].bn, nn.BatchNorm2d)
+
+
 class Reparametrize(fm.ForeignRepVGG):
     def reparametrize(self):  # mobileone-pytorch's spelling
         self._deploy()

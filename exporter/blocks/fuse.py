@@ -7,11 +7,13 @@ Conv+BN: adjacent pairs in an nn.Sequential, and modules holding `conv` and `bn`
 kept only when proved).
 
 The proof is of the algebra, so it runs in float64 on a copy: the reference forward passes (one per
-probe input: the model's own size and a second size and draw) record what every rewritten module
-received and returned; each rewrite is re-run on those inputs and must agree to rtol·max(1, |y|) per
-output (a correct fusion agrees to ~1e-12 of the scale, a wrong one misses by orders of magnitude), so a
-mismatch names the first offending module in execution order. The whole model is checked last, with
-the reference's discrete selections replayed (numerics.selections). A rewrite no probe reaches is proved
+probe input: the model's own size and a second, smaller size and draw) record what every rewritten
+module received and returned on the smallest input; each rewrite is re-run on that and must agree to
+rtol·max(1, |y|) per output (a correct fusion agrees to ~1e-12 of the scale, a wrong one misses by
+orders of magnitude), so a mismatch names the first offending module in execution order. The whole
+model is checked last on every input, with the reference's discrete selections replayed
+(numerics.selections); where it is refuted and no rewrite was, every rewrite is proved again on every
+input, which names the one that is wrong at the model's own size. A rewrite no probe reaches is proved
 on an input made for it, or left unfused and reported "not proved". The fused model is returned in the
 model's own dtype, with its drift from the float64 reference (rounding, not a fusion error) reported.
 """
@@ -454,15 +456,20 @@ class Recording:
 
 
 def record(
-    root: nn.Module, paths: Sequence[str], inputs: Sequence[torch.Tensor], first: int = 0
+    root: nn.Module,
+    paths: Sequence[str],
+    inputs: Sequence[torch.Tensor],
+    first: int = 0,
+    watched: Sequence[int] | None = None,
 ) -> Recording:
-    """One forward pass per input with hooks on the modules at `paths`; ForwardFailed names the input
+    """One forward pass per input with hooks on the modules at `paths` (on the inputs of index `watched`
+    only, where given: the others record the model's outputs alone); ForwardFailed names the input
     (counted from `first`) the model failed on."""
     result = Recording([], [], [])
     for index, x in enumerate(inputs, first):
         calls: dict[str, tuple] = {}
         handles = []
-        for path in paths:
+        for path in paths if watched is None or index in watched else ():
 
             def hook(module, args, kwargs, output, path=path, calls=calls):
                 if path not in calls:
@@ -660,7 +667,9 @@ def fuse_model(
     fails, FusionFailed is raised (its `report` says why): a refuted model is never handed back, unless
     `strict=False` (the report then says ok False), for tools that tabulate failures."""
     with flush_denormals():
-        fused, report = _fuse_model(model, probes, rtol)
+        fused, report = _fuse_model(model, probes, rtol, each_on_all=False)
+        if not report.ok and report.offender is None:  # the whole model refuted: each rewrite on every input
+            fused, report = _fuse_model(model, probes, rtol, each_on_all=True)
     if strict and not report.ok:
         raise FusionFailed(report)
     return fused, report
@@ -679,13 +688,15 @@ def flush_denormals() -> Iterator[None]:
 
 
 def _fuse_model(
-    model: nn.Module, probes: torch.Tensor | Sequence[torch.Tensor], rtol: float
+    model: nn.Module, probes: torch.Tensor | Sequence[torch.Tensor], rtol: float, each_on_all: bool
 ) -> tuple[nn.Module, FuseReport]:
     """A fused copy of `model` (in its dtype, on its device; `model` is left as it was) and the report
-    proving or refuting its equality in float64, on the CPU, on each probe input: per rewritten module
-    max|y_fused − y| ≤ rtol·max(1, max|y|); for the whole model the same, or CONDITION_MARGIN times the
-    float64 rounding the model amplifies, whichever is larger (its FP32 rounding scaled by eps64/eps32:
-    a chaotic model amplifies float64 rounding as it does FP32's)."""
+    proving or refuting its equality in float64, on the CPU: per rewritten module max|y_fused − y| ≤
+    rtol·max(1, max|y|) on what it received from the last probe input (the smallest: the second is a
+    quarter of the model's size), or from every probe input where `each_on_all`; for the whole model on
+    each probe input the same, or CONDITION_MARGIN times the float64 rounding the model amplifies,
+    whichever is larger (its FP32 rounding scaled by eps64/eps32: a chaotic model amplifies float64
+    rounding as it does FP32's)."""
     inputs = [x.detach().cpu() for x in ([probes] if isinstance(probes, torch.Tensor) else probes)]
     dtype, device = model_dtype(model), model_device(model)
     work = cast(copy.deepcopy(model), PROOF_DTYPE, CPU).eval()
@@ -699,7 +710,8 @@ def _fuse_model(
     pairs = [s.path for s in plan_conv_bn(work, inputs64[-1]) if not any(_within(s.path, b) for b in blocks)]
     if _holds_tensors(model):  # caches of an earlier call (anchors by input size): made anew in
         record(work, [], inputs64[-1:], first=len(inputs64) - 1)  # float64, as the final check finds them
-    reference = recording = record(work, blocks + pairs, inputs64)
+    watched = None if each_on_all else [len(inputs64) - 1]
+    reference = recording = record(work, blocks + pairs, inputs64, watched=watched)
     unfused = _in_rounding_dtype(model)  # its rounding, before any rewrite
     rounding = [
         _rounding(unfused, x, output, picks)
@@ -711,13 +723,13 @@ def _fuse_model(
             steps = plan_blocks(work, done, report)
             if not steps:
                 break
-            recording = record(work, [s.path for s in steps], inputs64)
+            recording = record(work, [s.path for s in steps], inputs64, watched=watched)
         steps = plan_conv_bn(work, inputs64[-1])
         unrecorded = [s.path for s in steps if s.path not in pairs]
         if steps:
             calls = reference.calls
             if unrecorded:  # pairs a deploy method left: their inputs in the model as fused so far
-                found = record(work, unrecorded, inputs64).calls
+                found = record(work, unrecorded, inputs64, watched=watched).calls
                 calls = [{**a, **b} for a, b in zip(calls, found, strict=True)]
             work = _run_steps(work, steps, Recording(calls, [], []), rtol, report, done)
         _name_still_branched(model, work, reference, report)
