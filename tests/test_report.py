@@ -213,6 +213,18 @@ def edit(path, change):
     path.write_text(json.dumps(content))
 
 
+def test_a_setting_newer_than_the_baseline_compares_as_its_default(tmp_path, run_cli, baseline):
+    """A baseline written before a recipe setting existed is still comparable with a run that leaves the
+    setting at its default (the baseline's build behaved as the default); the baseline file here records
+    no openvino section at all."""
+    path, tolerances = baseline
+    assert "openvino.bf16_for" not in json.loads(path.read_text())["conditions"]["build"]
+    run = make_run(tmp_path / "newer")
+    edit(run / "manifest.json", lambda m: m["recipe"].update(openvino={"bf16_for": "this-host"}))
+    code, _, err = check(run_cli, run, path, tolerances)
+    assert code == 0, err
+
+
 @pytest.mark.parametrize(
     "file, change, named",
     [
@@ -232,6 +244,11 @@ def edit(path, change):
             "manifest.json",
             lambda m: m["recipe"]["calibration"].update(count=8),
             "the build (calibration.count: baseline 64, run 8)",
+        ),
+        (
+            "manifest.json",
+            lambda m: m["recipe"].update(openvino={"bf16_for": "another-host"}),
+            "the build (openvino.bf16_for: baseline 'this-host', run 'another-host')",
         ),
         (
             "manifest.json",

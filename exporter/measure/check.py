@@ -24,7 +24,7 @@ from exporter.core.artifacts import sha256_json, write_json
 from exporter.core.errors import UserError, read_user_file, setting
 from exporter.core.rundir import in_run, read_manifest
 from exporter.measure.report.metrics import CHECKABLE, collect
-from exporter.recipe import PATH_FIELDS
+from exporter.recipe import PATH_FIELDS, Recipe
 
 
 class Tolerance(BaseModel):
@@ -138,6 +138,17 @@ def flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def section_defaults() -> dict[str, Any]:
+    """Each setting of the recipe's sections at its default, by dotted name ('openvino.bf16_for')."""
+    return flat(
+        {
+            name: field.default.model_dump(mode="json")
+            for name, field in Recipe.model_fields.items()
+            if isinstance(field.default, BaseModel)
+        }
+    )
+
+
 def require_same_conditions(
     path: Path, recorded: object, current: dict[str, Any], run: str | Path, metrics: set[str]
 ) -> None:
@@ -158,13 +169,12 @@ def require_same_conditions(
     if metrics & LATENCY and any(v is not None for v in current["bench"].values()):
         parts.append(("bench", "the benchmark (bench.json)"))
     for part, what in parts:
-        differ = sorted(
-            k for k in {*recorded[part], *current[part]} if recorded[part].get(k) != current[part].get(k)
-        )
+        # a setting one side predates compares as its default
+        default = section_defaults() if part == "build" else {}
+        was, now = {**default, **recorded[part]}, {**default, **current[part]}
+        differ = sorted(k for k in {*was, *now} if was.get(k) != now.get(k))
         if differ:
-            sides = "; ".join(
-                f"{k}: baseline {recorded[part].get(k)!r}, run {current[part].get(k)!r}" for k in differ[:3]
-            )
+            sides = "; ".join(f"{k}: baseline {was.get(k)!r}, run {now.get(k)!r}" for k in differ[:3])
             raise UserError(
                 f"{run} and {path} differ in {what} ({sides}): their numbers are not comparable; measure the "
                 f"run as the baseline was, or accept it with {setting('update_baseline')}"
