@@ -171,6 +171,19 @@ def test_help_shows_examples(run_cli):
         assert code == 0 and "Examples:" in out and f"reparam-export {command}" in out
 
 
+def test_a_library_that_prints_on_import_leaves_doctor_json_alone(run_cli, tmp_path, monkeypatch):
+    """A library's note printed on its first import (Ultralytics creates its settings file so) goes to
+    stderr: `doctor --json`'s stdout stays JSON."""
+    from exporter.core.libraries import check_library
+
+    (tmp_path / "noisy_first_import.py").write_text("print('Creating new settings file')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = check_library("pytest", "noisy_first_import", "a role", "pip install it")
+    code, out, err = run_cli("doctor", "--json")
+    assert found.usable and "Creating new settings file" in err and code == 0
+    json.loads(out)
+
+
 def test_doctor_lists_backends(run_cli):
     code, out, _ = run_cli("doctor", "--json")
     assert code == 0

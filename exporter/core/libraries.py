@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import sys
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -40,7 +42,8 @@ def check_library(dist: str, module: str, role: str, hint: str) -> Check:
     if version is None:
         return Check(dist, "-", False, f"not installed: {hint}")
     try:
-        importlib.import_module(module)
+        with contextlib.redirect_stdout(sys.stderr):  # a note printed on first import (Ultralytics' settings)
+            importlib.import_module(module)  # is not part of a command's output (doctor --json)
     except Exception as exc:  # noqa: BLE001 - report any import failure
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         return Check(dist, version, False, f"import failed: {type(exc).__name__}: {first[:160]}")
