@@ -96,3 +96,27 @@ def test_int8_search_runs_on_its_quantizer_and_times_its_trials(built, run_cli):
     record = _manifest(built)["stages"]["onnxruntime.int8_search"]
     assert record["backend"] == "onnxruntime" and record["float_layers"] == []
     assert set(record["latency_ms"]) == {"fp32", "int8_full", "int8_partial"}
+
+
+def test_trials_scored_at_once_score_as_the_search_scores_them_here(built, tmp_path):
+    """The INT8 search's trials of one round in processes of their own (--trial-workers): each trial's
+    mAP is the one this process finds for the same float layers."""
+    from exporter.measure.evaluate import run_recipe
+    from exporter.pipeline.builder import Pipeline
+    from exporter.recipe import recipe_from_dict
+    from exporter.stages.scoring import Scorer
+    from exporter.targets.trials import scored_at_once
+
+    recipe = run_recipe(built)
+    recipe = recipe_from_dict(
+        recipe.model_dump(mode="json"), recipe.name, {"evaluation.data": "demo", "evaluation.limit": 16}
+    )
+    plan = Pipeline(recipe, tmp_path / "run").plan
+    target, model = TARGETS["onnxruntime"], built / "onnxruntime" / "model.sim.onnx"
+    method, ranges = target.search_method(recipe), plan.ranges(model)
+    quantizer = target.quantizer(model, plan.calibration_set, method, ranges)
+    convs = [names[0] for names in quantizer.graph_index.values() if names[0] not in quantizer.always_float]
+    trials = [[], convs[:3]]
+    here = [Scorer(plan.evaluation)(quantizer.runner(nodes).infer, 1)["map"] for nodes in trials]
+    scores = scored_at_once(target.quantizer, model, plan.calibration_set, method, ranges, plan.evaluation, 2)
+    assert scores(trials) == here and here[0] > 0.3, "the trained demo: the comparison means something"

@@ -19,18 +19,22 @@ from exporter.targets.openvino.quantizer import OpenVinoQuantizer
 from tests.conftest import EMBEDDED
 
 
+@pytest.mark.parametrize("width", [1, 3])
 @given(st.lists(st.integers(0, 100), min_size=1, max_size=40), st.integers(0, 100))
-def test_search_returns_the_fewest_float_layers(gains, budget):
-    """For any mAP that never drops as layers go float, the result is the smallest k within budget."""
+def test_search_returns_the_fewest_float_layers(width, gains, budget):
+    """For any mAP that never drops as layers go float, the result is the smallest k within budget,
+    whether the trials of a round are one (doubling, then bisection) or several at once."""
     maps = [0.5 + sum(gains[:k]) / 1e4 for k in range(len(gains) + 1)]
     reference = maps[-1] + 0.001
     budget_points = budget / 100
     passing = [k for k, m in enumerate(maps) if 100 * (reference - m) <= budget_points]
-    calls, asked = [], []
+    calls, rounds, asked = [], [], []
 
-    def evaluate(k):
-        calls.append(k)
-        return maps[k]
+    def evaluate(ks):
+        assert 1 <= len(ks) <= width, "a round runs up to `width` trials"
+        calls.extend(ks)
+        rounds.append(ks)
+        return [maps[k] for k in ks]
 
     def candidates():
         asked.append(len(calls))
@@ -38,19 +42,37 @@ def test_search_returns_the_fewest_float_layers(gains, budget):
 
     if not passing:
         with pytest.raises(CheckFailed, match="raise int8.accuracy_budget"):
-            search(evaluate, candidates, reference, budget_points)
+            search(evaluate, candidates, reference, budget_points, width=width)
         return
-    chosen, trials = search(evaluate, candidates, reference, budget_points)
+    chosen, trials = search(evaluate, candidates, reference, budget_points, width=width)
     assert chosen == passing[0]
     assert len(asked) == (chosen > 0), "the ranking is made once, and only when full INT8 misses"
     assert len(calls) == len(set(calls)), "a trial was evaluated twice"
-    assert len(calls) <= 2 * len(gains).bit_length() + 2
+    assert len(rounds) <= 2 * len(gains).bit_length() + 2
     assert [t.float_layers for t in trials] == sorted(calls)
+
+
+def test_wider_rounds_take_fewer_rounds():
+    """Three trials a round find the same k as one a round in fewer rounds (40 candidates, k = 27)."""
+    maps = [0.5 + 0.01 * k for k in range(41)]
+
+    def rounds_of(width):
+        rounds = []
+
+        def evaluate(ks):
+            rounds.append(ks)
+            return [maps[k] for k in ks]
+
+        chosen, _ = search(evaluate, lambda: 40, maps[-1], 100 * (maps[-1] - maps[27]), width=width)
+        return chosen, len(rounds)
+
+    (one, many), (three, fewer) = rounds_of(1), rounds_of(3)
+    assert one == three == 27 and fewer < many, (many, fewer)
 
 
 def test_search_without_candidates_fails_with_the_fix():
     with pytest.raises(CheckFailed, match="all 0 searchable layers"):
-        search(lambda k: 0.70, lambda: 0, 0.75, 0.5)
+        search(lambda ks: [0.70] * len(ks), lambda: 0, 0.75, 0.5)
 
 
 def test_layers_map_to_graph_nodes_by_weights(tmp_path):

@@ -93,9 +93,9 @@ def load(values: dict[str, Any], **fixed: Any):
     return resolve_recipe(values.get("recipe_path"), overrides.pop("model.builder", None), overrides)
 
 
-def pipeline(recipe, run_dir: Path | None, force: bool):
+def pipeline(recipe, run_dir: Path | None, force: bool, trial_workers: int = 1):
     from exporter.pipeline.builder import Pipeline
 
     if run_dir is not None and Path(run_dir).exists() and not Path(run_dir).is_dir():
         raise UserError(f"--run-dir {run_dir} is a file; pass a folder (new or an earlier run's)")
-    return Pipeline(recipe, run_dir, force=force, console=console)
+    return Pipeline(recipe, run_dir, force=force, console=console, trial_workers=trial_workers)

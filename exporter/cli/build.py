@@ -18,6 +18,7 @@ from exporter.core.errors import UserError
 @options.CALIBRATION
 @options.EVALUATION
 @options.budget()
+@options.TRIAL_WORKERS
 @options.option(
     "--trt-end2end-nms",
     field="tensorrt.end2end_nms",
@@ -25,7 +26,7 @@ from exporter.core.errors import UserError
     default=None,
     help="TensorRT: append EfficientNMS_TRT (corner boxes) to a decoded scores/boxes head.",
 )
-def build(**values):
+def build(trial_workers, **values):
     """Run every stage: fuse, export ONNX, simplify, then the targets.
 
     \b
@@ -46,7 +47,7 @@ def build(**values):
             f"warning: {flags[field]} has no effect on this build (targets {', '.join(recipe.targets)}, "
             f"precisions {', '.join(recipe.precisions)})"
         )
-    run = pipeline(recipe, values["run_dir"], values["force"])
+    run = pipeline(recipe, values["run_dir"], values["force"], trial_workers)
     artifacts = run.build()
     for key, result in artifacts.items():
         say(f"built {recipe.name} {key}: {result.output}")
@@ -166,9 +167,10 @@ def sensitivity(top, **values):
     "by onnxruntime).",
 )
 @options.budget(default=0.5, show_default=True)
+@options.TRIAL_WORKERS
 @options.CALIBRATION
 @options.EVALUATION
-def bench_int8(backend, **values):
+def bench_int8(backend, trial_workers, **values):
     """FP32 vs full INT8 vs partial INT8 (fewest float layers within the budget): mAP and latency.
 
     The search measures all three in one run on this machine (OpenVINO CPU latency, p50, batch 1);
@@ -185,7 +187,7 @@ def bench_int8(backend, **values):
     from exporter.targets import TARGETS
 
     recipe = load(values, targets=[backend], precisions=["int8"])
-    run = pipeline(recipe, values["run_dir"], values["force"])
+    run = pipeline(recipe, values["run_dir"], values["force"], trial_workers)
     run.check()
     target = TARGETS[backend]
     with timing("bench-int8"):

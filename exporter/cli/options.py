@@ -215,6 +215,16 @@ SHARDS = click.option(
 )
 
 
+TRIAL_WORKERS = click.option(
+    "--trial-workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="INT8 search: trials of one round built and scored at once, each in a local process (the same "
+    "float layers where mAP never drops as layers go float; with 1: doubling, then bisection).",
+)
+
+
 def budget(**kwargs) -> Decorator:
     return option(
         "--int8-accuracy-budget",

@@ -48,21 +48,28 @@ class Trial:
 
 
 def search(
-    evaluate: Callable[[int], float],
+    evaluate: Callable[[list[int]], list[float]],
     candidates: Callable[[], int],
     reference_map: float,
     budget_points: float,
     report: Callable[[Trial], None] = lambda trial: None,
+    width: int = 1,
 ) -> tuple[int, list[Trial]]:
     """The smallest k (top-k candidates in float) whose mAP is within the budget, and every trial;
-    `candidates()` (their number) is asked only when k = 0 misses the budget."""
+    `candidates()` (their number) is asked only when k = 0 misses the budget. `evaluate(ks)` scores the
+    trials of one round, up to `width` of them (run at once where it can): the next `width` of k = 1, 2,
+    4, … until one passes, then `width` points spread over the bracket between the largest failing and the
+    smallest passing k; with a width of 1, doubling then bisection. Where mAP never drops as layers go
+    float, every width finds the same k."""
     trials: dict[int, Trial] = {}
 
-    def passes(k: int) -> bool:
-        if k not in trials:
-            found = evaluate(k)
+    def run(ks: list[int]) -> None:
+        new = [k for k in dict.fromkeys(ks) if k not in trials]
+        for k, found in zip(new, evaluate(new), strict=True):
             trials[k] = Trial(k, found, 100 * (reference_map - found))
             report(trials[k])
+
+    def passes(k: int) -> bool:
         return trials[k].within(budget_points)
 
     def tried() -> list[Trial]:
@@ -75,19 +82,31 @@ def search(
             f"{setting('int8.accuracy_budget')} or ship FP16"
         )
 
+    run([0])
     if passes(0):
         return 0, tried()
     count = candidates()
     if count == 0:
         raise unreachable(0)
-    low, high = 0, 1
-    while not passes(high):
-        if high == count:
-            raise unreachable(high)
-        low, high = high, min(2 * high, count)
+    doubling = [min(2**i, count) for i in range(count.bit_length() + 1)]
+    doubling = list(dict.fromkeys(doubling))  # 1, 2, 4, …, count
+    low, high = 0, None
+    while high is None:
+        untried = [k for k in doubling if k > low][:width]
+        run(untried)
+        passing = [k for k in untried if passes(k)]
+        if passing:
+            high = min(passing)
+            low = max([low] + [k for k in untried if k < high])
+        elif untried[-1] == count:
+            raise unreachable(count)
+        else:
+            low = untried[-1]
     while high - low > 1:
-        middle = (low + high) // 2
-        low, high = (low, middle) if passes(middle) else (middle, high)
+        points = sorted({low + (high - low) * (i + 1) // (width + 1) for i in range(width)} - {low, high})
+        run(points)
+        high = min([high] + [k for k in points if passes(k)])
+        low = max([low] + [k for k in points if k < high])
     return high, tried()
 
 
@@ -167,9 +186,12 @@ def run(
     sensitivity_json: Callable[[], Path],
     out: Path,
     say: Callable[[str], None] = lambda line: None,
+    at_once: tuple[int, Callable[[list[list[str]]], list[float]]] | None = None,
 ) -> SearchRecord:
     """Search the float layers for the budget; writes and returns the record. `sensitivity_json()`
-    makes the ranking, asked for only when full INT8 misses the budget."""
+    makes the ranking, asked for only when full INT8 misses the budget. `at_once`: (width, scores) where
+    `scores(float node lists)` scores that many trials at once (each in a process of its own): every
+    round of the search then runs `width` trials (the same result; exporter.targets.trials)."""
     budget = settings.budget_points
     layers: list[str] = []
     nodes: list[str] = []
@@ -190,9 +212,12 @@ def run(
     # search ends (it only narrows); the others are dropped as soon as they are scored (models can be large)
     runners: dict[int, Any] = {}
 
-    def evaluate(k: int) -> float:
-        runners[k] = quantizer.runner(nodes[:k])
-        return score(runners[k].infer, 1)["map"]
+    def evaluate(ks: list[int]) -> list[float]:
+        if at_once is not None and len(ks) > 1:
+            return at_once[1]([nodes[:k] for k in ks])
+        for k in ks:
+            runners[k] = quantizer.runner(nodes[:k])
+        return [score(runners[k].infer, 1)["map"] for k in ks]
 
     def report(trial: Trial) -> None:
         say(
@@ -204,9 +229,10 @@ def run(
             return
         stale = [j for j in runners if j not in (0, k)] if trial.within(budget) else [k]
         for j in stale:
-            del runners[j]
+            runners.pop(j, None)  # a trial scored in another process left none here
 
-    chosen, trials = search(evaluate, rank, reference_map, budget, report)
+    width = at_once[0] if at_once is not None else 1
+    chosen, trials = search(evaluate, rank, reference_map, budget, report, width)
     record: dict[str, Any] = {
         "backend": quantizer.backend,
         "budget_points": budget,
@@ -224,7 +250,8 @@ def run(
     record["drop_points"] = 100 * (reference_map - record["partial_int8_map"])
     if quantizer.latency_note is None:
         probe = probe_input(settings.input_size, settings.preprocess, settings.seed, batch=1).numpy()
-        compared = {"fp32": fp32, "int8_full": runners[0], "int8_partial": runners[chosen]}
+        partial = runners[chosen] if chosen in runners else quantizer.runner(nodes[:chosen])
+        compared = {"fp32": fp32, "int8_full": runners[0], "int8_partial": partial}
         timed = side_by_side(
             {name: lambda r=r: r.infer(probe) for name, r in compared.items()}, 3, LATENCY_SECONDS
         )

@@ -25,12 +25,14 @@ from exporter.stages import export_onnx, fuse, partial_int8, sensitivity, simpli
 from exporter.stages.graph import Call, Node, Result, fixed
 from exporter.stages.scoring import EvaluationSettings
 from exporter.targets.target import Target
+from exporter.targets.trials import scored_at_once
 
 
 class Plan:
-    def __init__(self, recipe: Recipe, root: Path):
+    def __init__(self, recipe: Recipe, root: Path, trial_workers: int = 1):
         self.recipe = recipe
         self.root = root
+        self.trial_workers = trial_workers  # INT8 search trials of a round scored at once (the same result)
         self.warnings: list[tuple[str, str]] = []  # (its list in the manifest, warning) found while planning
         self.notes: dict[str, Any] = {}  # run-level manifest fields the targets declare
         self.extras: list[Node] = []  # nodes to run whose outputs are not artifacts (bundles, packages)
@@ -195,10 +197,24 @@ class Plan:
 
         def run(call: Call) -> dict[str, Any]:
             model = call.inputs["onnx"]
-            quantizer = target.quantizer(model, chosen, call.settings.method, self.ranges(model))
+            ranges = self.ranges(model)
+            quantizer = target.quantizer(model, chosen, call.settings.method, ranges)
+            at_once = None
+            if self.trial_workers > 1:
+                method, evaluation = call.settings.method, call.settings.evaluation
+                scores = scored_at_once(
+                    target.quantizer, model, chosen, method, ranges, evaluation, self.trial_workers
+                )
+                at_once = (self.trial_workers, scores)
             sensitivity_json = call.later["sensitivity"]
             return partial_int8.run(
-                call.settings, quantizer, call.inputs["fused"], sensitivity_json, call.output, call.say
+                call.settings,
+                quantizer,
+                call.inputs["fused"],
+                sensitivity_json,
+                call.output,
+                call.say,
+                at_once,
             )
 
         return self._once(
