@@ -187,3 +187,27 @@ def test_a_benchmark_task_holds_a_whole_node():
 
     assert whole_node(Cluster, tensorrt=False) == {"num_cpus": 8.0}
     assert whole_node(Cluster, tensorrt=True) == {"num_cpus": 4.0, "resources": {"tensorrt": 1}}
+
+
+def test_a_matrix_hands_its_int8_trial_workers_to_each_model_build(run_cli, tmp_path, monkeypatch):
+    """--trial-workers reaches each model's pipeline: local processes here, Ray tasks in a matrix on Ray."""
+    import exporter.pipeline.builder as builder
+    from exporter.core.errors import UserError
+    from exporter.pipeline.matrix import build_model, calls_of
+    from exporter.recipe import load_recipe
+
+    seen = []
+
+    def pipeline(recipe, run, **kwargs):
+        seen.append(kwargs)
+        raise UserError("planned only")
+
+    monkeypatch.setattr(builder, "Pipeline", pipeline)
+    good, _ = recipes(tmp_path)
+    code, _, err = run_cli(
+        "matrix", "--recipe", str(good), "--trial-workers", "3", "--out", str(tmp_path / "m")
+    )
+    assert code == 1 and "planned only" in (tmp_path / "m" / "matrix.md").read_text(), err
+    (call,) = calls_of([load_recipe(good)], tmp_path / "r", 1, 3, True)
+    build_model(*call)
+    assert [(s["trial_workers"], s["trials_on_ray"]) for s in seen] == [(3, False), (3, True)]

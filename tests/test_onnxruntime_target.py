@@ -99,8 +99,8 @@ def test_int8_search_runs_on_its_quantizer_and_times_its_trials(built, run_cli):
 
 
 def test_trials_scored_at_once_score_as_the_search_scores_them_here(built, tmp_path):
-    """The INT8 search's trials of one round in processes of their own (--trial-workers): each trial's
-    mAP is the one this process finds for the same float layers."""
+    """The INT8 search's trials of one round in processes of their own (--trial-workers), or as Ray tasks
+    (a matrix on Ray): each trial's mAP is the one this process finds for the same float layers."""
     from exporter.measure.evaluate import run_recipe
     from exporter.pipeline.builder import Pipeline
     from exporter.recipe import recipe_from_dict
@@ -118,5 +118,13 @@ def test_trials_scored_at_once_score_as_the_search_scores_them_here(built, tmp_p
     convs = [names[0] for names in quantizer.graph_index.values() if names[0] not in quantizer.always_float]
     trials = [[], convs[:3]]
     here = [Scorer(plan.evaluation)(quantizer.runner(nodes).infer, 1)["map"] for nodes in trials]
-    scores = scored_at_once(target.quantizer, model, plan.calibration_set, method, ranges, plan.evaluation, 2)
-    assert scores(trials) == here and here[0] > 0.3, "the trained demo: the comparison means something"
+    arguments = (target.quantizer, model, plan.calibration_set, method, ranges, plan.evaluation, 2)
+    assert scored_at_once(*arguments)(trials) == here and here[0] > 0.3, (
+        "the trained demo: it means something"
+    )
+    ray = pytest.importorskip("ray", reason="pip install 'reparam-export[cluster]'")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        assert scored_at_once(*arguments, on_ray=True)(trials) == here
+    finally:
+        ray.shutdown()

@@ -223,6 +223,7 @@ def bench_int8(backend, trial_workers, **values):
     "a remote cluster whose nodes all read --out and import the models' builders).",
 )
 @options.SHARDS
+@options.TRIAL_WORKERS
 @click.option(
     "--bench",
     is_flag=True,
@@ -236,7 +237,7 @@ def bench_int8(backend, trial_workers, **values):
     type=click.Path(file_okay=False, path_type=Path),
     help="Where each model's run directory and the summary (matrix.json, matrix.md) go.",
 )
-def matrix(recipes, workers, cluster, shards, bench, out, **values):
+def matrix(recipes, workers, cluster, shards, trial_workers, bench, out, **values):
     """Build every model × target × precision cell: each model's stage graph once (its fuse and export are
     shared by its cells) in a run directory named by its recipe's digest, models in parallel; a model that
     fails is one line in the summary and the others finish (exit 1 then).
@@ -262,7 +263,7 @@ def matrix(recipes, workers, cluster, shards, bench, out, **values):
     if twice:
         raise UserError(f"two recipes are named '{twice[0]}': give each model's recipe its own name")
     with timing("matrix"):
-        cells = run_matrix(loaded, out, workers, cluster, shards, bench)
+        cells = run_matrix(loaded, out, workers, cluster, shards, bench, trial_workers)
     summary, table, page = write_summary(cells, out)
     for cell in cells:
         detail = cell.error if cell.status == "failed" else cell.artifact or ""

@@ -220,8 +220,9 @@ TRIAL_WORKERS = click.option(
     default=1,
     show_default=True,
     type=click.IntRange(min=1),
-    help="INT8 search: trials of one round built and scored at once, each in a local process (the same "
-    "float layers where mAP never drops as layers go float; with 1: doubling, then bisection).",
+    help="INT8 search: trials of one round built and scored at once, each in a local process (in a matrix "
+    "on Ray: a Ray task); the same float layers where mAP never drops as layers go float; with 1: "
+    "doubling, then bisection.",
 )
 
 

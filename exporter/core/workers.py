@@ -34,3 +34,13 @@ def in_processes(function: Callable[..., Any], calls: Sequence[tuple], workers: 
     with ProcessPoolExecutor(count, mp_context=context, initializer=initializer, initargs=threads) as pool:
         futures = [pool.submit(function, *call) for call in calls]
         return [future.result() for future in futures]
+
+
+def as_ray_tasks(function: Callable[..., Any], calls: Sequence[tuple]) -> list[Any]:
+    """`function(*call)` for every call as a task of the Ray cluster this process belongs to (a task of a
+    matrix on Ray, or a driver that joined one), results in the order of the calls. `function` must be
+    importable by name on every node."""
+    import ray
+
+    task = ray.remote(function)
+    return ray.get([task.remote(*call) for call in calls])

@@ -100,12 +100,13 @@ class Pipeline:
         console: Console | None = None,
         shards: int = 1,
         trial_workers: int = 1,
+        trials_on_ray: bool = False,
     ):
         self.recipe = recipe
         self.shards = shards  # local processes the evaluation splits its images over
         self.run = RunDir(run_dir or Path("runs") / recipe.name, force)
         self.console = console or Console(stderr=True, quiet=True)
-        self.plan = Plan(recipe, self.run.root, trial_workers)
+        self.plan = Plan(recipe, self.run.root, trial_workers, trials_on_ray)
         self.runner = Runner(self.run, force, self.console, self.say)
         self._warned = 0  # the plan's warnings printed so far
         self._recorded: dict[str, list[str]] = {}  # manifest field -> the warnings of this build

@@ -64,10 +64,13 @@ def cells_of(recipe: Recipe, run: Path, status: str, **fields: Any) -> list[Cell
     ]
 
 
-def build_model(recipe_json: dict[str, Any], run: str, shards: int = 1) -> list[dict[str, Any]]:
+def build_model(
+    recipe_json: dict[str, Any], run: str, shards: int = 1, trial_workers: int = 1, on_ray: bool = False
+) -> list[dict[str, Any]]:
     """Build one model's cells in this process (and score them where its recipe names evaluation data, as
-    `build` does, its images split over `shards` local processes); a refusal or a failed check is its
-    cells' one-line error. Importable by name: the worker function of a matrix."""
+    `build` does, its images split over `shards` local processes; its INT8 search's trials `trial_workers`
+    a round, each a local process or, `on_ray`, a Ray task); a refusal or a failed check is its cells'
+    one-line error. Importable by name: the worker function of a matrix."""
     from exporter.core.rundir import read_manifest
     from exporter.measure.report.render import write_report
     from exporter.pipeline.builder import Pipeline
@@ -83,7 +86,8 @@ def build_model(recipe_json: dict[str, Any], run: str, shards: int = 1) -> list[
         }
     )
     try:
-        built = Pipeline(offered, run, shards=shards).build()  # and evaluated where it names data
+        pipeline = Pipeline(offered, run, shards=shards, trial_workers=trial_workers, trials_on_ray=on_ray)
+        built = pipeline.build()  # and evaluated where it names data
         scored = Path(run) / "eval.json"
         results = json.loads(scored.read_text())["results"] if recipe.evaluation.data is not None else {}
         page = write_report(Path(run))["html"].relative_to(run).as_posix()  # the model's own report
@@ -137,13 +141,15 @@ def run_matrix(
     cluster: str = LOCAL,
     shards: int = 1,
     bench: bool = False,
+    trial_workers: int = 1,
 ) -> list[Cell]:
     """Every model's cells: on up to `workers` local processes (1: in this one, in order), or as tasks of
     a Ray cluster (`cluster`: 'ray' starts or joins one here, 'ray://HOST:PORT' a remote one), whose nodes
-    must all read `root`; each model's evaluation split over `shards` processes where it runs. With
+    must all read `root`; each model's evaluation split over `shards` processes where it runs, its INT8
+    search's trials `trial_workers` a round (local processes, or Ray tasks on Ray). With
     `bench`, once every model is built, each built model's artifacts are timed on a worker of their own:
     in this process here, or a Ray task holding a whole node, one model after another."""
-    calls = calls_of(recipes, root, shards)
+    calls = calls_of(recipes, root, shards, trial_workers, cluster != LOCAL)
     if cluster != LOCAL:
         found = on_ray(calls, recipes, cluster, bench)
     else:
@@ -171,10 +177,14 @@ def timed_cells(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**c, "p50_ms": timed.get(f"{c['target']}.{c['precision']}", {}).get("p50_ms")} for c in cells]
 
 
-def calls_of(recipes: list[Recipe], root: Path, shards: int = 1) -> list[tuple[dict[str, Any], str, int]]:
-    """`build_model`'s arguments for each recipe: the recipe as JSON, its run directory under `root` and
-    the evaluation's shards."""
-    return [(r.model_dump(mode="json"), str(run_directory(r, root.resolve())), shards) for r in recipes]
+def calls_of(recipes: list[Recipe], root: Path, shards: int, trial_workers: int, on_ray: bool) -> list[tuple]:
+    """`build_model`'s arguments for each recipe: the recipe as JSON, its run directory under `root`, the
+    evaluation's shards, the INT8 search's trials a round and whether they are Ray tasks."""
+    run = [str(run_directory(r, root.resolve())) for r in recipes]
+    return [
+        (r.model_dump(mode="json"), d, shards, trial_workers, on_ray)
+        for r, d in zip(recipes, run, strict=True)
+    ]
 
 
 def on_ray(

@@ -89,7 +89,7 @@ def timed_in_processes(recipes: list[Recipe], workers: int, work: Path) -> float
 
     out = work / f"processes-{workers}"
     shutil.rmtree(out, ignore_errors=True)
-    calls = calls_of(recipes, out)
+    calls = calls_of(recipes, out, 1, 1, False)
     start = time.perf_counter()
     in_processes(build_model, calls, workers)
     return time.perf_counter() - start

@@ -29,10 +29,11 @@ from exporter.targets.trials import scored_at_once
 
 
 class Plan:
-    def __init__(self, recipe: Recipe, root: Path, trial_workers: int = 1):
+    def __init__(self, recipe: Recipe, root: Path, trial_workers: int = 1, trials_on_ray: bool = False):
         self.recipe = recipe
         self.root = root
         self.trial_workers = trial_workers  # INT8 search trials of a round scored at once (the same result)
+        self.trials_on_ray = trials_on_ray  # each as a Ray task, not a local process
         self.warnings: list[tuple[str, str]] = []  # (its list in the manifest, warning) found while planning
         self.notes: dict[str, Any] = {}  # run-level manifest fields the targets declare
         self.extras: list[Node] = []  # nodes to run whose outputs are not artifacts (bundles, packages)
@@ -203,8 +204,9 @@ class Plan:
             if self.trial_workers > 1:
                 method, evaluation = call.settings.method, call.settings.evaluation
                 scores = scored_at_once(
-                    target.quantizer, model, chosen, method, ranges, evaluation, self.trial_workers
-                )
+                    target.quantizer, model, chosen, method, ranges, evaluation, self.trial_workers,
+                    self.trials_on_ray,
+                )  # fmt: skip
                 at_once = (self.trial_workers, scores)
             sensitivity_json = call.later["sensitivity"]
             return partial_int8.run(
