@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -19,9 +20,14 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"
 
 
 def _share_cores(threads: int) -> None:
-    """In a fresh worker, before the work's libraries are imported: their thread pools this many wide."""
+    """In a fresh worker: the work's thread pools this many wide. Libraries imported later read the
+    variables; torch, when the spawned worker already imported it (re-importing the main module of this
+    process does), is told directly, or each worker would run one thread per core."""
     for name in THREAD_VARIABLES:
         os.environ[name] = str(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
 
 
 def in_processes(function: Callable[..., Any], calls: Sequence[tuple], workers: int) -> list[Any]:
