@@ -3,6 +3,7 @@ a single process builds, a failing model one line in the summary while the other
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -145,7 +146,7 @@ def test_a_model_whose_ray_worker_dies_is_built_again_to_the_same_bytes(run_cli,
 
 
 def test_bench_matrix_judges_speed_up_and_overhead_against_its_goals():
-    from exporter.studies.matrix import Timed, verdicts
+    from exporter.studies.matrix import ONE_THREAD, Timed, verdicts
 
     found = [
         Timed("in-process", 1, 8.0),
@@ -158,6 +159,9 @@ def test_bench_matrix_judges_speed_up_and_overhead_against_its_goals():
     assert alone == "in this process: 8.0 s for 4 models (2.00 s each)"
     assert "speed-up 1.82x (met, goal 1.6x); overhead 0.50 s per model (met" in processes
     assert "speed-up 1.17x (NOT met, goal 1.6x); overhead 1.50 s per model (NOT met" in ray
+    # a Ray task of one CPU runs torch on one thread: its overhead is against this process on one thread
+    *_, ray = verdicts([*found, Timed(ONE_THREAD, 1, 12.0)], 4)
+    assert "overhead 0.50 s per model (met, goal under 1 s, against one thread here)" in ray
 
 
 def test_a_matrix_scores_on_shards_and_times_each_model_on_a_worker_of_its_own(run_cli, tmp_path):
@@ -211,3 +215,22 @@ def test_a_matrix_hands_its_int8_trial_workers_to_each_model_build(run_cli, tmp_
     (call,) = calls_of([load_recipe(good)], tmp_path / "r", 1, 3, True)
     build_model(*call)
     assert [(s["trial_workers"], s["trials_on_ray"]) for s in seen] == [(3, False), (3, True)]
+
+
+def test_a_worker_that_imported_torch_before_its_share_of_cores_runs_that_many_threads(monkeypatch):
+    """A spawned worker re-imports this process's main module (the CLI imports torch) before it is told
+    its share of the cores: torch, already imported, gets the share directly, not one thread per core
+    (two workers on two cores each spinning two threads ran a matrix three times slower)."""
+    import torch
+
+    from exporter.core import workers
+
+    for name in workers.THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # as on a two-core machine
+        workers._share_cores(1)
+        assert torch.get_num_threads() == 1 and all(os.environ[n] == "1" for n in workers.THREAD_VARIABLES)
+    finally:
+        torch.set_num_threads(threads)

@@ -22,9 +22,12 @@ GOAL_OVERHEAD_S = 1.0  # per model, on top of its build
 WIDTH = 48  # the embedded detector's base width: a few seconds of fuse, proof and export per model
 
 
+ONE_THREAD = "in-process, one thread"  # the work as a Ray task of one CPU does it (Ray sets 1 thread)
+
+
 @dataclass(frozen=True)
 class Timed:
-    executor: str  # in-process, processes, ray
+    executor: str  # in-process, ONE_THREAD, processes, ray
     workers: int
     seconds: float
 
@@ -44,9 +47,9 @@ def models(count: int, size: int) -> list[Recipe]:
     ]
 
 
-def timed(recipes: list[Recipe], workers: int, cluster: str, work: Path) -> float:
-    """Wall seconds of the matrix of `recipes` from empty run directories; any failed model refused."""
-    out = work / f"{cluster}-{workers}"
+def timed(recipes: list[Recipe], workers: int, cluster: str, out: Path) -> float:
+    """Wall seconds of the matrix of `recipes` from empty run directories in `out`; any failed model
+    refused."""
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
     cells = run_matrix(recipes, out, workers, cluster)
@@ -63,21 +66,36 @@ def on_ray(recipes: list[Recipe], cpus: int, work: Path) -> float:
 
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        return timed(recipes, cpus, "ray", work)
+        return timed(recipes, cpus, "ray", work / f"ray-{cpus}")
     finally:
         ray.shutdown()
 
 
+def one_thread(recipes: list[Recipe], work: Path) -> float:
+    """The matrix in this process with torch on one thread, as in a Ray task of one CPU (OMP_NUM_THREADS=1
+    there): what Ray's overhead is measured against."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return timed(recipes, 1, LOCAL, work / "one-thread")
+    finally:
+        torch.set_num_threads(threads)
+
+
 def bench_matrix(count: int, workers: int, size: int) -> list[Timed]:
     """The matrix of `count` models in this process, on 1 and `workers` processes, and on a local Ray with
-    1 and `workers` CPUs where Ray is installed."""
+    1 and `workers` CPUs where Ray is installed (and then in this process on one thread, as Ray's tasks
+    run)."""
     recipes = models(count, size)
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
-        found = [Timed("in-process", 1, timed(recipes, 1, LOCAL, work))]
+        found = [Timed("in-process", 1, timed(recipes, 1, LOCAL, work / "in-process"))]
         found.append(Timed("processes", 1, timed_in_processes(recipes, 1, work)))
         found.append(Timed("processes", workers, timed_in_processes(recipes, workers, work)))
         if importlib.util.find_spec("ray") is not None:
+            found.append(Timed(ONE_THREAD, 1, one_thread(recipes, work)))
             found += [Timed("ray", n, on_ray(recipes, n, work)) for n in (1, workers)]
     return found
 
@@ -96,16 +114,22 @@ def timed_in_processes(recipes: list[Recipe], workers: int, work: Path) -> float
 
 
 def verdicts(found: list[Timed], count: int) -> list[str]:
-    """Speed-up of N workers over 1 and overhead per model, per executor, against the goals."""
+    """Speed-up of N workers over 1 and overhead per model, per executor, against the goals: the overhead
+    of one worker over this process doing the same work on as many threads (a process: all the cores;
+    a Ray task of one CPU: one thread)."""
     alone = next(t.seconds for t in found if t.executor == "in-process")
     lines = [f"in this process: {alone:.1f} s for {count} models ({alone / count:.2f} s each)"]
+    single = next((t.seconds for t in found if t.executor == ONE_THREAD), None)
+    if single is not None:
+        lines.append(f"in this process on one thread: {single:.1f} s ({single / count:.2f} s each)")
     for executor in ("processes", "ray"):
         runs = sorted((t for t in found if t.executor == executor), key=lambda t: t.workers)
         if len(runs) < 2:
             continue
         one, many = runs[0], runs[-1]
         speedup = one.seconds / many.seconds
-        overhead = (one.seconds - alone) / count
+        threaded = executor == "ray" and single is not None  # a Ray task of one CPU runs one thread
+        overhead = (one.seconds - (single if threaded else alone)) / count
         goal = GOAL_EFFICIENCY * many.workers
         fast = "met" if speedup >= goal else "NOT met"
         light = "met" if overhead <= GOAL_OVERHEAD_S else "NOT met"
@@ -113,6 +137,6 @@ def verdicts(found: list[Timed], count: int) -> list[str]:
             f"{executor}: 1 worker {one.seconds:.1f} s, {many.workers} workers {many.seconds:.1f} s: "
             "speed-up "
             f"{speedup:.2f}x ({fast}, goal {goal:.1f}x); overhead {overhead:.2f} s per model ({light}, goal "
-            f"under {GOAL_OVERHEAD_S:g} s)"
+            f"under {GOAL_OVERHEAD_S:g} s{', against one thread here' if threaded else ''})"
         )
     return lines
