@@ -119,12 +119,13 @@ def test_trials_scored_at_once_score_as_the_search_scores_them_here(built, tmp_p
     trials = [[], convs[:3]]
     here = [Scorer(plan.evaluation)(quantizer.runner(nodes).infer, 1)["map"] for nodes in trials]
     arguments = (target.quantizer, model, plan.calibration_set, method, ranges, plan.evaluation, 2)
-    assert scored_at_once(*arguments)(trials) == here and here[0] > 0.3, (
-        "the trained demo: it means something"
-    )
+    with scored_at_once(*arguments) as scores:
+        assert scores(trials) == here and here[0] > 0.3, "the trained demo: the comparison means something"
+        assert scores(trials[::-1]) == here[::-1], "a worker's kept quantizer scores its next trial alike"
     ray = pytest.importorskip("ray", reason="pip install 'reparam-export[cluster]'")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        assert scored_at_once(*arguments, on_ray=True)(trials) == here
+        with scored_at_once(*arguments, on_ray=True) as scores:
+            assert scores(trials) == here
     finally:
         ray.shutdown()

@@ -3,10 +3,11 @@ thread pool or lock of this process is inherited), results in the order of the c
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -30,16 +31,30 @@ def _share_cores(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def in_processes(function: Callable[..., Any], calls: Sequence[tuple], workers: int) -> list[Any]:
-    """`function(*call)` for every call, in up to `workers` processes that share this machine's cores
-    (each one's thread pools threads_each wide); an exception of one is raised here (the first in call
-    order), after every call ended. `function` must be importable by name."""
+Map = Callable[[Callable[..., Any], Sequence[tuple]], list[Any]]  # (function, calls) -> results in order
+
+
+@contextlib.contextmanager
+def process_pool(workers: int) -> Iterator[Map]:
+    """A map over `workers` local processes that share this machine's cores (each one's thread pools
+    threads_each wide), kept for every map inside the block: a process imports its libraries once, and
+    what it caches stays. `function(*call)` for every call; an exception of one is raised at the map (the
+    first in call order), after every call ended. `function` must be importable by name."""
     context = multiprocessing.get_context("spawn")
-    count = min(workers, len(calls))
-    initializer, threads = _share_cores, (threads_each(count),)
-    with ProcessPoolExecutor(count, mp_context=context, initializer=initializer, initargs=threads) as pool:
-        futures = [pool.submit(function, *call) for call in calls]
-        return [future.result() for future in futures]
+    initializer, threads = _share_cores, (threads_each(workers),)
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=initializer, initargs=threads) as pool:
+
+        def run(function: Callable[..., Any], calls: Sequence[tuple]) -> list[Any]:
+            futures = [pool.submit(function, *call) for call in calls]
+            return [future.result() for future in futures]
+
+        yield run
+
+
+def in_processes(function: Callable[..., Any], calls: Sequence[tuple], workers: int) -> list[Any]:
+    """`function(*call)` for every call, in up to `workers` processes of a process_pool of their own."""
+    with process_pool(min(workers, len(calls))) as run:
+        return run(function, calls)
 
 
 def as_ray_tasks(function: Callable[..., Any], calls: Sequence[tuple]) -> list[Any]:

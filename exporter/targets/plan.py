@@ -200,24 +200,31 @@ class Plan:
             model = call.inputs["onnx"]
             ranges = self.ranges(model)
             quantizer = target.quantizer(model, chosen, call.settings.method, ranges)
-            at_once = None
-            if self.trial_workers > 1:
-                method, evaluation = call.settings.method, call.settings.evaluation
-                scores = scored_at_once(
-                    target.quantizer, model, chosen, method, ranges, evaluation, self.trial_workers,
-                    self.trials_on_ray,
-                )  # fmt: skip
-                at_once = (self.trial_workers, scores)
             sensitivity_json = call.later["sensitivity"]
-            return partial_int8.run(
-                call.settings,
-                quantizer,
-                call.inputs["fused"],
-                sensitivity_json,
-                call.output,
-                call.say,
-                at_once,
-            )
+            method, evaluation = call.settings.method, call.settings.evaluation
+            if self.trial_workers == 1:
+                return partial_int8.run(
+                    call.settings, quantizer, call.inputs["fused"], sensitivity_json, call.output, call.say
+                )
+            with scored_at_once(
+                target.quantizer,
+                model,
+                chosen,
+                method,
+                ranges,
+                evaluation,
+                self.trial_workers,
+                self.trials_on_ray,
+            ) as scores:  # workers kept for the whole search
+                return partial_int8.run(
+                    call.settings,
+                    quantizer,
+                    call.inputs["fused"],
+                    sensitivity_json,
+                    call.output,
+                    call.say,
+                    (self.trial_workers, scores),
+                )
 
         return self._once(
             Node(
