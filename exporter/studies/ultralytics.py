@@ -72,6 +72,7 @@ def ultralytics_exports(
     from ultralytics import YOLO
 
     logging.getLogger("nncf").setLevel(logging.WARNING)
+    ov_backend.decline_telemetry()  # Ultralytics converts with OpenVINO's converter too
 
     from exporter.data.yolo import split_images
 

@@ -94,6 +94,7 @@ def quantize(
     import logging
 
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # nncf imports it; no GPU here
+    ov_backend.decline_telemetry()
     import nncf
 
     nncf.set_log_level(logging.WARNING)
@@ -175,7 +176,7 @@ class PackageRecord(Record):
 def run(settings: IrSettings, onnx_path: Path, fused_pt: Path, out: Path) -> IrRecord:
     import openvino as ov
 
-    model = ov.convert_model(str(onnx_path))
+    model = ov_backend.convert(onnx_path)
     precision = settings.precision
     record: dict[str, Any] = {"precision": precision}
     if precision == "int8":

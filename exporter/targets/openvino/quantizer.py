@@ -24,9 +24,7 @@ class OpenVinoQuantizer:
         self.always_float = set(openvino_head_tail(model))
 
     def convert(self):
-        import openvino as ov
-
-        return ov.convert_model(str(self.onnx_path))
+        return runtime.convert(self.onnx_path)
 
     def runner(self, float_nodes: list[str] | None):
         """The FP32 model (None) or the INT8 model with `float_nodes` in float too."""

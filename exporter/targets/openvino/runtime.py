@@ -4,6 +4,7 @@ in its layers (mark_precise), for consumers that compile it with OpenVINO's defa
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
@@ -12,6 +13,29 @@ from pathlib import Path
 import numpy as np
 
 PRECISION_HINTS = {"fp32": "f32", "fp16": "f32", "bf16": "bf16", "int8": "f32"}  # of the non-INT8 ops
+
+
+def decline_telemetry() -> None:
+    """Decline OpenVINO's usage telemetry in this process; the user's own consent file is left as it is.
+    OpenVINO's converter (and NNCF) send events unless a consent file in the home says no, each from a
+    process forked off this multithreaded one that it waits up to 3 s for: offline, that cost 1.1 s per
+    conversion, and a child deadlocked in its name lookup hung a build at exit."""
+    try:
+        from openvino_telemetry import Telemetry
+        from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
+    except ImportError:  # OpenVINO without its telemetry package sends nothing
+        return
+    OptInChecker.check = lambda self, *args, **kwargs: ConsentCheckResult.DECLINED
+    with contextlib.suppress(RuntimeError):  # none configured yet
+        Telemetry().consent = False  # one configured before this call
+
+
+def convert(onnx_path: Path):
+    """The ONNX model as an openvino.Model (OpenVINO's converter, telemetry declined)."""
+    import openvino as ov
+
+    decline_telemetry()
+    return ov.convert_model(str(onnx_path))
 
 
 AUTO_NAME = re.compile(r"(?<![\w.:/])([A-Z][A-Za-z0-9]*)_(\d+)(?!\w)")  # OpenVINO's Type_<counter>
