@@ -37,8 +37,11 @@ def pytest_collection_modifyitems(items):
 
 settings.register_profile("deterministic", derandomize=True, deadline=None, max_examples=25, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
-# two cores: two threads, or one per worker when pytest-xdist runs two
-torch.set_num_threads(max(1, 2 // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+# two cores: two threads, or one per worker when pytest-xdist runs two (torch, and the onnxruntime and
+# OpenVINO sessions that follow OMP_NUM_THREADS: exporter.core.workers.threads_here)
+THREADS = max(1, 2 // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+os.environ["OMP_NUM_THREADS"] = str(THREADS)
+torch.set_num_threads(THREADS)
 
 
 @pytest.fixture

@@ -20,6 +20,14 @@ def threads_each(workers: int) -> int:
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
+def threads_here() -> int:
+    """CPU threads a runtime session of this process takes unless told: OMP_NUM_THREADS where it is set
+    (a worker's share of the cores, or the user's limit, which torch follows too), else 0 (the runtime's
+    own default, one per core). onnxruntime and OpenVINO read no such variable themselves."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() else 0
+
+
 def _share_cores(threads: int) -> None:
     """In a fresh worker: the work's thread pools this many wide. Libraries imported later read the
     variables; torch, when the spawned worker already imported it (re-importing the main module of this

@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 
 from exporter.core.errors import UserError
+from exporter.core.workers import threads_here
 
 
 def read_model(path: str | Path) -> onnx.ModelProto:
@@ -32,7 +33,7 @@ class OrtRunner:
         from exporter.lowering import ort_ops
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
+        options.intra_op_num_threads = self.threads or threads_here()
         options.log_severity_level = 3
         if ort_ops.has_plugin_nodes(proto):
             proto, library = ort_ops.for_cpu(proto)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from exporter.core.workers import threads_here
+
 PRECISION_HINTS = {"fp32": "f32", "fp16": "f32", "bf16": "bf16", "int8": "f32"}  # of the non-INT8 ops
 
 
@@ -162,6 +164,7 @@ class OpenVinoRunner:
         config = {"PERFORMANCE_HINT": "LATENCY"}
         if hint is not None:
             config["INFERENCE_PRECISION_HINT"] = hint
+        threads = threads or threads_here()
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         self.source, self.settings = source, config
