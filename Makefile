@@ -20,4 +20,4 @@ demo: $(STAMP)
 	$(BIN)/reparam-export build
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15  # two workers, each test file in one of them
+	$(BIN)/python -m pytest -n 2 --dist worksteal --durations=15  # two workers; an idle one takes tests queued on the other

@@ -1,8 +1,11 @@
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 from hypothesis import settings
 
 from exporter.cli import main
@@ -26,13 +29,23 @@ def pytest_report_header(config):
     return [f"host: {host.describe()}; instruction sets: {', '.join(host.isa()) or 'unknown'}"]
 
 
-# the longest modules start first, so that the two workers (one module each at a time) end together
-LONGEST_FIRST = ("test_shipped_model.py", "test_partial_int8.py", "test_proof.py", "test_regression.py")
+@pytest.fixture(scope="session")
+def shared_root(tmp_path_factory, worker_id) -> Path:
+    """A folder every pytest-xdist worker of this session sees (this session's own without xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    return base if worker_id == "master" else base.parent
 
 
-def pytest_collection_modifyitems(items):
-    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+@contextlib.contextmanager
+def built_once(folder: Path) -> Iterator[bool]:
+    """Within the block, whether `folder` has still to be built: the first worker of the session to ask
+    builds it while any other waits on its lock, then finds it built (a build that failed is tried again).
+    A module's tests may run on several workers (the suite is scheduled test by test)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{folder}.lock"):
+        done = folder / ".built"
+        yield not done.exists()
+        done.touch()
 
 
 settings.register_profile("deterministic", derandomize=True, deadline=None, max_examples=25, print_blob=True)

@@ -2,7 +2,6 @@
 chosen layers are real graph nodes kept in float by both INT8 paths, and a rerun reuses the search."""
 
 import json
-import os
 
 import onnx
 import pytest
@@ -16,7 +15,7 @@ from exporter.numerics import layer_names
 from exporter.stages import partial_int8
 from exporter.stages.partial_int8 import search
 from exporter.targets.openvino.quantizer import OpenVinoQuantizer
-from tests.conftest import EMBEDDED
+from tests.conftest import EMBEDDED, built_once
 
 
 @pytest.mark.parametrize("width", [1, 3])
@@ -126,40 +125,46 @@ BUDGETS: dict[str, float] = {}  # the budget each target was searched with on th
 
 
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory):
+def searched(shared_root):
     """The demo model's INT8 for OpenVINO and TensorRT Q/DQ with budgets tighter than full INT8 meets
     on these 100 images. INT8 kernels differ by CPU (VNNI or not), so full INT8's drop does too: where it
-    meets BUDGET on this host, the search runs again with 80% of that drop as the budget."""
+    meets BUDGET on this host, the search runs again with 80% of that drop as the budget. Built once a
+    session; BUDGETS and OPENVINO_MODELS are read back from it."""
     pytest.importorskip("openvino")
     from exporter.cli import main
 
-    base = tmp_path_factory.mktemp("partial")
-    run, cwd = base / "run", os.getcwd()
-    args = ["--run-dir", str(run), *SEARCH]
-    os.chdir(base)  # calibration/ records land here, not in the checkout
-    try:
-        with pytest.MonkeyPatch.context() as patch:  # latency is recorded, not what these tests check
-            patch.setattr(partial_int8, "LATENCY_SECONDS", 0.2)
-            runner = OpenVinoQuantizer.runner
+    base = shared_root / "partial"
+    run, seen = base / "run", base / "searched.json"
+    with built_once(base) as to_build:
+        if to_build:
+            args = ["--run-dir", str(run), *SEARCH]
+            models: list = []
+            budgets: dict[str, float] = {}
+            with pytest.MonkeyPatch.context() as patch:  # latency is recorded, not what these tests check
+                patch.chdir(base)  # calibration/ records land here, not in the checkout
+                patch.setattr(partial_int8, "LATENCY_SECONDS", 0.2)
+                runner = OpenVinoQuantizer.runner
 
-            def counted(quantizer, float_nodes):
-                OPENVINO_MODELS.append(float_nodes)
-                return runner(quantizer, float_nodes)
+                def counted(quantizer, float_nodes):
+                    models.append(float_nodes)
+                    return runner(quantizer, float_nodes)
 
-            patch.setattr(OpenVinoQuantizer, "runner", counted)
-            for target, budget in BUDGET.items():
-                for _ in range(2):
-                    if target == "openvino":
-                        OPENVINO_MODELS.clear()
-                    budgeted = ["--int8-accuracy-budget", f"{budget:g}", *PRESET[target]]
-                    assert main(["build", "--target", target, *budgeted, *args]) == 0
-                    BUDGETS[target] = budget
-                    full_int8 = _stages(run)[f"{target}.int8_search"]["trials"][0]["drop_points"]
-                    if full_int8 > budget or full_int8 < 0.05:
-                        break
-                    budget = round(0.8 * full_int8, 2)
-    finally:
-        os.chdir(cwd)
+                patch.setattr(OpenVinoQuantizer, "runner", counted)
+                for target, budget in BUDGET.items():
+                    for _ in range(2):
+                        if target == "openvino":
+                            models.clear()
+                        budgeted = ["--int8-accuracy-budget", f"{budget:g}", *PRESET[target]]
+                        assert main(["build", "--target", target, *budgeted, *args]) == 0
+                        budgets[target] = budget
+                        full_int8 = _stages(run)[f"{target}.int8_search"]["trials"][0]["drop_points"]
+                        if full_int8 > budget or full_int8 < 0.05:
+                            break
+                        budget = round(0.8 * full_int8, 2)
+            seen.write_text(json.dumps({"budgets": budgets, "openvino_models": models}))
+    recorded = json.loads(seen.read_text())
+    BUDGETS.update(recorded["budgets"])
+    OPENVINO_MODELS[:] = recorded["openvino_models"]
     return run
 
 

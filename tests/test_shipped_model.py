@@ -9,7 +9,6 @@ search itself, with a budget full INT8 misses, is tested on the demo model (test
 """
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import pytest
 from exporter.cli import main
 from exporter.data.shapes import CLASSES, demo_yolo
 from exporter.stages import partial_int8
+from tests.conftest import built_once
 
 pytest.importorskip("ultralytics", reason="pip install 'reparam-export[ultralytics]'")
 pytest.importorskip("openvino", reason="pip install 'reparam-export[openvino]'")
@@ -40,33 +40,33 @@ INT8_TOLERANCE = 0.5  # INT8 kernels differ between CPUs (VNNI, AVX2)
 
 
 @pytest.fixture(scope="module")
-def shipped(tmp_path_factory):
-    """The run built from the shipped checkpoint, its data and its eval.json."""
-    base = tmp_path_factory.mktemp("shipped")
-    data = demo_yolo()
-    images = sorted((data.parent / "images" / "val").iterdir())[:IMAGES]
-    (base / "val.txt").write_text("".join(f"{p}\n" for p in images))
-    subset = base / "val.yaml"
-    subset.write_text(f"train: {base / 'val.txt'}\nval: {base / 'val.txt'}\nnames: {list(CLASSES)}\n")
-    run, cwd = base / "run", os.getcwd()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(FORK))
-        patch.setattr(partial_int8, "LATENCY_SECONDS", 0.1)  # recorded, not what these tests check
-        os.chdir(base)
-        try:
-            built = main(
-                [
-                    "build", "--model", str(SHIPPED), "--trust-module", "shapes_fork",
-                    "--target", "onnx", "--target", "openvino", "--target", "tensorrt",
-                    "--precision", "fp32", "--precision", "fp16", "--precision", "int8",
-                    "--calib-data", str(data), "--calib-count", "32",
-                    "--eval-data", str(subset), "--int8-accuracy-budget", str(BUDGET), "--run-dir", str(run),
-                ]
-            )  # fmt: skip
-        finally:
-            os.chdir(cwd)
-        assert built == 0
-        yield {"run": run, "data": subset, "images": images}
+def shipped(shared_root):
+    """The run built from the shipped checkpoint, its data and its eval.json (built once a session)."""
+    base = shared_root / "shipped"
+    run, subset = base / "run", base / "val.yaml"
+    with built_once(base) as to_build:
+        if to_build:
+            data = demo_yolo().resolve()
+            images = sorted((data.parent / "images" / "val").iterdir())[:IMAGES]
+            (base / "val.txt").write_text("".join(f"{p}\n" for p in images))
+            subset.write_text(f"train: {base / 'val.txt'}\nval: {base / 'val.txt'}\nnames: {list(CLASSES)}\n")
+            with pytest.MonkeyPatch.context() as patch:
+                patch.syspath_prepend(str(FORK))
+                patch.setattr(partial_int8, "LATENCY_SECONDS", 0.1)  # recorded, not what these tests check
+                patch.chdir(base)
+                built = main(
+                    [
+                        "build", "--model", str(SHIPPED), "--trust-module", "shapes_fork",
+                        "--target", "onnx", "--target", "openvino", "--target", "tensorrt",
+                        "--precision", "fp32", "--precision", "fp16", "--precision", "int8",
+                        "--calib-data", str(data), "--calib-count", "32",
+                        "--eval-data", str(subset), "--int8-accuracy-budget", str(BUDGET),
+                        "--run-dir", str(run),
+                    ]
+                )  # fmt: skip
+            assert built == 0
+    images = [Path(line) for line in (base / "val.txt").read_text().splitlines()]
+    return {"run": run, "data": subset, "images": images}
 
 
 def test_map_through_every_backend_matches_the_recorded_values(shipped):

@@ -558,31 +558,29 @@ def test_doctor_refuses_external_data_outside_the_models_folder_as_eval_does(run
     assert "TensorRT 10.x: compatible" in out and "points outside" not in err, out + err
 
 
-def test_sigterm_during_a_stage_ends_it_as_an_interrupt_does(run_cli, tmp_path, monkeypatch):
-    """A SIGTERM while fused.pt is half-written: the command ends (143) and leaves no file of the stage."""
-    import os
-    import signal
+def test_sigterm_during_a_stage_ends_it_as_an_interrupt_does(tmp_path):
+    """A SIGTERM while fused.pt is half-written: the command ends (143) and leaves no file of the stage.
+    In a process of its own, as a SIGTERM reaches one: unhandled, it would kill the process (-15)."""
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        from pathlib import Path
+        from exporter.cli import main
+        from exporter.stages import reference
 
-    from exporter.stages import reference
+        def dying(out, *args):
+            Path(out).write_bytes(b"half a model")
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise AssertionError("still running after SIGTERM")
 
-    def dying(out, *args):
-        Path(out).write_bytes(b"half a model")
-        os.kill(os.getpid(), signal.SIGTERM)
-        raise AssertionError("still running after SIGTERM")
-
-    def unhandled(signum, frame):
-        raise RuntimeError("SIGTERM reached the process unhandled (it would have been killed)")
-
-    monkeypatch.setattr(reference, "save", dying)
-    previous = signal.signal(signal.SIGTERM, unhandled)
-    try:
-        code, _, err = run_cli(
-            "fuse", "--recipe", str(EMBEDDED), "--input-size", "64", "64", "--run-dir", "run"
-        )
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    assert code == 143 and err.strip().endswith("terminated"), err
-    assert not (tmp_path / "run").exists() or not any(p.is_file() for p in (tmp_path / "run").rglob("*"))
+        reference.save = dying
+        sys.exit(main(["fuse", "--recipe", {str(EMBEDDED)!r}, "--input-size", "64", "64", "--run-dir", "r"]))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 143, (done.returncode, done.stderr)
+    assert done.stderr.strip().endswith("terminated"), done.stderr
+    assert not (tmp_path / "r").exists() or not any(p.is_file() for p in (tmp_path / "r").rglob("*"))
 
 
 def test_a_file_the_user_may_not_read_is_one_line(run_cli, tmp_path, monkeypatch):
