@@ -244,28 +244,17 @@ def test_a_worker_that_imported_torch_before_its_share_of_cores_runs_that_many_t
         torch.set_num_threads(threads)
 
 
-def test_a_workers_share_of_cores_sizes_its_onnxruntime_and_openvino_sessions(monkeypatch, tmp_path):
+def test_a_workers_share_of_cores_sizes_its_onnxruntime_and_openvino_sessions(monkeypatch, relu_onnx):
     """onnxruntime and OpenVINO read no thread variable: a session of a worker told its share of the cores
     (OMP_NUM_THREADS) takes that many threads, not one per core (each runtime's default)."""
-    import onnx
-
     from exporter.stages.ort_runner import OrtRunner
 
-    graph = onnx.helper.make_graph(
-        [onnx.helper.make_node("Relu", ["x"], ["y"])],
-        "relu",
-        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3])],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3])],
-    )
-    onnx.save(
-        onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), tmp_path / "m.onnx"
-    )
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    assert OrtRunner(tmp_path / "m.onnx").session.get_session_options().intra_op_num_threads == 0
+    assert OrtRunner(relu_onnx).session.get_session_options().intra_op_num_threads == 0
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    assert OrtRunner(tmp_path / "m.onnx").session.get_session_options().intra_op_num_threads == 1
-    assert OrtRunner(tmp_path / "m.onnx", threads=2).session.get_session_options().intra_op_num_threads == 2
+    assert OrtRunner(relu_onnx).session.get_session_options().intra_op_num_threads == 1
+    assert OrtRunner(relu_onnx, threads=2).session.get_session_options().intra_op_num_threads == 2
     if importlib.util.find_spec("openvino") is not None:
         from exporter.targets.openvino.runtime import OpenVinoRunner
 
-        assert OpenVinoRunner(tmp_path / "m.onnx").config["INFERENCE_NUM_THREADS"] == "1"
+        assert OpenVinoRunner(relu_onnx).config["INFERENCE_NUM_THREADS"] == "1"

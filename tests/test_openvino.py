@@ -619,10 +619,9 @@ def test_bf16_ir_runs_in_bf16_with_its_error_recorded(tmp_path, run_cli):
     assert runtime.load(xml, "bf16").config["INFERENCE_PRECISION_HINT"] == "bf16"
 
 
-def test_a_conversion_sends_no_telemetry(tmp_path, monkeypatch):
+def test_a_conversion_sends_no_telemetry(relu_onnx, tmp_path, monkeypatch):
     """OpenVINO's converter sends usage events unless a consent file in the home (or a CI variable) says
     no; each forks this process and may hang it at exit offline. A build declines them."""
-    import onnx
     from openvino_telemetry.utils.sender import TelemetrySender
 
     from exporter.targets.openvino import runtime
@@ -632,13 +631,6 @@ def test_a_conversion_sends_no_telemetry(tmp_path, monkeypatch):
     for name in ("CI", "TF_BUILD", "JENKINS_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no consent file: OpenVINO's default is to send
-    graph = onnx.helper.make_graph(
-        [onnx.helper.make_node("Relu", ["x"], ["y"])],
-        "relu",
-        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3])],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3])],
-    )
-    onnx.save(onnx.helper.make_model(graph), tmp_path / "relu.onnx")
-    model = runtime.convert(tmp_path / "relu.onnx")
+    model = runtime.convert(relu_onnx)
     assert [op.get_type_name() for op in model.get_ordered_ops()] == ["Parameter", "Relu", "Result"]
     assert sent == []
