@@ -4,7 +4,7 @@
 `exporter.read_run(folder)` reads one (exporter.pipeline.api). Imported on first use, so that
 `import exporter` stays light."""
 
-from exporter.core.version import __version__
+from exporter.base.version import __version__
 
 API = ("build", "read_run", "Run", "Artifact", "Check")
 __all__ = ["__version__", *API]

@@ -8,8 +8,8 @@ import torch
 from filelock import FileLock
 from hypothesis import settings
 
+from exporter.base.data.shapes import DATA_ENV
 from exporter.cli import main
-from exporter.data.shapes import DATA_ENV
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "recipes" / "embedded_demo.yaml"
 
@@ -24,7 +24,7 @@ def shared_demo_data(tmp_path_factory):
 
 def pytest_report_header(config):
     """The host's CPU and the instruction sets that select its kernels (results differ by them)."""
-    from exporter.core import host
+    from exporter.base import host
 
     return [f"host: {host.describe()}; instruction sets: {', '.join(host.isa()) or 'unknown'}"]
 
@@ -51,7 +51,7 @@ def built_once(folder: Path) -> Iterator[bool]:
 settings.register_profile("deterministic", derandomize=True, deadline=None, max_examples=25, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 # two cores: two threads, or one per worker when pytest-xdist runs two (torch, and the onnxruntime and
-# OpenVINO sessions that follow OMP_NUM_THREADS: exporter.core.workers.threads_here)
+# OpenVINO sessions that follow OMP_NUM_THREADS: exporter.base.workers.threads_here)
 THREADS = max(1, 2 // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 os.environ["OMP_NUM_THREADS"] = str(THREADS)
 torch.set_num_threads(THREADS)

@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch import nn
 
+from exporter.base.errors import UserError
 from exporter.blocks.akconv import AKConv
-from exporter.core.errors import UserError
-from exporter.lowering.akconv import coordinates, initial_grid, sample_gather, sample_gridsample
-from exporter.lowering.ort_ops import akconv_sample_reference
+from exporter.blocks.lowering.akconv import coordinates, initial_grid, sample_gather, sample_gridsample
+from exporter.blocks.lowering.ort_ops import akconv_sample_reference
+from exporter.measure.studies.akconv import export
 from exporter.models.loader import load_checkpoint
-from exporter.studies.akconv import export
-from exporter.targets import TARGETS
+from exporter.pipeline.targets import TARGETS
 from tests.conftest import EMBEDDED
 
 NS = (2, 3, 5, 6, 9, 11, 13)
@@ -83,7 +83,7 @@ def layer_pushing_outside(n, stride, height, width, seed):
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("n", NS)
 def test_onnx_lowering_equals_torch_module(tmp_path, n, stride, lowering):
-    from exporter.stages import ort_runner as ort_backend
+    from exporter.pipeline.stages import ort_runner as ort_backend
 
     for i, (height, width) in enumerate(SHAPES):
         layer, x = layer_pushing_outside(n, stride, height, width, seed=100 * n + 10 * stride + i)
@@ -169,7 +169,7 @@ def test_checkpoints_with_and_without_p_n_load_strict(tmp_path):
 
 
 def lowering_recipe(requested: str, opset: int = 17, trt: str = "10.x"):
-    from exporter.recipe import load_recipe
+    from exporter.pipeline.recipe import load_recipe
 
     overrides = {"export.akconv_lowering": requested, "export.opset": opset, "tensorrt.version": trt}
     return load_recipe(EMBEDDED, overrides)
@@ -207,7 +207,7 @@ def test_explicit_requests_validated():
 @pytest.mark.parametrize("lowering", ["auto", "gather", "gridsample", "plugin"])
 def test_pipeline_records_choice_and_proves_parity(tmp_path, lowering):
     from exporter.pipeline.builder import Pipeline
-    from exporter.recipe import load_recipe
+    from exporter.pipeline.recipe import load_recipe
 
     recipe = load_recipe(EMBEDDED, {"input_size": [64, 96], "export.akconv_lowering": lowering})
     Pipeline(recipe, tmp_path).build()

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import exporter
-from exporter.core.errors import UserError
+from exporter.base.errors import UserError
 from tests.conftest import EMBEDDED
 
 pytest.importorskip("openvino")
@@ -50,9 +50,9 @@ def test_build_makes_and_scores_what_the_cli_does(api_run, run_cli, tmp_path):
 def test_evaluation_and_benchmark_are_stages_of_the_run(api_run):
     """Both measurements are nodes run by the stages' runner: in the manifest with the hashes of the files
     they measured, their typed records holding what eval.json and bench.json hold."""
-    from exporter.core.rundir import read_manifest
-    from exporter.measure.bench import BenchRecord
-    from exporter.measure.evaluate import EvaluationRecord
+    from exporter.base.rundir import read_manifest
+    from exporter.pipeline.bench import BenchRecord
+    from exporter.pipeline.evaluate import EvaluationRecord
 
     stages = read_manifest(api_run.root)["stages"]
     hashes = {key: artifact.sha256 for key, artifact in api_run.artifacts.items()}

@@ -5,8 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
+from exporter.base.numerics.parity import compare
 from exporter.blocks import ConvAct, ConvBN, QARepVGG, RefConv, RepConv, YOLOv7RepConv, fold_conv_bn
-from exporter.numerics.parity import compare
 from tests.fixture_models import randomized
 
 RTOL = 1e-4

@@ -174,7 +174,7 @@ def test_help_shows_examples(run_cli):
 def test_a_library_that_prints_on_import_leaves_doctor_json_alone(run_cli, tmp_path, monkeypatch):
     """A library's note printed on its first import (Ultralytics creates its settings file so) goes to
     stderr: `doctor --json`'s stdout stays JSON."""
-    from exporter.core.libraries import check_library
+    from exporter.base.libraries import check_library
 
     (tmp_path / "noisy_first_import.py").write_text("print('Creating new settings file')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -218,7 +218,7 @@ def test_doctor_lists_backends(run_cli):
 def test_doctor_names_the_cpus_instruction_sets_and_native_precisions(
     run_cli, monkeypatch, flags, isa, native
 ):
-    from exporter.core import host
+    from exporter.base import host
 
     monkeypatch.setattr(host, "_cpuinfo", lambda: ["model name\t: Test CPU", f"flags\t\t: {flags}"])
     code, out, _ = run_cli("doctor", "--json")
@@ -362,7 +362,7 @@ def test_bad_sources_refused_before_any_stage(run_cli, tmp_path, args, pattern):
 
 def test_messages_name_the_flags_of_the_command(run_cli, tmp_path):
     """Below the CLI an error names recipe fields; the CLI spells each as the flag that sets it."""
-    from exporter.data.shapes import write_split
+    from exporter.base.data.shapes import write_split
 
     source = write_split(tmp_path / "shapes", "calib", 3, seed=1)
     code, _, err = run_cli(

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from exporter.core.errors import UserError
-from exporter.data.coco import load_coco
-from exporter.data.coco_map import Detections, evaluate, score, to_coco_results
+from exporter.base.data.coco import load_coco
+from exporter.base.data.coco_map import Detections, evaluate, score, to_coco_results
+from exporter.base.errors import UserError
 
 # Two images, one 100x100 object each, categories with non-contiguous COCO ids.
 BOXES = {1: (50.0, 40.0, 150.0, 140.0), 2: (20.0, 30.0, 120.0, 130.0)}
@@ -125,7 +125,7 @@ def test_dataset_errors(tmp_path):
 def test_eval_command_scores_torch_and_every_artifact(run_cli, tmp_path):
     """A real build of the embedded model, evaluated on a small shapes split: the ONNX artifact must
     score what the fused torch model scores (same outputs up to float error)."""
-    from exporter.data.shapes import write_split
+    from exporter.base.data.shapes import write_split
     from tests.conftest import EMBEDDED
 
     data = write_split(tmp_path / "shapes", "val", 6, seed=2)
@@ -172,7 +172,7 @@ def test_eval_needs_data(run_cli, tmp_path):
 
 
 def test_int8_goal_is_judged_against_the_fused_model():
-    from exporter.measure.evaluate import int8_goal
+    from exporter.pipeline.evaluate import int8_goal
 
     goal = int8_goal(
         {
@@ -189,7 +189,7 @@ def test_int8_goal_is_judged_against_the_fused_model():
 
 @pytest.mark.parametrize(("images", "batch", "shards"), [(48, 8, 2), (50, 8, 3), (5, 8, 4), (7, 1, 3)])
 def test_shards_are_contiguous_runs_of_whole_batches(images, batch, shards):
-    from exporter.data.coco_map import shard_bounds
+    from exporter.base.data.coco_map import shard_bounds
 
     bounds = shard_bounds(images, batch, shards)
     assert bounds[0][0] == 0 and bounds[-1][1] == images and len(bounds) == min(shards, -(-images // batch))

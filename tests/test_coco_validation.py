@@ -7,15 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from exporter.core.errors import UserError
-from exporter.data.coco import load_coco
-from exporter.data.coco_map import BY_NAME, BY_POSITION, for_model
-from exporter.data.shapes import CLASSES, write_split, write_yolo
-from exporter.data.transforms import Preprocess
-from exporter.data.yolo import load_yolo
+from exporter.base.data.coco import load_coco
+from exporter.base.data.coco_map import BY_NAME, BY_POSITION, for_model
+from exporter.base.data.shapes import CLASSES, write_split, write_yolo
+from exporter.base.data.transforms import Preprocess
+from exporter.base.data.yolo import load_yolo
+from exporter.base.errors import UserError
 from exporter.models.family import DECODED
-from exporter.recipe import load_recipe
-from exporter.stages.scoring import EvaluationSettings, Scorer
+from exporter.pipeline.recipe import load_recipe
+from exporter.pipeline.stages.scoring import EvaluationSettings, Scorer
 from tests.conftest import EMBEDDED
 
 SIZE = (64, 64)  # the oracle's input size

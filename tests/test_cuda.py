@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 import torch
 
+from exporter.base.numerics.parity import compare, flatten_outputs
 from exporter.blocks.fuse import fuse_model, replay
-from exporter.lowering.akconv import (
+from exporter.blocks.lowering.akconv import (
     akconv_sample,
     coordinates,
     initial_grid,
     sample_gather,
     sample_gridsample,
 )
-from exporter.lowering.ort_ops import akconv_sample_reference
+from exporter.blocks.lowering.ort_ops import akconv_sample_reference
 from exporter.models.embedded import build_embedded_detector
-from exporter.numerics.parity import compare, flatten_outputs
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 DEVICE = torch.device("cuda")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from exporter.core.errors import UserError
+from exporter.base.errors import UserError
 from exporter.models.damoyolo import VARIANTS, build_damoyolo
 from exporter.models.embedded import randomize_batchnorm
 from exporter.models.loader import load_checkpoint

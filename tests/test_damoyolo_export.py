@@ -12,8 +12,8 @@ from exporter.models.damoyolo import build_damoyolo
 from exporter.models.embedded import randomize_batchnorm
 from exporter.models.heads import Head
 from exporter.pipeline.builder import Pipeline
-from exporter.recipe import load_recipe
-from exporter.stages import ort_runner as ort_backend
+from exporter.pipeline.recipe import load_recipe
+from exporter.pipeline.stages import ort_runner as ort_backend
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from exporter.data.transforms import resize_stretch, to_image
+from exporter.base.data.transforms import resize_stretch, to_image
 from exporter.models.damoyolo.postprocess import decode, nms_detections
 from exporter.models.heads import Head, multiclass_nms
 

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
+from exporter.base.data.shapes import write_split
 from exporter.blocks import RefConv, RepConv
 from exporter.blocks.akconv import AKConv
 from exporter.blocks.fuse import fuse_model
-from exporter.data.shapes import write_split
 from exporter.models.demo import WEIGHTS, DemoDetector, GFLHead, build_demo_detector
 from exporter.models.demo_train import SUBSET, demo_map
 

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.core import host
-from exporter.core.errors import CheckFailed
-from exporter.studies.figures import (
+from exporter.base import host
+from exporter.base.errors import CheckFailed
+from exporter.measure.studies.figures import (
     SECTIONS,
     blocks,
     measured_under,

@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
+from exporter.base.errors import UserError
+from exporter.base.numerics.parity import compare
 from exporter.blocks import ConvBN, fold_conv_bn
 from exporter.blocks.fuse import FusionFailed, fuse_model
-from exporter.core.errors import UserError
-from exporter.numerics.parity import compare
 from tests import fixture_models as fm
 
 

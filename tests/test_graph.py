@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 import pytest
 from rich.console import Console
 
-from exporter.core.errors import UserError
-from exporter.core.rundir import RunDir
-from exporter.stages.graph import Node, Record, fixed
-from exporter.stages.runner import Runner
+from exporter.base.errors import UserError
+from exporter.base.rundir import RunDir
+from exporter.pipeline.stages.graph import Node, Record, fixed
+from exporter.pipeline.stages.runner import Runner
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from exporter.core.errors import CheckFailed, UserError
-from exporter.data import calibration, images
-from exporter.data.images import image_size, read_rgb
-from exporter.data.transforms import Preprocess
+from exporter.base.data import calibration, images
+from exporter.base.data.images import image_size, read_rgb
+from exporter.base.data.transforms import Preprocess
+from exporter.base.errors import CheckFailed, UserError
 
 
 def noise(seed: int, shape=(24, 32, 3)) -> np.ndarray:
@@ -212,7 +212,7 @@ def test_some_degenerate_images_are_warnings(tmp_path):
 
 
 def test_collapse_measure_on_arrays():
-    from exporter.stages.reference import MIN_SLOPE, collapse
+    from exporter.pipeline.stages.reference import MIN_SLOPE, collapse
 
     rng = np.random.default_rng(10)
     scores, boxes = rng.random((1, 50, 3)), rng.random((1, 50, 4)) * 300
@@ -233,7 +233,7 @@ def test_int8_calibrated_on_faint_noise_collapses_and_fails(tmp_path):
     outputs constant scores; the build fails at the INT8 stage, naming the slope."""
     pytest.importorskip("nncf")
     from exporter.pipeline.builder import Pipeline
-    from exporter.recipe import load_recipe
+    from exporter.pipeline.recipe import load_recipe
 
     folder = tmp_path / "faint"
     folder.mkdir()

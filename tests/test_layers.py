@@ -10,19 +10,20 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "exporter"
 
-LAYERS = [  # bottom first: module prefixes of each layer
-    ("core", ["exporter.core"]),
-    ("numerics", ["exporter.numerics"]),
-    ("lowerings", ["exporter.lowering"]),
+# bottom first: module prefixes of each layer, room by room (base, blocks, models, pipeline, measure, cli)
+LAYERS = [
+    ("base", ["exporter.base"]),
+    ("numerics", ["exporter.base.numerics"]),
+    ("data", ["exporter.base.data"]),
+    ("lowerings", ["exporter.blocks.lowering"]),
     ("blocks", ["exporter.blocks"]),
-    ("data", ["exporter.data"]),
     ("models", ["exporter.models"]),
-    ("recipe", ["exporter.recipe"]),
-    ("stages", ["exporter.stages"]),
-    ("targets", ["exporter.targets"]),
-    ("measure", ["exporter.measure"]),
+    ("recipe", ["exporter.pipeline.recipe"]),
+    ("stages", ["exporter.pipeline.stages"]),
+    ("targets", ["exporter.pipeline.targets"]),
     ("pipeline", ["exporter.pipeline"]),
-    ("studies", ["exporter.studies"]),
+    ("measure", ["exporter.measure"]),
+    ("studies", ["exporter.measure.studies"]),
     ("cli", ["exporter.cli"]),
     ("package", ["exporter"]),  # the package itself (exporter/__init__.py): its face, the Python API
 ]
@@ -111,9 +112,9 @@ def test_the_check_sees_lazy_imports(tmp_path, monkeypatch):
     """An import inside a function counts: the check is not blind to the usual way of hiding one."""
     planted = tmp_path / "numerics_probe.py"
     planted.write_text("def f():\n    from exporter.pipeline.builder import Pipeline\n    return Pipeline\n")
-    monkeypatch.setitem(MODULES, "exporter.numerics.probe", planted)
+    monkeypatch.setitem(MODULES, "exporter.base.numerics.probe", planted)
     assert upward_imports() == [
-        "exporter.numerics.probe (numerics) imports exporter.pipeline.builder (pipeline)"
+        "exporter.base.numerics.probe (numerics) imports exporter.pipeline.builder (pipeline)"
     ]
 
 

@@ -146,7 +146,7 @@ def test_a_model_whose_ray_worker_dies_is_built_again_to_the_same_bytes(run_cli,
 
 
 def test_bench_matrix_judges_speed_up_and_overhead_against_its_goals():
-    from exporter.studies.matrix import ONE_THREAD, START, Timed, verdicts
+    from exporter.measure.studies.matrix import ONE_THREAD, START, Timed, verdicts
 
     found = [
         Timed("in-process", 1, 8.0),
@@ -186,7 +186,7 @@ def test_a_matrix_scores_on_shards_and_times_each_model_on_a_worker_of_its_own(r
 
 
 def test_a_benchmark_task_holds_a_whole_node():
-    from exporter.pipeline.matrix import whole_node
+    from exporter.measure.matrix import whole_node
 
     class Cluster:
         @staticmethod
@@ -204,9 +204,9 @@ def test_a_benchmark_task_holds_a_whole_node():
 def test_a_matrix_hands_its_int8_trial_workers_to_each_model_build(run_cli, tmp_path, monkeypatch):
     """--trial-workers reaches each model's pipeline: local processes here, Ray tasks in a matrix on Ray."""
     import exporter.pipeline.builder as builder
-    from exporter.core.errors import UserError
-    from exporter.pipeline.matrix import build_model, calls_of
-    from exporter.recipe import load_recipe
+    from exporter.base.errors import UserError
+    from exporter.measure.matrix import build_model, calls_of
+    from exporter.pipeline.recipe import load_recipe
 
     seen = []
 
@@ -231,7 +231,7 @@ def test_a_worker_that_imported_torch_before_its_share_of_cores_runs_that_many_t
     (two workers on two cores each spinning two threads ran a matrix three times slower)."""
     import torch
 
-    from exporter.core import workers
+    from exporter.base import workers
 
     for name in workers.THREAD_VARIABLES:
         monkeypatch.delenv(name, raising=False)
@@ -247,7 +247,7 @@ def test_a_worker_that_imported_torch_before_its_share_of_cores_runs_that_many_t
 def test_a_workers_share_of_cores_sizes_its_onnxruntime_and_openvino_sessions(monkeypatch, relu_onnx):
     """onnxruntime and OpenVINO read no thread variable: a session of a worker told its share of the cores
     (OMP_NUM_THREADS) takes that many threads, not one per core (each runtime's default)."""
-    from exporter.stages.ort_runner import OrtRunner
+    from exporter.pipeline.stages.ort_runner import OrtRunner
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert OrtRunner(relu_onnx).session.get_session_options().intra_op_num_threads == 0
@@ -255,6 +255,6 @@ def test_a_workers_share_of_cores_sizes_its_onnxruntime_and_openvino_sessions(mo
     assert OrtRunner(relu_onnx).session.get_session_options().intra_op_num_threads == 1
     assert OrtRunner(relu_onnx, threads=2).session.get_session_options().intra_op_num_threads == 2
     if importlib.util.find_spec("openvino") is not None:
-        from exporter.targets.openvino.runtime import OpenVinoRunner
+        from exporter.pipeline.targets.openvino.runtime import OpenVinoRunner
 
         assert OpenVinoRunner(relu_onnx).config["INFERENCE_NUM_THREADS"] == "1"

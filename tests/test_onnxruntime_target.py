@@ -10,10 +10,10 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from exporter.numerics.graph import onnx_prediction_convs
-from exporter.stages.qdq import check_qdq_structure
-from exporter.targets import TARGETS
-from exporter.targets.onnxruntime.int8 import SCHEME
+from exporter.base.numerics.graph import onnx_prediction_convs
+from exporter.pipeline.stages.qdq import check_qdq_structure
+from exporter.pipeline.targets import TARGETS
+from exporter.pipeline.targets.onnxruntime.int8 import SCHEME
 
 
 @pytest.fixture(scope="module")
@@ -101,11 +101,11 @@ def test_int8_search_runs_on_its_quantizer_and_times_its_trials(built, run_cli):
 def test_trials_scored_at_once_score_as_the_search_scores_them_here(built, tmp_path):
     """The INT8 search's trials of one round in processes of their own (--trial-workers), or as Ray tasks
     (a matrix on Ray): each trial's mAP is the one this process finds for the same float layers."""
-    from exporter.measure.evaluate import run_recipe
     from exporter.pipeline.builder import Pipeline
-    from exporter.recipe import recipe_from_dict
-    from exporter.stages.scoring import Scorer
-    from exporter.targets.trials import scored_at_once
+    from exporter.pipeline.evaluate import run_recipe
+    from exporter.pipeline.recipe import recipe_from_dict
+    from exporter.pipeline.stages.scoring import Scorer
+    from exporter.pipeline.targets.trials import scored_at_once
 
     recipe = run_recipe(built)
     recipe = recipe_from_dict(

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from exporter.core.errors import UserError
-from exporter.data import calibration
-from exporter.data.shapes import write_split
-from exporter.data.transforms import Preprocess
-from exporter.recipe import load_recipe
+from exporter.base.data import calibration
+from exporter.base.data.shapes import write_split
+from exporter.base.data.transforms import Preprocess
+from exporter.base.errors import UserError
+from exporter.pipeline.recipe import load_recipe
 from tests.conftest import EMBEDDED
 
 pytest.importorskip("openvino")
@@ -77,8 +77,8 @@ def test_fp32_ir_computes_in_f32_in_a_consumer_that_sets_no_precision(built):
 
     import openvino as ov
 
-    from exporter.stages.reference import reference_parity
-    from exporter.targets.openvino.runtime import OpenVinoRunner
+    from exporter.pipeline.stages.reference import reference_parity
+    from exporter.pipeline.targets.openvino.runtime import OpenVinoRunner
 
     run, _ = built
     xml = run / "openvino" / "model_fp32.xml"
@@ -114,7 +114,7 @@ class Settled(torch.nn.Module):
 def test_settled_ir_leaves_the_cpu_plugin_nothing_to_replace(tmp_path):
     import openvino as ov
 
-    from exporter.targets.openvino.runtime import OLDER_VERSIONS, mark_precise, settle_for_precise
+    from exporter.pipeline.targets.openvino.runtime import OLDER_VERSIONS, mark_precise, settle_for_precise
 
     onnx_path = tmp_path / "m.onnx"
     x = torch.rand(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -144,8 +144,8 @@ def test_fp32_ir_the_plugin_cannot_compile_marked_is_saved_unmarked_and_says_so(
 
     import openvino as ov
 
-    from exporter.targets.openvino import ir as openvino
-    from exporter.targets.openvino import runtime as ov_backend
+    from exporter.pipeline.targets.openvino import ir as openvino
+    from exporter.pipeline.targets.openvino import runtime as ov_backend
 
     run, _ = built
     recipe = load_recipe(EMBEDDED, {"input_size": [96, 128], "targets": ["openvino"], "precisions": ["fp32"]})
@@ -309,7 +309,7 @@ def test_head_tail_finds_ops_after_last_conv():
     import openvino as ov
     import torch
 
-    from exporter.numerics.graph import openvino_head_tail as head_tail
+    from exporter.base.numerics.graph import openvino_head_tail as head_tail
 
     class Tiny(torch.nn.Module):
         def __init__(self):
@@ -367,7 +367,7 @@ def test_calibrate_command_records_the_images(run_cli, tmp_path, calib_json):
 def test_side_by_side_alternates_and_takes_the_median(monkeypatch):
     """Rounds pass over every call in turn; each call's result is the median of its round p50s, so a
     machine slowing down during the run penalizes no call in particular."""
-    from exporter.numerics import latency
+    from exporter.base.numerics import latency
 
     order, clock = [], iter(range(1, 100))
 
@@ -387,8 +387,8 @@ def test_side_by_side_alternates_and_takes_the_median(monkeypatch):
 
 @pytest.mark.slow
 def test_bench_cpu_times_every_runtime_and_checks_its_goals(calib_json, single_thread):
-    from exporter.studies.cpu import bench_recipe, met
-    from exporter.targets.openvino.runtime import runs_bf16
+    from exporter.measure.studies.cpu import bench_recipe, met
+    from exporter.pipeline.targets.openvino.runtime import runs_bf16
 
     recipe = load_recipe(EMBEDDED, {"input_size": [64, 64], "calibration.source": str(calib_json)})
     rows, goals, fusion = bench_recipe(recipe, threads=1, min_seconds=0.1, calib_count=8, eval_limit=None)
@@ -420,9 +420,9 @@ def test_bench_cpu_times_every_runtime_and_checks_its_goals(calib_json, single_t
 
 
 def test_bench_cpu_times_models_without_calibration_images_of_their_own(tmp_path):
+    from exporter.measure.studies.cpu import timed_precisions, timed_recipe
     from exporter.pipeline.builder import Pipeline
-    from exporter.recipe import REPO_RECIPES
-    from exporter.studies.cpu import timed_precisions, timed_recipe
+    from exporter.pipeline.recipe import REPO_RECIPES
 
     recipe = load_recipe(REPO_RECIPES / "damoyolo_ns.yaml")
     assert recipe.calibration.source is None
@@ -441,7 +441,7 @@ def test_openvino_folds_batchnorm_itself(tmp_path):
     from torch import nn
 
     from exporter.blocks.fuse import fuse_model
-    from exporter.targets.openvino import runtime as ov_backend
+    from exporter.pipeline.targets.openvino import runtime as ov_backend
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 1))
@@ -487,7 +487,7 @@ BATCH_TAILS = {
 def test_any_batch_is_proved_or_refused(case, tmp_path):
     import openvino as ov
 
-    from exporter.targets.openvino.runtime import OpenVinoRunner, allow_any_batch
+    from exporter.pipeline.targets.openvino.runtime import OpenVinoRunner, allow_any_batch
 
     tail, refusal = BATCH_TAILS[case]
     torch.manual_seed(0)
@@ -512,7 +512,7 @@ def test_batched_statistics_quantize_as_one_image_at_a_time(built, calib_json):
     """Statistics over batches of 8 (the last one short) give the ranges of one image at a time."""
     import openvino as ov
 
-    from exporter.targets.openvino.ir import STATISTICS_BATCH, quantize
+    from exporter.pipeline.targets.openvino.ir import STATISTICS_BATCH, quantize
 
     run, _ = built
     images, _ = calibration.select(calib_json, STATISTICS_BATCH + 4, 0, (96, 128), Preprocess())
@@ -541,7 +541,7 @@ def test_batched_statistics_quantize_as_one_image_at_a_time(built, calib_json):
 
 
 def test_bf16_is_refused_before_any_stage_where_the_cpu_lacks_it(run_cli, monkeypatch, tmp_path):
-    from exporter.targets.openvino import runtime
+    from exporter.pipeline.targets.openvino import runtime
 
     monkeypatch.setattr(runtime, "runs_bf16", lambda: False)
     run = tmp_path / "run"
@@ -563,7 +563,7 @@ def test_bf16_is_refused_before_any_stage_where_the_cpu_lacks_it(run_cli, monkey
 def test_bf16_for_another_host_is_built_here_and_never_measured_as_f32(run_cli, monkeypatch, tmp_path):
     """Asked for another host, a CPU without BF16 builds the IR; its error, mAP and latency are not
     measured (OpenVINO would compute it in f32 here) and every record says why."""
-    from exporter.targets.openvino import runtime
+    from exporter.pipeline.targets.openvino import runtime
 
     monkeypatch.setattr(runtime, "runs_bf16", lambda: False)
     run = tmp_path / "run"
@@ -600,7 +600,7 @@ def test_bf16_ir_runs_in_bf16_with_its_error_recorded(tmp_path, run_cli):
     the refusal."""
     import xml.etree.ElementTree as ET
 
-    from exporter.targets.openvino import runtime
+    from exporter.pipeline.targets.openvino import runtime
 
     run = tmp_path / "run"
     args = ("--recipe", str(EMBEDDED), "--target", "openvino", "--precision", "fp32", "--precision", "bf16")
@@ -624,7 +624,7 @@ def test_a_conversion_sends_no_telemetry(relu_onnx, tmp_path, monkeypatch):
     no; each forks this process and may hang it at exit offline. A build declines them."""
     from openvino_telemetry.utils.sender import TelemetrySender
 
-    from exporter.targets.openvino import runtime
+    from exporter.pipeline.targets.openvino import runtime
 
     sent = []
     monkeypatch.setattr(TelemetrySender, "send", lambda self, backend, message: sent.append(message))

@@ -10,11 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from exporter.core.errors import CheckFailed
-from exporter.numerics import layer_names
-from exporter.stages import partial_int8
-from exporter.stages.partial_int8 import search
-from exporter.targets.openvino.quantizer import OpenVinoQuantizer
+from exporter.base.errors import CheckFailed
+from exporter.base.numerics import layer_names
+from exporter.pipeline.stages import partial_int8
+from exporter.pipeline.stages.partial_int8 import search
+from exporter.pipeline.targets.openvino.quantizer import OpenVinoQuantizer
 from tests.conftest import EMBEDDED, built_once
 
 
@@ -237,8 +237,8 @@ def test_qdq_model_leaves_the_chosen_layers_without_qdq(searched):
 
 @pytest.mark.slow
 def test_rerun_reuses_the_search_and_reports_it(searched, run_cli):
-    from exporter.measure.evaluate import evaluate_run
     from exporter.measure.report.render import write_report
+    from exporter.pipeline.evaluate import evaluate_run
 
     before = _stages(searched)
     code, out, err = run_cli(
@@ -265,8 +265,8 @@ def test_excluded_conv_reads_float_where_a_quantized_sibling_shares_its_input():
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
-    from exporter.stages.qdq import check_qdq_structure, float_inputs_for
-    from exporter.targets.tensorrt.qdq import SCHEME
+    from exporter.pipeline.stages.qdq import check_qdq_structure, float_inputs_for
+    from exporter.pipeline.targets.tensorrt.qdq import SCHEME
 
     rng = np.random.default_rng(0)
 

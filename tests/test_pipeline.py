@@ -8,13 +8,13 @@ import onnx
 import pytest
 import torch
 
-from exporter.core.artifacts import atomic_output, sha256_file
-from exporter.core.errors import CheckFailed
+from exporter.base.artifacts import atomic_output, sha256_file
+from exporter.base.errors import CheckFailed
 from exporter.models.loader import builder_source_hash
 from exporter.pipeline.builder import Pipeline
-from exporter.recipe import load_recipe
-from exporter.stages import ort_runner as ort_backend
-from exporter.stages import simplify
+from exporter.pipeline.recipe import load_recipe
+from exporter.pipeline.stages import ort_runner as ort_backend
+from exporter.pipeline.stages import simplify
 from tests.conftest import EMBEDDED
 
 
@@ -159,7 +159,7 @@ def test_dynamic_batch_runs_any_batch(tmp_path):
 
 
 def test_export_parity_failure_is_a_check_failure(tmp_path, monkeypatch):
-    from exporter.stages import reference
+    from exporter.pipeline.stages import reference
 
     real = reference.load_reference
 

@@ -10,18 +10,18 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
+from exporter.base.numerics.complexity import profile
+from exporter.base.numerics.parity import compare
+from exporter.base.numerics.selections import Selections
 from exporter.blocks import RepConv
 from exporter.blocks.fuse import FusionFailed, fuse_model
 from exporter.blocks.repconv import centre_pad, conv_bn, fold_branch
 from exporter.models.damoyolo import VARIANTS, official_deploy_form
 from exporter.models.damoyolo.published import SIZES
-from exporter.numerics.complexity import profile
-from exporter.numerics.parity import compare
-from exporter.numerics.selections import Selections
 from exporter.pipeline.builder import Pipeline
-from exporter.recipe import load_recipe
-from exporter.stages import reference
-from exporter.targets.openvino import ir as openvino
+from exporter.pipeline.recipe import load_recipe
+from exporter.pipeline.stages import reference
+from exporter.pipeline.targets.openvino import ir as openvino
 from tests import fixture_models as fm
 from tests.conftest import EMBEDDED
 
@@ -175,7 +175,7 @@ def _gridsample_with_pixel_centres(model):
     ],
 )
 def test_a_wrong_export_fails_and_the_right_one_passes(built, tmp_path, folder, change):
-    from exporter.stages import ort_runner as onnxruntime
+    from exporter.pipeline.stages import ort_runner as onnxruntime
 
     model = built / folder / "model.sim.onnx"
     fused_pt = built / "fused.pt"

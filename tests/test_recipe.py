@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.core.errors import UserError
-from exporter.recipe import load_recipe
+from exporter.base.errors import UserError
+from exporter.pipeline.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 

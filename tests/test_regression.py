@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.core import host
-from exporter.studies.figures import blocks, measured_under, read_table
+from exporter.base import host
+from exporter.measure.studies.figures import blocks, measured_under, read_table
 
 REPO = Path(__file__).resolve().parents[1]
 # mAP points a fresh build may differ from README by on a host of another class than the figures' (other

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from exporter.core.artifacts import sha256_file
+from exporter.base.artifacts import sha256_file
 from exporter.measure.report.render import write_report
 
 

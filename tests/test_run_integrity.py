@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from exporter.core.artifacts import sha256_file
-from exporter.data.shapes import write_split
-from exporter.recipe import load_recipe
+from exporter.base.artifacts import sha256_file
+from exporter.base.data.shapes import write_split
+from exporter.pipeline.recipe import load_recipe
 from tests.conftest import EMBEDDED
 
 pytest.importorskip("openvino")

@@ -4,9 +4,9 @@ import json
 
 import torch
 
-from exporter.numerics.int8_sensitivity import fake_quant_per_channel, layer_sensitivity
-from exporter.recipe import load_recipe
-from exporter.stages.fuse import FuseSettings, fuse
+from exporter.base.numerics.int8_sensitivity import fake_quant_per_channel, layer_sensitivity
+from exporter.pipeline.recipe import load_recipe
+from exporter.pipeline.stages.fuse import FuseSettings, fuse
 from tests.conftest import EMBEDDED
 
 
@@ -44,7 +44,7 @@ def test_per_channel_fake_quant_keeps_channel_scales():
 
 
 def test_sensitivity_command(run_cli, tmp_path):
-    from exporter.data.shapes import write_split
+    from exporter.base.data.shapes import write_split
 
     calib = write_split(tmp_path / "shapes", "calib", 4, seed=3)
     code, out, err = run_cli(

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from exporter.core.artifacts import sha256_file
-from exporter.data.shapes import CLASSES, render, write_split
+from exporter.base.artifacts import sha256_file
+from exporter.base.data.shapes import CLASSES, render, write_split
 
 
 def split_hashes(root, name):

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from exporter.base.data.shapes import CLASSES, demo_yolo
 from exporter.cli import main
-from exporter.data.shapes import CLASSES, demo_yolo
-from exporter.stages import partial_int8
+from exporter.pipeline.stages import partial_int8
 from tests.conftest import built_once
 
 pytest.importorskip("ultralytics", reason="pip install 'reparam-export[ultralytics]'")
@@ -116,8 +116,8 @@ def test_ultralytics_predicts_with_our_artifacts(shipped, artifact, monkeypatch,
     from PIL import Image
     from ultralytics import YOLO
 
-    from exporter.data.images import read_rgb
-    from exporter.data.transforms import resize_letterbox
+    from exporter.base.data.images import read_rgb
+    from exporter.base.data.transforms import resize_letterbox
 
     monkeypatch.syspath_prepend(str(FORK))
     images = []

@@ -16,16 +16,16 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from exporter.core.artifacts import plain
-from exporter.data.shapes import write_split
+from exporter.base.artifacts import plain
+from exporter.base.data.shapes import write_split
 from exporter.models.embedded import build_embedded_detector
 from exporter.pipeline.builder import Pipeline, targets_of
-from exporter.recipe import Recipe, load_recipe
-from exporter.stages import export_onnx, fuse, partial_int8, scoring, sensitivity, simplify
-from exporter.stages.graph import Node, Record, Result
-from exporter.targets.openvino import ir as openvino
-from exporter.targets.tensorrt import engine as tensorrt
-from exporter.targets.tensorrt import qdq as quantize_qdq
+from exporter.pipeline.recipe import Recipe, load_recipe
+from exporter.pipeline.stages import export_onnx, fuse, partial_int8, scoring, sensitivity, simplify
+from exporter.pipeline.stages.graph import Node, Record, Result
+from exporter.pipeline.targets.openvino import ir as openvino
+from exporter.pipeline.targets.tensorrt import engine as tensorrt
+from exporter.pipeline.targets.tensorrt import qdq as quantize_qdq
 from tests.conftest import EMBEDDED
 
 BUILD = {

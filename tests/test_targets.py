@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from exporter.targets import TARGETS
+from exporter.pipeline.targets import TARGETS
 from tests.conftest import EMBEDDED
 
 FAKE_TARGET = '''
@@ -16,9 +16,9 @@ FAKE_TARGET = '''
 import shutil
 from dataclasses import dataclass
 
-from exporter.lowering.capability import Choice
-from exporter.stages.graph import Node, Record, fixed
-from exporter.targets import Library, Target
+from exporter.blocks.lowering.capability import Choice
+from exporter.pipeline.stages.graph import Node, Record, fixed
+from exporter.pipeline.targets import Library, Target
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def nodes(plan):
 
 
 def load(path, precision="fp32", threads=0, plugin_library=None):
-    from exporter.stages import ort_runner as onnxruntime
+    from exporter.pipeline.stages import ort_runner as onnxruntime
 
     return onnxruntime.load(path, threads)
 

@@ -15,21 +15,21 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from exporter.core.errors import CheckFailed, UserError, render
-from exporter.data import calibration
-from exporter.data.shapes import write_split
-from exporter.data.transforms import Preprocess
-from exporter.numerics.graph import onnx_decode_tail
-from exporter.recipe import load_recipe
-from exporter.stages import ort_runner as ort_backend
-from exporter.stages import qdq as quantization
-from exporter.stages import reference
-from exporter.targets import TARGETS
-from exporter.targets.tensorrt import compat as trt_compat
-from exporter.targets.tensorrt import engine as trt_stage
-from exporter.targets.tensorrt import nms as efficient_nms
-from exporter.targets.tensorrt import qdq as quantize_qdq
-from exporter.targets.tensorrt import runner as trt_backend
+from exporter.base.data import calibration
+from exporter.base.data.shapes import write_split
+from exporter.base.data.transforms import Preprocess
+from exporter.base.errors import CheckFailed, UserError, render
+from exporter.base.numerics.graph import onnx_decode_tail
+from exporter.pipeline.recipe import load_recipe
+from exporter.pipeline.stages import ort_runner as ort_backend
+from exporter.pipeline.stages import qdq as quantization
+from exporter.pipeline.stages import reference
+from exporter.pipeline.targets import TARGETS
+from exporter.pipeline.targets.tensorrt import compat as trt_compat
+from exporter.pipeline.targets.tensorrt import engine as trt_stage
+from exporter.pipeline.targets.tensorrt import nms as efficient_nms
+from exporter.pipeline.targets.tensorrt import qdq as quantize_qdq
+from exporter.pipeline.targets.tensorrt import runner as trt_backend
 from tests.conftest import EMBEDDED
 
 SIZE = (96, 128)
@@ -521,7 +521,7 @@ def test_build_plans_refuse_what_tensorrt_cannot_build(demo, qdq, tmp_path):
 
 @pytest.mark.skipif(RUNTIME_MISSING != "TensorRT is not installed", reason="TensorRT is installed")
 def test_an_engine_on_a_host_without_tensorrt_is_one_line(tmp_path):
-    from exporter.targets.tensorrt.runner import TrtRunner
+    from exporter.pipeline.targets.tensorrt.runner import TrtRunner
 
     with pytest.raises(UserError, match="is a TensorRT engine and TensorRT is not installed here"):
         TrtRunner(tmp_path / "model_fp16.engine")
@@ -815,7 +815,7 @@ def test_cached_ranges_are_keyed_on_image_contents(tmp_path):
 
 
 def test_engines_load_with_the_plugin_library_they_were_built_with(monkeypatch):
-    from exporter.targets import load_artifact
+    from exporter.pipeline.targets import load_artifact
 
     seen = []
     monkeypatch.setattr(trt_backend, "load", lambda path, plugin: seen.append(plugin) or "runner")

@@ -1,4 +1,4 @@
-"""The AKConvSample TensorRT plugin (exporter/targets/tensorrt/plugin).
+"""The AKConvSample TensorRT plugin (exporter/pipeline/targets/tensorrt/plugin).
 
 Without a GPU: the CUDA kernel compiles, the sampling math it shares with the host agrees with hand-derived
 values and with the numpy reference, and (with TensorRT headers) the plugin compiles and its methods behave.
@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter.lowering.ort_ops import akconv_sample_reference
+from exporter.blocks.lowering.ort_ops import akconv_sample_reference
 
 REPO = Path(__file__).resolve().parents[1]
-PLUGIN_DIR = REPO / "exporter" / "targets" / "tensorrt" / "plugin"
+PLUGIN_DIR = REPO / "exporter" / "pipeline" / "targets" / "tensorrt" / "plugin"
 CXX_FLAGS = ["-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror"]
 
 

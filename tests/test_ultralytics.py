@@ -338,10 +338,10 @@ def test_each_head_keeps_its_output_contract_through_onnxruntime_and_openvino(
     from exporter.models.heads import Head
     from exporter.models.ultralytics import ULTRALYTICS_CONF, ULTRALYTICS_IOU
     from exporter.pipeline.builder import Pipeline
-    from exporter.recipe import model_recipe
-    from exporter.stages import ort_runner as onnxruntime
-    from exporter.stages.reference import load_fused
-    from exporter.targets.openvino import runtime as openvino
+    from exporter.pipeline.recipe import model_recipe
+    from exporter.pipeline.stages import ort_runner as onnxruntime
+    from exporter.pipeline.stages.reference import load_fused
+    from exporter.pipeline.targets.openvino import runtime as openvino
 
     recipe = model_recipe(str(checkpoints[name]), [], {"targets": ["onnx", "openvino"]})
     Pipeline(recipe, tmp_path).build()
@@ -400,7 +400,7 @@ def test_a_checkpoint_without_train_args_asks_for_its_input_size_and_numbered_na
 def test_a_class_renamed_since_training_says_so(checkpoints, tmp_path, monkeypatch):
     import ultralytics.nn.modules.head as heads
 
-    from exporter.core.errors import UserError
+    from exporter.base.errors import UserError
     from exporter.models.ultralytics import read_checkpoint
 
     path = tmp_path / "renamed.pt"
@@ -463,7 +463,7 @@ def test_end_to_end_nms_feeds_a_yolo_heads_boxes_and_scores_and_refuses_nms_free
     import onnxruntime as ort
     from onnx import helper
 
-    from exporter.targets.tensorrt.nms import split_yolo
+    from exporter.pipeline.targets.tensorrt.nms import split_yolo
 
     run = tmp_path / "run"
     args = ("build", "--target", "tensorrt", "--trt-end2end-nms", "--run-dir", str(run))
@@ -493,8 +493,8 @@ def test_end_to_end_nms_feeds_a_yolo_heads_boxes_and_scores_and_refuses_nms_free
 
 def test_a_recipe_without_class_names_scores_by_the_checkpoints_names(checkpoints):
     """Evaluation matches categories by the names the checkpoint holds when the recipe lists none."""
-    from exporter.recipe import recipe_from_dict
-    from exporter.stages.scoring import model_class_names
+    from exporter.pipeline.recipe import recipe_from_dict
+    from exporter.pipeline.stages.scoring import model_class_names
 
     model = {"checkpoint": str(checkpoints["yolov8n"]), "adapter": "ultralytics"}
     recipe = recipe_from_dict({"name": "x", "model": model, "input_size": [IMGSZ, IMGSZ]}, "test", {})

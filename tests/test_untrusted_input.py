@@ -234,7 +234,7 @@ def test_doctor_names_a_file_that_is_not_onnx(run_cli, tmp_path, content):
 
 def fake_run(folder: Path, artifact: str) -> Path:
     """A run directory whose manifest names `artifact` as its ONNX model."""
-    from exporter.recipe import load_recipe
+    from exporter.pipeline.recipe import load_recipe
 
     recipe = load_recipe(EMBEDDED, {})
     run = folder / "run"
@@ -276,8 +276,8 @@ def test_a_manifest_naming_a_file_outside_its_run_is_refused(run_cli, tmp_path):
 
 
 def test_onnx_external_data_outside_its_folder_is_refused(tmp_path):
-    from exporter.core.errors import UserError
-    from exporter.stages.ort_runner import load
+    from exporter.base.errors import UserError
+    from exporter.pipeline.stages.ort_runner import load
 
     (tmp_path / "run").mkdir()
     model = conv_with_data_at("../secret.bin", tmp_path / "run")
@@ -437,9 +437,9 @@ def builder_recipe(tmp_path: Path, builder: str, kwargs: str) -> Path:
             "is an installed library ('setuptools')",
         ),
         (
-            "exporter.core.artifacts:write_json",
+            "exporter.base.artifacts:write_json",
             "{path: '{marker}', data: {}}",
-            "is exporter.core.artifacts.write_json, from exporter but outside its models (exporter.models): "
+            "is exporter.base.artifacts.write_json, from exporter but outside its models (exporter.models): "
             "refused before it was called",
         ),
     ],
@@ -471,7 +471,7 @@ def test_a_builder_never_unpickles_with_torch_load(run_cli, tmp_path):
 
 
 def test_which_builders_a_recipe_may_name():
-    from exporter.core.errors import UserError
+    from exporter.base.errors import UserError
     from exporter.models.loader import resolve_builder
 
     assert (
@@ -566,7 +566,7 @@ def test_sigterm_during_a_stage_ends_it_as_an_interrupt_does(tmp_path):
         import os, signal, sys
         from pathlib import Path
         from exporter.cli import main
-        from exporter.stages import reference
+        from exporter.pipeline.stages import reference
 
         def dying(out, *args):
             Path(out).write_bytes(b"half a model")

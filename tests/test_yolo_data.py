@@ -6,11 +6,11 @@ import pytest
 import torch
 from PIL import Image
 
-from exporter.core.errors import UserError
-from exporter.data.calibration import list_images
-from exporter.data.coco_map import Detections, evaluate
-from exporter.data.transforms import PAD_VALUE, letterbox_fit, resize_letterbox, to_image
-from exporter.data.yolo import label_path, load_yolo
+from exporter.base.data.calibration import list_images
+from exporter.base.data.coco_map import Detections, evaluate
+from exporter.base.data.transforms import PAD_VALUE, letterbox_fit, resize_letterbox, to_image
+from exporter.base.data.yolo import label_path, load_yolo
+from exporter.base.errors import UserError
 
 # (image height, width, model input height, width) → (gain, resized height, width, top, left), by hand
 CASES = {

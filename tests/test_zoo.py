@@ -4,7 +4,7 @@ own deploy path (the same rows `reparam-export bench-fuse --zoo` prints)."""
 
 import pytest
 
-from exporter.studies.fuse import ZOO, zoo_row
+from exporter.measure.studies.fuse import ZOO, zoo_row
 
 
 @pytest.mark.slow

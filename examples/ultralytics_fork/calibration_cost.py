@@ -12,10 +12,10 @@ from pathlib import Path
 
 import openvino as ov
 
-from exporter.data import calibration
-from exporter.recipe import Recipe
-from exporter.targets.openvino.ir import STATISTICS_BATCH, quantize
-from exporter.targets.openvino.runtime import OpenVinoRunner
+from exporter.base.data import calibration
+from exporter.pipeline.recipe import Recipe
+from exporter.pipeline.targets.openvino.ir import STATISTICS_BATCH, quantize
+from exporter.pipeline.targets.openvino.runtime import OpenVinoRunner
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""Re-parameterizable blocks (train form + deploy form) and the fuser."""
+"""Re-parameterizable blocks (train form + deploy form), the fuser, and how AKConv's sampling becomes ONNX
+(lowering/)."""
 
 from exporter.blocks.convbn import ConvAct, ConvBN, fold_conv_bn
 from exporter.blocks.refconv import RefConv

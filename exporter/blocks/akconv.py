@@ -3,7 +3,7 @@
 Offsets from a 3x3 `p_conv` (stride s, 2N channels) move an initial grid of N points; the bilinear
 samples are mixed by an (N,1)-stride-(N,1) conv + BN + SiLU. Module names follow the official
 code, so its checkpoints load with or without the persistent `p_n` buffer. `lowering` picks how
-sampling is computed and exported (see exporter.lowering.akconv); all lowerings are exact.
+sampling is computed and exported (see exporter.blocks.lowering.akconv); all lowerings are exact.
 
 A user's own copy of the official code (same attributes, any class name) is recognised by its structure
 (`looks_like_akconv`) and `adopt`ed: the fuser rewrites it into this class, holding the user's offset and
@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from exporter.lowering.akconv import LOWERINGS, initial_grid, sample
+from exporter.blocks.lowering.akconv import LOWERINGS, initial_grid, sample
 
 AKCONV_NAMES = ("akconv", "ldconv")  # class names of the official code (LDConv: its later name)
 

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from exporter.core.errors import UserError
-from exporter.numerics.complexity import CONV_TYPES
+from exporter.base.errors import UserError
+from exporter.base.numerics.complexity import CONV_TYPES
 
 
 def make_act(act: nn.Module | None) -> nn.Module:

@@ -34,6 +34,10 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from exporter.base.errors import CheckFailed, ExporterError, UserError, summary
+from exporter.base.numerics.complexity import count_params
+from exporter.base.numerics.parity import Parity, compare, compare_within, flatten_outputs, scales
+from exporter.base.numerics.selections import Selections
 from exporter.blocks import OUR_BLOCKS
 from exporter.blocks.akconv import AKConv, looks_like_akconv, why_not_akconv
 from exporter.blocks.convbn import CONV_TYPES, fold_conv_bn, require_running_stats
@@ -46,10 +50,6 @@ from exporter.blocks.kernels import (
     has_equivalent_kernel,
     holds_a_kernel,
 )
-from exporter.core.errors import CheckFailed, ExporterError, UserError, summary
-from exporter.numerics.complexity import count_params
-from exporter.numerics.parity import Parity, compare, compare_within, flatten_outputs, scales
-from exporter.numerics.selections import Selections
 
 PROOF_DTYPE = torch.float64
 ROUNDING_DTYPE = torch.float32  # exported artifacts compute in FP32: the rounding they are held to

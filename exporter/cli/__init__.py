@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import click
 
+from exporter.base.errors import ExporterError
 from exporter.cli import build, measure, tools  # noqa: F401 - registers the commands
 from exporter.cli.app import Group, cli, flags, say
-from exporter.core.errors import ExporterError
 
 # failures of the file system, not of the program: one line naming the path and what to do
 FILE_SYSTEM = {

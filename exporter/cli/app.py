@@ -12,10 +12,10 @@ from typing import Any
 import click
 from rich.console import Console
 
+from exporter.base import host
+from exporter.base.errors import UserError
+from exporter.base.version import __version__
 from exporter.cli import options
-from exporter.core import host
-from exporter.core.errors import UserError
-from exporter.core.version import __version__
 
 console = Console(stderr=True, highlight=False)
 
@@ -86,7 +86,7 @@ def load(values: dict[str, Any], **fixed: Any):
     """The recipe with every option the user passed applied on top (`fixed`: fields the command decides
     itself): the --recipe file, else the model's own recipe when --model names one (a builder, or a
     checkpoint holding the model), else the embedded demo recipe."""
-    from exporter.recipe import resolve_recipe
+    from exporter.pipeline.recipe import resolve_recipe
 
     overrides = options.overrides(click.get_current_context().command, values)
     overrides.update(fixed)

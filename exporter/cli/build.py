@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
+from exporter.base.errors import UserError
 from exporter.cli import options
 from exporter.cli.app import cli, load, out_console, pipeline, say, timing
-from exporter.core.errors import UserError
 
 
 @cli.command()
@@ -92,7 +92,7 @@ def export(**values):
       reparam-export export --opset 19 --dynamic-batch
       reparam-export export --model mypkg.models:build_yolo --input-size 640 640 --run-dir out/yolo
     """
-    from exporter.targets import TARGETS
+    from exporter.pipeline.targets import TARGETS
 
     run = pipeline(load(values), values["run_dir"], values["force"])
     run.check()
@@ -113,7 +113,7 @@ def calibrate(**values):
       reparam-export calibrate --calib-data demo
       reparam-export calibrate --recipe recipes/damoyolo_s.yaml --calib-data /data/coco/val2017
     """
-    from exporter.targets import TARGETS
+    from exporter.pipeline.targets import TARGETS
 
     run = pipeline(load(values), values["run_dir"], values["force"])
     chosen = run.plan.calibration_set  # the source is checked before any stage runs
@@ -146,7 +146,7 @@ def sensitivity(top, **values):
       reparam-export sensitivity --recipe recipes/damoyolo_s.yaml --checkpoint damoyolo_s.pth
     """
     from exporter.measure.report import tables
-    from exporter.stages.sensitivity import ranking
+    from exporter.pipeline.stages.sensitivity import ranking
 
     recipe = load(values)
     run = pipeline(recipe, values["run_dir"], values["force"])
@@ -184,7 +184,7 @@ def bench_int8(backend, trial_workers, **values):
       reparam-export bench-int8 --recipe recipes/damoyolo_s.yaml --checkpoint damoyolo_s.pth
     """
     from exporter.measure.report import tables
-    from exporter.targets import TARGETS
+    from exporter.pipeline.targets import TARGETS
 
     recipe = load(values, targets=[backend], precisions=["int8"])
     run = pipeline(recipe, values["run_dir"], values["force"], trial_workers)
@@ -250,9 +250,9 @@ def matrix(recipes, workers, cluster, shards, trial_workers, bench, out, **value
       reparam-export matrix --recipe a.yaml --recipe b.yaml --cluster ray://head:10001 --out /shared/runs
       reparam-export matrix --eval-data demo --shards 2 --bench   # scored on 2 processes, then timed
     """
-    from exporter.core.errors import CheckFailed
-    from exporter.pipeline.matrix import run_matrix, write_summary
-    from exporter.recipe import load_recipe
+    from exporter.base.errors import CheckFailed
+    from exporter.measure.matrix import run_matrix, write_summary
+    from exporter.pipeline.recipe import load_recipe
 
     if cluster not in ("local", "ray") and not cluster.startswith("ray://"):
         raise UserError(f"--cluster {cluster} is not a place to build: pass local, ray or ray://HOST:PORT")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
+from exporter.base import host
+from exporter.base.errors import CheckFailed, UserError, render, setting
 from exporter.cli import options
 from exporter.cli.app import cli, console, flags, out_console, say, say_load
-from exporter.core import host
-from exporter.core.errors import CheckFailed, UserError, render, setting
 
 ARTIFACTS = click.option(
     "--artifacts", "run", required=True, type=click.Path(path_type=Path), help="Run directory."
@@ -19,9 +19,9 @@ ARTIFACTS = click.option(
 
 def print_evaluation(report: dict) -> None:
     """An evaluation's table, its category matching and each INT8 artifact's goal."""
-    from exporter.data.coco_map import BY_NAME
-    from exporter.measure.evaluate import INT8_GOAL_POINTS
+    from exporter.base.data.coco_map import BY_NAME
     from exporter.measure.report import tables
+    from exporter.pipeline.evaluate import INT8_GOAL_POINTS
 
     if report["category_matching"] != BY_NAME:
         say(f"warning: {report['data']}: categories matched {report['category_matching']}")
@@ -53,7 +53,7 @@ def eval_command(run, data, limit, rescore, shards):
       reparam-export eval --artifacts runs/demo --data demo --shards 2 --rescore
       reparam-export eval --artifacts runs/damoyolo_s --data /data/coco   # annotations/ + val2017/
     """
-    from exporter.measure.evaluate import evaluate_run
+    from exporter.pipeline.evaluate import evaluate_run
 
     report = evaluate_run(run, data, limit, rescore=rescore, shards=shards)
     if report["reused"]:
@@ -94,8 +94,8 @@ def bench(run, threads, min_seconds, min_iters, workers):
       reparam-export bench --artifacts runs/embedded-demo
       reparam-export bench --artifacts runs/demo --threads 1 --throughput 2
     """
-    from exporter.measure.bench import bench_run
     from exporter.measure.report import tables
+    from exporter.pipeline.bench import bench_run
 
     with console.status("timing artifacts…"):
         report = bench_run(run, threads, min_iters, min_seconds, workers)

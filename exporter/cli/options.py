@@ -1,5 +1,5 @@
 """Command-line options, each declared once, in groups; an option that sets a recipe field names it, and
-its default is the recipe model's (exporter.recipe)."""
+its default is the recipe model's (exporter.pipeline.recipe)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from exporter.recipe import Recipe
+from exporter.pipeline.recipe import Recipe
 
 Decorator = Callable[[Callable], Callable]
 
@@ -67,7 +67,7 @@ def group(*decorators: Decorator) -> Decorator:
 
 
 def targets():
-    from exporter.targets import TARGETS
+    from exporter.pipeline.targets import TARGETS
 
     return TARGETS
 
@@ -78,7 +78,7 @@ RECIPE = option(
     type=click.Path(path_type=Path),
     help="Recipe YAML (default: the embedded demo recipe).",
 )
-# each target's own options (exporter.targets.Flag), offered by every command that builds
+# each target's own options (exporter.pipeline.targets.Flag), offered by every command that builds
 TARGET_FLAGS = group(
     *(
         option(

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
+from exporter.base.errors import CheckFailed, UserError, render
 from exporter.cli import options
 from exporter.cli.app import cli, console, flags, out_console, say, say_load, timing
-from exporter.core.errors import CheckFailed, UserError, render
-from exporter.recipe import REPO_RECIPES
+from exporter.pipeline.recipe import REPO_RECIPES
 
 
 @cli.command("bench-cpu")
@@ -35,10 +35,10 @@ def bench_cpu(recipes, threads, min_seconds, calib_count, eval_limit):
       reparam-export bench-cpu
       reparam-export bench-cpu --recipe recipes/damoyolo_nm.yaml --threads 1
     """
-    from exporter.core.host import cpu_name
+    from exporter.base.host import cpu_name
     from exporter.measure.report import tables
-    from exporter.recipe import load_recipe
-    from exporter.studies.cpu import bench_recipe, met
+    from exporter.measure.studies.cpu import bench_recipe, met
+    from exporter.pipeline.recipe import load_recipe
 
     out = out_console()
     for path in list(recipes) or [None, REPO_RECIPES / "damoyolo_ns.yaml"]:
@@ -90,10 +90,10 @@ def bench_fuse(recipes, threads, runs, zoo):
     """
     import torch
 
-    from exporter.core.host import cpu_name
+    from exporter.base.host import cpu_name
     from exporter.measure.report import tables
-    from exporter.recipe import load_recipe
-    from exporter.studies.fuse import ZOO, measure, zoo_row
+    from exporter.measure.studies.fuse import ZOO, measure, zoo_row
+    from exporter.pipeline.recipe import load_recipe
 
     torch.set_num_threads(threads)
     if zoo:
@@ -143,7 +143,7 @@ def demo_data(out, splits):
     """
     from rich.progress import Progress
 
-    from exporter.data.shapes import SPLITS, write_split, write_yolo
+    from exporter.base.data.shapes import SPLITS, write_split, write_yolo
 
     splits = splits or tuple(SPLITS)
     with Progress(console=console, transient=True) as progress:
@@ -192,10 +192,10 @@ def bench_ultralytics(checkpoint, trust, data, threads, min_seconds, calib_count
       reparam-export bench-ultralytics --model runs/train/exp/weights/best.pt --data data.yaml
       reparam-export bench-ultralytics --model best.pt --trust-module myfork --data data.yaml --eval-limit 200
     """
-    from exporter.core.host import cpu_name
+    from exporter.base.host import cpu_name
     from exporter.measure.report import tables
-    from exporter.recipe import safe_name
-    from exporter.studies.ultralytics import bench
+    from exporter.measure.studies.ultralytics import bench
+    from exporter.pipeline.recipe import safe_name
 
     run = run_dir or Path("runs/bench_ultralytics") / safe_name(checkpoint.stem)
     with console.status("building with both tools and measuring…"), timing("bench-ultralytics"):
@@ -230,9 +230,9 @@ def bench_matrix(models, workers, size):
       reparam-export bench-matrix
       reparam-export bench-matrix --models 8 --workers 4
     """
-    from exporter.core import host
-    from exporter.studies.matrix import bench_matrix as measure
-    from exporter.studies.matrix import verdicts
+    from exporter.base import host
+    from exporter.measure.studies.matrix import bench_matrix as measure
+    from exporter.measure.studies.matrix import verdicts
 
     # the workers' own CPU counts as other processes' during the run: the load is measured before it
     say_load("bench-matrix (the machine before it)", host.idle_load())
@@ -265,9 +265,9 @@ def bench_akconv(channels, size, num_param, stride, threads, min_seconds):
       reparam-export bench-akconv
       reparam-export bench-akconv --channels 128 --size 40 --num-param 9 --threads 1
     """
-    from exporter.core.libraries import check_library
+    from exporter.base.libraries import check_library
     from exporter.measure.report import tables
-    from exporter.studies import akconv as bench
+    from exporter.measure.studies import akconv as bench
 
     backends = ["onnxruntime"]
     if check_library("openvino", "openvino", "", "").usable:
@@ -314,8 +314,8 @@ def doctor(as_json, onnx_path, trt_version):
     else:
         out_console().print(tables.doctor(checks))
     if onnx_path is not None:
-        from exporter.stages.ort_runner import read_model
-        from exporter.targets.tensorrt.compat import check_model
+        from exporter.pipeline.stages.ort_runner import read_model
+        from exporter.pipeline.targets.tensorrt.compat import check_model
 
         if not onnx_path.is_file():
             raise UserError(f"ONNX not found: {onnx_path}")
@@ -354,7 +354,7 @@ def figures(sections, figures, readme, allow_noisy):
     """
     import tempfile
 
-    from exporter.studies.figures import SECTIONS, regenerate
+    from exporter.measure.studies.figures import SECTIONS, regenerate
 
     if not readme.is_file():
         raise UserError(f"README not found: {readme}; run from the repository root or pass --readme")

@@ -20,11 +20,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from exporter.core.artifacts import sha256_json, write_json
-from exporter.core.errors import UserError, read_user_file, setting
-from exporter.core.rundir import in_run, read_manifest
+from exporter.base.artifacts import sha256_json, write_json
+from exporter.base.errors import UserError, read_user_file, setting
+from exporter.base.rundir import in_run, read_manifest
 from exporter.measure.report.metrics import CHECKABLE, collect
-from exporter.recipe import PATH_FIELDS, Recipe
+from exporter.pipeline.recipe import PATH_FIELDS, Recipe
 
 
 class Tolerance(BaseModel):

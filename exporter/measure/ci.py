@@ -6,7 +6,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from exporter.core.artifacts import atomic_output
+from exporter.base.artifacts import atomic_output
 from exporter.measure.check import Finding
 
 

@@ -1,1 +1,1 @@
-"""Model builders and loading."""
+"""Model families, one object each (demo, DAMO-YOLO, Ultralytics): builders, checkpoint loading, decoding."""

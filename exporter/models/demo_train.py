@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
-from exporter.core.artifacts import atomic_output, save_torch, write_json
-from exporter.data.coco import load_coco
-from exporter.data.images import read_rgb
-from exporter.data.transforms import resize_stretch
+from exporter.base.artifacts import atomic_output, save_torch, write_json
+from exporter.base.data.coco import load_coco
+from exporter.base.data.images import read_rgb
+from exporter.base.data.transforms import resize_stretch
 from exporter.models.demo import DemoDetector
 
 
@@ -248,8 +248,8 @@ SUBSET = 100  # the first val images, scored in CI against the recorded figure
 
 def demo_map(model: nn.Module, data: Path, limit: int | None = None) -> dict[str, float]:
     """COCO mAP of a demo detector (torch, unfused or fused) on a shapes split."""
-    from exporter.data.coco import load_coco
-    from exporter.data.coco_map import evaluate
+    from exporter.base.data.coco import load_coco
+    from exporter.base.data.coco_map import evaluate
     from exporter.models.family import DECODED
 
     head, size = DECODED, (320, 320)

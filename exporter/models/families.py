@@ -8,7 +8,7 @@ holds and what the family's own tools read of an export (exporter.models.family.
 
 from __future__ import annotations
 
-from exporter.core.errors import UserError
+from exporter.base.errors import UserError
 from exporter.models.family import DecodedFamily, Family, ModelRef
 from exporter.models.heads import Head
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from exporter.core.libraries import Library
+from exporter.base.libraries import Library
 from exporter.models.heads import Decoded, Head
 
 

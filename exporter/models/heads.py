@@ -8,7 +8,7 @@ Ultralytics' Detect, (N, 4 + C, A): centre/size boxes in input pixels then sigmo
 `rtdetr` — RT-DETR's, (N, K, 6) rows [cx, cy, w, h, score, class], boxes a fraction of the input;
 `engine_nms` — a TensorRT engine's EfficientNMS_TRT outputs (counts, boxes, scores, classes). Post-processing:
 every (box, class) with score > threshold, class-wise NMS, the top `max_detections` by score, boxes
-mapped from the model input back to the original image (exporter.data.transforms.to_image).
+mapped from the model input back to the original image (exporter.base.data.transforms.to_image).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
-from exporter.data.coco_map import Detections
-from exporter.data.transforms import Resize, to_image
+from exporter.base.data.coco_map import Detections
+from exporter.base.data.transforms import Resize, to_image
 
 MAX_DETECTIONS = 500
 HEAD_MODES = ("raw", "decoded", "nms")  # DAMO-YOLO's

@@ -11,9 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from exporter.core.artifacts import sha256_file, sha256_json
-from exporter.core.errors import UserError, setting, summary
-from exporter.data.transforms import Preprocess, normalize
+from exporter.base.artifacts import sha256_file, sha256_json
+from exporter.base.data.transforms import Preprocess, normalize
+from exporter.base.errors import UserError, setting, summary
 from exporter.models.user_code import (
     MODEL_LIBRARIES,
     in_model_library,

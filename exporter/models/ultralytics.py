@@ -28,9 +28,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from exporter.core.artifacts import sha256_file
-from exporter.core.errors import UserError, setting, summary
-from exporter.core.libraries import Library
+from exporter.base.artifacts import sha256_file
+from exporter.base.errors import UserError, setting, summary
+from exporter.base.libraries import Library
 from exporter.models.family import Family, ModelRef
 from exporter.models.heads import Head
 from exporter.models.user_code import in_standard_library, user_modules

@@ -19,8 +19,8 @@ from typing import Any
 
 from rich.console import Console
 
-from exporter.core.rundir import read_manifest, run_artifacts
-from exporter.recipe import Recipe, recipe_from_dict, resolve_recipe
+from exporter.base.rundir import read_manifest, run_artifacts
+from exporter.pipeline.recipe import Recipe, recipe_from_dict, resolve_recipe
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def build(
     None for the embedded demo. `settings`: further recipe fields by dotted name, e.g.
     {"calibration.count": 64, "int8.accuracy_budget": 0.5}. `trust`: modules a checkpoint may import.
     `progress`: print each stage's line to stderr, as the CLI does."""
-    from exporter.measure.bench import bench_run
+    from exporter.pipeline.bench import bench_run
     from exporter.pipeline.builder import Pipeline
 
     overrides = dict(settings or {})
@@ -116,7 +116,7 @@ def _recipe(model: str | os.PathLike | Recipe | None, overrides: dict[str, Any])
 def read_run(root: str | os.PathLike) -> Run:
     """A built run's results, read from its folder: artifacts verified against the manifest's hashes;
     mAP and latency only where eval.json and bench.json measured these very files."""
-    from exporter.measure.evaluate import run_recipe
+    from exporter.pipeline.evaluate import run_recipe
 
     root = Path(root)
     manifest = read_manifest(root)

@@ -1,6 +1,7 @@
 """The build pipeline: checks a recipe before any work, plans its targets' stage graph (fuse → per
-target export → simplify → the target's artifacts: exporter.targets.plan, then the evaluation where the
-recipe names evaluation data) and runs it with the stages' runner, each stage cached in the run directory.
+target export → simplify → the target's artifacts: exporter.pipeline.targets.plan, then the
+evaluation where the recipe names evaluation data) and runs it with the stages' runner, each stage
+cached in the run directory.
 
 Each stage's settings are built from the recipe (`Settings.from_recipe`) and its upstream records; with
 the hashes of the files it reads they are its cache key, so a stage reruns exactly when what it reads
@@ -15,14 +16,14 @@ from typing import Any
 
 from rich.console import Console
 
-from exporter.core.errors import UserError, setting
-from exporter.core.rundir import RunDir
+from exporter.base.errors import UserError, setting
+from exporter.base.rundir import RunDir
 from exporter.models.families import family
-from exporter.recipe import Recipe
-from exporter.stages.graph import Result
-from exporter.stages.runner import Runner
-from exporter.targets import TARGETS, Target
-from exporter.targets.plan import Plan
+from exporter.pipeline.recipe import Recipe
+from exporter.pipeline.stages.graph import Result
+from exporter.pipeline.stages.runner import Runner
+from exporter.pipeline.targets import TARGETS, Target
+from exporter.pipeline.targets.plan import Plan
 
 
 def targets_of(recipe: Recipe) -> list[Target]:
@@ -61,7 +62,7 @@ def unread_fields(recipe: Recipe, fields) -> list[str]:
 
 def check_targets(recipe: Recipe) -> None:
     """Refuse, before any work, targets and precisions this version cannot build here."""
-    from exporter.core.libraries import check_library
+    from exporter.base.libraries import check_library
 
     targets = targets_of(recipe)
     for target in targets:
@@ -215,8 +216,8 @@ class Pipeline:
         return artifacts
 
     def evaluate(self) -> Result:
-        """The run's evaluation stage (exporter.measure.evaluate) on the recipe's evaluation data: every
+        """The run's evaluation stage (exporter.pipeline.evaluate) on the recipe's evaluation data: every
         artifact of the run, the fused model and the CPU stand-ins, written to eval.json."""
-        from exporter.measure.evaluate import evaluation
+        from exporter.pipeline.evaluate import evaluation
 
         return self.result(evaluation(self.run.root, progress=not self.console.quiet, shards=self.shards))

@@ -7,9 +7,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from exporter.core.artifacts import sha256_json
-from exporter.core.errors import UserError
-from exporter.core.rundir import read_manifest, run_artifacts
+from exporter.base.artifacts import sha256_json
+from exporter.base.errors import UserError
+from exporter.base.rundir import read_manifest, run_artifacts
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exporter.core.artifacts import atomic_output, write_json
-from exporter.core.rundir import read_manifest
+from exporter.base.artifacts import atomic_output, write_json
+from exporter.base.rundir import read_manifest
 from exporter.measure.report import plots
 from exporter.measure.report.metrics import collect
 from exporter.models.damoyolo.published import DAMO_YOLO, SIZES, variant_of
@@ -194,7 +194,7 @@ def sections(metrics: dict[str, Any], manifest: dict[str, Any]) -> list[Section]
 def int8_goal_section(metrics: dict[str, Any]) -> Section | None:
     """Per INT8 artifact (and stand-in): its mAP, the fused model's, the drop and whether it is within
     the INT8 goal (evaluate.INT8_GOAL_POINTS)."""
-    from exporter.measure.evaluate import INT8_GOAL_POINTS
+    from exporter.pipeline.evaluate import INT8_GOAL_POINTS
 
     goals = metrics["int8_goal"]
     if not goals:

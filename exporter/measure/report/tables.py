@@ -7,7 +7,7 @@ from typing import Any
 from rich.table import Table
 
 from exporter.measure.report.render import SENSITIVITY_COLUMNS, sensitivity_cells
-from exporter.stages.partial_int8 import SearchRecord
+from exporter.pipeline.stages.partial_int8 import SearchRecord
 
 
 def _table(title: str, columns: list[str] | tuple[str, ...], rows: list[list[str]]) -> Table:

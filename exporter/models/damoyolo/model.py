@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from exporter.core.errors import UserError
+from exporter.base.errors import UserError
 from exporter.models.damoyolo.backbone import BACKBONES
 from exporter.models.damoyolo.head import ZeroHead
 from exporter.models.damoyolo.neck import GiraffeNeckV2

@@ -2,7 +2,7 @@
 
 Decoding (GFL): sigmoid class scores; per side a softmax over reg_max + 1 bins whose expectation,
 times the stride, is the distance from the prior at (col·stride, row·stride) (no +0.5 offset);
-boxes are xyxy = prior ∓ distances. Pre-processing (exporter.data.transforms.resize_stretch): RGB,
+boxes are xyxy = prior ∓ distances. Pre-processing (exporter.base.data.transforms.resize_stretch): RGB,
 plain (stretch) resize to the input size, values 0–255, no mean/std. The rest of post-processing
 (threshold, class-wise NMS, top 500, rescale) is exporter.models.heads.
 """

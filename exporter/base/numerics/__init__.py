@@ -1,0 +1,1 @@
+"""Numerical comparison, timing, complexity and graph helpers used by the rooms above."""

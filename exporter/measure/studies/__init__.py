@@ -1,0 +1,1 @@
+"""The benchmark commands that measure README's figures, each printing ratios measured side by side."""

@@ -1,0 +1,176 @@
+"""`reparam-export bench-fuse`: what fusing and proving a model costs, in forward passes of that model,
+and what rebuilding the fused model from fused.pt costs against building the model.
+
+All in one process on this machine, each timing the median of a few runs: a forward pass in FP32 and
+in float64 (the proof's precision), the fuse stage (fusion and its float64 proof on the probe and a
+second input), loading fused.pt (build the model, replay the proved rewrites, load the weights).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from exporter.blocks.fuse import cast
+from exporter.pipeline.recipe import Recipe
+from exporter.pipeline.stages import fuse, reference
+
+
+@dataclass(frozen=True)
+class FuseCost:
+    model: str
+    input: str
+    build_s: float
+    forward_fp32_s: float
+    forward_fp64_s: float
+    fuse_s: float
+    load_s: float
+
+    def describe(self) -> str:
+        return (
+            f"fuse + proof {self.fuse_s:.2f} s = {self.fuse_s / self.forward_fp32_s:.1f} FP32 forward passes "
+            f"({self.forward_fp32_s:.3f} s) = {self.fuse_s / self.forward_fp64_s:.1f} float64 forward passes "
+            f"({self.forward_fp64_s:.3f} s); loading fused.pt {self.load_s:.2f} s = "
+            f"{self.load_s / self.build_s:.2f} × building the model ({self.build_s:.2f} s)"
+        )
+
+
+def _median(call: Callable[[], object], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure(recipe: Recipe, runs: int = 3) -> FuseCost:
+    settings = fuse.FuseSettings.from_recipe(recipe)
+    build_s = _median(settings.source.build, runs)
+    model = settings.source.build()
+    probe = settings.probe()
+    model64, probe64 = cast(settings.source.build(), torch.float64), probe.double()
+    with torch.no_grad():
+        forward32 = _median(lambda: model(probe), runs)
+        forward64 = _median(lambda: model64(probe64), runs)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "fused.pt"
+        fuse_s = _median(lambda: fuse.run(settings, out), 1)
+        load_s = _median(lambda: reference.load_fused(out), runs)
+    size = "x".join(map(str, probe.shape))
+    return FuseCost(recipe.name, size, build_s, forward32, forward64, fuse_s, load_s)
+
+
+# Models of the field's libraries, built without weights: (library, name, input size, second input
+# size; the vision transformers take one size only)
+ZOO = [
+    ("timm", "repvgg_a0", 64, 32),
+    ("timm", "mobileone_s0", 64, 32),
+    ("timm", "fastvit_t8", 64, 32),
+    ("timm", "repghostnet_050", 64, 32),
+    ("timm", "ghostnetv3_050", 64, 64),  # its pooling needs 64
+    ("timm", "repvit_m0_9", 64, 32),
+    ("timm", "nextvit_small", 64, 32),
+    ("timm", "lcnetv2_base", 64, 32),
+    ("timm", "efficientvim_m1", 64, 32),
+    ("timm", "iformer_t", 64, 32),
+    ("timm", "shvit_s1", 64, 32),
+    ("timm", "levit_128s", 224, 224),
+    ("timm", "tiny_vit_5m_224", 224, 224),
+    ("timm", "efficientvit_m0", 224, 224),
+    # no re-parameterizable blocks: every BatchNorm follows a convolution, under any attribute name, inside
+    # timm's BatchNormAct2d (its activation inside the norm) or as a plain BatchNorm2d
+    ("timm", "ese_vovnet19b_dw", 64, 32),
+    ("timm", "efficientvit_b0", 64, 32),
+    ("timm", "resnet18", 64, 32),
+    ("timm", "regnetx_002", 64, 32),
+    ("timm", "mobilenetv4_conv_small", 64, 32),
+    ("ultralytics", "yolov8n", 64, 32),
+    ("ultralytics", "yolo11n", 64, 32),
+    ("ultralytics", "yolov9t", 64, 32),
+]
+
+
+@dataclass(frozen=True)
+class ZooRow:
+    library: str
+    model: str
+    input: int
+    ok: bool
+    ratio: float  # the float64 proof's error / tolerance
+    not_fused: list[str]
+    ours_s: float
+    library_s: float  # the library's own deploy path
+    left: tuple[int, int]  # BatchNorms and convolutions left by our fusion
+    library_left: tuple[int, int]
+    before: tuple[int, int]
+
+
+def zoo_model(library: str, name: str):
+    """(model in eval mode with randomized BatchNorm statistics, the library's own deploy function)."""
+    import copy
+
+    from exporter.models.embedded import randomize_batchnorm
+
+    if library == "timm":
+        import timm
+        from timm.models._manipulate import reparameterize_model
+
+        model, deploy = timm.create_model(name, pretrained=False, num_classes=10), reparameterize_model
+    else:
+        from ultralytics import YOLO
+
+        model = YOLO(f"{name}.yaml").model
+
+        def deploy(m):
+            return copy.deepcopy(m).fuse(verbose=False)
+
+    with torch.no_grad():
+        randomize_batchnorm(model, torch.Generator().manual_seed(0))
+    return model.eval(), deploy
+
+
+def _left(model) -> tuple[int, int]:
+    from torch import nn
+
+    norms = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return norms, sum(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def zoo_row(library: str, name: str, size: int, second: int) -> ZooRow:
+    """Fuse one zoo model (on two inputs of other sizes and draws, as the fuse stage does) and compare
+    with the library's own deploy path."""
+    from exporter.blocks.fuse import fuse_model
+
+    model, deploy = zoo_model(library, name)
+    inputs = [
+        torch.rand(1, 3, s, s, generator=torch.Generator().manual_seed(i))
+        for i, s in enumerate((size, second))
+    ]
+    start = time.perf_counter()
+    theirs = deploy(model)
+    library_s = time.perf_counter() - start
+    start = time.perf_counter()
+    fused, report = fuse_model(model, inputs, strict=False)  # a refuted row is tabulated
+    ours_s = time.perf_counter() - start
+    not_fused = report.as_dict()["not_fused"]
+    ratio = report.model_parity.ratio
+    return ZooRow(
+        library,
+        name,
+        size,
+        report.ok,
+        ratio,
+        not_fused,
+        ours_s,
+        library_s,
+        _left(fused),
+        _left(theirs),
+        _left(model),
+    )

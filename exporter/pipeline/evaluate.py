@@ -1,0 +1,224 @@
+"""`reparam-export eval`: COCO mAP of the fused torch reference and every built artifact of a run."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+from rich.console import Console
+
+from exporter.base import host
+from exporter.base.artifacts import sha256_file, write_json
+from exporter.base.data.coco_map import shard_bounds
+from exporter.base.errors import UserError, setting
+from exporter.base.numerics.parity import flatten_outputs
+from exporter.base.rundir import RunDir, read_manifest, run_artifacts, verified
+from exporter.base.workers import in_processes, threads_each
+from exporter.models.heads import Head
+from exporter.pipeline.recipe import Recipe
+from exporter.pipeline.stages.graph import Call, Node, Record, fixed
+from exporter.pipeline.stages.reference import load_fused
+from exporter.pipeline.stages.runner import Runner
+from exporter.pipeline.stages.scoring import EvaluationSettings, Scorer
+from exporter.pipeline.targets import TARGETS, load_artifact, unmeasured_here
+
+
+def run_recipe(run: Path) -> Recipe:
+    content = read_manifest(run)
+    if "recipe" not in content:
+        raise UserError(f"{run} has no finished build; run `reparam-export build` for it first")
+    try:
+        return Recipe.model_validate(content["recipe"])
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in ("recipe", *error["loc"]))
+        raise UserError(
+            f"{Path(run) / 'manifest.json'} is damaged ({field}: {error['msg']}); rebuild the run (build "
+            f"with {setting('force')})"
+        ) from None
+
+
+def torch_infer(fused_pt: Path):
+    model, _ = load_fused(fused_pt)
+
+    def infer(batch: np.ndarray) -> list[np.ndarray]:
+        with torch.no_grad():
+            return [a.astype(np.float32) for a in flatten_outputs(model(torch.from_numpy(batch)))]
+
+    return infer
+
+
+TORCH = "torch.fp32"  # the fused torch model's label
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One model an evaluation scores: its label, file, batch size and head (None: the model's own)."""
+
+    label: str
+    path: Path
+    batch: int
+    head: Head | None = None
+    plugin: Path | None = None
+    stand_in: bool = False  # a stage's output run on CPU by onnxruntime (TARGETS[...].stand_ins)
+
+    def infer(self, threads: int = 0):
+        """A runner's infer(batch) of this model."""
+        if self.label == TORCH:
+            return torch_infer(self.path)
+        if self.stand_in:
+            return TARGETS["onnx"].load(self.path, threads=threads).infer
+        return load_artifact(self.label, self.path, threads, self.plugin).infer
+
+
+def detect_shard(settings: EvaluationSettings, model: Scored, start: int, stop: int, threads: int) -> list:
+    """`model`'s detections on the scored images [start, stop), in a worker process of its own."""
+    torch.set_num_threads(threads)
+    return Scorer(settings).detections(model.infer(threads), model.batch, model.head, start, stop)
+
+
+def score_models(score: Scorer, models: list[Scored], shards: int) -> dict[str, dict[str, Any]]:
+    """COCO stats of each model: in this process, or each model's images split into `shards` runs of whole
+    batches, each detected in a process of its own (one pool for every model), the detections merged in
+    image order and scored once: the same stats, as every batch is the one a single process runs."""
+    if shards == 1:
+        return {m.label: score(m.infer(), m.batch, m.head) for m in models}
+    bounds = {m.label: shard_bounds(score.images, m.batch, shards) for m in models}
+    threads = threads_each(shards)
+    calls = [(score.settings, m, start, stop, threads) for m in models for start, stop in bounds[m.label]]
+    parts = iter(in_processes(detect_shard, calls, shards))
+    return {m.label: score.stats([r for _ in bounds[m.label] for r in next(parts)]) for m in models}
+
+
+INT8_GOAL_POINTS = 0.5  # mAP points an INT8 artifact may lose against the fused FP32 model
+
+
+def int8_goal(results: dict[str, Any]) -> dict[str, Any]:
+    """Per INT8 artifact (and stand-in), its mAP drop against the fused torch model, in points, and
+    whether it is within INT8_GOAL_POINTS."""
+    reference = results["torch.fp32"]["map"]
+    quantized = [key for key in results if "int8" in key or "qdq" in key]  # the Q/DQ model is INT8
+    drops = {key: 100 * (reference - results[key]["map"]) for key in quantized}
+    return {key: {"drop_points": drop, "met": drop <= INT8_GOAL_POINTS} for key, drop in drops.items()}
+
+
+@dataclass(frozen=True)
+class EvaluationRecord(Record):
+    images: int
+    maps: dict[str, float]  # mAP@[.5:.95] by model label
+
+    def describe(self) -> str:
+        scored = ", ".join(f"{label} {value:.4f}" for label, value in self.maps.items())
+        return f"mAP on {self.images} images: {scored}"
+
+
+def evaluation(
+    run: str | Path,
+    data: str | Path | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    shards: int = 1,
+) -> Node:
+    """The run's evaluation as a stage: the fused model, artifacts and CPU stand-ins (TensorRT's Q/DQ model
+    under onnxruntime) scored on `data` (default: the recipe's evaluation data) into RUN/eval.json. Its key:
+    the models' and the data's contents (images by content), the scoring settings, the libraries and the
+    host class (INT8 kernels, and their last digits, differ by it). `shards` > 1 splits each model's images
+    over that many local processes (the same stats, so not in the key)."""
+    run = Path(run)
+    recipe = run_recipe(run)
+    artifacts = run_artifacts(run)  # verified, fused.pt with them, before anything is measured
+    skipped = unmeasured_here(artifacts)  # a bf16 IR on a CPU that computes no bf16: never scored as f32
+    artifacts = {key: path for key, path in artifacts.items() if key not in skipped}
+    score = Scorer(EvaluationSettings.from_recipe(recipe, data, limit), progress)
+    stages = read_manifest(run)["stages"]
+    models = {TORCH: run / "fused.pt", **artifacts}
+    for target in TARGETS.values():
+        for stage, label in target.stand_ins.items():
+            if stage in stages:
+                models[label] = verified(run, stages[stage]["output"]["path"])
+    batch = 8 if recipe.export.dynamic_batch else 1
+    plugin = recipe.tensorrt.plugin_library
+    # end-to-end NMS engines output detections (EfficientNMS_TRT); the Q/DQ ONNX does not
+    engines = {k for k in artifacts if k.startswith("tensorrt.")} if recipe.tensorrt.end2end_nms else set()
+    heads = {key: score.settings.head.engine_nms() for key in engines}
+
+    def scored_models(inputs) -> list[Scored]:
+        return [
+            Scored(
+                label,
+                path,
+                8 if label == TORCH else batch,
+                heads.get(label),
+                plugin if label in artifacts else None,
+                stand_in=label not in artifacts and label != TORCH,
+            )
+            for label, path in inputs.items()
+        ]
+
+    def run_evaluation(call: Call) -> EvaluationRecord:
+        results = score_models(score, scored_models(call.inputs), shards)
+        for label in artifacts:  # which build was scored (the report ignores older ones)
+            results[label]["sha256"] = sha256_file(call.inputs[label])
+        report = {
+            "data": str(score.dataset.annotations),
+            "data_sha256": score.data_sha256,
+            "images": score.images,
+            "category_matching": score.category_matching,
+            "results": results,
+            "int8_goal": int8_goal(results),
+            "not_measured": skipped,
+        }
+        write_json(call.output, report)
+        return EvaluationRecord(score.images, {label: r["map"] for label, r in results.items()})
+
+    settings = {
+        "scoring": score.settings,
+        "data_sha256": score.data_sha256,
+        "batch": batch,
+        "engine_nms": sorted(engines),
+        "plugin": plugin,
+        "not_measured": skipped,
+    }
+    return Node(
+        "eval",
+        "eval.json",
+        run_evaluation,
+        EvaluationRecord,
+        fixed(settings),
+        files=models,
+        versions=lambda: {**library_versions(), "host_class": host.host_class()},
+    )
+
+
+def evaluate_run(
+    run: str | Path,
+    data: str | Path | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    rescore: bool = False,
+    shards: int = 1,
+) -> dict[str, Any]:
+    """Run the run's `evaluation` stage and return eval.json's report; one scored before under the same
+    key is reused (`reused`: True), unless `rescore`."""
+    node = evaluation(run, data, limit, progress, shards)
+    console = Console(stderr=True, quiet=True)
+    result = Runner(RunDir(run), rescore, console, lambda line: None).result(node)
+    return {**json.loads(result.output.read_text()), "reused": result.cached}
+
+
+def library_versions() -> dict[str, str]:
+    """The versions of the runtimes that score a run beyond those every stage's key holds."""
+    from importlib import metadata
+
+    found = {}
+    for name in ("openvino", "pycocotools"):  # beside those every stage's key holds
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found

@@ -1,0 +1,162 @@
+"""The openvino target: IR in FP32, FP16 (compressed weights) and INT8 (NNCF), on x86 CPUs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from exporter.base.errors import UserError, setting
+from exporter.base.libraries import Library
+from exporter.blocks.lowering.capability import Choice, gridsample_if_opset
+from exporter.models.families import family
+from exporter.pipeline.stages.graph import Call, Node, fixed
+from exporter.pipeline.targets.plan import float_nodes
+from exporter.pipeline.targets.target import Flag, Target
+
+HINT = "pip install 'reparam-export[openvino]'"
+
+
+def nodes(plan) -> dict:
+    return {f"openvino.{p}": ir(plan, p) for p in plan.recipe.precisions}
+
+
+def ir(plan, precision: str) -> Node:
+    """The IR of `precision` (INT8: calibrated, with the search's float layers when a budget is set)."""
+    from exporter.pipeline.targets.openvino import ir as stage
+
+    recipe = plan.recipe
+    int8 = precision == "int8"
+    calibration = plan.calibration_set if int8 else None
+    reads = plan.int8_reads(TARGET) if int8 else {"onnx": plan.simplified(TARGET), "fused": plan.fuse}
+
+    def run(call: Call) -> dict:
+        model = call.inputs["onnx"]
+        if int8:
+            plan.ranges(model)  # the calibration images' record beside the other INT8 caches
+        return stage.run(call.settings, model, call.inputs["fused"], call.output)
+
+    node = Node(
+        f"openvino.{precision}",
+        f"openvino/model_{precision}.xml",
+        run,
+        stage.IrRecord,
+        lambda upstream: stage.IrSettings.from_recipe(recipe, precision, calibration, float_nodes(upstream)),
+        reads=reads,
+        companions=(".bin",),
+        versions=versions,
+    )
+    metadata = family(recipe.model.adapter).metadata(
+        recipe.model.ref(), list(recipe.class_names), tuple(recipe.input_size)
+    )
+    if metadata:  # the family's own predictor (Ultralytics') loads a folder of its layout
+        plan.extras.append(
+            Node(
+                f"openvino.{precision}.package",
+                f"openvino/model_{precision}_openvino_model/model_{precision}.xml",
+                lambda call: stage.package(call.inputs["ir"], call.settings, call.output),
+                stage.PackageRecord,
+                fixed(metadata),
+                reads={"ir": node},
+                companions=(".bin",),
+            )
+        )
+    return node
+
+
+def load(path, precision: str = "fp32", threads: int = 0, plugin_library=None):
+    from exporter.pipeline.targets.openvino import runtime as openvino
+
+    return openvino.load(path, precision, threads)
+
+
+def throughput(path, batch, seconds: float) -> tuple[float, int]:
+    """OpenVINO's THROUGHPUT streams with its optimal number of async requests."""
+    from exporter.pipeline.targets.openvino import runtime as openvino
+
+    return openvino.throughput(path, batch, seconds)
+
+
+def quantizer(model: Path, calibration, method: str | None, ranges_dir: Path):
+    from exporter.pipeline.targets.openvino.quantizer import OpenVinoQuantizer
+
+    return OpenVinoQuantizer(model, calibration, method)
+
+
+def search_method(recipe) -> str:
+    """The INT8 search quantizes as the build will: with the recipe's NNCF preset."""
+    return recipe.openvino.int8_preset
+
+
+def versions() -> dict[str, str]:
+    from exporter.pipeline.targets.openvino.ir import library_versions
+
+    return library_versions()
+
+
+def check(recipe) -> None:
+    """bf16 is built where it runs, on a CPU whose OpenVINO computes bf16 natively, unless it is built for
+    another host."""
+    if "bf16" in recipe.precisions and recipe.openvino.bf16_for == "this-host" and unmeasured("bf16"):
+        raise UserError(
+            f"precision bf16 needs a CPU with AVX-512 BF16 or AMX ({unmeasured('bf16')}): build it on such a "
+            f"host, pass {setting('openvino.bf16_for', 'another-host')} to build it here for one (not "
+            f"measured here), or pass {setting('precisions', 'fp16')}"
+        )
+
+
+def unmeasured(precision: str) -> str | None:
+    from exporter.pipeline.targets.openvino import runtime
+
+    return runtime.unmeasured(precision)
+
+
+def capabilities() -> str | None:
+    """The precisions OpenVINO's CPU plugin says it computes on this CPU (None without OpenVINO)."""
+    from exporter.pipeline.targets.openvino import runtime
+
+    try:
+        return f"CPU plugin computes {runtime.cpu_capabilities()}"
+    except ImportError:
+        return None
+
+
+def akconv_auto(opset: int, trt_version: str) -> Choice:
+    """Measured on x86 CPU (`reparam-export bench-akconv`): GridSample is the faster exact lowering."""
+    return gridsample_if_opset(opset, "OpenVINO CPU runs GridSample faster than the gather decomposition")
+
+
+TARGET = Target(
+    name="openvino",
+    folder="openvino/",
+    precisions=("fp32", "fp16", "bf16", "int8"),
+    nodes=nodes,
+    load=load,
+    akconv_auto=akconv_auto,
+    libraries=(
+        Library("openvino", "openvino", "OpenVINO IR target", HINT, ("fp32", "fp16", "bf16", "int8")),
+        Library("nncf", "nncf", "OpenVINO INT8 calibration", HINT, ("int8",)),
+    ),
+    calibrated=("int8",),
+    options=("openvino.int8_preset", "openvino.bf16_for"),
+    flags=(
+        Flag(
+            "--ov-int8-preset",
+            "openvino.int8_preset",
+            "OpenVINO INT8's NNCF preset: mixed, asymmetric activations; performance, symmetric",
+            ("mixed", "performance"),
+        ),
+        Flag(
+            "--ov-bf16-for",
+            "openvino.bf16_for",
+            "The host a bf16 IR is for: this host (checked and measured here), or another host with AVX-512 "
+            "BF16 or AMX (built here, not measured where this CPU computes no bf16)",
+            ("this-host", "another-host"),
+        ),
+    ),
+    quantizer=quantizer,
+    search_method=search_method,
+    versions=versions,
+    throughput=throughput,
+    check=check,
+    capabilities=capabilities,
+    unmeasured=unmeasured,
+)

@@ -1,0 +1,35 @@
+"""The INT8 search's trial models for OpenVINO (exporter.pipeline.stages.partial_int8)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from exporter.base.data.calibration import CalibrationSet
+from exporter.base.numerics import layer_names
+from exporter.base.numerics.graph import openvino_head_tail
+from exporter.pipeline.targets.openvino import runtime
+from exporter.pipeline.targets.openvino.ir import quantize
+
+
+class OpenVinoQuantizer:
+    """FP32 and INT8 OpenVINO models of one ONNX, INT8 with extra convolutions kept in float."""
+
+    backend = "openvino"
+    latency_note = None  # the trial models are timed here, on this CPU
+
+    def __init__(self, onnx_path: Path, calibration: CalibrationSet, preset: str):
+        self.onnx_path, self.calibration, self.preset = onnx_path, calibration, preset
+        model = self.convert()
+        self.graph_index = layer_names.openvino_convs(model)
+        self.always_float = set(openvino_head_tail(model))
+
+    def convert(self):
+        return runtime.convert(self.onnx_path)
+
+    def runner(self, float_nodes: list[str] | None):
+        """The FP32 model (None) or the INT8 model with `float_nodes` in float too."""
+        if float_nodes is None:
+            return runtime.OpenVinoRunner(self.convert())
+        return runtime.OpenVinoRunner(
+            quantize(self.convert(), self.calibration, tuple(float_nodes), self.preset).model
+        )
