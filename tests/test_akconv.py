@@ -14,7 +14,7 @@ from exporter.blocks.lowering.akconv import coordinates, initial_grid, sample_ga
 from exporter.blocks.lowering.ort_ops import akconv_sample_reference
 from exporter.measure.studies.akconv import export
 from exporter.models.loader import load_checkpoint
-from exporter.pipeline.targets import TARGETS
+from exporter.pipeline.targets.table import TARGETS
 from tests.conftest import EMBEDDED
 
 NS = (2, 3, 5, 6, 9, 11, 13)

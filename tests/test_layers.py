@@ -6,11 +6,13 @@ too, so a lazy import cannot hide a dependency that runs up the layers.
 """
 
 import ast
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "exporter"
 
-# bottom first: module prefixes of each layer, room by room (base, blocks, models, pipeline, measure, cli)
+# bottom first: module prefixes of each layer, room by room (base, blocks, models, pipeline, measure, cli);
+# a prefix with `*` matches one module name part there
 LAYERS = [
     ("base", ["exporter.base"]),
     ("numerics", ["exporter.base.numerics"]),
@@ -18,6 +20,8 @@ LAYERS = [
     ("lowerings", ["exporter.blocks.lowering"]),
     ("blocks", ["exporter.blocks"]),
     ("models", ["exporter.models"]),
+    # the targets' registry and recipe sections, from which the recipe is assembled
+    ("sections", ["exporter.pipeline.targets.registry", "exporter.pipeline.targets.*.section"]),
     ("recipe", ["exporter.pipeline.recipe"]),
     ("stages", ["exporter.pipeline.stages"]),
     ("targets", ["exporter.pipeline.targets"]),
@@ -42,8 +46,8 @@ def layer_of(module: str) -> int:
     best, rank = -1, None
     for index, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
-            inside = module.startswith(prefix + ".") and prefix != "exporter"  # the package is its own layer
-            if (module == prefix or inside) and len(prefix) > best:
+            inside = fnmatchcase(module, prefix + ".*") and prefix != "exporter"  # the package: its own layer
+            if (fnmatchcase(module, prefix) or inside) and len(prefix) > best:
                 best, rank = len(prefix), index
     if rank is None:
         raise AssertionError(f"{module} is in no layer: add it to LAYERS and docs/architecture.md")

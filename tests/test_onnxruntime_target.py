@@ -12,8 +12,8 @@ from onnx import numpy_helper
 
 from exporter.base.numerics.graph import onnx_prediction_convs
 from exporter.pipeline.stages.qdq import check_qdq_structure
-from exporter.pipeline.targets import TARGETS
 from exporter.pipeline.targets.onnxruntime.int8 import SCHEME
+from exporter.pipeline.targets.table import TARGETS
 
 
 @pytest.fixture(scope="module")

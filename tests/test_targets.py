@@ -1,24 +1,41 @@
-"""Targets are descriptors: a new one is one module and its line in the table; the stage that depends
+"""Targets are descriptors: a new one is one package and its line in the registry; the stage that depends
 on a target's decision (the AKConv lowering) is keyed on that decision."""
 
-import importlib.util
 import json
+import os
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
-import pytest
-
-from exporter.pipeline.targets import TARGETS
+from exporter.pipeline.targets.table import TARGETS
 from tests.conftest import EMBEDDED
 
-FAKE_TARGET = '''
+FAKE_SECTION = '''
+"""The fake target's recipe section (`fake:`)."""
+
+from exporter.base.strict import Strict, flagged
+
+
+class FakeSpec(Strict):
+    suffix: str = flagged(".fake", "--fake-suffix", "The fake model's file suffix")
+
+
+SECTION = FakeSpec
+'''
+
+FAKE_DESCRIPTOR = '''
 """A target that ships the simplified ONNX under another name; fp16 needs a library nobody has."""
 
 import shutil
 from dataclasses import dataclass
 
+from exporter.base.libraries import Library
 from exporter.blocks.lowering.capability import Choice
+from exporter.pipeline.stages import ort_runner
 from exporter.pipeline.stages.graph import Node, Record, fixed
-from exporter.pipeline.targets import Library, Target
+from exporter.pipeline.targets.target import Target
+from fake.section import FakeSpec
 
 
 @dataclass(frozen=True)
@@ -35,22 +52,21 @@ class Copied(Record):
 
 
 def nodes(plan):
+    suffix = plan.recipe.fake.suffix
     return {
         "fake.fp32": Node(
             "fake.fp32",
-            "fake/model.fake",
+            f"fake/model{suffix}",
             lambda call: shutil.copyfile(call.inputs["onnx"], call.output) and Copied(),
             Copied,
-            fixed(CopySettings(".fake")),
+            fixed(CopySettings(suffix)),
             reads={"onnx": plan.simplified(TARGET)},
         )
     }
 
 
-def load(path, precision="fp32", threads=0, plugin_library=None):
-    from exporter.pipeline.stages import ort_runner as onnxruntime
-
-    return onnxruntime.load(path, threads)
+def load(path, precision="fp32", threads=0, section=None):
+    return ort_runner.load(path, threads)
 
 
 TARGET = Target(
@@ -59,48 +75,96 @@ TARGET = Target(
     precisions=("fp32", "fp16"),
     nodes=nodes,
     load=load,
-    akconv_auto=lambda opset, trt_version: Choice("gather", "the fake runtime has no GridSample"),
+    akconv_auto=lambda opset, section: Choice("gather", "the fake runtime has no GridSample"),
     libraries=(Library("fake-runtime", "fake_runtime", "runtime", "pip install fake-runtime", ("fp16",)),),
-    options=("tensorrt.version",),
+    section=FakeSpec,
 )
 '''
 
+# a process whose registry has the fake target's line; runs each command line it is given with the CLI
+DRIVER = """
+import contextlib, io, json, sys
 
-@pytest.fixture
-def fake_target(tmp_path, monkeypatch):
-    """The one new module, and its line in the table."""
-    path = tmp_path / "fake_target.py"
-    path.write_text(textwrap.dedent(FAKE_TARGET))
-    spec = importlib.util.spec_from_file_location("fake_target", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    monkeypatch.setitem(TARGETS, "fake", module.TARGET)
-    return module.TARGET
+from exporter.pipeline.targets import registry
+
+registry.REGISTRY = (*registry.REGISTRY, "fake")
+
+from exporter.cli import main
+
+results = []
+for argv in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    results.append([code, out.getvalue(), err.getvalue()])
+print(json.dumps(results))
+"""
 
 
-def test_a_new_target_is_one_module(fake_target, run_cli, tmp_path):
+def test_a_new_target_is_one_package_and_its_registry_line(tmp_path):
+    """A package outside the project (descriptor and recipe section) and its line in the registry: the
+    recipe takes its section, every command that builds its flag, and build, bench and doctor know it."""
+    package = tmp_path / "fake"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "section.py").write_text(textwrap.dedent(FAKE_SECTION))
+    (package / "descriptor.py").write_text(textwrap.dedent(FAKE_DESCRIPTOR))
     run = tmp_path / "run"
-    args = ("--recipe", str(EMBEDDED), "--input-size", "64", "64", "--run-dir", str(run))
-    code, _, err = run_cli("build", "--target", "fake", "--precision", "fp32", "--trt-version", "8.6", *args)
-    assert code == 0, err
-    assert "has no effect" not in err, "the fake target reads tensorrt.version"
-    manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["artifacts"] == {"fake.fp32": "fake/model.fake"}
-    assert manifest["stages"]["fake.export"]["akconv"]["lowering"] == "gather"
-    assert manifest["stages"]["fake.fp32"]["settings"] == {"suffix": ".fake"}
+    args = ["--recipe", str(EMBEDDED), "--input-size", "64", "64", "--run-dir", str(run)]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(EMBEDDED.read_text() + "fake:\n  prefix: x\n")
+    commands = [
+        ["build", "--target", "fake", "--precision", "fp32", "--fake-suffix", ".copy", *args],
+        ["bench", "--artifacts", str(run), "--min-iters", "1", "--min-seconds", "0"],
+        ["build", "--target", "fake", "--precision", "fp16", *args],
+        ["doctor", "--json"],
+        ["build", "--target", "onnx", "--fake-suffix", ".copy", *args[:-1], str(tmp_path / "onnx")],
+        ["build", "--recipe", str(bad), "--target", "fake", "--run-dir", str(tmp_path / "bad")],
+    ]
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root)])}
+    done = subprocess.run(
+        [sys.executable, "-c", DRIVER, json.dumps(commands)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    built, bench, fp16, doctor, onnx, unknown = json.loads(done.stdout.splitlines()[-1])
 
-    code, _, err = run_cli("bench", "--artifacts", str(run), "--min-iters", "1", "--min-seconds", "0")
+    code, _, err = built
+    assert code == 0, err
+    assert "has no effect" not in err
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["artifacts"] == {"fake.fp32": "fake/model.copy"}
+    assert manifest["recipe"]["fake"] == {"suffix": ".copy"}
+    assert manifest["stages"]["fake.export"]["akconv"]["lowering"] == "gather"
+    assert manifest["stages"]["fake.fp32"]["settings"] == {"suffix": ".copy"}
+
+    code, _, err = bench
     assert code == 0, err
     assert set(json.loads((run / "bench.json").read_text())["results"]) == {"fake.fp32"}
 
-    code, _, err = run_cli("build", "--target", "fake", "--precision", "fp16", *args)
+    code, _, err = fp16
     assert code == 2 and "target fake needs fake-runtime: not installed: pip install fake-runtime" in err
 
-    code, out, _ = run_cli("doctor", "--json")
+    code, out, _ = doctor
     assert any(c["name"] == "fake-runtime" and not c["usable"] for c in json.loads(out))
 
-    code, _, err = run_cli("build", "--target", "onnx", "--trt-version", "8.6", *args)
-    assert code == 0 and "--trt-version has no effect on this build" in err
+    code, _, err = onnx
+    assert code == 0 and "--fake-suffix has no effect on this build" in err
+
+    code, _, err = unknown
+    assert code == 2 and "fake.prefix: unknown field (allowed: suffix)" in err, err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_each_registered_package_is_named_for_its_target():
+    """The recipe files a target's section under its package's name: the descriptor's name is that."""
+    from exporter.pipeline.targets.registry import REGISTRY
+
+    assert [package.rpartition(".")[2] for package in REGISTRY] == list(TARGETS)
 
 
 def test_unknown_target_in_a_recipe_is_refused_before_any_stage(run_cli, tmp_path):

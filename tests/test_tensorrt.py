@@ -24,7 +24,7 @@ from exporter.pipeline.recipe import load_recipe
 from exporter.pipeline.stages import ort_runner as ort_backend
 from exporter.pipeline.stages import qdq as quantization
 from exporter.pipeline.stages import reference
-from exporter.pipeline.targets import TARGETS
+from exporter.pipeline.targets.table import TARGETS
 from exporter.pipeline.targets.tensorrt import compat as trt_compat
 from exporter.pipeline.targets.tensorrt import engine as trt_stage
 from exporter.pipeline.targets.tensorrt import nms as efficient_nms
@@ -815,10 +815,12 @@ def test_cached_ranges_are_keyed_on_image_contents(tmp_path):
 
 
 def test_engines_load_with_the_plugin_library_they_were_built_with(monkeypatch):
-    from exporter.pipeline.targets import load_artifact
+    from exporter.pipeline.targets.table import load_artifact
+    from exporter.pipeline.targets.tensorrt.section import TensorRTSpec
 
     seen = []
     monkeypatch.setattr(trt_backend, "load", lambda path, plugin: seen.append(plugin) or "runner")
-    assert load_artifact("tensorrt.fp32", "m.engine", 0, "/opt/libakconv_plugin.so") == "runner"
+    section = TensorRTSpec(plugin_library="/opt/libakconv_plugin.so")
+    assert load_artifact("tensorrt.fp32", "m.engine", 0, section) == "runner"
     assert load_artifact("tensorrt.fp16", "m.engine") == "runner"
     assert seen == [Path("/opt/libakconv_plugin.so"), None]

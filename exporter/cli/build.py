@@ -92,7 +92,7 @@ def export(**values):
       reparam-export export --opset 19 --dynamic-batch
       reparam-export export --model mypkg.models:build_yolo --input-size 640 640 --run-dir out/yolo
     """
-    from exporter.pipeline.targets import TARGETS
+    from exporter.pipeline.targets.table import TARGETS
 
     run = pipeline(load(values), values["run_dir"], values["force"])
     run.check()
@@ -113,7 +113,7 @@ def calibrate(**values):
       reparam-export calibrate --calib-data demo
       reparam-export calibrate --recipe recipes/damoyolo_s.yaml --calib-data /data/coco/val2017
     """
-    from exporter.pipeline.targets import TARGETS
+    from exporter.pipeline.targets.table import TARGETS
 
     run = pipeline(load(values), values["run_dir"], values["force"])
     chosen = run.plan.calibration_set  # the source is checked before any stage runs
@@ -184,7 +184,7 @@ def bench_int8(backend, trial_workers, **values):
       reparam-export bench-int8 --recipe recipes/damoyolo_s.yaml --checkpoint damoyolo_s.pth
     """
     from exporter.measure.report import tables
-    from exporter.pipeline.targets import TARGETS
+    from exporter.pipeline.targets.table import TARGETS
 
     recipe = load(values, targets=[backend], precisions=["int8"])
     run = pipeline(recipe, values["run_dir"], values["force"], trial_workers)

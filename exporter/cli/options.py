@@ -67,7 +67,7 @@ def group(*decorators: Decorator) -> Decorator:
 
 
 def targets():
-    from exporter.pipeline.targets import TARGETS
+    from exporter.pipeline.targets.table import TARGETS
 
     return TARGETS
 
@@ -78,7 +78,7 @@ RECIPE = option(
     type=click.Path(path_type=Path),
     help="Recipe YAML (default: the embedded demo recipe).",
 )
-# each target's own options (exporter.pipeline.targets.Flag), offered by every command that builds
+# each target's own options (exporter.pipeline.targets.target.Flag), offered by every command that builds
 TARGET_FLAGS = group(
     *(
         option(

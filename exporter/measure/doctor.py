@@ -19,7 +19,7 @@ REQUIRED = {name for name, *_ in CORE}
 def libraries() -> list[tuple[str, str, str, str]]:
     """The core libraries, every target's, every model adapter's, then the evaluation's; each once."""
     from exporter.models.families import FAMILIES
-    from exporter.pipeline.targets import TARGETS
+    from exporter.pipeline.targets.table import TARGETS
 
     found = {entry[0]: entry for entry in CORE}
     for lib in [lib for t in TARGETS.values() for lib in t.libraries] + [
@@ -50,7 +50,7 @@ def check_cuda() -> Check:
 def check_cpu() -> Check:
     """The CPU, its instruction sets and the precisions it computes natively (what a bf16 or an INT8
     build gains here), and what each target's runtime says it computes on it."""
-    from exporter.pipeline.targets import TARGETS
+    from exporter.pipeline.targets.table import TARGETS
 
     native = ", ".join(p.upper() for p in host.native_precisions())
     note = f"instruction sets: {', '.join(host.isa()) or 'none of ' + ', '.join(host.ISA_FLAGS.values())}; "

@@ -22,7 +22,7 @@ from exporter.base.artifacts import atomic_output, write_json
 from exporter.base.errors import CheckFailed, UserError, summary
 from exporter.base.workers import in_processes
 from exporter.pipeline.recipe import Recipe
-from exporter.pipeline.targets import TARGETS
+from exporter.pipeline.targets.table import TARGETS
 
 
 @dataclass(frozen=True)

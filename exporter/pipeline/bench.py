@@ -21,7 +21,7 @@ from exporter.pipeline.evaluate import run_recipe
 from exporter.pipeline.stages.graph import Call, Node, Record, fixed
 from exporter.pipeline.stages.reference import load_reference
 from exporter.pipeline.stages.runner import Runner
-from exporter.pipeline.targets import artifact_target, load_artifact, unmeasured_here
+from exporter.pipeline.targets.table import artifact_target, load_artifact, unmeasured_here
 
 
 @dataclass(frozen=True)
@@ -53,14 +53,15 @@ def benchmark(
     artifacts = {key: path for key, path in artifacts.items() if key not in skipped}
     if not artifacts:
         raise UserError(f"{run}: no artifact of it can be timed here ({'; '.join(skipped.values())})")
-    plugin = run_recipe(run).tensorrt.plugin_library
+    recipe = run_recipe(run)
+    sections = {key: artifact_target(key).settings(recipe) for key in artifacts}
     probe = run / "fused.pt"
 
     def run_bench(call: Call) -> BenchRecord:
         blob = load_reference(call.inputs["probe"])
         batch = np.ascontiguousarray(blob["probe"][:1].numpy())
         timed = {key: call.inputs[key] for key in artifacts}
-        report = {**_timed(timed, batch, call.settings, plugin), "not_measured": skipped}
+        report = {**_timed(timed, batch, call.settings, sections), "not_measured": skipped}
         write_json(call.output, report)
         return BenchRecord({key: entry["p50_ms"] for key, entry in report["results"].items()})
 
@@ -70,12 +71,14 @@ def benchmark(
     )
 
 
-def _timed(artifacts: dict[str, Path], batch: np.ndarray, settings: BenchSettings, plugin) -> dict[str, Any]:
+def _timed(
+    artifacts: dict[str, Path], batch: np.ndarray, settings: BenchSettings, sections: dict[str, Any]
+) -> dict[str, Any]:
     results: dict[str, Any] = {}
     threads, min_seconds, workers = settings.threads, settings.min_seconds, settings.throughput_workers
     with host.LoadMeter() as meter:  # what other processes took while we timed
         for key, path in artifacts.items():
-            runner = load_artifact(key, path, threads, plugin)
+            runner = load_artifact(key, path, threads, sections[key])
             latency = measure(
                 lambda runner=runner: runner.infer(batch),
                 min_iters=settings.min_iters,
@@ -93,7 +96,7 @@ def _timed(artifacts: dict[str, Path], batch: np.ndarray, settings: BenchSetting
             elif workers:
 
                 def make(key=key, path=path):
-                    worker = load_artifact(key, path, 1, plugin)
+                    worker = load_artifact(key, path, 1, sections[key])
                     return lambda: worker.infer(batch)
 
                 entry["throughput_fps"] = throughput(make, workers, min_seconds)

@@ -22,8 +22,9 @@ from exporter.models.families import family
 from exporter.pipeline.recipe import Recipe
 from exporter.pipeline.stages.graph import Result
 from exporter.pipeline.stages.runner import Runner
-from exporter.pipeline.targets import TARGETS, Target
 from exporter.pipeline.targets.plan import Plan
+from exporter.pipeline.targets.table import TARGETS
+from exporter.pipeline.targets.target import Target
 
 
 def targets_of(recipe: Recipe) -> list[Target]:

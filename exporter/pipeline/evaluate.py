@@ -25,7 +25,7 @@ from exporter.pipeline.stages.graph import Call, Node, Record, fixed
 from exporter.pipeline.stages.reference import load_fused
 from exporter.pipeline.stages.runner import Runner
 from exporter.pipeline.stages.scoring import EvaluationSettings, Scorer
-from exporter.pipeline.targets import TARGETS, load_artifact, unmeasured_here
+from exporter.pipeline.targets.table import TARGETS, artifact_target, load_artifact, unmeasured_here
 
 
 def run_recipe(run: Path) -> Recipe:
@@ -64,7 +64,7 @@ class Scored:
     path: Path
     batch: int
     head: Head | None = None
-    plugin: Path | None = None
+    section: Any = None  # its target's recipe section (the runtime reads it: a plugin library)
     stand_in: bool = False  # a stage's output run on CPU by onnxruntime (TARGETS[...].stand_ins)
 
     def infer(self, threads: int = 0):
@@ -73,7 +73,7 @@ class Scored:
             return torch_infer(self.path)
         if self.stand_in:
             return TARGETS["onnx"].load(self.path, threads=threads).infer
-        return load_artifact(self.label, self.path, threads, self.plugin).infer
+        return load_artifact(self.label, self.path, threads, self.section).infer
 
 
 def detect_shard(settings: EvaluationSettings, model: Scored, start: int, stop: int, threads: int) -> list:
@@ -142,10 +142,13 @@ def evaluation(
             if stage in stages:
                 models[label] = verified(run, stages[stage]["output"]["path"])
     batch = 8 if recipe.export.dynamic_batch else 1
-    plugin = recipe.tensorrt.plugin_library
-    # end-to-end NMS engines output detections (EfficientNMS_TRT); the Q/DQ ONNX does not
-    engines = {k for k in artifacts if k.startswith("tensorrt.")} if recipe.tensorrt.end2end_nms else set()
-    heads = {key: score.settings.head.engine_nms() for key in engines}
+    sections = {key: artifact_target(key).settings(recipe) for key in artifacts}
+    # artifacts with NMS inside output detections (a stand-in, the Q/DQ ONNX run on CPU, does not)
+    heads = {
+        key: score.settings.head.engine_nms()
+        for key, section in sections.items()
+        if artifact_target(key).detections(section)
+    }
 
     def scored_models(inputs) -> list[Scored]:
         return [
@@ -154,7 +157,7 @@ def evaluation(
                 path,
                 8 if label == TORCH else batch,
                 heads.get(label),
-                plugin if label in artifacts else None,
+                sections.get(label),
                 stand_in=label not in artifacts and label != TORCH,
             )
             for label, path in inputs.items()
@@ -180,8 +183,8 @@ def evaluation(
         "scoring": score.settings,
         "data_sha256": score.data_sha256,
         "batch": batch,
-        "engine_nms": sorted(engines),
-        "plugin": plugin,
+        "engine_nms": sorted(heads),
+        "sections": {key: s.model_dump(mode="json") for key, s in sections.items() if s is not None},
         "not_measured": skipped,
     }
     return Node(

@@ -3,24 +3,24 @@ take what they read through their own settings, built from a recipe)."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
 
 from exporter.base.artifacts import sha256_json
 from exporter.base.data.transforms import Preprocess
 from exporter.base.errors import UserError, read_user_file, setting
+from exporter.base.strict import Strict
 from exporter.models.families import FAMILIES
 from exporter.models.family import ModelRef
+from exporter.pipeline.targets.registry import REGISTRY
 
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ModelSpec(Strict):
@@ -86,28 +86,6 @@ class CalibrationSpec(Strict):
     folder: Path | None = None
 
 
-class TensorRTSpec(Strict):
-    """TensorRT build settings (the same for the Python builder and the deferred trtexec bundle)."""
-
-    version: str = "10.x"  # the TensorRT the engine is built with: lowering choice and op compatibility
-    workspace_mib: int = Field(4096, ge=64)
-    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
-    plugin_library: Path | None = None  # libakconv_plugin.so, for graphs lowered with the AKConv plugin
-    end2end_nms: bool = False  # append EfficientNMS_TRT (corner box coding) to decoded scores/boxes outputs
-    max_output_boxes: int = Field(100, ge=1)
-
-
-class OpenVinoSpec(Strict):
-    """OpenVINO settings. `int8_preset`: NNCF's quantization preset — `mixed`: symmetric weights,
-    asymmetric activations (a signed activation such as SiLU's keeps its negative range); `performance`:
-    symmetric everywhere. `bf16_for`: the host a bf16 IR is for — `this-host` (checked and measured here;
-    refused on a CPU without AVX-512 BF16 or AMX) or `another-host` (built here for such a CPU; where this
-    one computes no bf16, its error, mAP and latency are not measured)."""
-
-    int8_preset: Literal["mixed", "performance"] = "mixed"
-    bf16_for: Literal["this-host", "another-host"] = "this-host"
-
-
 class Int8Spec(Strict):
     """INT8 accuracy. `accuracy_budget`: mAP points (0–100 scale) the INT8 model may lose against FP32 on
     the evaluation data; set, the build keeps the fewest most-sensitive layers in float that meet it.
@@ -137,7 +115,9 @@ class Thresholds(Strict):
 MAX_INPUT_SIDE = 8192  # pixels: far beyond detectors' inputs (640–1536), far below an allocation failure
 
 
-class Recipe(Strict):
+class RecipeBase(Strict):
+    """A recipe's fields common to every target; `Recipe` adds each target's own section."""
+
     name: str  # the run folder's name: one path component (runs/<name>/)
     model: ModelSpec
     input_size: tuple[int, int]
@@ -148,8 +128,6 @@ class Recipe(Strict):
     export: ExportSpec = ExportSpec()
     thresholds: Thresholds = Thresholds()
     calibration: CalibrationSpec = CalibrationSpec()
-    tensorrt: TensorRTSpec = TensorRTSpec()
-    openvino: OpenVinoSpec = OpenVinoSpec()
     int8: Int8Spec = Int8Spec()
     evaluation: EvaluationSpec = EvaluationSpec()
     seed: int = 0
@@ -181,6 +159,24 @@ class Recipe(Strict):
     def digest(self) -> str:
         """Hash of every field, recorded in exported models and the manifest."""
         return sha256_json(self.model_dump(mode="json"))
+
+
+def target_sections() -> dict[str, type[Strict]]:
+    """Each registered target's recipe section (its package's section.SECTION), by the target's name."""
+    found = {}
+    for package in REGISTRY:
+        if importlib.util.find_spec(f"{package}.section") is not None:
+            found[package.rpartition(".")[2]] = importlib.import_module(f"{package}.section").SECTION
+    return found
+
+
+Recipe = create_model(
+    "Recipe",
+    __base__=RecipeBase,
+    __doc__="A recipe: the fields every build reads (RecipeBase) and each target's section.",
+    __module__=__name__,
+    **{name: (section, section()) for name, section in target_sections().items()},
+)
 
 
 DEFAULT_RECIPE = Path(__file__).parent / "default_recipe.yaml"

@@ -15,7 +15,7 @@ from exporter.base.numerics.latency import Latency, measure
 from exporter.base.numerics.parity import compare
 from exporter.blocks.akconv import AKConv
 from exporter.blocks.lowering.akconv import LOWERINGS, PLUGIN_DOMAIN
-from exporter.pipeline.targets import TARGETS
+from exporter.pipeline.targets.table import TARGETS
 
 RUNTIMES = {"onnxruntime": "onnx", "openvino": "openvino"}  # CPU runtime -> the target it runs
 
@@ -93,9 +93,8 @@ def run(
 
 def auto(backend: str, opset: int = 17) -> str:
     """The lowering the target run by `backend` picks with `--akconv-lowering auto`."""
-    from exporter.pipeline.targets.tensorrt.compat import DEFAULT_TRT_VERSION
-
-    return TARGETS[RUNTIMES[backend]].akconv_auto(opset, DEFAULT_TRT_VERSION).lowering
+    target = TARGETS[RUNTIMES[backend]]
+    return target.akconv_auto(opset, target.settings()).lowering
 
 
 def fastest(rows: list[Row], backend: str) -> str:

@@ -145,7 +145,7 @@ def int8_search(work: Path, say: Callable[[str], None]) -> str:
     model (scored by onnxruntime here)."""
     from exporter.pipeline.builder import Pipeline
     from exporter.pipeline.recipe import load_recipe
-    from exporter.pipeline.targets import TARGETS
+    from exporter.pipeline.targets.table import TARGETS
 
     rows = []
     for backend in ("openvino", "tensorrt"):

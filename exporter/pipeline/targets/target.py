@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 from exporter.base.libraries import Library
+from exporter.base.strict import Strict
 from exporter.blocks.lowering.capability import Choice, choose
 from exporter.pipeline.recipe import Recipe
 
@@ -27,18 +28,21 @@ class Target:
     folder: str  # its files in a run directory ("" = the run's root)
     precisions: tuple[str, ...]
     nodes: Callable[[Any], dict[str, Any]]  # (targets.plan.Plan) -> {"<target>.<precision>": its Node}
-    load: Callable[..., Any]  # (path, precision, threads, plugin_library) -> Runner with .infer(batch)
-    akconv_auto: Callable[[int, str], Choice]  # (opset, TensorRT version) -> the lowering `auto` picks
+    load: Callable[..., Any]  # (path, precision, threads, section) -> Runner with .infer(batch)
+    akconv_auto: Callable[[int, Any], Choice]  # (opset, section) -> the lowering `auto` picks
+    # its recipe section (recipe.<name>; the package's section.SECTION), read by the callables given
+    # `section`; its fields are the recipe fields only this target reads
+    section: type[Strict] | None = None
     runs_plugin: bool = False  # whether it runs the AKConvSample plugin node
     libraries: tuple[Library, ...] = ()
     calibrated: tuple[str, ...] = ()  # precisions that need calibration images
-    options: tuple[str, ...] = ()  # recipe fields that only this target reads
-    flags: tuple[Flag, ...] = ()  # its command-line options, each setting one of `options`
     # INT8 accuracy search: (onnx, calibration, method, ranges folder) -> quantizer; method from the recipe
     quantizer: Callable[..., Any] | None = None
     search_method: Callable[[Recipe], str | None] = field(default=lambda recipe: None)
     versions: Callable[[], dict[str, str]] = field(default=dict)  # its libraries' versions: cache keys
     stand_ins: dict[str, str] = field(default_factory=dict)  # stage -> label: run on CPU by eval
+    # (section) -> whether its artifacts output final detections (NMS inside), which eval reads as such
+    detections: Callable[[Any], bool] = field(default=lambda section: False)
     # (path, batch, seconds) -> (images/s, parallel requests) by the runtime's own scheduling; None: bench
     # runs single-thread runners in parallel
     throughput: Callable[..., tuple[float, int]] | None = None
@@ -51,13 +55,37 @@ class Target:
         """A per-target stage's name in the manifest ('export' for onnx, 'openvino.export', …)."""
         return f"{self.name}.{name}" if self.folder else name
 
+    def settings(self, recipe: Recipe | None = None) -> Strict | None:
+        """Its section of `recipe` (of the default recipe if None); None for a target without one."""
+        if self.section is None:
+            return None
+        return self.section() if recipe is None else getattr(recipe, self.name)
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The recipe fields that only this target reads: its section's."""
+        fields = self.section.model_fields if self.section else {}
+        return tuple(f"{self.name}.{name}" for name in fields)
+
+    @property
+    def flags(self) -> tuple[Flag, ...]:
+        """Its command-line options: the fields of its section that name a flag (base.strict.flagged)."""
+        found = []
+        for name, info in (self.section.model_fields if self.section else {}).items():
+            flag = (info.json_schema_extra or {}).get("flag")
+            if flag:
+                literal = get_origin(info.annotation) is Literal
+                choices = tuple(get_args(info.annotation)) if literal else ()
+                found.append(Flag(flag, f"{self.name}.{name}", info.description or "", choices))
+        return tuple(found)
+
     def akconv(self, recipe: Recipe) -> Choice:
         """The AKConv lowering for this target under the recipe's request."""
         spec = recipe.export
         return choose(
             spec.akconv_lowering,
             spec.opset,
-            lambda: self.akconv_auto(spec.opset, recipe.tensorrt.version),
+            lambda: self.akconv_auto(spec.opset, self.settings(recipe)),
             self.name,
             self.runs_plugin,
         )

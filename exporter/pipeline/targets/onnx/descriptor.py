@@ -10,13 +10,13 @@ def nodes(plan) -> dict:
     return {"onnx.fp32": plan.simplified(TARGET)}
 
 
-def load(path, precision: str = "fp32", threads: int = 0, plugin_library=None):
+def load(path, precision: str = "fp32", threads: int = 0, section=None):
     from exporter.pipeline.stages import ort_runner as onnxruntime
 
     return onnxruntime.load(path, threads)
 
 
-def akconv_auto(opset: int, trt_version: str) -> Choice:
+def akconv_auto(opset: int, section=None) -> Choice:
     """Measured on x86 CPU (`reparam-export bench-akconv`): gather is the faster exact lowering."""
     return Choice("gather", "onnxruntime CPU runs the gather decomposition faster than GridSample")
 

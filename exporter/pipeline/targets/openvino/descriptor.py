@@ -9,8 +9,9 @@ from exporter.base.libraries import Library
 from exporter.blocks.lowering.capability import Choice, gridsample_if_opset
 from exporter.models.families import family
 from exporter.pipeline.stages.graph import Call, Node, fixed
+from exporter.pipeline.targets.openvino.section import OpenVinoSpec
 from exporter.pipeline.targets.plan import float_nodes
-from exporter.pipeline.targets.target import Flag, Target
+from exporter.pipeline.targets.target import Target
 
 HINT = "pip install 'reparam-export[openvino]'"
 
@@ -62,7 +63,7 @@ def ir(plan, precision: str) -> Node:
     return node
 
 
-def load(path, precision: str = "fp32", threads: int = 0, plugin_library=None):
+def load(path, precision: str = "fp32", threads: int = 0, section=None):
     from exporter.pipeline.targets.openvino import runtime as openvino
 
     return openvino.load(path, precision, threads)
@@ -119,7 +120,7 @@ def capabilities() -> str | None:
         return None
 
 
-def akconv_auto(opset: int, trt_version: str) -> Choice:
+def akconv_auto(opset: int, section) -> Choice:
     """Measured on x86 CPU (`reparam-export bench-akconv`): GridSample is the faster exact lowering."""
     return gridsample_if_opset(opset, "OpenVINO CPU runs GridSample faster than the gather decomposition")
 
@@ -136,22 +137,7 @@ TARGET = Target(
         Library("nncf", "nncf", "OpenVINO INT8 calibration", HINT, ("int8",)),
     ),
     calibrated=("int8",),
-    options=("openvino.int8_preset", "openvino.bf16_for"),
-    flags=(
-        Flag(
-            "--ov-int8-preset",
-            "openvino.int8_preset",
-            "OpenVINO INT8's NNCF preset: mixed, asymmetric activations; performance, symmetric",
-            ("mixed", "performance"),
-        ),
-        Flag(
-            "--ov-bf16-for",
-            "openvino.bf16_for",
-            "The host a bf16 IR is for: this host (checked and measured here), or another host with AVX-512 "
-            "BF16 or AMX (built here, not measured where this CPU computes no bf16)",
-            ("this-host", "another-host"),
-        ),
-    ),
+    section=OpenVinoSpec,
     quantizer=quantizer,
     search_method=search_method,
     versions=versions,

@@ -11,8 +11,9 @@ from exporter.blocks.lowering.capability import TRT_GRIDSAMPLE_SINCE, Choice, gr
 from exporter.pipeline.recipe import Recipe
 from exporter.pipeline.stages.graph import Call, Node, fixed
 from exporter.pipeline.targets.plan import float_nodes
-from exporter.pipeline.targets.target import Flag, Target
+from exporter.pipeline.targets.target import Target
 from exporter.pipeline.targets.tensorrt import compat as trt_compat
+from exporter.pipeline.targets.tensorrt.section import TensorRTSpec
 
 
 def nodes(plan) -> dict:
@@ -114,10 +115,10 @@ def end2end(plan, precision: str, model: Node) -> Node:
     )
 
 
-def load(path, precision: str = "fp32", threads: int = 0, plugin_library=None):
+def load(path, precision: str = "fp32", threads: int = 0, section: TensorRTSpec | None = None):
     from exporter.pipeline.targets.tensorrt import runner as tensorrt
 
-    return tensorrt.load(path, Path(plugin_library) if plugin_library else None)
+    return tensorrt.load(path, section.plugin_library if section else None)
 
 
 def quantizer(model: Path, calibration, method: str | None, ranges_dir: Path):
@@ -128,9 +129,10 @@ def quantizer(model: Path, calibration, method: str | None, ranges_dir: Path):
     return QdqQuantizer(model, calibration, method, ranges_dir, SCHEME, note)
 
 
-def akconv_auto(opset: int, trt_version: str) -> Choice:
+def akconv_auto(opset: int, section: TensorRTSpec) -> Choice:
     """TensorRT runs GridSample natively from 8.5; before, the exact gather decomposition (the
     AKConvSample plugin implements IPluginV3 and so needs TensorRT 10)."""
+    trt_version = section.version
     if trt_compat.parse_trt_version(trt_version).version < TRT_GRIDSAMPLE_SINCE:
         return Choice(
             "gather",
@@ -169,17 +171,10 @@ TARGET = Target(
         ),
     ),
     calibrated=("int8",),
-    options=(
-        "tensorrt.version",
-        "tensorrt.workspace_mib",
-        "tensorrt.calibration_method",
-        "tensorrt.plugin_library",
-        "tensorrt.end2end_nms",
-        "tensorrt.max_output_boxes",
-    ),
-    flags=(Flag("--trt-version", "tensorrt.version", "TensorRT the engine is for, e.g. 8.6 or 10.x"),),
+    section=TensorRTSpec,
     quantizer=quantizer,
     search_method=search_method,
     check=check,
     stand_ins={"tensorrt.qdq": "tensorrt.qdq (onnxruntime)"},
+    detections=lambda section: section.end2end_nms,  # EfficientNMS_TRT appended
 )
