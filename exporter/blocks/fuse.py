@@ -35,7 +35,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from exporter.base.errors import CheckFailed, ExporterError, UserError, summary
-from exporter.base.numerics.complexity import count_params
+from exporter.base.numerics.complexity import Complexity, Counting, count_params
 from exporter.base.numerics.parity import Parity, compare, compare_within, flatten_outputs, scales
 from exporter.base.numerics.selections import Selections
 from exporter.blocks import OUR_BLOCKS
@@ -133,6 +133,7 @@ class FuseReport:
     selections: int = 0  # discrete selections replayed in the whole-model check
     flips: int = 0  # of those, where the fused model's own pick differed (a near-tie)
     skipped: list[str] = field(default_factory=list)  # blocks left as they are, and why
+    complexity: Complexity | None = None  # the fused model's, counted in its rounding pass
 
     @property
     def counts(self) -> dict[str, int]:
@@ -746,7 +747,10 @@ def _fuse_model(
     fused = cast(work, dtype)
     if report.ok:  # the rounding of the fused model too: the scale of an export's tolerance
         expected = reference.outputs[0]
-        errors = _rounding(_in_rounding_dtype(fused), inputs[0], expected, reference.picks[0])
+        rounding_model = _in_rounding_dtype(fused)
+        with Counting(rounding_model) as counting:
+            errors = _rounding(rounding_model, inputs[0], expected, reference.picks[0])
+        report.complexity = counting.result()
         report.noise = [max(pair) for pair in zip(errors, rounding[0], strict=True)]
         worst = max(range(len(errors)), key=lambda i: errors[i] / max(1.0, report_scales[i]))
         report.drift = Parity(errors[worst], report_scales[worst], 0.0, worst)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,30 +38,44 @@ class Complexity:
         return 2 * (self.macs + self.bias_adds + 2 * self.norm_elements) / 1e9
 
 
-def profile(model: nn.Module, example: torch.Tensor) -> Complexity:
-    """Count, per image of `example`, what one forward pass computes (convolution modules only: a
-    functional conv, such as RefConv's train form, is not seen)."""
-    counts = {"macs": 0, "bias_adds": 0, "norm_elements": 0}
+class Counting:
+    """Counts, per image, what the forward passes of `model` run inside the `with` block compute
+    (convolution modules only: a functional conv, such as RefConv's train form, is not seen)."""
 
-    def on_layer(module, _inputs, output):
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.counts = {"macs": 0, "bias_adds": 0, "norm_elements": 0}
+        self.handles: list[Any] = []
+
+    def _on_layer(self, module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
         per_image = output.numel() // output.shape[0]
         if isinstance(module, _BatchNorm):
-            counts["norm_elements"] += per_image
+            self.counts["norm_elements"] += per_image
             return
         fan_in = (
             module.in_channels // module.groups * math.prod(module.kernel_size)
             if isinstance(module, CONV_TYPES)
             else module.in_features
         )
-        counts["macs"] += per_image * fan_in
-        counts["bias_adds"] += per_image if module.bias is not None else 0
+        self.counts["macs"] += per_image * fan_in
+        self.counts["bias_adds"] += per_image if module.bias is not None else 0
 
-    layers = (*CONV_TYPES, nn.Linear, _BatchNorm)
-    handles = [m.register_forward_hook(on_layer) for m in model.modules() if isinstance(m, layers)]
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for handle in handles:
+    def __enter__(self) -> Counting:
+        layers = (*CONV_TYPES, nn.Linear, _BatchNorm)
+        modules = [m for m in self.model.modules() if isinstance(m, layers)]
+        self.handles = [m.register_forward_hook(self._on_layer) for m in modules]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self.handles:
             handle.remove()
-    return Complexity(count_params(model), **counts)
+
+    def result(self) -> Complexity:
+        return Complexity(count_params(self.model), **self.counts)
+
+
+def profile(model: nn.Module, example: torch.Tensor) -> Complexity:
+    """What one forward pass of `model` computes per image of `example` (Counting)."""
+    with Counting(model) as counting, torch.no_grad():
+        model(example)
+    return counting.result()

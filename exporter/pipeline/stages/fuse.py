@@ -17,7 +17,6 @@ from torch import nn
 from exporter.base.artifacts import sha256_file
 from exporter.base.data.transforms import Preprocess
 from exporter.base.errors import UserError, summary
-from exporter.base.numerics.complexity import profile
 from exporter.blocks.fuse import ForwardFailed, FuseReport, fuse_model
 from exporter.models.loader import ModelSource, builder_source_hash, probe_input, require_checkpoint
 from exporter.models.reads import files_read
@@ -132,5 +131,5 @@ def run(
     known = settings.source.checkpoint.resolve() if settings.source.checkpoint else None
     reads = [p for p in read if p != known] if settings.source.builder else []
     return FuseRecord(
-        report.as_dict(), shapes, profile(fused, probe[:1]).gflops, {str(p): sha256_file(p) for p in reads}
+        report.as_dict(), shapes, report.complexity.gflops, {str(p): sha256_file(p) for p in reads}
     )
