@@ -201,7 +201,8 @@ def test_sharded_eval_scores_the_demo_as_one_process_does(run_cli, tmp_path):
     """The demo's trained model and its ONNX, on 24 demo images: split over 2 processes, every stat is the
     single process's to every printed digit."""
     run = tmp_path / "run"
-    code, _, err = run_cli("build", "--target", "onnx", "--precision", "fp32", "--run-dir", str(run))
+    args = ("--target", "onnx", "--precision", "fp32", "--eval-limit", "24", "--run-dir", str(run))
+    code, _, err = run_cli("build", *args)
     assert code == 0, err
     code, _, err = run_cli("eval", "--artifacts", str(run), "--data", "demo", "--limit", "24")
     assert code == 0, err
