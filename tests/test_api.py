@@ -31,7 +31,7 @@ def test_build_returns_typed_results(api_run):
         assert 0 < artifact.map <= 1 and artifact.map <= artifact.map50, key
         assert artifact.latency_ms > 0, key
     assert abs(api_run.artifacts["onnx.fp32"].map - api_run.torch_map) < 0.01
-    assert api_run.deferred is None
+    assert api_run.deferred == {}
 
 
 def test_build_makes_and_scores_what_the_cli_does(api_run, run_cli, tmp_path):

@@ -118,7 +118,14 @@ def test_t4_targets_say_not_measurable_and_what_would_measure_them(tmp_path):
     row += "TensorRT"
     assert row + " on this host |" in write_report(run, tmp_path / "out")["markdown"].read_text()
     manifest = json.loads((run / "manifest.json").read_text())
-    manifest["tensorrt"] = {"deferred": True, "bundle": "runs/s/tensorrt/bundle/build_engine.sh"}
+    manifest["deferred"] = {
+        "tensorrt": {
+            "artifact": "TensorRT engine",
+            "runtime": "TensorRT",
+            "reason": "TensorRT is not installed",
+            "bundle": "runs/s/tensorrt/bundle/build_engine.sh",
+        }
+    }
     (run / "manifest.json").write_text(json.dumps(manifest))
     paths = write_report(run, tmp_path / "out")
     markdown, page = paths["markdown"].read_text(), paths["html"].read_text()

@@ -87,12 +87,14 @@ def checked_run(root):
     stages["openvino.int8"]["check"] = {**parity, "max_abs_err": 0.08, "ratio": 4000.0, "ok": False}
     stages["openvino.int8"]["int8"] = {"collapse": {"slope": 0.48, "output": 0, "threshold": 0.01}}
     stages["openvino.int8"]["plain_consumer"] = {"default_precision": "bf16"}
-    manifest["tensorrt"] = {
-        "deferred": True,
-        "engine": None,
-        "bundle": "runs/x/tensorrt/bundle/build_engine.sh",
+    manifest["deferred"] = {
+        "tensorrt": {
+            "artifact": "TensorRT engine",
+            "runtime": "TensorRT",
+            "reason": "TensorRT is not installed",
+            "bundle": "runs/x/tensorrt/bundle/build_engine.sh",
+        }
     }
-    manifest["tensorrt"]["reason"] = "TensorRT is not installed"
     (run / "manifest.json").write_text(json.dumps(manifest))
     evaluation = json.loads((run / "eval.json").read_text())
     evaluation["int8_goal"] = {"openvino.int8": {"drop_points": 1.0, "met": False}}

@@ -660,7 +660,8 @@ def test_build_tensorrt_target_defers_without_tensorrt(run_cli, tmp_path):
     assert "no TensorRT engine was built on this machine" in err and "NO ENGINE BUILT" in err
     assert not list(run.rglob("*.engine")) and not list(run.rglob("*.plan"))
     manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["tensorrt"]["deferred"] is True and manifest["tensorrt"]["engine"] is None
+    deferred = manifest["deferred"]["tensorrt"]
+    assert deferred["reason"] and deferred["bundle"] == str(run / "tensorrt" / "bundle" / "build_engine.sh")
     assert manifest["artifacts"] == {}
     script = (run / "tensorrt" / "bundle" / "build_engine.sh").read_text()
     assert "--fp16" in script and "model.qdq.onnx" in script

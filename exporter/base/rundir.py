@@ -197,7 +197,7 @@ RUN_FIELDS = {
     "recipe": dict,
     "recipe_hash": str,
     "built": str,
-    "tensorrt": dict,
+    "deferred": dict,
 }
 STAGE_FIELDS = {
     "key": str,

@@ -51,12 +51,12 @@ def build(trial_workers, **values):
     artifacts = run.build()
     for key, result in artifacts.items():
         say(f"built {recipe.name} {key}: {result.output}")
-    deferred = run.run.manifest().get("tensorrt", {})
-    if "tensorrt" in recipe.targets and deferred.get("deferred"):
-        say(
-            f"no TensorRT engine was built on this machine ({deferred['reason']}); "
-            f"build it where TensorRT runs with: bash {deferred['bundle']}"
-        )
+    for target, deferred in run.run.manifest().get("deferred", {}).items():
+        if target in recipe.targets:
+            say(
+                f"no {deferred['artifact']} was built on this machine ({deferred['reason']}); "
+                f"build it where {deferred['runtime']} runs with: bash {deferred['bundle']}"
+            )
     if recipe.evaluation.data:
         import json
 

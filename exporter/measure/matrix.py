@@ -101,13 +101,13 @@ def build_model(
 
 
 def cell_of(cell: Cell, built: dict, manifest: dict[str, Any], results: dict[str, Any]) -> Cell:
-    """`cell` as its model's build left it: its artifact, hash, size, check and mAP; a TensorRT engine
-    deferred to its bundle; not offered."""
+    """`cell` as its model's build left it: its artifact, hash, size, check and mAP; deferred to its
+    target's bundle (a TensorRT engine); not offered."""
     key = f"{cell.target}.{cell.precision}"
     if cell.status == "not offered":
         return cell
-    deferred = manifest.get("tensorrt", {})
-    if key not in built and cell.target == "tensorrt" and deferred.get("deferred"):
+    deferred = manifest.get("deferred", {}).get(cell.target)
+    if key not in built and deferred:
         bundle = str(Path(deferred["bundle"]).relative_to(Path(cell.run).resolve()))
         return replace(cell, status="deferred", artifact=bundle, error=deferred["reason"])
     entry = manifest["stages"][built[key].name]

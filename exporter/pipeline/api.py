@@ -58,7 +58,7 @@ class Run:
     proof: Check  # the fusion, proved in float64
     artifacts: dict[str, Artifact]
     torch_map: float | None  # the fused torch model's mAP on the same data, where evaluated
-    deferred: str | None  # why no TensorRT engine was built here (a trtexec bundle was written instead)
+    deferred: dict[str, str]  # target -> why its artifacts were not built here (a bundle builds them)
 
 
 def build(
@@ -140,14 +140,13 @@ def read_run(root: str | os.PathLike) -> Run:
             latency["p50_ms"] if latency else None,
         )
     torch = scored.get("torch.fp32")
-    tensorrt = manifest.get("tensorrt", {})
     return Run(
         root,
         run_recipe(root),
         Check.of(stages["fuse"]["check"]["model_parity"]),
         artifacts,
         torch["map"] if torch else None,
-        tensorrt.get("reason") if tensorrt.get("deferred") else None,
+        {target: entry["reason"] for target, entry in manifest.get("deferred", {}).items()},
     )
 
 

@@ -205,8 +205,14 @@ class Pipeline:
             for key, path in previous.items()
             if key.partition(".")[0] not in self.recipe.targets and (self.run.root / path).is_file()
         }
+        deferred = {  # other targets' bundles written into this run earlier, where they still are
+            target: entry
+            for target, entry in self.run.manifest().get("deferred", {}).items()
+            if target not in self.recipe.targets and Path(entry["bundle"]).is_file()
+        }
         self.note(
             **self.plan.notes,
+            deferred={**(deferred if self.fuse().cached else {}), **self.plan.deferred},
             built=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             recipe=self.recipe.model_dump(mode="json"),
             recipe_hash=self.recipe.digest(),

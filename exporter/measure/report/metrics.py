@@ -122,6 +122,6 @@ def collect(run: str | Path) -> dict[str, Any]:
         "versions": versions(stages),
         "sensitivity": _read(run / "sensitivity.json").get("layers", []),
         "int8_search": searches,
-        "tensorrt": manifest.get("tensorrt") or {},  # a deferred engine's bundle
+        "deferred": manifest.get("deferred") or {},  # target -> what builds its artifacts elsewhere
         "stale": stale,
     }

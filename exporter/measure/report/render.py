@@ -81,7 +81,7 @@ def target_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
     name = f"DAMO-YOLO-{variant.upper()}"
     out = []
     if t4_ms is not None:
-        bundle = metrics["tensorrt"].get("bundle")
+        bundle = metrics["deferred"].get("tensorrt", {}).get("bundle")
         where = f"; `bash {bundle}` on a T4 builds and times the engine" if bundle else ""
         out.append(
             {
@@ -174,8 +174,7 @@ def sections(metrics: dict[str, Any], manifest: dict[str, Any]) -> list[Section]
     precision = runtime_precision_section(metrics)
     if precision:
         parts.append(precision)
-    if metrics["tensorrt"].get("deferred"):
-        parts.append(tensorrt_section(metrics["tensorrt"]))
+    parts += [deferred_section(entry) for entry in metrics["deferred"].values()]
     seconds = [[name, str(s)] for name, s in metrics["stage_seconds"].items()]
     parts.append(Section("Build times", ["stage", "seconds"], seconds))
     gated, recorded = check_rows(manifest.get("stages", {}), manifest.get("artifacts", {}))
@@ -251,12 +250,13 @@ def runtime_precision_section(metrics: dict[str, Any]) -> Section | None:
     )
 
 
-def tensorrt_section(record: dict[str, Any]) -> Section:
-    """Why no TensorRT engine was built, and what builds it."""
+def deferred_section(record: dict[str, Any]) -> Section:
+    """Why a target's artifacts were not built here (a TensorRT engine), and what builds them."""
+    runtime = record["runtime"]
     return Section(
-        "TensorRT",
-        ["engine", "why not built here", "to build it"],
-        [["not built", record.get("reason") or "", f"`bash {record.get('bundle')}` where TensorRT runs"]],
+        runtime,
+        [record["artifact"], "why not built here", "to build it"],
+        [["not built", record["reason"], f"`bash {record['bundle']}` where {runtime} runs"]],
     )
 
 

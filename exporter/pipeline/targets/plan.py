@@ -36,6 +36,7 @@ class Plan:
         self.trials_on_ray = trials_on_ray  # each as a Ray task, not a local process
         self.warnings: list[tuple[str, str]] = []  # (its list in the manifest, warning) found while planning
         self.notes: dict[str, Any] = {}  # run-level manifest fields the targets declare
+        self.deferred: dict[str, dict[str, str]] = {}  # target -> what builds its artifacts elsewhere
         self.extras: list[Node] = []  # nodes to run whose outputs are not artifacts (bundles, packages)
         self._nodes: dict[str, Node] = {}
         self._lowerings: dict[str, Choice] = {}  # target -> its AKConv lowering
@@ -46,6 +47,17 @@ class Plan:
 
     def warn(self, field: str, warning: str) -> None:
         self.warnings.append((field, warning))
+
+    def defer(self, target: Target, artifact: str, runtime: str, reason: str, bundle: Node) -> None:
+        """`target`'s artifacts (each an `artifact`, e.g. 'TensorRT engine') are not built here (`reason`):
+        `bundle`, a node run with the others, writes the script that builds them where `runtime` runs."""
+        self.extras.append(bundle)
+        self.deferred[target.name] = {
+            "artifact": artifact,
+            "runtime": runtime,
+            "reason": reason,
+            "bundle": str(self.root / bundle.output),
+        }
 
     # decisions made before any stage runs (exporter.pipeline checks them all first)
 

@@ -37,15 +37,8 @@ def nodes(plan) -> dict:
             fixed(settings),
             reads=models,
         )
-        plan.extras.append(bundle)
-        plan.notes["tensorrt"] = {
-            "engine": None,
-            "deferred": True,
-            "reason": reason,
-            "bundle": str(plan.root / bundle.output),
-        }
+        plan.defer(TARGET, "TensorRT engine", "TensorRT", reason, bundle)
         return {}
-    plan.notes["tensorrt"] = {"deferred": False}
     return {f"tensorrt.{p}": engine(plan, p, m) for p, m in models.items()}
 
 
