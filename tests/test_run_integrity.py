@@ -158,6 +158,21 @@ def test_a_second_build_of_one_run_directory_is_refused(built, run_cli, tmp_path
     assert code == 0, err
 
 
+FREE = (
+    "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); "
+    "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print('free')"
+)
+
+
+def test_a_run_is_free_once_its_build_returns(built, tmp_path):
+    """A long-lived process (a notebook) holds a run only while it writes it: once its build returns,
+    another process may build it."""
+    run = shutil.copytree(built, tmp_path / "run")
+    build(run)  # in this process, which goes on living
+    free = subprocess.run([sys.executable, "-c", FREE, str(run)], capture_output=True, text=True)
+    assert free.stdout.strip() == "free", free.stderr
+    build(run)  # and takes it again
+
 def without_privileges() -> None:
     """In the child before it runs the command: drop every capability (a root user's included), so file
     permissions bind it as they bind anyone."""

@@ -7,12 +7,13 @@ unchanged, is a cache hit and is not run again; an interrupted run resumes.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -55,41 +56,53 @@ class StageResult:
     cached: bool
 
 
-_LOCKS: dict[Path, int] = {}  # run directories this process holds: folder -> its open descriptor
+_HELD: dict[Path, int] = {}  # run directories this process holds now: folder -> its open descriptor
 
 
 class RunDir:
     """`runs/<name>/`: the artifacts of one recipe plus manifest.json.
 
-    The first write takes an exclusive lock on the folder, held until the process ends (a second build
-    of the same run directory is refused, not interleaved), and removes the temporary files a killed
-    build left behind."""
+    Writing holds an exclusive lock on the folder (`held`): a build holds it from its first stage to its
+    last, a single stage or manifest note while it writes, so a second process writing the same run
+    meanwhile is refused, not interleaved; between operations a long-lived process (a notebook) leaves
+    it free. Taking it removes the temporary files a killed build left behind."""
 
     def __init__(self, root: str | Path, force: bool = False):
         self.root = Path(root)
         self.manifest_path = self.root / "manifest.json"
         self.force = force  # every stage reruns: a damaged manifest is replaced, not refused
 
-    def lock(self) -> None:
-        """Hold the run directory (created if needed) for this process; stale temporary files go."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        key = self.root.resolve()
-        held = _LOCKS.get(key)
-        if held is not None and os.fstat(held).st_ino == key.stat().st_ino:
-            return
-        descriptor = os.open(key, os.O_RDONLY)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(descriptor)
-            raise UserError(
-                f"{self.root} is being built by another process; wait for it to finish or pass another "
-                f"{setting('run_dir')}"
-            ) from None
-        _LOCKS[key] = descriptor
-        for stale in self.root.rglob(f"{TEMPORARY}*"):  # no writer of this run is alive but us
-            if stale.is_file():
-                stale.unlink()
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the run directory for the block; re-entrant. The folder is created if needed (a failed
+        block removes it again if it left it empty); stale temporary files go when it is taken."""
+        with folder_for(self.root, inclusive=True):
+            key = self.root.resolve()
+            outer = _HELD.get(key)
+            if outer is not None and os.fstat(outer).st_ino == key.stat().st_ino:
+                yield
+                return
+            descriptor = os.open(key, os.O_RDONLY)
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(descriptor)
+                raise UserError(
+                    f"{self.root} is being built by another process; wait for it to finish or pass another "
+                    f"{setting('run_dir')}"
+                ) from None
+            _HELD[key] = descriptor
+            try:
+                for stale in self.root.rglob(f"{TEMPORARY}*"):  # no writer of this run is alive but us
+                    if stale.is_file():
+                        stale.unlink()
+                yield
+            finally:
+                if outer is None:
+                    del _HELD[key]
+                else:
+                    _HELD[key] = outer
+                os.close(descriptor)  # the lock goes with it
 
     def manifest(self) -> dict[str, Any]:
         if self.manifest_path.is_file():
@@ -141,34 +154,33 @@ class RunDir:
         if not force and self._cache_hit(entry, key, files):
             return StageResult(name, output, entry, cached=True)
         start = time.perf_counter()
-        with folder_for(self.root, inclusive=True):
-            self.lock()
+        with self.held():
             with atomic_output(output, companions) as tmp:
                 record = func(tmp)
-        described = [
-            {"path": str(f.relative_to(self.root)), "sha256": sha256_file(f), "bytes": f.stat().st_size}
-            for f in files
-        ]
-        entry = {
-            "key": key,
-            "inputs": {k: {"path": str(p), "sha256": input_hashes[k]} for k, p in inputs.items()},
-            "output": {**described[0], **({"companions": described[1:]} if companions else {})},
-            "settings": settings,
-            "versions": versions,
-            "wall_s": round(time.perf_counter() - start, 3),
-            **record,
-        }
-        manifest = self.manifest()
-        manifest["stages"][name] = entry
-        write_json(self.manifest_path, manifest)
+            described = [
+                {"path": str(f.relative_to(self.root)), "sha256": sha256_file(f), "bytes": f.stat().st_size}
+                for f in files
+            ]
+            entry = {
+                "key": key,
+                "inputs": {k: {"path": str(p), "sha256": input_hashes[k]} for k, p in inputs.items()},
+                "output": {**described[0], **({"companions": described[1:]} if companions else {})},
+                "settings": settings,
+                "versions": versions,
+                "wall_s": round(time.perf_counter() - start, 3),
+                **record,
+            }
+            manifest = self.manifest()
+            manifest["stages"][name] = entry
+            write_json(self.manifest_path, manifest)
         return StageResult(name, output, entry, cached=False)
 
     def note(self, **fields: Any) -> None:
         """Record run-level fields (recipe, targets, skipped stages) in the manifest."""
-        manifest = self.manifest()
-        manifest.update(fields)
-        self.lock()
-        write_json(self.manifest_path, manifest)
+        with self.held():
+            manifest = self.manifest()
+            manifest.update(fields)
+            write_json(self.manifest_path, manifest)
 
 
 def read_manifest(run: Path) -> dict[str, Any]:

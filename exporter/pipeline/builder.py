@@ -191,6 +191,10 @@ class Pipeline:
         The run keeps the artifacts of other targets built into it earlier from the same fused model
         (a second `build --target` adds to a run); a new fused model leaves them out."""
         self.check()
+        with self.run.held():  # from the first stage to the last: no other process writes it meanwhile
+            return self._build()
+
+    def _build(self) -> dict[str, Result]:
         previous = self.run.manifest().get("artifacts", {})
         planned = {}
         for target in targets_of(self.recipe):
