@@ -167,6 +167,19 @@ def test_each_registered_package_is_named_for_its_target():
     assert [package.rpartition(".")[2] for package in REGISTRY] == list(TARGETS)
 
 
+def test_the_recipe_holds_each_targets_section_under_its_name():
+    from exporter.pipeline.recipe import Recipe, RecipeBase
+
+    sections = {t.name: t.section for t in TARGETS.values() if t.section is not None}
+    assert set(sections) == {"tensorrt", "openvino"}
+    added = {
+        name: info.annotation
+        for name, info in Recipe.model_fields.items()
+        if name not in RecipeBase.model_fields
+    }
+    assert added == sections
+
+
 def test_unknown_target_in_a_recipe_is_refused_before_any_stage(run_cli, tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(EMBEDDED.read_text().replace("targets: [onnx]", "targets: [onnx, tpu]"))
