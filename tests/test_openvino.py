@@ -1,6 +1,7 @@
 """OpenVINO target: IR in three precisions, FP32 parity, INT8 with the head in float, calibration."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -540,24 +541,88 @@ def test_batched_statistics_quantize_as_one_image_at_a_time(built, calib_json):
     assert list(batched.model.input(0).get_partial_shape()) == [1, 3, 96, 128]
 
 
-def test_bf16_is_refused_before_any_stage_where_the_cpu_lacks_it(run_cli, monkeypatch, tmp_path):
+@pytest.mark.parametrize(
+    ("asked", "refusal", "instead"),
+    [
+        (("--precision", "bf16"), "precision bf16 needs", "--precision fp16"),
+        (
+            ("--precision", "int8", "--ov-int8-float", "bf16"),
+            "INT8 float layers in bf16 need",
+            "--ov-int8-float f32",
+        ),
+    ],
+    ids=["bf16", "int8-float-bf16"],
+)
+def test_bf16_is_refused_before_any_stage_where_the_cpu_lacks_it(
+    run_cli, monkeypatch, tmp_path, asked, refusal, instead
+):
     from exporter.pipeline.targets.openvino import runtime
 
     monkeypatch.setattr(runtime, "runs_bf16", lambda: False)
     run = tmp_path / "run"
     code, _, err = run_cli(
-        "build",
-        "--recipe",
-        str(EMBEDDED),
-        "--target",
-        "openvino",
-        "--precision",
-        "bf16",
-        "--run-dir",
-        str(run),
+        "build", "--recipe", str(EMBEDDED), "--target", "openvino", *asked, "--run-dir", str(run)
     )
-    assert code == 2 and "precision bf16 needs a CPU with AVX-512 BF16 or AMX" in err, err
-    assert "--precision fp16" in err and "--ov-bf16-for another-host" in err and not run.exists()
+    assert code == 2 and f"{refusal} a CPU with AVX-512 BF16 or AMX" in err, err
+    assert instead in err and "--ov-bf16-for another-host" in err and not run.exists()
+
+
+def test_int8_float_layers_in_bf16_are_measured_only_where_the_cpu_computes_bf16(monkeypatch):
+    """An INT8 IR whose float layers compute in bf16 is never scored or timed as f32: where the CPU lacks
+    BF16 evaluation and bench leave it out, saying why; its FP32 sibling and a plain INT8 IR are measured."""
+    from exporter.pipeline.targets.openvino import runtime
+    from exporter.pipeline.targets.table import unmeasured_here
+
+    artifacts = {"openvino.int8": Path("model_int8.xml"), "openvino.fp32": Path("model_fp32.xml")}
+    monkeypatch.setattr(runtime, "runs_bf16", lambda: False)
+    bf16_floats = load_recipe(EMBEDDED, {"openvino.int8_float": "bf16", "openvino.bf16_for": "another-host"})
+    assert set(unmeasured_here(artifacts, bf16_floats)) == {"openvino.int8"}
+    assert "computes no bf16" in unmeasured_here(artifacts, bf16_floats)["openvino.int8"]
+    assert unmeasured_here(artifacts, load_recipe(EMBEDDED)) == {}
+    monkeypatch.setattr(runtime, "runs_bf16", lambda: True)
+    assert unmeasured_here(artifacts, bf16_floats) == {}
+
+
+def test_the_search_runs_its_trials_as_the_build_runs_its_int8_ir(relu_onnx):
+    """The INT8 search's trial models compute their float layers as the recipe's INT8 IR does."""
+    from exporter.pipeline.targets.openvino import descriptor
+
+    for preset, floats in (("mixed", "f32"), ("performance", "bf16")):
+        recipe = load_recipe(EMBEDDED, {"openvino.int8_preset": preset, "openvino.int8_float": floats})
+        quantizer = descriptor.quantizer(relu_onnx, None, descriptor.search_method(recipe), relu_onnx.parent)
+        assert (quantizer.preset, quantizer.int8_float) == (preset, floats)
+
+
+def test_int8_float_layers_run_in_bf16_where_asked(built, tmp_path, run_cli):
+    """On a CPU with BF16, `--ov-int8-float bf16`: the INT8 IR's float layers compute in bf16 in every runner
+    of ours (the stage's check, eval and bench load it so), the record and the IR's rt_info say so; the
+    INT8 part is the same as the f32 build's. Elsewhere the refusal."""
+    import shutil
+    import xml.etree.ElementTree as ET
+
+    from exporter.pipeline.targets.openvino import runtime
+    from exporter.pipeline.targets.table import load_artifact
+
+    source, _ = built
+    run = tmp_path / "run"
+    shutil.copytree(source, run)  # fuse, export and calibration reused
+    recipe = json.loads((run / "manifest.json").read_text())["recipe"]
+    recipe_path = tmp_path / "recipe.yaml"
+    recipe_path.write_text(json.dumps({**recipe, "precisions": ["int8"], "openvino": {"int8_float": "bf16"}}))
+    code, _, err = run_cli("build", "--recipe", str(recipe_path), "--run-dir", str(run))
+    if not runtime.runs_bf16():
+        assert code == 2 and "INT8 float layers in bf16 need a CPU" in err, err
+        return
+    assert code == 0, err
+    int8 = json.loads((run / "manifest.json").read_text())["stages"]["openvino.int8"]
+    assert int8["runtime"]["INFERENCE_PRECISION_HINT"] == "bf16" and int8["int8"]["float_precision"] == "bf16"
+    assert "(computed in bf16)" in err
+    xml = run / "openvino" / "model_int8.xml"
+    said = ET.parse(xml).getroot().find(".//rt_info/reparam_export/inference_precision").attrib["value"]
+    assert said.startswith("INT8 where quantized; the float layers in bfloat16")
+    section = load_recipe(recipe_path).openvino
+    assert load_artifact("openvino.int8", xml, section=section).config["INFERENCE_PRECISION_HINT"] == "bf16"
+    assert (xml.with_suffix(".bin")).read_bytes() == (source / "openvino" / "model_int8.bin").read_bytes()
 
 
 def test_bf16_for_another_host_is_built_here_and_never_measured_as_f32(run_cli, monkeypatch, tmp_path):

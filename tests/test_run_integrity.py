@@ -173,6 +173,7 @@ def test_a_run_is_free_once_its_build_returns(built, tmp_path):
     assert free.stdout.strip() == "free", free.stderr
     build(run)  # and takes it again
 
+
 def without_privileges() -> None:
     """In the child before it runs the command: drop every capability (a root user's included), so file
     permissions bind it as they bind anyone."""

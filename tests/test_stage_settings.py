@@ -81,7 +81,9 @@ CASES = {
     "tensorrt.end2end_nms": (False, END2END),
     "tensorrt.max_output_boxes": (50, END2END),
     "openvino.int8_preset": ("performance", {"openvino.int8", "openvino.int8_search"}),
-    "openvino.bf16_for": ("another-host", set()),  # whether a bf16 IR may be built on a CPU without BF16
+    "openvino.int8_float": ("bf16", {"openvino.int8", "openvino.int8_search"}),
+    "openvino.bf16_for": ("this-host", set()),  # whether bf16 may be built on a CPU without BF16 (the base's
+    # another-host lets the int8_float case be planned on any CPU)
     "int8.accuracy_budget": (0.25, INT8),
     "int8.sensitivity_images": (1, INT8 | {"sensitivity"}),
     "evaluation.data": ("OTHER_IMAGES", INT8 | {"eval"}),
@@ -126,6 +128,7 @@ def base_overrides(data) -> dict:
         "int8.accuracy_budget": 0.5,
         "int8.sensitivity_images": 2,
         "tensorrt.end2end_nms": True,
+        "openvino.bf16_for": "another-host",
     }
 
 

@@ -132,7 +132,7 @@ def evaluation(
     run = Path(run)
     recipe = run_recipe(run)
     artifacts = run_artifacts(run)  # verified, fused.pt with them, before anything is measured
-    skipped = unmeasured_here(artifacts)  # a bf16 IR on a CPU that computes no bf16: never scored as f32
+    skipped = unmeasured_here(artifacts, recipe)  # computed in bf16 on a CPU without: never scored as f32
     artifacts = {key: path for key, path in artifacts.items() if key not in skipped}
     score = Scorer(EvaluationSettings.from_recipe(recipe, data, limit), progress)
     stages = read_manifest(run)["stages"]

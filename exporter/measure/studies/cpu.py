@@ -118,8 +118,8 @@ def bench_recipe(recipe: Recipe, threads: int, min_seconds: float, calib_count: 
         }
         for precision, runner in runners.items():
             calls[f"OpenVINO, fused {precision.upper()}"] = lambda runner=runner: runner.infer(batch)
-        if "bf16" in runners:  # the INT8 IR's float layers (head, decode) in bf16: does it pay?
-            mixed = ov_backend.OpenVinoRunner(artifacts["openvino.int8"].output, "bf16", threads)
+        if "bf16" in runners:  # the INT8 IR's float layers in bf16 (--ov-int8-float bf16): how much it pays
+            mixed = ov_backend.load(artifacts["openvino.int8"].output, "int8", threads, int8_float="bf16")
             calls[INT8_BF16] = lambda: mixed.infer(batch)
         fusion = FusionEffect(
             ov_unfused.compiled_layers("Convolution"),

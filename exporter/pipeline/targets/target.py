@@ -48,8 +48,8 @@ class Target:
     throughput: Callable[..., tuple[float, int]] | None = None
     check: Callable[[Recipe], None] = field(default=lambda recipe: None)  # refusals known before a stage
     capabilities: Callable[[], str | None] = field(default=lambda: None)  # what its runtime computes here
-    # (precision) -> why an artifact of it cannot be measured on this host (None: it can)
-    unmeasured: Callable[[str], str | None] = field(default=lambda precision: None)
+    # (precision, section) -> why an artifact of it cannot be measured on this host (None: it can)
+    unmeasured: Callable[[str, Any], str | None] = field(default=lambda precision, section: None)
 
     def stage(self, name: str) -> str:
         """A per-target stage's name in the manifest ('export' for onnx, 'openvino.export', …)."""

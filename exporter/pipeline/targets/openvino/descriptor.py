@@ -66,7 +66,7 @@ def ir(plan, precision: str) -> Node:
 def load(path, precision: str = "fp32", threads: int = 0, section=None):
     from exporter.pipeline.targets.openvino import runtime as openvino
 
-    return openvino.load(path, precision, threads)
+    return openvino.load(path, precision, threads, (section or OpenVinoSpec()).int8_float)
 
 
 def throughput(path, batch, seconds: float) -> tuple[float, int]:
@@ -79,12 +79,18 @@ def throughput(path, batch, seconds: float) -> tuple[float, int]:
 def quantizer(model: Path, calibration, method: str | None, ranges_dir: Path):
     from exporter.pipeline.targets.openvino.quantizer import OpenVinoQuantizer
 
-    return OpenVinoQuantizer(model, calibration, method)
+    preset = method.removesuffix(BF16_FLOATS)  # search_method's
+    return OpenVinoQuantizer(model, calibration, preset, "f32" if preset == method else "bf16")
+
+
+BF16_FLOATS = ", float layers bf16"
 
 
 def search_method(recipe) -> str:
-    """The INT8 search quantizes as the build will: with the recipe's NNCF preset."""
-    return recipe.openvino.int8_preset
+    """The INT8 search quantizes and runs its trials as the build will: with the recipe's NNCF preset, its
+    float layers computed in bf16 where openvino.int8_float says so ('mixed, float layers bf16')."""
+    section = recipe.openvino
+    return section.int8_preset + (BF16_FLOATS if section.int8_float == "bf16" else "")
 
 
 def versions() -> dict[str, str]:
@@ -94,20 +100,29 @@ def versions() -> dict[str, str]:
 
 
 def check(recipe) -> None:
-    """bf16 is built where it runs, on a CPU whose OpenVINO computes bf16 natively, unless it is built for
-    another host."""
-    if "bf16" in recipe.precisions and recipe.openvino.bf16_for == "this-host" and unmeasured("bf16"):
-        raise UserError(
-            f"precision bf16 needs a CPU with AVX-512 BF16 or AMX ({unmeasured('bf16')}): build it on such a "
-            f"host, pass {setting('openvino.bf16_for', 'another-host')} to build it here for one (not "
-            f"measured here), or pass {setting('precisions', 'fp16')}"
-        )
+    """An IR computed in bf16 is built where it runs, on a CPU whose OpenVINO computes bf16 natively,
+    unless it is built for another host."""
+    section = recipe.openvino
+    if section.bf16_for == "another-host":
+        return
+    asked = {  # what needs bf16, and the alternative
+        "bf16": ("precision bf16 needs", setting("precisions", "fp16")),
+        "int8": ("INT8 float layers in bf16 need", setting("openvino.int8_float", "f32")),
+    }
+    for precision, (what, instead) in asked.items():
+        why = unmeasured(precision, section) if precision in recipe.precisions else None
+        if why:
+            raise UserError(
+                f"{what} a CPU with AVX-512 BF16 or AMX ({why}): build it on such a host, pass "
+                f"{setting('openvino.bf16_for', 'another-host')} to build it here for one (not measured "
+                f"here), or pass {instead}"
+            )
 
 
-def unmeasured(precision: str) -> str | None:
+def unmeasured(precision: str, section=None) -> str | None:
     from exporter.pipeline.targets.openvino import runtime
 
-    return runtime.unmeasured(precision)
+    return runtime.unmeasured(precision, (section or OpenVinoSpec()).int8_float)
 
 
 def capabilities() -> str | None:

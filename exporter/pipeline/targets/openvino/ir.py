@@ -35,7 +35,8 @@ class IrSettings:
     calibration: CalibrationSet | None = None  # INT8 only
     float_nodes: tuple[str, ...] = ()  # INT8: convolutions kept in float besides the head (the search's)
     preset: str | None = None  # INT8: NNCF's preset (recipe openvino.int8_preset)
-    unmeasured: str | None = None  # why this host cannot run it as it is meant to run (a bf16 IR here)
+    int8_float: str | None = None  # INT8: what its float layers compute in (recipe openvino.int8_float)
+    unmeasured: str | None = None  # why this host cannot run it as it is meant to run (bf16 here)
 
     @classmethod
     def from_recipe(
@@ -45,15 +46,25 @@ class IrSettings:
         calibration: CalibrationSet | None = None,
         float_nodes: tuple[str, ...] = (),
     ) -> IrSettings:
-        int8 = precision == "int8"
+        int8, section = precision == "int8", recipe.openvino
         return cls(
             precision,
             recipe.thresholds.fp32_noise_factor,
             calibration if int8 else None,
             tuple(float_nodes) if int8 else (),
-            recipe.openvino.int8_preset if int8 else None,
-            ov_backend.unmeasured(precision),
+            section.int8_preset if int8 else None,
+            section.int8_float if int8 else None,
+            ov_backend.unmeasured(precision, section.int8_float),
         )
+
+    @property
+    def computes_in(self) -> str:
+        """Its COMPUTES_IN entry."""
+        return "int8-bf16" if self.int8_float == "bf16" else self.precision
+
+    def load(self, path: Path) -> ov_backend.OpenVinoRunner:
+        """The IR at `path` compiled as our runners compile it."""
+        return ov_backend.load(path, self.precision, int8_float=self.int8_float or "f32")
 
 
 # what each IR computes in, written into its rt_info (reparam_export/inference_precision)
@@ -67,6 +78,9 @@ COMPUTES_IN = {
     "CPU with AVX-512 BF16 or AMX (reparam-export's eval and bench do)",
     "int8": "INT8 where quantized; the float layers at the precision the runtime chooses: f32 with "
     "INFERENCE_PRECISION_HINT=f32, by default bf16 on CPUs with BF16",
+    "int8-bf16": "INT8 where quantized; the float layers in bfloat16: compile it with "
+    "{'INFERENCE_PRECISION_HINT': 'bf16'} on a CPU with AVX-512 BF16 or AMX (reparam-export's eval and "
+    "bench do)",
 }
 FP32_HINT = "compile it with {'INFERENCE_PRECISION_HINT': 'f32'}"
 
@@ -139,6 +153,8 @@ class IrRecord(Record):
             int8 = self.int8
             images, ops = int8["calibration_images"], int8["float_ops"]
             detail += f"; {images} calibration images, {ops} head ops kept in float"
+            if int8.get("float_precision") == "bf16":
+                detail += " (computed in bf16)"
             if int8.get("float_layers"):
                 detail += f", {len(int8['float_layers'])} layers in float by the accuracy search"
             measure = int8.get("collapse")
@@ -185,6 +201,7 @@ def run(settings: IrSettings, onnx_path: Path, fused_pt: Path, out: Path) -> IrR
         record["int8"] = {
             "calibration_images": len(settings.calibration.images),
             "preset": settings.preset,
+            "float_precision": settings.int8_float,
             "statistics": quantized.statistics,
             "float_ops": len(ignored) - len(settings.float_nodes),
             "float_layers": list(settings.float_nodes),
@@ -194,7 +211,7 @@ def run(settings: IrSettings, onnx_path: Path, fused_pt: Path, out: Path) -> IrR
         ov_backend.settle_for_precise(model)
     ov_backend.canonical_names(model)  # the same .xml from the same inputs, in any process
     model.set_rt_info(precision, ["reparam_export", "precision"])
-    model.set_rt_info(COMPUTES_IN[precision], ["reparam_export", "inference_precision"])
+    model.set_rt_info(COMPUTES_IN[settings.computes_in], ["reparam_export", "inference_precision"])
     ov.save_model(model, str(out), compress_to_fp16=precision == "fp16")
     plain = None
     if precision == "fp32":
@@ -203,7 +220,7 @@ def run(settings: IrSettings, onnx_path: Path, fused_pt: Path, out: Path) -> IrR
         plain = ov_backend.OpenVinoRunner(out, hint=None)
         consumer = plain_consumer(plain, fused_pt, settings.noise_factor, precision)
         return IrRecord(**record, check=None, runtime={}, plain_consumer=consumer, note=settings.unmeasured)
-    runner = ov_backend.load(out, precision)
+    runner = settings.load(out)
     parity = reference.reference_parity(fused_pt, runner, settings.noise_factor)
     if precision == "fp32":
         reference.require_parity("OpenVINO FP32 IR output", parity)

@@ -17,8 +17,14 @@ class OpenVinoQuantizer:
     backend = "openvino"
     latency_note = None  # the trial models are timed here, on this CPU
 
-    def __init__(self, onnx_path: Path, calibration: CalibrationSet, preset: str):
-        self.onnx_path, self.calibration, self.preset = onnx_path, calibration, preset
+    def __init__(self, onnx_path: Path, calibration: CalibrationSet, preset: str, int8_float: str = "f32"):
+        """`int8_float`: what an INT8 model's float layers compute in, as the build's INT8 IR will."""
+        self.onnx_path, self.calibration, self.preset, self.int8_float = (
+            onnx_path,
+            calibration,
+            preset,
+            int8_float,
+        )
         model = self.convert()
         self.graph_index = layer_names.openvino_convs(model)
         self.always_float = set(openvino_head_tail(model))
@@ -31,5 +37,6 @@ class OpenVinoQuantizer:
         if float_nodes is None:
             return runtime.OpenVinoRunner(self.convert())
         return runtime.OpenVinoRunner(
-            quantize(self.convert(), self.calibration, tuple(float_nodes), self.preset).model
+            quantize(self.convert(), self.calibration, tuple(float_nodes), self.preset).model,
+            runtime.hint("int8", self.int8_float),
         )

@@ -14,7 +14,13 @@ import numpy as np
 
 from exporter.base.workers import threads_here
 
-PRECISION_HINTS = {"fp32": "f32", "fp16": "f32", "bf16": "bf16", "int8": "f32"}  # of the non-INT8 ops
+PRECISION_HINTS = {"fp32": "f32", "fp16": "f32", "bf16": "bf16"}  # what each float IR computes in
+
+
+def hint(precision: str, int8_float: str = "f32") -> str:
+    """The inference precision our runners compile an IR of `precision` with; an INT8 IR's float layers
+    (head, the search's float layers) compute in `int8_float` (recipe openvino.int8_float)."""
+    return int8_float if precision == "int8" else PRECISION_HINTS[precision]
 
 
 def decline_telemetry() -> None:
@@ -331,14 +337,17 @@ def runs_bf16() -> bool:
     return "BF16" in cpu_capabilities().split()
 
 
-def unmeasured(precision: str) -> str | None:
-    """Why an IR of `precision` cannot be measured here: a bf16 IR on a CPU that computes no bf16."""
+def unmeasured(precision: str, int8_float: str = "f32") -> str | None:
+    """Why an IR of `precision` cannot be measured here: one computed in bf16 (a bf16 IR, an INT8 IR whose
+    float layers compute in bf16) on a CPU that computes no bf16."""
     from exporter.base import host
 
-    if precision == "bf16" and not runs_bf16():
+    if hint(precision, int8_float) == "bf16" and not runs_bf16():
         return f"this CPU, {host.describe()}, computes no bf16 (it has neither AVX-512 BF16 nor AMX)"
     return None
 
 
-def load(path: str | Path, precision: str = "fp32", threads: int = 0) -> OpenVinoRunner:
-    return OpenVinoRunner(path, PRECISION_HINTS[precision], threads)
+def load(
+    path: str | Path, precision: str = "fp32", threads: int = 0, int8_float: str = "f32"
+) -> OpenVinoRunner:
+    return OpenVinoRunner(path, hint(precision, int8_float), threads)
