@@ -218,3 +218,28 @@ def test_sharded_eval_scores_the_demo_as_one_process_does(run_cli, tmp_path):
         printed = {k: round(100 * v, 2) for k, v in stats.items() if isinstance(v, float)}
         assert {k: round(100 * v, 2) for k, v in sharded[label].items() if isinstance(v, float)} == printed
         assert sharded[label]["images"] == stats["images"] == 24
+
+
+@pytest.mark.parametrize("mode", ["stretch", "letterbox"])
+def test_images_scored_by_several_models_are_read_and_resized_once(tmp_path, monkeypatch, mode):
+    """A scorer's images are read once for every model it scores, the kept copy the same pixels as a
+    fresh read; past the budget an image is read each time."""
+    from exporter.base.data import coco_map
+    from exporter.base.data.transforms import resize
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(3):
+        paths.append(tmp_path / f"{index}.png")
+        Image.fromarray(rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)).save(paths[-1])
+    reads = []
+    read_rgb = coco_map.read_rgb
+    monkeypatch.setattr(coco_map, "read_rgb", lambda path: reads.append(path) or read_rgb(path))
+    one_image = 3 * 24 * 32
+    images = coco_map.ResizedImages((24, 32), mode, budget=2 * one_image)
+    for _ in range(2):  # two models
+        for path in paths:
+            pixels = images(path)
+            assert pixels.dtype == np.float32
+            np.testing.assert_array_equal(pixels, resize(read_rgb(path), (24, 32), mode))
+    assert reads == [*paths, paths[2]], "the first two kept, the third past the budget read again"

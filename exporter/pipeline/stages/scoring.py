@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exporter.base.artifacts import sha256_file, sha256_json
-from exporter.base.data.coco_map import detect, for_model, scored, scored_samples
+from exporter.base.data.coco_map import ResizedImages, detect, for_model, scored, scored_samples
 from exporter.base.data.datasets import dataset_file, load_dataset
 from exporter.base.data.transforms import Preprocess, normalize
 from exporter.base.errors import UserError, setting
@@ -93,6 +93,11 @@ class Scorer:
         return len(self.samples)
 
     @functools.cached_property
+    def inputs(self) -> ResizedImages:
+        """The scored images as model inputs, read and resized once for every model this scorer scores."""
+        return ResizedImages(self.settings.input_size, self.settings.preprocess.resize)
+
+    @functools.cached_property
     def data_sha256(self) -> str:
         """What is scored: the annotations (images, boxes, categories) and the bytes of every image scored."""
         return sha256_json(
@@ -115,11 +120,10 @@ class Scorer:
             self.samples[start:stop],
             infer,
             lambda outputs, sizes: head.postprocess(outputs, settings.input_size, sizes, resize),
-            settings.input_size,
+            self.inputs,
             lambda p: normalize(p, settings.preprocess),
             batch,
             self.progress,
-            resize,
         )
 
     def stats(self, results: list[dict]) -> dict[str, float]:
