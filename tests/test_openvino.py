@@ -391,8 +391,14 @@ def test_bench_cpu_times_every_runtime_and_checks_its_goals(calib_json, single_t
     from exporter.measure.studies.cpu import bench_recipe, met
     from exporter.pipeline.targets.openvino.runtime import runs_bf16
 
-    recipe = load_recipe(EMBEDDED, {"input_size": [64, 64], "calibration.source": str(calib_json)})
-    rows, goals, fusion = bench_recipe(recipe, threads=1, min_seconds=0.1, calib_count=8, eval_limit=None)
+    data = {
+        "calibration.source": str(calib_json),
+        "evaluation.data": str(calib_json),
+        "model.kwargs.num_classes": 5,  # the shapes' five classes, scored
+        "class_names": ["circle", "square", "triangle", "star", "hexagon"],
+    }
+    recipe = load_recipe(EMBEDDED, {"input_size": [64, 64], **data})
+    rows, goals, fusion = bench_recipe(recipe, threads=1, min_seconds=0.1, calib_count=8, eval_limit=8)
     assert [r.name for r in rows] == [
         "PyTorch eager, unfused FP32",
         "onnxruntime, unfused FP32",
@@ -407,12 +413,20 @@ def test_bench_cpu_times_every_runtime_and_checks_its_goals(calib_json, single_t
     assert all(low <= r.ratio_vs_torch <= high for r in rows for low, high in [r.ratio_range])
     by_name = {r.name: r.p50_ms for r in rows}
     assert goals["INT8 vs FP32 IR"] == by_name["OpenVINO, fused FP32"] / by_name["OpenVINO, fused INT8"]
-    bf16 = (
-        {"BF16 vs FP32 IR", "BF16 vs onnxruntime FP32", "INT8 float layers BF16 vs F32"}
-        if runs_bf16()
-        else set()
-    )
-    assert set(goals) == {"fused vs unfused OpenVINO FP32", "INT8 vs FP32 IR", *bf16}  # no evaluation data
+    bf16 = {
+        "BF16 vs FP32 IR",
+        "BF16 vs onnxruntime FP32",
+        "INT8 float layers BF16 vs F32",
+        "BF16 mAP drop (points)",
+        "INT8 float layers BF16 mAP drop vs F32 (points)",
+    }
+    scored = {"INT8 mAP drop (points)", "mAP FP32 / INT8"}  # the recipe names evaluation data
+    assert set(goals) == {
+        "fused vs unfused OpenVINO FP32",
+        "INT8 vs FP32 IR",
+        *scored,
+        *(bf16 if runs_bf16() else ()),
+    }
     assert met("INT8 vs FP32 IR", 1.5) and not met("INT8 vs FP32 IR", 1.49)
     assert met("BF16 mAP drop (points)", 0.3) and not met("BF16 mAP drop (points)", 0.31)
     # The demo's RepConvs merge branches: fewer compiled convolutions and less convolution work.

@@ -138,6 +138,11 @@ def bench_recipe(recipe: Recipe, threads: int, min_seconds: float, calib_count: 
                 for k in ("openvino.fp32", "openvino.int8", "openvino.bf16")
                 if k in results
             }
+            if INT8_BF16 in calls:  # as `build --ov-int8-float bf16` makes it, on the same images
+                from exporter.pipeline.stages.scoring import EvaluationSettings, Scorer
+
+                scorer = Scorer(EvaluationSettings.from_recipe(recipe, limit=eval_limit))
+                accuracy[INT8_BF16] = scorer(mixed.infer, 1)["map"]
     timings = {name: float(np.median(p50s)) for name, p50s in rounds.items()}
     rows = []
     for name, p50s in rounds.items():
@@ -159,6 +164,9 @@ def bench_recipe(recipe: Recipe, threads: int, min_seconds: float, calib_count: 
         goals["mAP FP32 / INT8"] = (accuracy["openvino.fp32"], accuracy["openvino.int8"])
         if "openvino.bf16" in accuracy:
             goals["BF16 mAP drop (points)"] = 100 * (accuracy["openvino.fp32"] - accuracy["openvino.bf16"])
+        if INT8_BF16 in accuracy:
+            drop = accuracy["openvino.int8"] - accuracy[INT8_BF16]
+            goals["INT8 float layers BF16 mAP drop vs F32 (points)"] = 100 * drop
     return rows, goals, fusion
 
 
