@@ -83,10 +83,12 @@ def checked_run(root):
     stages["openvino.fp32"]["check"] = {**parity, "max_abs_err": 1e-5, "ratio": 0.5, "ok": True}
     plain = {**parity, "max_abs_err": 1.2e-5, "ratio": 0.6, "ok": True}
     stages["openvino.fp32"]["plain_consumer"] = {"default_precision": "bf16", "check": plain}
+    stages["openvino.fp32"]["runtime"] = {"INFERENCE_PRECISION_HINT": "f32"}
     stages["openvino.int8"].update(precision="int8")
     stages["openvino.int8"]["check"] = {**parity, "max_abs_err": 0.08, "ratio": 4000.0, "ok": False}
     stages["openvino.int8"]["int8"] = {"collapse": {"slope": 0.48, "output": 0, "threshold": 0.01}}
     stages["openvino.int8"]["plain_consumer"] = {"default_precision": "bf16"}
+    stages["openvino.int8"]["runtime"] = {"INFERENCE_PRECISION_HINT": "bf16"}  # --ov-int8-float bf16
     manifest["deferred"] = {
         "tensorrt": {
             "artifact": "TensorRT engine",
@@ -214,6 +216,8 @@ def test_the_report_says_what_a_reader_needs_to_trust_it(report):
     precision = {row[0]: row[1:] for row in tables["Precision at run time"]["rows"]}
     assert precision["openvino.fp32"][1].startswith("f32 (layers marked precise; default here bf16)")
     assert precision["openvino.int8"][1] == "bf16, the precision the runtime chooses"
+    assert precision["openvino.fp32"][0] == "f32 (INFERENCE_PRECISION_HINT=f32)"
+    assert precision["openvino.int8"][0] == "bf16 (INFERENCE_PRECISION_HINT=bf16)", "as its stage compiled it"
     assert tables["TensorRT"]["rows"] == [
         [
             "not built",

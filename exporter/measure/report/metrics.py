@@ -85,6 +85,7 @@ def collect(run: str | Path) -> dict[str, Any]:
                 "calls": timing.get("iterations"),
                 "throughput_fps": _number(timing.get("throughput_fps")),
                 "plain_consumer": stage.get("plain_consumer"),
+                "inference_hint": (stage.get("runtime") or {}).get("INFERENCE_PRECISION_HINT"),
                 "precise": stage.get("precise"),
             }
         )

@@ -215,8 +215,9 @@ def int8_goal_section(metrics: dict[str, Any]) -> Section | None:
 
 
 def runtime_precision_section(metrics: dict[str, Any]) -> Section | None:
-    """What each OpenVINO IR computes in: as eval and bench run it (INFERENCE_PRECISION_HINT=f32), and
-    in a consumer that sets no precision, on the host that built it."""
+    """What each OpenVINO IR computes in: as eval and bench run it (the INFERENCE_PRECISION_HINT its stage
+    compiled it with: f32, or bf16 for a bf16 IR and INT8 float layers in bf16), and in a consumer that
+    sets no precision, on the host that built it."""
     rows = []
     for row in metrics["rows"]:
         plain = row.get("plain_consumer")
@@ -236,7 +237,9 @@ def runtime_precision_section(metrics: dict[str, Any]) -> Section | None:
                 consumer += f" (layers not marked precise: {precise['why_not']})"
         else:
             consumer = f"{default}, the precision the runtime chooses"
-        rows.append([row["artifact"], "f32 (INFERENCE_PRECISION_HINT=f32)", consumer])
+        hint = row.get("inference_hint")
+        ours = f"{hint} (INFERENCE_PRECISION_HINT={hint})" if hint else "not measured on the build host"
+        rows.append([row["artifact"], ours, consumer])
     if not rows:
         return None
     return Section(
