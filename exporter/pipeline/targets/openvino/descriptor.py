@@ -76,14 +76,14 @@ def throughput(path, batch, seconds: float) -> tuple[float, int]:
     return openvino.throughput(path, batch, seconds)
 
 
+BF16_FLOATS = ", float layers bf16"  # search_method's suffix where INT8's float layers compute in bf16
+
+
 def quantizer(model: Path, calibration, method: str | None, ranges_dir: Path):
     from exporter.pipeline.targets.openvino.quantizer import OpenVinoQuantizer
 
     preset = method.removesuffix(BF16_FLOATS)  # search_method's
     return OpenVinoQuantizer(model, calibration, preset, "f32" if preset == method else "bf16")
-
-
-BF16_FLOATS = ", float layers bf16"
 
 
 def search_method(recipe) -> str:

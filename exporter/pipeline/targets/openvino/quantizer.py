@@ -19,12 +19,8 @@ class OpenVinoQuantizer:
 
     def __init__(self, onnx_path: Path, calibration: CalibrationSet, preset: str, int8_float: str = "f32"):
         """`int8_float`: what an INT8 model's float layers compute in, as the build's INT8 IR will."""
-        self.onnx_path, self.calibration, self.preset, self.int8_float = (
-            onnx_path,
-            calibration,
-            preset,
-            int8_float,
-        )
+        self.onnx_path, self.calibration = onnx_path, calibration
+        self.preset, self.int8_float = preset, int8_float
         model = self.convert()
         self.graph_index = layer_names.openvino_convs(model)
         self.always_float = set(openvino_head_tail(model))
