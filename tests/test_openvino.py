@@ -713,3 +713,39 @@ def test_a_conversion_sends_no_telemetry(relu_onnx, tmp_path, monkeypatch):
     model = runtime.convert(relu_onnx)
     assert [op.get_type_name() for op in model.get_ordered_ops()] == ["Parameter", "Relu", "Result"]
     assert sent == []
+
+
+def test_the_int8_stage_takes_the_model_the_search_chose(calib_json, tmp_path, monkeypatch):
+    """With an accuracy budget, the INT8 search has already quantized the model the INT8 stage builds (the
+    same ONNX, calibration, preset and float layers): the stage takes it instead of quantizing again, and
+    its IR is the one quantizing again gives, byte for byte."""
+    from exporter.pipeline.builder import Pipeline
+    from exporter.pipeline.stages import partial_int8
+    from exporter.pipeline.targets.openvino import ir
+
+    monkeypatch.setattr(partial_int8, "LATENCY_SECONDS", 0.05)
+    quantizations = []
+    quantize = ir.quantize
+    monkeypatch.setattr(ir, "quantize", lambda *args, **kw: quantizations.append(1) or quantize(*args, **kw))
+    overrides = {
+        "input_size": [64, 64],
+        "targets": ["openvino"],
+        "precisions": ["int8"],
+        "model.kwargs.num_classes": 5,  # the shapes' five classes, scored
+        "class_names": ["circle", "square", "triangle", "star", "hexagon"],
+        "calibration.source": str(calib_json),
+        "calibration.count": 8,
+        "calibration.folder": str(tmp_path / "calibration"),
+        "evaluation.data": str(calib_json),
+        "evaluation.limit": 8,
+        "int8.accuracy_budget": 100.0,  # full INT8 meets it: the search's one trial is the chosen model
+    }
+    recipe = load_recipe(EMBEDDED, overrides)
+    Pipeline(recipe, tmp_path / "taken").build()
+    assert len(quantizations) == 1, "the search quantized the model once, and the stage took it"
+    monkeypatch.setattr(ir, "kept", lambda *args: None)
+    Pipeline(recipe, tmp_path / "again").build()
+    assert len(quantizations) == 3, "without it, the stage quantizes again"
+    for suffix in (".xml", ".bin"):
+        taken, again = (tmp_path / run / "openvino" / f"model_int8{suffix}" for run in ("taken", "again"))
+        assert taken.read_bytes() == again.read_bytes(), suffix

@@ -251,6 +251,7 @@ def run(
     if quantizer.latency_note is None:
         probe = probe_input(settings.input_size, settings.preprocess, settings.seed, batch=1).numpy()
         partial = runners[chosen] if chosen in runners else quantizer.runner(nodes[:chosen])
+        quantizer.keep(partial, nodes[:chosen])  # for the target's INT8 stage, where it can take it
         compared = {"fp32": fp32, "int8_full": runners[0], "int8_partial": partial}
         timed = side_by_side(
             {name: lambda r=r: r.infer(probe) for name, r in compared.items()}, 3, LATENCY_SECONDS

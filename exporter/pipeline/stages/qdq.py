@@ -380,6 +380,9 @@ class QdqQuantizer:
         self.graph_index = layer_names.onnx_convs(graph)
         self.always_float = set(onnx_prediction_convs(graph))
 
+    def keep(self, runner, float_nodes: list[str]) -> None:
+        """Nothing is kept for the Q/DQ stage: quantizing again costs it about a second."""
+
     def runner(self, float_nodes: list[str] | None):
         """The FP32 model (None) or the Q/DQ model with `float_nodes` left without Q/DQ too."""
         if float_nodes is None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from exporter.base.artifacts import atomic_output
+from exporter.base.artifacts import atomic_output, sha256_file, sha256_json
 from exporter.base.data.calibration import CalibrationSet
 from exporter.base.numerics.graph import openvino_head_tail
 from exporter.pipeline.recipe import Recipe
@@ -132,6 +132,30 @@ def quantize(
     return Quantized(quantized, ignored, statistics)
 
 
+# The INT8 search's chosen model, kept in this process for the INT8 stage of the same build
+_KEPT: dict[str, Quantized] = {}
+
+
+def _quantization_key(onnx_path: Path, calibration: CalibrationSet, float_nodes, preset: str) -> str:
+    key = calibration.key(sha256_file(onnx_path))
+    return sha256_json({"calibration": key, "float_nodes": list(float_nodes), "preset": preset})
+
+
+def keep(
+    onnx_path: Path, calibration: CalibrationSet, float_nodes, preset: str, quantized: Quantized
+) -> None:
+    """Keep `quantized`, the INT8 search's chosen model of `onnx_path`, for the INT8 stage: it quantizes the
+    same model with the same settings, which gives the same model (NNCF is deterministic), so a build
+    quantizes it once. One model is kept, and taken once."""
+    _KEPT.clear()
+    _KEPT[_quantization_key(onnx_path, calibration, float_nodes, preset)] = quantized
+
+
+def kept(onnx_path: Path, calibration: CalibrationSet, float_nodes, preset: str) -> Quantized | None:
+    """The model `keep` kept for these settings (None: quantize it)."""
+    return _KEPT.pop(_quantization_key(onnx_path, calibration, float_nodes, preset), None)
+
+
 @dataclass(frozen=True)
 class IrRecord(Record):
     precision: str
@@ -196,7 +220,10 @@ def run(settings: IrSettings, onnx_path: Path, fused_pt: Path, out: Path) -> IrR
     precision = settings.precision
     record: dict[str, Any] = {"precision": precision}
     if precision == "int8":
-        quantized = quantize(model, settings.calibration, settings.float_nodes, settings.preset)
+        calibration, float_nodes, preset = settings.calibration, settings.float_nodes, settings.preset
+        quantized = kept(onnx_path, calibration, float_nodes, preset) or quantize(
+            model, calibration, float_nodes, preset
+        )
         model, ignored = quantized.model, quantized.ignored
         record["int8"] = {
             "calibration_images": len(settings.calibration.images),

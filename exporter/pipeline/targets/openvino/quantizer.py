@@ -7,8 +7,15 @@ from pathlib import Path
 from exporter.base.data.calibration import CalibrationSet
 from exporter.base.numerics import layer_names
 from exporter.base.numerics.graph import openvino_head_tail
-from exporter.pipeline.targets.openvino import runtime
-from exporter.pipeline.targets.openvino.ir import quantize
+from exporter.pipeline.targets.openvino import ir, runtime
+
+
+class TrialRunner(runtime.OpenVinoRunner):
+    """An INT8 trial's compiled model and the quantization it compiled."""
+
+    def __init__(self, quantized: ir.Quantized, hint: str):
+        super().__init__(quantized.model, hint)
+        self.quantized = quantized
 
 
 class OpenVinoQuantizer:
@@ -32,7 +39,9 @@ class OpenVinoQuantizer:
         """The FP32 model (None) or the INT8 model with `float_nodes` in float too."""
         if float_nodes is None:
             return runtime.OpenVinoRunner(self.convert())
-        return runtime.OpenVinoRunner(
-            quantize(self.convert(), self.calibration, tuple(float_nodes), self.preset).model,
-            runtime.hint("int8", self.int8_float),
-        )
+        quantized = ir.quantize(self.convert(), self.calibration, tuple(float_nodes), self.preset)
+        return TrialRunner(quantized, runtime.hint("int8", self.int8_float))
+
+    def keep(self, runner: TrialRunner, float_nodes: list[str]) -> None:
+        """The search chose `runner`'s model: the INT8 stage takes it instead of quantizing it again."""
+        ir.keep(self.onnx_path, self.calibration, tuple(float_nodes), self.preset, runner.quantized)
