@@ -1,7 +1,6 @@
 """OpenVINO target: IR in three precisions, FP32 parity, INT8 with the head in float, calibration."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -555,20 +554,29 @@ def test_batched_statistics_quantize_as_one_image_at_a_time(built, calib_json):
     assert list(batched.model.input(0).get_partial_shape()) == [1, 3, 96, 128]
 
 
+ANOTHER_HOST = "--ov-bf16-for another-host"
+
+
 @pytest.mark.parametrize(
-    ("asked", "refusal", "instead"),
+    ("asked", "refusal", "fixes"),
     [
-        (("--precision", "bf16"), "precision bf16 needs", "--precision fp16"),
+        (("--precision", "bf16"), "precision bf16 needs", ("--precision fp16", ANOTHER_HOST)),
         (
             ("--precision", "int8", "--ov-int8-float", "bf16"),
             "INT8 float layers in bf16 need",
-            "--ov-int8-float f32",
+            ("--ov-int8-float f32", ANOTHER_HOST),
+        ),
+        (  # for another host too: the search's trials would run in f32 here
+            ("--precision", "int8", "--ov-int8-float", "bf16", *ANOTHER_HOST.split())
+            + ("--int8-accuracy-budget", "0.5", "--eval-data", "demo"),
+            "the INT8 search scores its trials as the IR runs them, and INT8 float layers in bf16 need",
+            ("leave out --int8-accuracy-budget", "--ov-int8-float f32"),
         ),
     ],
-    ids=["bf16", "int8-float-bf16"],
+    ids=["bf16", "int8-float-bf16", "int8-float-bf16-search"],
 )
 def test_bf16_is_refused_before_any_stage_where_the_cpu_lacks_it(
-    run_cli, monkeypatch, tmp_path, asked, refusal, instead
+    run_cli, monkeypatch, tmp_path, asked, refusal, fixes
 ):
     from exporter.pipeline.targets.openvino import runtime
 
@@ -578,23 +586,32 @@ def test_bf16_is_refused_before_any_stage_where_the_cpu_lacks_it(
         "build", "--recipe", str(EMBEDDED), "--target", "openvino", *asked, "--run-dir", str(run)
     )
     assert code == 2 and f"{refusal} a CPU with AVX-512 BF16 or AMX" in err, err
-    assert instead in err and "--ov-bf16-for another-host" in err and not run.exists()
+    assert all(fix in err for fix in fixes) and not run.exists(), err
 
 
-def test_int8_float_layers_in_bf16_are_measured_only_where_the_cpu_computes_bf16(monkeypatch):
-    """An INT8 IR whose float layers compute in bf16 is never scored or timed as f32: where the CPU lacks
-    BF16 evaluation and bench leave it out, saying why; its FP32 sibling and a plain INT8 IR are measured."""
+def test_int8_float_layers_in_bf16_are_measured_only_where_the_cpu_computes_bf16(monkeypatch, relu_onnx):
+    """The IR says what it computes in (its rt_info, which the stage writes), so an INT8 IR whose float
+    layers compute in bf16 is never scored or timed as f32, whatever recipe the run holds now: where the
+    CPU lacks BF16, evaluation and bench leave it out, saying why; an IR that says f32 is measured."""
+    import openvino as ov
+
     from exporter.pipeline.targets.openvino import runtime
-    from exporter.pipeline.targets.table import unmeasured_here
+    from exporter.pipeline.targets.table import load_artifact, unmeasured_here
 
-    artifacts = {"openvino.int8": Path("model_int8.xml"), "openvino.fp32": Path("model_fp32.xml")}
+    artifacts = {}
+    for hint in ("bf16", "f32"):
+        model = runtime.convert(relu_onnx)
+        model.set_rt_info(hint, runtime.HINT_KEY)
+        artifacts[hint] = relu_onnx.parent / f"model_{hint}.xml"
+        ov.save_model(model, str(artifacts[hint]))
+    keys = {"openvino.int8": artifacts["bf16"], "openvino.fp32": artifacts["f32"]}
     monkeypatch.setattr(runtime, "runs_bf16", lambda: False)
-    bf16_floats = load_recipe(EMBEDDED, {"openvino.int8_float": "bf16", "openvino.bf16_for": "another-host"})
-    assert set(unmeasured_here(artifacts, bf16_floats)) == {"openvino.int8"}
-    assert "computes no bf16" in unmeasured_here(artifacts, bf16_floats)["openvino.int8"]
-    assert unmeasured_here(artifacts, load_recipe(EMBEDDED)) == {}
+    assert set(unmeasured_here(keys)) == {"openvino.int8"}
+    assert "computes no bf16" in unmeasured_here(keys)["openvino.int8"]
     monkeypatch.setattr(runtime, "runs_bf16", lambda: True)
-    assert unmeasured_here(artifacts, bf16_floats) == {}
+    assert unmeasured_here(keys) == {}
+    config = load_artifact("openvino.int8", artifacts["f32"]).config
+    assert config["INFERENCE_PRECISION_HINT"] == "f32", "the IR's word, not the precision's default"
 
 
 def test_the_search_runs_its_trials_as_the_build_runs_its_int8_ir(relu_onnx):
@@ -634,8 +651,9 @@ def test_int8_float_layers_run_in_bf16_where_asked(built, tmp_path, run_cli):
     xml = run / "openvino" / "model_int8.xml"
     said = ET.parse(xml).getroot().find(".//rt_info/reparam_export/inference_precision").attrib["value"]
     assert said.startswith("INT8 where quantized; the float layers in bfloat16")
-    section = load_recipe(recipe_path).openvino
-    assert load_artifact("openvino.int8", xml, section=section).config["INFERENCE_PRECISION_HINT"] == "bf16"
+    hint = ET.parse(xml).getroot().find(".//rt_info/reparam_export/inference_hint").attrib["value"]
+    assert hint == "bf16", "the IR carries it: eval and bench read it from the artifact, not the recipe"
+    assert load_artifact("openvino.int8", xml).config["INFERENCE_PRECISION_HINT"] == "bf16"
     assert (xml.with_suffix(".bin")).read_bytes() == (source / "openvino" / "model_int8.bin").read_bytes()
 
 

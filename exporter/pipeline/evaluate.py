@@ -79,7 +79,8 @@ class Scored:
 def detect_shard(settings: EvaluationSettings, model: Scored, start: int, stop: int, threads: int) -> list:
     """`model`'s detections on the scored images [start, stop), in a worker process of its own."""
     torch.set_num_threads(threads)
-    return Scorer(settings).detections(model.infer(threads), model.batch, model.head, start, stop)
+    scorer = Scorer(settings, kept_bytes=0)  # one model
+    return scorer.detections(model.infer(threads), model.batch, model.head, start, stop)
 
 
 def score_models(score: Scorer, models: list[Scored], shards: int) -> dict[str, dict[str, Any]]:
@@ -132,7 +133,7 @@ def evaluation(
     run = Path(run)
     recipe = run_recipe(run)
     artifacts = run_artifacts(run)  # verified, fused.pt with them, before anything is measured
-    skipped = unmeasured_here(artifacts, recipe)  # computed in bf16 on a CPU without: never scored as f32
+    skipped = unmeasured_here(artifacts)  # computed in bf16 on a CPU without: never scored as f32
     artifacts = {key: path for key, path in artifacts.items() if key not in skipped}
     score = Scorer(EvaluationSettings.from_recipe(recipe, data, limit), progress)
     stages = read_manifest(run)["stages"]

@@ -82,6 +82,7 @@ def timed_recipe(recipe: Recipe, calib_count: int, calibration_folder: Path) -> 
         "calibration.count": calib_count,
         "calibration.source": recipe.calibration.source or "demo",
         "calibration.folder": str(calibration_folder),
+        "openvino.int8_float": "f32",  # the INT8 row; its float layers in bf16 are timed beside it
     }
     return recipe_from_dict(recipe.model_dump(mode="json"), recipe.name, overrides)
 
@@ -119,7 +120,7 @@ def bench_recipe(recipe: Recipe, threads: int, min_seconds: float, calib_count: 
         for precision, runner in runners.items():
             calls[f"OpenVINO, fused {precision.upper()}"] = lambda runner=runner: runner.infer(batch)
         if "bf16" in runners:  # the INT8 IR's float layers in bf16 (--ov-int8-float bf16): how much it pays
-            mixed = ov_backend.load(artifacts["openvino.int8"].output, "int8", threads, int8_float="bf16")
+            mixed = ov_backend.OpenVinoRunner(artifacts["openvino.int8"].output, "bf16", threads)
             calls[INT8_BF16] = lambda: mixed.infer(batch)
         fusion = FusionEffect(
             ov_unfused.compiled_layers("Convolution"),
@@ -138,11 +139,11 @@ def bench_recipe(recipe: Recipe, threads: int, min_seconds: float, calib_count: 
                 for k in ("openvino.fp32", "openvino.int8", "openvino.bf16")
                 if k in results
             }
-            if INT8_BF16 in calls:  # as `build --ov-int8-float bf16` makes it, on the same images
+            if INT8_BF16 in calls:  # the same INT8 IR, its float layers in bf16, on the same images
                 from exporter.pipeline.stages.scoring import EvaluationSettings, Scorer
 
-                scorer = Scorer(EvaluationSettings.from_recipe(recipe, limit=eval_limit))
-                accuracy[INT8_BF16] = scorer(mixed.infer, 1)["map"]
+                scorer = Scorer(EvaluationSettings.from_recipe(recipe, limit=eval_limit), kept_bytes=0)
+                accuracy[INT8_BF16] = scorer(mixed.infer, 8 if recipe.export.dynamic_batch else 1)["map"]
     timings = {name: float(np.median(p50s)) for name, p50s in rounds.items()}
     rows = []
     for name, p50s in rounds.items():

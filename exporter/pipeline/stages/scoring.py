@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exporter.base.artifacts import sha256_file, sha256_json
-from exporter.base.data.coco_map import ResizedImages, detect, for_model, scored, scored_samples
+from exporter.base.data.coco_map import KEPT_BYTES, ResizedImages, detect, for_model, scored, scored_samples
 from exporter.base.data.datasets import dataset_file, load_dataset
 from exporter.base.data.transforms import Preprocess, normalize
 from exporter.base.errors import UserError, setting
@@ -76,8 +76,10 @@ class Scorer:
     """`scorer(infer, batch)` -> COCO stats (mAP, …) of a runner on the evaluation data; `category_matching`
     says how the dataset's categories were matched to the model's classes."""
 
-    def __init__(self, settings: EvaluationSettings, progress: bool = False):
-        self.settings = settings
+    def __init__(self, settings: EvaluationSettings, progress: bool = False, kept_bytes: int = KEPT_BYTES):
+        """`kept_bytes`: how much of the scored images it keeps resized for the next model it scores (0 for
+        a scorer of one model)."""
+        self.settings, self.kept_bytes = settings, kept_bytes
         self.dataset, self.category_matching = for_model(
             load_dataset(settings.annotations), settings.class_names
         )
@@ -95,7 +97,7 @@ class Scorer:
     @functools.cached_property
     def inputs(self) -> ResizedImages:
         """The scored images as model inputs, read and resized once for every model this scorer scores."""
-        return ResizedImages(self.settings.input_size, self.settings.preprocess.resize)
+        return ResizedImages(self.settings.input_size, self.settings.preprocess.resize, self.kept_bytes)
 
     @functools.cached_property
     def data_sha256(self) -> str:

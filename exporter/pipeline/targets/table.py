@@ -22,11 +22,11 @@ def artifact_target(key: str) -> Target:
     return TARGETS[key.partition(".")[0]]
 
 
-def unmeasured_here(artifacts: dict[str, Path], recipe) -> dict[str, str]:
-    """Of `artifacts` (by key) built by `recipe`, those this host cannot run as they are meant to run, and
-    why."""
-    targets = {key: artifact_target(key) for key in artifacts}
-    found = {key: t.unmeasured(key.partition(".")[2], t.settings(recipe)) for key, t in targets.items()}
+def unmeasured_here(artifacts: dict[str, Path]) -> dict[str, str]:
+    """Of `artifacts` (by key), those this host cannot run as they are meant to run, and why."""
+    found = {
+        key: artifact_target(key).unmeasured(key.partition(".")[2], path) for key, path in artifacts.items()
+    }
     return {key: why for key, why in found.items() if why is not None}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from exporter.base.libraries import Library
@@ -48,8 +49,8 @@ class Target:
     throughput: Callable[..., tuple[float, int]] | None = None
     check: Callable[[Recipe], None] = field(default=lambda recipe: None)  # refusals known before a stage
     capabilities: Callable[[], str | None] = field(default=lambda: None)  # what its runtime computes here
-    # (precision, section) -> why an artifact of it cannot be measured on this host (None: it can)
-    unmeasured: Callable[[str, Any], str | None] = field(default=lambda precision, section: None)
+    # (precision, path) -> why the artifact at path cannot be measured on this host (None: it can)
+    unmeasured: Callable[[str, Path], str | None] = field(default=lambda precision, path: None)
 
     def stage(self, name: str) -> str:
         """A per-target stage's name in the manifest ('export' for onnx, 'openvino.export', …)."""

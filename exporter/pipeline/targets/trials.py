@@ -49,7 +49,7 @@ def trial_map(
     """The mAP of the INT8 model of `model` with `float_nodes` kept in float, built by `quantizer` (a
     target's Target.quantizer, importable by name). Importable by name: the worker function."""
     trials = _quantizer(quantizer, model, calibration, method, ranges_dir)
-    return Scorer(evaluation)(trials.runner(list(float_nodes)).infer, 1)["map"]
+    return Scorer(evaluation, kept_bytes=0)(trials.runner(list(float_nodes)).infer, 1)["map"]  # one model
 
 
 @contextlib.contextmanager

@@ -66,7 +66,7 @@ def ir(plan, precision: str) -> Node:
 def load(path, precision: str = "fp32", threads: int = 0, section=None):
     from exporter.pipeline.targets.openvino import runtime as openvino
 
-    return openvino.load(path, precision, threads, (section or OpenVinoSpec()).int8_float)
+    return openvino.load(path, precision, threads)
 
 
 def throughput(path, batch, seconds: float) -> tuple[float, int]:
@@ -101,17 +101,28 @@ def versions() -> dict[str, str]:
 
 def check(recipe) -> None:
     """An IR computed in bf16 is built where it runs, on a CPU whose OpenVINO computes bf16 natively,
-    unless it is built for another host."""
+    unless it is built for another host; an INT8 search for one scores its trials there."""
+    from exporter.pipeline.targets.openvino import runtime
+
     section = recipe.openvino
+    bf16_floats = section.int8_float == "bf16" and "int8" in recipe.precisions
+    why = runtime.unmeasured("bf16") if bf16_floats or "bf16" in recipe.precisions else None
+    if not why:
+        return
+    if bf16_floats and recipe.int8.accuracy_budget is not None:
+        raise UserError(
+            f"the INT8 search scores its trials as the IR runs them, and INT8 float layers in bf16 need a "
+            f"CPU with AVX-512 BF16 or AMX ({why}), even for another host: search on such a host, leave "
+            f"out {setting('int8.accuracy_budget')}, or pass {setting('openvino.int8_float', 'f32')}"
+        )
     if section.bf16_for == "another-host":
         return
     asked = {  # what needs bf16, and the alternative
-        "bf16": ("precision bf16 needs", setting("precisions", "fp16")),
-        "int8": ("INT8 float layers in bf16 need", setting("openvino.int8_float", "f32")),
+        "precision bf16 needs": ("bf16" in recipe.precisions, setting("precisions", "fp16")),
+        "INT8 float layers in bf16 need": (bf16_floats, setting("openvino.int8_float", "f32")),
     }
-    for precision, (what, instead) in asked.items():
-        why = unmeasured(precision, section) if precision in recipe.precisions else None
-        if why:
+    for what, (needed, instead) in asked.items():
+        if needed:
             raise UserError(
                 f"{what} a CPU with AVX-512 BF16 or AMX ({why}): build it on such a host, pass "
                 f"{setting('openvino.bf16_for', 'another-host')} to build it here for one (not measured "
@@ -119,10 +130,11 @@ def check(recipe) -> None:
             )
 
 
-def unmeasured(precision: str, section=None) -> str | None:
+def unmeasured(precision: str, path) -> str | None:
+    """Why the artifact at `path` cannot be measured here (it computes in bf16, this CPU does not)."""
     from exporter.pipeline.targets.openvino import runtime
 
-    return runtime.unmeasured(precision, (section or OpenVinoSpec()).int8_float)
+    return runtime.unmeasured(runtime.read(path, precision)[1])
 
 
 def capabilities() -> str | None:

@@ -54,17 +54,18 @@ class IrSettings:
             tuple(float_nodes) if int8 else (),
             section.int8_preset if int8 else None,
             section.int8_float if int8 else None,
-            ov_backend.unmeasured(precision, section.int8_float),
+            ov_backend.unmeasured(ov_backend.hint(precision, section.int8_float)),
         )
+
+    @property
+    def inference_hint(self) -> str:
+        """The inference precision our runners compile it with (its rt_info says so)."""
+        return ov_backend.hint(self.precision, self.int8_float or "f32")
 
     @property
     def computes_in(self) -> str:
         """Its COMPUTES_IN entry."""
         return "int8-bf16" if self.int8_float == "bf16" else self.precision
-
-    def load(self, path: Path) -> ov_backend.OpenVinoRunner:
-        """The IR at `path` compiled as our runners compile it."""
-        return ov_backend.load(path, self.precision, int8_float=self.int8_float or "f32")
 
 
 # what each IR computes in, written into its rt_info (reparam_export/inference_precision)
@@ -153,6 +154,8 @@ def keep(
 
 def kept(onnx_path: Path, calibration: CalibrationSet, float_nodes, preset: str) -> Quantized | None:
     """The model `keep` kept for these settings (None: quantize it)."""
+    if not _KEPT:
+        return None
     return _KEPT.pop(_quantization_key(onnx_path, calibration, float_nodes, preset), None)
 
 
@@ -239,6 +242,7 @@ def run(settings: IrSettings, onnx_path: Path, fused_pt: Path, out: Path) -> IrR
     ov_backend.canonical_names(model)  # the same .xml from the same inputs, in any process
     model.set_rt_info(precision, ["reparam_export", "precision"])
     model.set_rt_info(COMPUTES_IN[settings.computes_in], ["reparam_export", "inference_precision"])
+    model.set_rt_info(settings.inference_hint, ov_backend.HINT_KEY)
     ov.save_model(model, str(out), compress_to_fp16=precision == "fp16")
     plain = None
     if precision == "fp32":
@@ -246,8 +250,10 @@ def run(settings: IrSettings, onnx_path: Path, fused_pt: Path, out: Path) -> IrR
     if settings.unmeasured is not None:  # its error would be of f32, not of what it computes in
         plain = ov_backend.OpenVinoRunner(out, hint=None)
         consumer = plain_consumer(plain, fused_pt, settings.noise_factor, precision)
+        if precision == "int8":  # a property of the quantization, whatever its float layers compute in
+            record["int8"]["collapse"] = reference.require_no_collapse(fused_pt, plain)
         return IrRecord(**record, check=None, runtime={}, plain_consumer=consumer, note=settings.unmeasured)
-    runner = settings.load(out)
+    runner = ov_backend.load(out, precision)
     parity = reference.reference_parity(fused_pt, runner, settings.noise_factor)
     if precision == "fp32":
         reference.require_parity("OpenVINO FP32 IR output", parity)

@@ -17,10 +17,23 @@ from exporter.base.workers import threads_here
 PRECISION_HINTS = {"fp32": "f32", "fp16": "f32", "bf16": "bf16"}  # what each float IR computes in
 
 
+HINT_KEY = ["reparam_export", "inference_hint"]  # in an IR's rt_info: what our runners compile it with
+
+
 def hint(precision: str, int8_float: str = "f32") -> str:
     """The inference precision our runners compile an IR of `precision` with; an INT8 IR's float layers
     (head, the search's float layers) compute in `int8_float` (recipe openvino.int8_float)."""
     return int8_float if precision == "int8" else PRECISION_HINTS[precision]
+
+
+def read(path: str | Path, precision: str = "fp32"):
+    """(the IR at `path`, the inference precision our runners compile it with): the one its rt_info names
+    (the IR stage writes it, so the artifact carries it), else `precision`'s (an IR from elsewhere)."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(path))
+    found = model.get_rt_info(HINT_KEY).astype(str) if model.has_rt_info(HINT_KEY) else hint(precision)
+    return model, found
 
 
 def decline_telemetry() -> None:
@@ -211,11 +224,13 @@ class OpenVinoRunner:
 
 
 def throughput(path: Path, batch: np.ndarray, seconds: float) -> tuple[float, int]:
-    """Images per second with OpenVINO's THROUGHPUT streams and its optimal number of async requests."""
+    """Images per second with OpenVINO's THROUGHPUT streams and its optimal number of async requests, the
+    IR compiled as it says it runs (`read`)."""
     import openvino as ov
 
+    model, inference_hint = read(path)
     compiled = ov.Core().compile_model(
-        str(path), "CPU", {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"}
+        model, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": inference_hint}
     )
     requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
     queue = ov.AsyncInferQueue(compiled, requests)
@@ -337,17 +352,17 @@ def runs_bf16() -> bool:
     return "BF16" in cpu_capabilities().split()
 
 
-def unmeasured(precision: str, int8_float: str = "f32") -> str | None:
-    """Why an IR of `precision` cannot be measured here: one computed in bf16 (a bf16 IR, an INT8 IR whose
-    float layers compute in bf16) on a CPU that computes no bf16."""
+def unmeasured(inference_hint: str) -> str | None:
+    """Why an IR compiled with `inference_hint` cannot be measured here: one computed in bf16 (a bf16 IR,
+    an INT8 IR whose float layers compute in bf16) on a CPU that computes no bf16."""
     from exporter.base import host
 
-    if hint(precision, int8_float) == "bf16" and not runs_bf16():
+    if inference_hint == "bf16" and not runs_bf16():
         return f"this CPU, {host.describe()}, computes no bf16 (it has neither AVX-512 BF16 nor AMX)"
     return None
 
 
-def load(
-    path: str | Path, precision: str = "fp32", threads: int = 0, int8_float: str = "f32"
-) -> OpenVinoRunner:
-    return OpenVinoRunner(path, hint(precision, int8_float), threads)
+def load(path: str | Path, precision: str = "fp32", threads: int = 0) -> OpenVinoRunner:
+    """The IR at `path` compiled as it says it runs (`read`)."""
+    model, inference_hint = read(path, precision)
+    return OpenVinoRunner(model, inference_hint, threads)
