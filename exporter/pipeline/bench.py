@@ -49,11 +49,11 @@ def benchmark(
     artifacts = run_artifacts(run)  # verified, fused.pt with them
     if not artifacts:
         raise UserError(f"{run} has no built artifacts; run `reparam-export build` for it first")
-    recipe = run_recipe(run)
     skipped = unmeasured_here(artifacts)  # computed in bf16 on a CPU without: never timed as f32
     artifacts = {key: path for key, path in artifacts.items() if key not in skipped}
     if not artifacts:
         raise UserError(f"{run}: no artifact of it can be timed here ({'; '.join(skipped.values())})")
+    recipe = run_recipe(run)
     sections = {key: artifact_target(key).settings(recipe) for key in artifacts}
     probe = run / "fused.pt"
 

@@ -115,9 +115,7 @@ class SearchSettings:
     budget_points: float  # int8.accuracy_budget
     evaluation: EvaluationSettings
     calibration: CalibrationSet
-    method: (
-        str | None
-    )  # how the target quantizes (Target.search_method): a Q/DQ calibration method, NNCF's preset
+    method: str | None  # how the target quantizes (Target.search_method)
     input_size: tuple[int, int]  # of the probe the latency is timed on
     preprocess: Preprocess
     seed: int
