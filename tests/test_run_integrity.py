@@ -29,7 +29,8 @@ FILES = (
     "openvino/model.onnx",
     *(f"openvino/model_{p}.{s}" for p in ("fp32", "int8") for s in ("xml", "bin")),
 )
-CALIBRATION = Path(tempfile.mkdtemp(prefix="calibration-")) / "shapes"  # one path: it is in the settings
+# one path for the module (it is in the settings), made by the fixture below and removed after it
+CALIBRATION = Path(tempfile.gettempdir()) / f"calibration-{os.getpid()}" / "shapes"
 BUILD = [
     "build", "--recipe", str(EMBEDDED), "--input-size", "96", "128", "--target", "openvino",
     "--precision", "fp32", "--precision", "int8", "--calib-data", str(CALIBRATION / "calib.json"),
@@ -60,6 +61,8 @@ def digests(run: Path) -> dict[str, str]:
 @pytest.fixture(scope="module", autouse=True)
 def calibration_images():
     write_split(CALIBRATION, "calib", 12, seed=3)
+    yield
+    shutil.rmtree(CALIBRATION.parent)
 
 
 @pytest.fixture(scope="module")
