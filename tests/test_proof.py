@@ -21,6 +21,7 @@ from exporter.models.damoyolo.published import SIZES
 from exporter.pipeline.builder import Pipeline
 from exporter.pipeline.recipe import load_recipe
 from exporter.pipeline.stages import reference
+from exporter.pipeline.stages.fuse import FuseSettings
 from exporter.pipeline.targets.openvino import ir as openvino
 from tests import fixture_models as fm
 from tests.conftest import EMBEDDED
@@ -259,7 +260,18 @@ def test_fused_pt_is_rebuilt_by_replaying_the_proved_rewrites(built, monkeypatch
     assert compare([o.numpy() for o in blob["outputs"]], output, 1e-4).ok
 
 
+@pytest.mark.parametrize(
+    ("size", "second"),
+    [((640, 640), (64, 64)), ((1280, 960), (128, 96)), ((96, 128), (64, 64)), ((32, 64), (32, 64))],
+)
+def test_the_second_probe_is_smaller_with_every_tap_of_a_3x3_kernel_at_work(size, second):
+    """A tenth of each side in multiples of 32, at least 64 (stride-32 features 2×2), never past the probe."""
+    settings = FuseSettings.from_recipe(load_recipe(EMBEDDED, {"input_size": list(size)}))
+    assert tuple(settings.second_probe().shape[-2:]) == second
+
+
 def test_bench_fuse_prints_the_cost_in_forward_passes(run_cli):
     code, out, err = run_cli("bench-fuse", "--recipe", str(EMBEDDED), "--runs", "1", "--threads", "1")
     assert code == 0, err
     assert "FP32 forward passes" in out and "float64 forward passes" in out and "building the model" in out
+    assert "the whole stage" in out

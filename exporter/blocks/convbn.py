@@ -50,7 +50,8 @@ def fold_kernel_bn(
 
 def conv_with(template: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -> nn.Module:
     """A conv of the same type and geometry as `template` (dilation, groups, padding mode kept)."""
-    conv = type(template)(
+    conv = nn.utils.skip_init(  # no random initialisation: the weights are set below
+        type(template),
         template.in_channels,
         template.out_channels,
         template.kernel_size,
@@ -60,12 +61,13 @@ def conv_with(template: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -> 
         groups=template.groups,
         bias=True,
         padding_mode=template.padding_mode,
+        device=template.weight.device,
+        dtype=template.weight.dtype,
     )
-    dtype = template.weight.dtype
     with torch.no_grad():
-        conv.weight.copy_(weight.to(dtype))
-        conv.bias.copy_(bias.to(dtype))
-    return conv.to(template.weight.device).eval()
+        conv.weight.copy_(weight)
+        conv.bias.copy_(bias)
+    return conv.eval()
 
 
 def fold_conv_bn(conv: nn.Module, bn: _BatchNorm, name: str = "") -> nn.Module:

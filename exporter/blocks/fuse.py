@@ -540,7 +540,8 @@ def _run_steps(
     for step in sorted(steps, key=lambda s: order.get(s.path, len(order))):
         original = get_module(root, step.path)
         _check_running_stats(original, step.path)
-        backup = copy.deepcopy(original)
+        # our blocks' deploy forms and an adopted AKConv are new modules: the original stays as it was
+        backup = original if step.action in ("block", "akconv") else copy.deepcopy(original)
         calls = [c[step.path] for c in recording.calls if step.path in c]
         proved_on = "probes" if calls else ""
         if not calls:
@@ -694,10 +695,10 @@ def _fuse_model(
     """A fused copy of `model` (in its dtype, on its device; `model` is left as it was) and the report
     proving or refuting its equality in float64, on the CPU: per rewritten module max|y_fused − y| ≤
     rtol·max(1, max|y|) on what it received from the last probe input (the smallest: the second is a
-    quarter of the model's size), or from every probe input where `each_on_all`; for the whole model on
+    tenth of the model's size), or from every probe input where `each_on_all`; for the whole model on
     each probe input the same, or CONDITION_MARGIN times the float64 rounding the model amplifies,
-    whichever is larger (its FP32 rounding scaled by eps64/eps32: a chaotic model amplifies float64
-    rounding as it does FP32's)."""
+    whichever is larger (the fused model's FP32 rounding scaled by eps64/eps32: a chaotic model amplifies
+    float64 rounding as it does FP32's)."""
     inputs = [x.detach().cpu() for x in ([probes] if isinstance(probes, torch.Tensor) else probes)]
     dtype, device = model_dtype(model), model_device(model)
     work = cast(copy.deepcopy(model), PROOF_DTYPE, CPU).eval()
@@ -713,11 +714,6 @@ def _fuse_model(
         record(work, [], inputs64[-1:], first=len(inputs64) - 1)  # float64, as the final check finds them
     watched = None if each_on_all else [len(inputs64) - 1]
     reference = recording = record(work, blocks + pairs, inputs64, watched=watched)
-    unfused = _in_rounding_dtype(model)  # its rounding, before any rewrite
-    rounding = [
-        _rounding(unfused, x, output, picks)
-        for x, output, picks in zip(inputs, reference.outputs, reference.picks, strict=True)
-    ]
     try:
         for _ in range(MAX_ROUNDS):  # a deploy method may leave blocks behind: walk into what it left
             work = _run_steps(work, steps, recording, rtol, report, done)
@@ -734,7 +730,7 @@ def _fuse_model(
                 calls = [{**a, **b} for a, b in zip(calls, found, strict=True)]
             work = _run_steps(work, steps, Recording(calls, [], []), rtol, report, done)
         _name_still_branched(model, work, reference, report)
-        parities = _whole_model(work, inputs64, reference, rounding, rtol, report)
+        parities = _whole_model(work, dtype, inputs, reference, rtol, report)
     except ExporterError:
         raise
     except Exception as exc:  # noqa: BLE001 - a rewrite broke the model in a way no module check saw
@@ -743,18 +739,11 @@ def _fuse_model(
     report.model_parity = max(parities, key=lambda p: p.ratio)
     report.params_after = count_params(work)
     report.reference_outputs = flatten_outputs(reference.outputs[0])
-    report_scales = scales(report.reference_outputs)
-    fused = cast(work, dtype)
-    if report.ok:  # the rounding of the fused model too: the scale of an export's tolerance
-        expected = reference.outputs[0]
-        rounding_model = _in_rounding_dtype(fused)
-        with Counting(rounding_model) as counting:
-            errors = _rounding(rounding_model, inputs[0], expected, reference.picks[0])
-        report.complexity = counting.result()
-        report.noise = [max(pair) for pair in zip(errors, rounding[0], strict=True)]
+    if report.ok:  # the fused model's rounding on the probe: the scale of an export's tolerance
+        report_scales, errors = scales(report.reference_outputs), report.noise
         worst = max(range(len(errors)), key=lambda i: errors[i] / max(1.0, report_scales[i]))
         report.drift = Parity(errors[worst], report_scales[worst], 0.0, worst)
-    return cast(fused, dtype, device), report
+    return cast(work, dtype, device), report
 
 
 def _name_still_branched(model: nn.Module, work: nn.Module, reference: Recording, report: FuseReport) -> None:
@@ -783,35 +772,53 @@ def _pairs(a: Any, b: Any):
 
 def _whole_model(
     work: nn.Module,
+    dtype: torch.dtype,
     inputs: list[torch.Tensor],
     reference: Recording,
-    rounding: list[list[float]],
     rtol: float,
     report: FuseReport,
 ) -> list[Parity]:
-    """The fused model against the reference on each input, the reference's selections replayed:
-    within rtol·max(1, |y|) or CONDITION_MARGIN × eps64/eps32 × the model's FP32 rounding; where that
-    fails, within CONDITION_MARGIN × its response to a 1-ulp nudge of the input (a chaotic model
-    amplifies float64 rounding as it amplifies the nudge)."""
+    """The fused model (float64) against the reference on each input, the reference's selections
+    replayed: within rtol·max(1, |y|) or CONDITION_MARGIN × eps64/eps32 × the fused model's FP32
+    rounding (in `dtype`, its own precision); where that fails, within CONDITION_MARGIN × its response to
+    a 1-ulp nudge of the input (a chaotic model amplifies float64 rounding as it amplifies the nudge).
+    A wrong rewrite adds its error to that rounding too, but scaled by eps64/eps32 (2e-9) it stays far
+    below the error itself. `work` is left in `dtype`; the report gets its rounding on the probe (noise)
+    and its complexity."""
     ratio = torch.finfo(PROOF_DTYPE).eps / torch.finfo(ROUNDING_DTYPE).eps
+    outputs, responses = [], []
+    for x, expected, picks in zip(inputs, reference.outputs, reference.picks, strict=True):
+        x = x.to(PROOF_DTYPE)
+        with torch.no_grad(), Selections(replay=picks) as replayed:
+            output = work(x)
+        response = None
+        if not compare_within(expected, output, [rtol * max(1.0, s) for s in scales(expected)]).ok:
+            with torch.no_grad(), Selections(replay=picks):  # kept in case the rounding bound fails too
+                nudged = work(x * (1 + torch.finfo(PROOF_DTYPE).eps))
+            response = [float(np.abs(a - b).max()) if a.size else 0.0 for a, b in _pairs(output, nudged)]
+        outputs.append(output)
+        responses.append(response)
+        report.selections += len(picks)
+        report.flips += replayed.flips
+    rounding_model = _in_rounding_dtype(cast(work, dtype))  # float64 no longer needed
+    runs = list(zip(inputs, reference.outputs, reference.picks, strict=True))
+    with Counting(rounding_model) as counting:
+        rounding = [_rounding(rounding_model, *runs[0])]
+    report.complexity, report.noise = counting.result(), rounding[0]
+    rounding += [_rounding(rounding_model, *run) for run in runs[1:]]
     parities = []
-    for x, expected, picks, errors in zip(inputs, reference.outputs, reference.picks, rounding, strict=True):
+    for expected, output, errors, response in zip(
+        reference.outputs, outputs, rounding, responses, strict=True
+    ):
         bounds = [
             max(rtol * max(1.0, scale), CONDITION_MARGIN * ratio * error)
             for scale, error in zip(scales(expected), errors, strict=True)
         ]
-        with torch.no_grad(), Selections(replay=picks) as replayed:
-            output = work(x)
         parity = compare_within(expected, output, bounds)
-        if not parity.ok:
-            with torch.no_grad(), Selections(replay=picks):
-                nudged = work(x * (1 + torch.finfo(PROOF_DTYPE).eps))
-            response = [float(np.abs(a - b).max()) if a.size else 0.0 for a, b in _pairs(output, nudged)]
+        if not parity.ok and response is not None:
             bounds = [max(b, CONDITION_MARGIN * r) for b, r in zip(bounds, response, strict=True)]
             parity = compare_within(expected, output, bounds)
         parities.append(parity)
-        report.selections += len(picks)
-        report.flips += replayed.flips
     return parities
 
 

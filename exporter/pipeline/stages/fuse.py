@@ -59,14 +59,20 @@ class FuseSettings:
         return probe_input(self.input_size, self.preprocess, self.seed, batch or self.batch)
 
     def second_probe(self) -> torch.Tensor:
-        """One image of another size (a quarter, in multiples of 32) and another draw."""
-        size = tuple(max(32, d // 128 * 32) for d in self.input_size)
+        """One image of another draw and a smaller size, as the proof's second input: a tenth of each side
+        in multiples of 32 but at least 64 (stride-32 features 2×2: every tap of a 3×3 kernel at work)."""
+        size = tuple(min(d, max(64, d // 320 * 32)) for d in self.input_size)
         return probe_input(size, self.preprocess, self.seed + 1, 1)
 
 
 def fuse(settings: FuseSettings) -> tuple[nn.Module, FuseReport, torch.Tensor]:
     """Build the model, fuse it and prove it; a mismatch raises CheckFailed (blocks.fuse.FusionFailed)."""
-    model = settings.source.build()
+    return prove(settings, settings.source.build())
+
+
+def prove(settings: FuseSettings, model: nn.Module) -> tuple[nn.Module, FuseReport, torch.Tensor]:
+    """Fuse `model` and prove it on the probe and the second probe (another draw at the probe's size
+    where the model takes that size only); the fused model, its report and the probe."""
     probe = settings.probe()
     second = settings.second_probe()
     try:
