@@ -71,7 +71,13 @@ def bench_cpu(recipes, threads, min_seconds, calib_count, eval_limit):
     "trained-scale weights).",
 )
 @click.option("--threads", default=2, type=click.IntRange(min=1), show_default=True, help="torch threads.")
-@click.option("--runs", default=3, type=click.IntRange(min=1), show_default=True, help="Runs per timing.")
+@click.option(
+    "--runs",
+    default=3,
+    type=click.IntRange(min=1),
+    show_default=True,
+    help="Alternating rounds; each times every step once.",
+)
 @click.option(
     "--zoo",
     is_flag=True,
@@ -107,7 +113,7 @@ def bench_fuse(recipes, threads, runs, zoo):
         )
         return
     paths = list(recipes) or [None, REPO_RECIPES / "synthetic" / "damoyolo_s.yaml"]
-    say(f"{cpu_name()}, {threads} threads, median of {runs} runs")
+    say(f"{cpu_name()}, {threads} threads, medians of {runs} alternating rounds")
     for recipe in map(load_recipe, paths):
         with console.status(f"measuring {recipe.name}…"), timing(f"bench-fuse {recipe.name}"):
             cost = measure(recipe, runs)

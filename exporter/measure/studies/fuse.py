@@ -2,8 +2,9 @@
 and what rebuilding the fused model from fused.pt costs against building the model.
 
 All in one process on this machine, each timing the median of a few runs: a forward pass in FP32 and
-in float64 (the proof's precision), the fuse stage (fusion and its float64 proof on the probe and a
-second input), loading fused.pt (build the model, replay the proved rewrites, load the weights).
+in float64 (the proof's precision), fusion and its float64 proof on the probe and a second input,
+the fuse stage around them (building the model, writing fused.pt), loading fused.pt (build the model,
+replay the proved rewrites, load the weights).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,47 +24,53 @@ from exporter.pipeline.stages import fuse, reference
 
 @dataclass(frozen=True)
 class FuseCost:
+    """Seconds per call over alternating rounds (each round times every call once)."""
+
     model: str
     input: str
-    build_s: float
-    forward_fp32_s: float
-    forward_fp64_s: float
-    fuse_s: float
-    load_s: float
+    seconds: dict[str, list[float]]  # build, forward32, forward64, fuse (+ proof), stage, load
+
+    def median(self, name: str) -> float:
+        return statistics.median(self.seconds[name])
+
+    def ratio(self, name: str, unit: str) -> float:
+        """The median over the rounds of `name` / `unit`, each pair timed in the same round."""
+        return statistics.median(a / b for a, b in zip(self.seconds[name], self.seconds[unit], strict=True))
 
     def describe(self) -> str:
+        m = self.median
         return (
-            f"fuse + proof {self.fuse_s:.2f} s = {self.fuse_s / self.forward_fp32_s:.1f} FP32 forward passes "
-            f"({self.forward_fp32_s:.3f} s) = {self.fuse_s / self.forward_fp64_s:.1f} float64 forward passes "
-            f"({self.forward_fp64_s:.3f} s); loading fused.pt {self.load_s:.2f} s = "
-            f"{self.load_s / self.build_s:.2f} × building the model ({self.build_s:.2f} s)"
+            f"fuse + proof {m('fuse'):.2f} s = {self.ratio('fuse', 'forward32'):.1f} FP32 forward passes "
+            f"({m('forward32'):.3f} s) = {self.ratio('fuse', 'forward64'):.1f} float64 forward passes "
+            f"({m('forward64'):.3f} s); the whole stage (building the model, writing fused.pt too) "
+            f"{m('stage'):.2f} s = {self.ratio('stage', 'forward64'):.1f} float64 passes; loading fused.pt "
+            f"{m('load'):.2f} s = {self.ratio('load', 'build'):.2f} × building the model ({m('build'):.2f} s)"
         )
 
 
-def _median(call: Callable[[], object], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def measure(recipe: Recipe, runs: int = 3) -> FuseCost:
+    """Each call timed once per round, `runs` rounds in turn: a host whose speed drifts favours none."""
     settings = fuse.FuseSettings.from_recipe(recipe)
-    build_s = _median(settings.source.build, runs)
     model = settings.source.build()
     probe = settings.probe()
     model64, probe64 = cast(settings.source.build(), torch.float64), probe.double()
-    with torch.no_grad():
-        forward32 = _median(lambda: model(probe), runs)
-        forward64 = _median(lambda: model64(probe64), runs)
+    seconds: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "fused.pt"
-        fuse_s = _median(lambda: fuse.run(settings, out), 1)
-        load_s = _median(lambda: reference.load_fused(out), runs)
-    size = "x".join(map(str, probe.shape))
-    return FuseCost(recipe.name, size, build_s, forward32, forward64, fuse_s, load_s)
+        calls = {
+            "build": settings.source.build,
+            "forward32": torch.no_grad()(lambda: model(probe)),
+            "forward64": torch.no_grad()(lambda: model64(probe64)),
+            "fuse": lambda: fuse.prove(settings, model),
+            "stage": lambda: fuse.run(settings, out),
+            "load": lambda: reference.load_fused(out),
+        }
+        for _ in range(runs):
+            for name, call in calls.items():
+                start = time.perf_counter()
+                call()
+                seconds.setdefault(name, []).append(time.perf_counter() - start)
+    return FuseCost(recipe.name, "x".join(map(str, probe.shape)), seconds)
 
 
 # Models of the field's libraries, built without weights: (library, name, input size, second input
