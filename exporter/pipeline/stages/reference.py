@@ -6,8 +6,9 @@ Loaded with `torch.load(weights_only=True)`: tensors, strings, numbers, lists an
 model is rebuilt from its source by replaying the proved rewrites, without proving them again.
 
 An FP32 artifact passes when every output is within `noise_factor` × that output's FP32 rounding (the
-error of torch's fused model, computing in FP32, against float64) plus ROUNDING_FLOOR × max(1, |y|): a correct export of a deep network differs from float64 by rounding of the same order as torch's
-own, a wrong one by far more.
+error of torch's fused model, computing in FP32, against float64) plus ROUNDING_FLOOR × max(1, |y|):
+a correct export of a deep network differs from float64 by rounding of the same order as torch's own, a
+wrong one by far more.
 """
 
 from __future__ import annotations
