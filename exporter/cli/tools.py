@@ -72,11 +72,7 @@ def bench_cpu(recipes, threads, min_seconds, calib_count, eval_limit):
 )
 @click.option("--threads", default=2, type=click.IntRange(min=1), show_default=True, help="torch threads.")
 @click.option(
-    "--runs",
-    default=3,
-    type=click.IntRange(min=1),
-    show_default=True,
-    help="Alternating rounds; each times every step once.",
+    "--runs", default=3, type=click.IntRange(min=1), show_default=True, help="Rounds, each timing all."
 )
 @click.option(
     "--zoo",
