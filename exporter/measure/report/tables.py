@@ -154,6 +154,7 @@ def zoo(title: str, rows: list) -> Table:
             "{} / {}".format(*r.library_left),
             "{} / {}".format(*r.before),
             f"{r.ours_s:.2f}",
+            f"{r.ours_s / r.forward64_s:.1f}",
             f"{r.library_s:.2f}",
             "; ".join(r.not_fused) or "-",
         ]
@@ -168,6 +169,7 @@ def zoo(title: str, rows: list) -> Table:
         "library's deploy",
         "before",
         "fuse + proof s",
+        "in float64 passes",
         "library's deploy s",
         "not fused",
     )

@@ -9,15 +9,17 @@ replay the proved rewrites, load the weights).
 
 from __future__ import annotations
 
+import copy
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from exporter.blocks.fuse import cast
+from exporter.blocks.fuse import cast, fuse_model
 from exporter.pipeline.recipe import Recipe
 from exporter.pipeline.stages import fuse, reference
 
@@ -48,6 +50,12 @@ class FuseCost:
         )
 
 
+def _seconds(call: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
 def measure(recipe: Recipe, runs: int = 3) -> FuseCost:
     """Each call timed once per round, `runs` rounds in turn: a host whose speed drifts favours none."""
     settings = fuse.FuseSettings.from_recipe(recipe)
@@ -67,9 +75,7 @@ def measure(recipe: Recipe, runs: int = 3) -> FuseCost:
         }
         for _ in range(runs):
             for name, call in calls.items():
-                start = time.perf_counter()
-                call()
-                seconds.setdefault(name, []).append(time.perf_counter() - start)
+                seconds.setdefault(name, []).append(_seconds(call))
     return FuseCost(recipe.name, "x".join(map(str, probe.shape)), seconds)
 
 
@@ -113,6 +119,7 @@ class ZooRow:
     not_fused: list[str]
     ours_s: float
     library_s: float  # the library's own deploy path
+    forward64_s: float  # one float64 forward pass of the model on the first input (median of 3)
     left: tuple[int, int]  # BatchNorms and convolutions left by our fusion
     library_left: tuple[int, int]
     before: tuple[int, int]
@@ -120,8 +127,6 @@ class ZooRow:
 
 def zoo_model(library: str, name: str):
     """(model in eval mode with randomized BatchNorm statistics, the library's own deploy function)."""
-    import copy
-
     from exporter.models.embedded import randomize_batchnorm
 
     if library == "timm":
@@ -152,8 +157,6 @@ def _left(model) -> tuple[int, int]:
 def zoo_row(library: str, name: str, size: int, second: int) -> ZooRow:
     """Fuse one zoo model (on two inputs of other sizes and draws, as the fuse stage does) and compare
     with the library's own deploy path."""
-    from exporter.blocks.fuse import fuse_model
-
     model, deploy = zoo_model(library, name)
     inputs = [
         torch.rand(1, 3, s, s, generator=torch.Generator().manual_seed(i))
@@ -165,6 +168,8 @@ def zoo_row(library: str, name: str, size: int, second: int) -> ZooRow:
     start = time.perf_counter()
     fused, report = fuse_model(model, inputs, strict=False)  # a refuted row is tabulated
     ours_s = time.perf_counter() - start
+    model64, x64 = cast(copy.deepcopy(model), torch.float64), inputs[0].double()
+    forward64_s = statistics.median(_seconds(torch.no_grad()(lambda: model64(x64))) for _ in range(3))
     not_fused = report.as_dict()["not_fused"]
     ratio = report.model_parity.ratio
     return ZooRow(
@@ -176,6 +181,7 @@ def zoo_row(library: str, name: str, size: int, second: int) -> ZooRow:
         not_fused,
         ours_s,
         library_s,
+        forward64_s,
         _left(fused),
         _left(theirs),
         _left(model),
