@@ -3,6 +3,7 @@ paths, the field's method spellings, Ultralytics' blocks outside Ultralytics, ha
 modules and a chaotic model. Never an unproved rewrite kept, never a traceback."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -128,6 +129,22 @@ def test_a_rewrite_the_small_probe_cannot_refute_is_refuted_by_the_whole_model_a
     (step,) = report.steps
     assert step.status == "reverted" and not step.parity.ok and report.ok
     assert isinstance(fused[0].bn, nn.BatchNorm2d)
+
+
+def test_a_wrong_rewrite_is_refuted_where_the_fused_model_overflows_its_half_precision():
+    """A fold past FP16's range makes the fused FP16 model's rounding infinite: that bounds nothing, so
+    the guess wrong on the large probe is still refuted there and reverted."""
+    overflowing = nn.Sequential(nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8))  # folded weights ~1e5 > 65504
+    model = fm.randomized(nn.Sequential(NormOnSmallMaps(), nn.Sigmoid(), overflowing))
+    with torch.no_grad():  # positive inputs, weights and scales: the fused FP16 outputs are +inf, not NaN
+        overflowing[0].weight.fill_(1000.0)
+        overflowing[1].weight.fill_(1.0)
+        overflowing[1].running_var.fill_(1e-4)
+    fused, report = fuse_model(model.half(), [x(64), x(32, seed=1)])
+    guess = next(s for s in report.steps if s.path == "0")
+    assert guess.status == "reverted" and not guess.parity.ok and report.ok
+    assert isinstance(fused[0].bn, nn.BatchNorm2d) and fused[0].conv.weight.dtype == torch.float16
+    assert report.noise == [math.inf], "the fused FP16 model overflows"
 
 
 class Reparametrize(fm.ForeignRepVGG):
