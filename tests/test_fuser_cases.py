@@ -147,6 +147,58 @@ def test_a_wrong_rewrite_is_refuted_where_the_fused_model_overflows_its_half_pre
     assert report.noise == [math.inf], "the fused FP16 model overflows"
 
 
+class ListCache(nn.Module):
+    """Keeps a grid made on a call in a list, as YOLOv5's Detect keeps its grids."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.grid = nn.Conv2d(3, 4, 3, padding=1), []
+
+    def forward(self, x):
+        if not self.grid or self.grid[0].shape[-1] != x.shape[-1]:
+            self.grid = [torch.linspace(0, 1, x.shape[-1]).to(x).expand(x.shape[-2], -1)]
+        return self.conv(x) + self.grid[0]
+
+
+def test_caches_a_module_keeps_in_a_list_come_back_in_the_models_dtype():
+    """One probe size: the grids made in float64 by the proof are cast with the model, so its rounding
+    is measured in FP32 and the fused model computes in FP32."""
+    fused, report = fuse_model(fm.randomized(nn.Sequential(ListCache())), x(32))
+    assert fused[0].grid[0].dtype == torch.float32 and fused(x(32)).dtype == torch.float32
+    assert report.ok and report.noise[0] > 0
+
+
+class ArgsConv(nn.Conv2d):
+    """A convolution that takes its arguments as *args and **kwargs (no `device` named), as detectron2's."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+
+
+def test_a_convolution_subclass_without_a_device_argument_folds_and_keeps_its_class():
+    model = fm.randomized(nn.Sequential(ArgsConv(3, 8, 3, padding=1), nn.BatchNorm2d(8)))
+    fused, report = fuse_model(model, x())
+    assert report.ok and norms(fused) == 0 and type(fused[0]) is ArgsConv
+
+
+class HalfwayRepConv(RepConv):
+    """A user's subclass of our block whose own fuse() changes the block, then fails."""
+
+    def fuse(self):
+        self.rbr_1x1[0].weight.data.zero_()
+        raise RuntimeError("failed half-way")
+
+
+def test_a_subclass_fuse_that_fails_half_way_leaves_the_block_as_it_was():
+    model = fm.randomized(nn.Sequential(HalfwayRepConv(3, 8)))
+    with torch.no_grad():
+        expected = model(x())
+    fused, report = fuse_model(model, x())
+    assert report.steps[0].status == "failed" and "failed half-way" in report.steps[0].note
+    with torch.no_grad():
+        assert torch.allclose(fused(x()), expected, atol=1e-5), "the block as it was (its pairs folded)"
+
+
 class Reparametrize(fm.ForeignRepVGG):
     def reparametrize(self):  # mobileone-pytorch's spelling
         self._deploy()

@@ -50,20 +50,21 @@ def fold_kernel_bn(
 
 def conv_with(template: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -> nn.Module:
     """A conv of the same type and geometry as `template` (dilation, groups, padding mode kept)."""
-    conv = nn.utils.skip_init(  # no random initialisation: the weights are set below
-        type(template),
-        template.in_channels,
-        template.out_channels,
-        template.kernel_size,
-        stride=template.stride,
-        padding=template.padding,
-        dilation=template.dilation,
-        groups=template.groups,
-        bias=True,
-        padding_mode=template.padding_mode,
-        device=template.weight.device,
-        dtype=template.weight.dtype,
-    )
+    kind = type(template)
+    args = (template.in_channels, template.out_channels, template.kernel_size)
+    geometry = {
+        "stride": template.stride,
+        "padding": template.padding,
+        "dilation": template.dilation,
+        "groups": template.groups,
+        "bias": True,
+        "padding_mode": template.padding_mode,
+    }
+    place = {"device": template.weight.device, "dtype": template.weight.dtype}
+    if kind in CONV_TYPES:  # torch's own: no random initialisation, the weights are set below
+        conv = nn.utils.skip_init(kind, *args, **geometry, **place)
+    else:  # a subclass may set more in its constructor, or take no device
+        conv = kind(*args, **geometry).to(**place)
     with torch.no_grad():
         conv.weight.copy_(weight)
         conv.bias.copy_(bias)

@@ -128,7 +128,8 @@ class FuseReport:
     params_after: int = 0
     model_parity: Parity | None = None  # float64: the proof
     drift: Parity | None = None  # the fused model in its dtype against the float64 reference
-    noise: list[float] = field(default_factory=list)  # per output: the model's rounding in its dtype
+    noise: list[float] = field(default_factory=list)  # per output: the fused model's rounding (its dtype's
+    # weights computing in FP32) against float64 on the probe
     reference_outputs: list[np.ndarray] = field(default_factory=list)  # float64, on the first probe
     inputs: list[str] = field(default_factory=list)
     selections: int = 0  # discrete selections replayed in the whole-model check
@@ -541,8 +542,7 @@ def _run_steps(
     for step in sorted(steps, key=lambda s: order.get(s.path, len(order))):
         original = get_module(root, step.path)
         _check_running_stats(original, step.path)
-        # our blocks' deploy forms and an adopted AKConv are new modules: the original stays as it was
-        backup = original if step.action in ("block", "akconv") else copy.deepcopy(original)
+        backup = original if _leaves_as_it_was(original, step.action) else copy.deepcopy(original)
         calls = [c[step.path] for c in recording.calls if step.path in c]
         proved_on = "probes" if calls else ""
         if not calls:
@@ -600,6 +600,14 @@ def _run_steps(
     return root
 
 
+def _leaves_as_it_was(module: nn.Module, action: str) -> bool:
+    """Whether `action` makes a new module and leaves `module` unchanged: an adopted AKConv, or one of
+    our blocks' own fuse() (not a subclass's override)."""
+    if action == "akconv":
+        return True
+    return action == "block" and any(type(module).fuse is block.fuse for block in OUR_BLOCKS)
+
+
 @contextlib.contextmanager
 def default_dtype(dtype: torch.dtype) -> Iterator[None]:
     saved = torch.get_default_dtype()
@@ -622,20 +630,33 @@ def _place(root: nn.Module, step: Step, module: nn.Module) -> nn.Module:
 
 def cast(model: nn.Module, dtype: torch.dtype, device: torch.device | None = None) -> nn.Module:
     """`model` in `dtype` (and on `device`, if given): its parameters and buffers, and the tensors modules
-    keep as plain attributes (caches such as anchors made on an earlier call, which would otherwise keep
-    their precision and device)."""
+    keep as plain attributes, alone or in a list or tuple (caches such as anchors or YOLOv5's grids made
+    on an earlier call, which would otherwise keep their precision and device)."""
     model = model.to(device=device, dtype=dtype)
+
+    def moved(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.to(device=device, dtype=dtype if value.is_floating_point() else None)
+        return type(value)(moved(v) for v in value) if _is_cache(value) else value
+
     for module in model.modules():
-        for name, value in vars(module).items():
-            if isinstance(value, torch.Tensor):
-                floating = value.is_floating_point()
-                setattr(module, name, value.to(device=device, dtype=dtype if floating else None))
+        for name, value in list(vars(module).items()):
+            new = moved(value)
+            if new is not value:
+                setattr(module, name, new)
     return model
+
+
+def _is_cache(value: Any) -> bool:
+    """A tensor a module keeps as a plain attribute, or a list or tuple holding some."""
+    if isinstance(value, torch.Tensor):
+        return True
+    return type(value) in (list, tuple) and any(isinstance(v, torch.Tensor) for v in value)
 
 
 def _holds_tensors(model: nn.Module) -> bool:
     """Whether a module keeps tensors as plain attributes (caches of an earlier call)."""
-    return any(isinstance(v, torch.Tensor) for m in model.modules() for v in vars(m).values())
+    return any(_is_cache(v) for m in model.modules() for v in vars(m).values())
 
 
 def model_dtype(model: nn.Module) -> torch.dtype:
@@ -780,8 +801,8 @@ def _whole_model(
     report: FuseReport,
 ) -> list[Parity]:
     """The fused model (float64) against the reference on each input, the reference's selections
-    replayed: within rtol·max(1, |y|) or CONDITION_MARGIN × eps64/eps32 × the fused model's FP32
-    rounding (in `dtype`, its own precision); where that fails, within CONDITION_MARGIN × its response to
+    replayed: within rtol·max(1, |y|) or CONDITION_MARGIN × eps64/eps32 × the fused model's rounding
+    (its weights in `dtype`, computing in FP32); where that fails, within CONDITION_MARGIN × its response to
     a 1-ulp nudge of the input (a chaotic model amplifies float64 rounding as it amplifies the nudge).
     A wrong rewrite adds its error to that rounding too, but scaled by eps64/eps32 (2e-9) it stays far
     below the error itself. `work` is left in `dtype`; the report gets its rounding on the probe (noise)
