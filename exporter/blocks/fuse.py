@@ -759,6 +759,17 @@ def _fuse_model(
         cause = exc.cause if isinstance(exc, ForwardFailed) else exc
         parities = [Parity(float("inf"), 0.0, 0.0, note=f"the fused model raised {summary(cause)}")]
     report.model_parity = max(parities, key=lambda p: p.ratio)
+    overflows = [i for i, error in enumerate(report.noise) if math.isinf(error)]
+    if report.ok and overflows:  # every export would be held to an infinite tolerance
+        name = str(dtype).removeprefix("torch.")
+        report.model_parity = Parity(
+            math.inf,
+            0.0,
+            0.0,
+            overflows[0],
+            note=f"in {name} the fused model overflows where float64 does not (folded weights past "
+            f"{name}'s range): fuse the model in float32",
+        )
     report.params_after = count_params(work)
     report.reference_outputs = flatten_outputs(reference.outputs[0])
     if report.ok:  # the fused model's rounding on the probe: the scale of an export's tolerance
