@@ -1,10 +1,11 @@
 """`reparam-export bench-fuse`: what fusing and proving a model costs, in forward passes of that model,
 and what rebuilding the fused model from fused.pt costs against building the model.
 
-All in one process on this machine, each timing the median of a few runs: a forward pass in FP32 and
-in float64 (the proof's precision), fusion and its float64 proof on the probe and a second input,
-the fuse stage around them (building the model, writing fused.pt), loading fused.pt (build the model,
-replay the proved rewrites, load the weights).
+All in one process on this machine, over alternating rounds (each round times every step once; a ratio
+is taken within a round, then its median): a forward pass in FP32 and in float64 (the proof's
+precision), fusion and its float64 proof on the probe and a second input, the fuse stage around them
+(building the model, writing fused.pt), loading fused.pt (build the model, replay the proved rewrites,
+load the weights).
 """
 
 from __future__ import annotations
