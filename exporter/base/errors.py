@@ -39,6 +39,11 @@ def summary(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is an allocation the process was refused (MemoryError, torch's allocator)."""
+    return isinstance(error, MemoryError) or "can't allocate memory" in str(error)
+
+
 class ExporterError(Exception):
     """Base class: carries the process exit code."""
 

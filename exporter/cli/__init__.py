@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import click
 
-from exporter.base.errors import ExporterError
+from exporter.base.errors import ExporterError, out_of_memory, summary
 from exporter.cli import build, measure, tools  # noqa: F401 - registers the commands
 from exporter.cli.app import Group, cli, flags, say
 
@@ -69,6 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         label = "check failed" if exc.exit_code == 1 else "error"
         say(f"{label}: {exc.render(flags())}")
         return exc.exit_code
+    except (MemoryError, RuntimeError) as exc:  # an allocation refused outside the model's forward
+        if not out_of_memory(exc):
+            raise
+        say(
+            f"error: this command needs more memory than this process may use ({summary(exc)}); "
+            "pass a smaller --input-size, or run it on a larger machine"
+        )
+        return 2
     except OSError as exc:
         if exc.errno not in FILE_SYSTEM:
             raise

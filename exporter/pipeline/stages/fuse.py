@@ -16,7 +16,7 @@ from torch import nn
 
 from exporter.base.artifacts import sha256_file
 from exporter.base.data.transforms import Preprocess
-from exporter.base.errors import UserError, summary
+from exporter.base.errors import UserError, out_of_memory, summary
 from exporter.blocks.fuse import ForwardFailed, FuseReport, fuse_model
 from exporter.models.loader import ModelSource, builder_source_hash, probe_input, require_checkpoint
 from exporter.models.reads import files_read
@@ -117,11 +117,6 @@ class FuseRecord(Record):
         if check["not_fused"]:
             detail += f"; NOT FUSED: {'; '.join(check['not_fused'])}"
         return detail
-
-
-def out_of_memory(error: BaseException) -> bool:
-    """Whether `error` is an allocation the process was refused (MemoryError, torch's allocator)."""
-    return isinstance(error, MemoryError) or "can't allocate memory" in str(error)
 
 
 def run(
