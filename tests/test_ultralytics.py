@@ -437,7 +437,11 @@ def test_a_build_unpickles_its_checkpoint_once(run_cli, checkpoints, tmp_path, m
     assert run_cli("build", *args)[0] == 0
     assert [f for f in loads if f == path] == [path]
     first = family.read_checkpoint(path)
-    assert first["model"] is not family.read_checkpoint(path)["model"], "each caller its own copy"
+    saved = family.trained_module(first, path)
+    model = family.load(path)
+    assert model is not family.load(path), "each model its caller's own copy"
+    assert next(model.parameters()).dtype == torch.float32
+    assert next(saved.parameters()).dtype == torch.float16, "the one read copy is left as it was saved"
     changed = copy.deepcopy(first)
     changed["train_args"] = {"imgsz": 96}
     torch.save(changed, path)

@@ -80,17 +80,14 @@ def _allowed(name: str, path: Path, trusted: tuple[str, ...]) -> type:
 def read_checkpoint(path: Path, trusted: tuple[str, ...] = ()) -> dict[str, Any]:
     """The checkpoint dict, loaded with torch's weights-only unpickler and the classes it needs allowed.
     Unpickled once per content and trusted packages in a process (a build asks for it several times:
-    recipe, fusion, head, metadata); each caller gets its own copy."""
-    return copy.deepcopy(_cached(Path(path), tuple(trusted)))
-
-
-def _cached(path: Path, trusted: tuple[str, ...]) -> dict[str, Any]:
-    """The process's one unpickled copy of the checkpoint: read it, never change it."""
+    recipe, fusion, head, metadata), and that one copy is what every caller reads: never change it
+    (`load` gives each caller a model of its own)."""
+    path = Path(path)
     if not path.is_file():
         raise UserError(
             f"checkpoint not found: {path}; pass an existing file with {setting('model.checkpoint')}"
         )
-    return _unpickled(path, sha256_file(path), trusted)
+    return _unpickled(path, sha256_file(path), tuple(trusted))
 
 
 GETATTR = "builtins.getattr"  # how a pickle names a method it holds (a hook the training code registered)
@@ -185,12 +182,12 @@ def _unpickled(path: Path, sha256: str, trusted: tuple[str, ...]) -> dict[str, A
     return checkpoint
 
 
-def checkpoint_model(checkpoint: dict[str, Any], path: Path) -> nn.Module:
-    """The trained module of a checkpoint (its EMA where the trainer kept one), in FP32 and eval mode."""
+def trained_module(checkpoint: dict[str, Any], path: Path) -> nn.Module:
+    """The trained module of a checkpoint (its EMA where the trainer kept one), as it was saved."""
     model = checkpoint.get("ema") or checkpoint.get("model")
     if not isinstance(model, nn.Module):
         raise UserError(f"{path} holds no model (neither 'model' nor 'ema' is a module)")
-    return model.float().eval()
+    return model
 
 
 def export_form(model: nn.Module) -> nn.Module:
@@ -206,8 +203,15 @@ def export_form(model: nn.Module) -> nn.Module:
 
 
 def load(checkpoint: Path, trusted: tuple[str, ...] = ()) -> nn.Module:
-    """An Ultralytics checkpoint's model in FP32, eval mode and export form."""
-    return export_form(checkpoint_model(read_checkpoint(checkpoint, trusted), checkpoint))
+    """An Ultralytics checkpoint's model, the caller's own copy, in FP32, eval mode and export form."""
+    saved = trained_module(read_checkpoint(checkpoint, trusted), checkpoint)
+    return export_form(copy.deepcopy(saved).float().eval())
+
+
+def saved_model(checkpoint: Path, trusted: tuple[str, ...] = ()) -> nn.Module:
+    """The checkpoint's trained module as saved, to read its attributes (head, stride, names) without
+    copying it: the process's one copy, never change it."""
+    return trained_module(read_checkpoint(checkpoint, trusted), checkpoint)
 
 
 def export_metadata(model: nn.Module, names: list[str], input_size: tuple[int, int]) -> dict[str, Any]:
@@ -241,7 +245,7 @@ def recipe_fields(checkpoint: Path, trusted: tuple[str, ...] = ()) -> dict[str, 
     """What the checkpoint says of itself: input size (its training imgsz, where it records one), class
     names, preprocessing (Ultralytics': letterbox, RGB, /255)."""
     content = read_checkpoint(checkpoint, trusted)
-    model = checkpoint_model(content, checkpoint)
+    model = trained_module(content, checkpoint)
     args = content.get("train_args") or getattr(model, "args", None) or {}
     size = args.get("imgsz") if isinstance(args, dict) else None
     names = getattr(model, "names", None) or {}
@@ -268,7 +272,7 @@ class UltralyticsFamily(Family):
 
     def head(self, model: ModelRef) -> Head:
         """Detect: NMS at Ultralytics' validation thresholds; YOLOv10/YOLO26 end to end and RT-DETR: none."""
-        mode = head_mode(load(model.checkpoint, model.trust))
+        mode = head_mode(saved_model(model.checkpoint, model.trust))
         return Head.of(mode, ULTRALYTICS_CONF, ULTRALYTICS_IOU, max_detections=ULTRALYTICS_MAX_DET)
 
     def load(self, checkpoint: Path, trust: tuple[str, ...]) -> nn.Module:
@@ -278,10 +282,10 @@ class UltralyticsFamily(Family):
         return recipe_fields(model.checkpoint, model.trust)["class_names"]
 
     def metadata(self, model: ModelRef, names: list[str], input_size: tuple[int, int]) -> dict[str, Any]:
-        return export_metadata(load(model.checkpoint, model.trust), names, input_size)
+        return export_metadata(saved_model(model.checkpoint, model.trust), names, input_size)
 
     def notes(self, model: ModelRef) -> list[str]:
-        return list(_cached(Path(model.checkpoint), tuple(model.trust)).get(NOTES, []))
+        return list(read_checkpoint(model.checkpoint, model.trust).get(NOTES, []))
 
 
 FAMILY = UltralyticsFamily()
