@@ -74,6 +74,49 @@ def test_no_detections_scores_zero(dataset):
     assert score(dataset, [], list(BOXES))["map"] == 0.0
 
 
+def test_scores_are_pycocotools_figures():
+    """On the demo's val images (small objects among them, and a subset with none: a -1 figure), noisy
+    true boxes among many low-score false ones score as pycocotools scores them, every figure."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from exporter.base.data.coco_map import STAT_NAMES, ground_truth
+    from exporter.base.data.shapes import demo_split
+
+    data = load_coco(demo_split("val"))
+    content, rng = data.content, np.random.default_rng(0)
+    categories = [c["id"] for c in content["categories"]]
+    with_small = {a["image_id"] for a in content["annotations"] if a["area"] < 32**2}
+    subsets = {
+        "first 60": [image["id"] for image in content["images"][:60]],
+        "no small objects": [i["id"] for i in content["images"] if i["id"] not in with_small][:20],
+    }
+    for subset, ids in subsets.items():
+        wanted = set(ids)
+        results = [
+            {**a, "bbox": list(np.add(a["bbox"], rng.normal(0, 2, 4))), "score": float(rng.uniform(0.3, 1))}
+            for a in content["annotations"]
+            if a["image_id"] in wanted
+        ] + [
+            {"image_id": i, "category_id": int(rng.choice(categories)),
+             "score": float(rng.uniform(0.001, 0.3)),
+             "bbox": [*rng.uniform(0, 200, 2), *rng.uniform(4, 80, 2)]}
+            for i in ids
+            for _ in range(100)
+        ]  # fmt: skip
+        results = [{k: r[k] for k in ("image_id", "category_id", "bbox", "score")} for r in results]
+        truth = COCO()
+        truth.dataset = ground_truth(content, ids)
+        truth.createIndex()
+        reference = COCOeval(truth, truth.loadRes([dict(r) for r in results]), "bbox")
+        reference.params.imgIds = ids
+        reference.evaluate(), reference.accumulate(), reference.summarize()
+        expected = {n: None if v < 0 else v for n, v in zip(STAT_NAMES, reference.stats, strict=False)}
+        assert 0.2 < expected["map"] < 0.9, subset
+        assert score(data, results, ids) == pytest.approx(expected, abs=1e-9), subset
+    assert expected["map_small"] is None, "the subset has small objects"
+
+
 def test_evaluate_round_trip_through_resize_and_rescale(dataset):
     """An oracle that returns the ground truth at input resolution must score 1.0 after rescaling."""
     size = (64, 96)

@@ -95,7 +95,7 @@ def test_int8_meets_its_budget(shipped):
 def test_our_map_agrees_with_ultralytics_val(shipped, tmp_path, monkeypatch):
     """The same images letterboxed to the same square input (rect=False: Ultralytics' default rect
     batches pad each batch to its own shape, an input no fixed-size export gets); Ultralytics' NMS and
-    AP code against ours and pycocotools."""
+    AP code against ours and COCO's (pycocotools' figures)."""
     from ultralytics import YOLO
 
     monkeypatch.syspath_prepend(str(FORK))

@@ -12,7 +12,7 @@ CORE = [
     ("onnxsim", "onnxsim", "simplify stage", "pip install onnxsim"),
     ("onnxruntime", "onnxruntime", "ONNX parity checks, CPU backend", "pip install onnxruntime"),
 ]
-EVAL = ("pycocotools", "pycocotools", "COCO mAP", "pip install 'reparam-export[eval]'")
+EVAL = ("faster-coco-eval", "faster_coco_eval", "COCO mAP", "pip install 'reparam-export[eval]'")
 REQUIRED = {name for name, *_ in CORE}
 
 

@@ -220,7 +220,7 @@ def library_versions() -> dict[str, str]:
     from importlib import metadata
 
     found = {}
-    for name in ("openvino", "pycocotools"):  # beside those every stage's key holds
+    for name in ("openvino", "faster-coco-eval"):  # beside those every stage's key holds
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -29,7 +29,7 @@ class CocoDataset:
     samples: list[Sample]
     category_ids: list[int]  # class index -> COCO category id
     class_names: list[str]
-    content: dict  # the COCO instances dict pycocotools scores against
+    content: dict  # the COCO instances dict the evaluation scores against
 
 
 def find_split(data: str | Path) -> tuple[Path, Path]:

@@ -7,7 +7,7 @@ or a list of those; an image's label file replaces the last `images` folder of i
 and its suffix with `.txt`. A label line is `class cx cy w h` normalized to 0–1, or `class x1 y1 x2 y2
 …` (a segment: its bounding box). An image without a label file has no objects.
 
-The split becomes a COCO instances dict in memory (category id = class index), scored by pycocotools
+The split becomes a COCO instances dict in memory (category id = class index), scored with COCO's evaluation
 like any COCO dataset.
 """
 
