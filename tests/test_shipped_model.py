@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter.base.data.shapes import CLASSES, demo_yolo
+from exporter.base.data.shapes import CLASSES, SPLITS, write_image, write_split, write_yolo
 from exporter.cli import main
 from exporter.pipeline.stages import partial_int8
 from tests.conftest import built_once
@@ -25,6 +25,7 @@ pytest.importorskip("openvino", reason="pip install 'reparam-export[openvino]'")
 FORK = Path(__file__).resolve().parents[1] / "examples" / "ultralytics_fork"
 SHIPPED = FORK / "yolo26n_shapes.pt"
 IMAGES = 50
+CALIBRATION = 32
 # mAP (%) on the first 50 demo val images, measured when the model was shipped (README: Ultralytics models)
 RECORDED = {
     "torch.fp32": 17.082,
@@ -46,10 +47,21 @@ def shipped(shared_root):
     run, subset = base / "run", base / "val.yaml"
     with built_once(base) as to_build:
         if to_build:
-            data = demo_yolo().resolve()
-            images = sorted((data.parent / "images" / "val").iterdir())[:IMAGES]
+            # the demo's first 50 val images (each is rendered alone, as `demo-data` writes it) and the
+            # 32 of its 3000 train images that calibration on the whole train split selects (seed 0):
+            # the same images at a fraction of the cost of writing both splits
+            root = base / "shapes"
+            write_split(root, "val", IMAGES, SPLITS["val"][1])
+            write_yolo(root, ("val",))
+            images = sorted((root / "images" / "val").iterdir())
             (base / "val.txt").write_text("".join(f"{p}\n" for p in images))
-            subset.write_text(f"train: {base / 'val.txt'}\nval: {base / 'val.txt'}\nnames: {list(CLASSES)}\n")
+            train, seed = SPLITS["train"]
+            (root / "images" / "train").mkdir()
+            for index in sorted(np.random.default_rng(0).permutation(train)[:CALIBRATION]):
+                write_image(root / "images" / "train", seed, int(index))
+            subset.write_text(
+                f"train: {root / 'images' / 'train'}\nval: {base / 'val.txt'}\nnames: {list(CLASSES)}\n"
+            )
             with pytest.MonkeyPatch.context() as patch:
                 patch.syspath_prepend(str(FORK))
                 patch.setattr(partial_int8, "LATENCY_SECONDS", 0.1)  # recorded, not what these tests check
@@ -59,7 +71,7 @@ def shipped(shared_root):
                         "build", "--model", str(SHIPPED), "--trust-module", "shapes_fork",
                         "--target", "onnx", "--target", "openvino", "--target", "tensorrt",
                         "--precision", "fp32", "--precision", "fp16", "--precision", "int8",
-                        "--calib-data", str(data), "--calib-count", "32",
+                        "--calib-data", str(subset), "--calib-count", str(CALIBRATION),
                         "--eval-data", str(subset), "--int8-accuracy-budget", str(BUDGET),
                         "--run-dir", str(run),
                     ]

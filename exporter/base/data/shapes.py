@@ -108,17 +108,24 @@ def render(seed: int, index: int) -> tuple[Image.Image, list[Shape]]:
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)), shapes
 
 
+def write_image(folder: Path, seed: int, index: int) -> tuple[dict, list[Shape]]:
+    """Write image `index` of the split seeded by `seed` as `folder/<index>.jpg`, alone; returns its COCO
+    image record (without an id) and its shapes."""
+    image, shapes = render(seed, index)
+    file_name = f"{index:06d}.jpg"
+    with atomic_output(folder / file_name) as tmp:
+        image.save(tmp, format="JPEG", quality=92)
+    return {"file_name": file_name, "width": image.width, "height": image.height}, shapes
+
+
 def write_split(root: Path, name: str, count: int, seed: int) -> Path:
     """Write `root/<name>/*.jpg` and `root/<name>.json` (COCO instances); returns the json path."""
     folder = root / name
     folder.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for index in range(count):
-        image, shapes = render(seed, index)
-        file_name = f"{index:06d}.jpg"
-        with atomic_output(folder / file_name) as tmp:
-            image.save(tmp, format="JPEG", quality=92)
-        images.append({"id": index + 1, "file_name": file_name, "width": image.width, "height": image.height})
+        image, shapes = write_image(folder, seed, index)
+        images.append({"id": index + 1, **image})
         for shape in shapes:
             x0, y0, x1, y1 = shape.box
             annotations.append(
