@@ -15,10 +15,11 @@ EMBEDDED = Path(__file__).resolve().parents[1] / "recipes" / "embedded_demo.yaml
 
 
 @pytest.fixture(autouse=True, scope="session")
-def shared_demo_data(tmp_path_factory):
-    """One demo dataset for the whole session (generated on first use), whatever a test's cwd."""
+def shared_demo_data(shared_root):
+    """One demo dataset for the whole session and all its workers (each split written once, on first
+    use), whatever a test's cwd."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(DATA_ENV, str(tmp_path_factory.mktemp("demo-data") / "shapes"))
+        patch.setenv(DATA_ENV, str(shared_root / "demo-data" / "shapes"))
         yield
 
 

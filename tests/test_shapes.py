@@ -1,12 +1,15 @@
 """The synthetic shapes dataset: deterministic, valid COCO, varied."""
 
 import json
+import threading
 
 import numpy as np
 import pytest
+from filelock import FileLock
 
 from exporter.base.artifacts import sha256_file
-from exporter.base.data.shapes import CLASSES, render, write_split
+from exporter.base.data import shapes
+from exporter.base.data.shapes import CLASSES, render, write_image, write_split
 
 
 def split_hashes(root, name):
@@ -61,3 +64,28 @@ def test_demo_data_writes_the_val_and_calib_splits(tmp_path, run_cli):
     assert code == 0, err
     assert len(list((tmp_path / "shapes" / "val").iterdir())) == 500
     assert len(list((tmp_path / "shapes" / "calib").iterdir())) == 300
+
+
+def test_an_image_written_alone_is_the_one_its_split_writes(tmp_path):
+    write_split(tmp_path / "split", "val", 4, seed=2)
+    (tmp_path / "alone").mkdir()
+    record, found = write_image(tmp_path / "alone", 2, 3)
+    alone, split = tmp_path / "alone" / "000003.jpg", tmp_path / "split" / "val" / "000003.jpg"
+    assert sha256_file(alone) == sha256_file(split)
+    listed = json.loads((tmp_path / "split" / "val.json").read_text())["images"][3]
+    assert listed == {"id": 4, **record} and len(found) > 0
+
+
+def test_a_split_another_process_is_writing_is_waited_for_not_written_again(tmp_path, monkeypatch):
+    writes = []
+    monkeypatch.setattr(shapes, "write_split", lambda root, name, count, seed: writes.append(name))
+    with FileLock(tmp_path / ".calib.lock"):  # another process writing the split
+        asking = threading.Thread(target=shapes.demo_split, args=("calib", tmp_path))
+        asking.start()
+        asking.join(timeout=2)
+        assert asking.is_alive() and writes == [], "it waits for the writer"
+        (tmp_path / "calib.json").write_text("{}")
+    asking.join()
+    assert writes == [], "and reads what the writer wrote"
+    shapes.demo_split("val", tmp_path)
+    assert writes == ["val"]

@@ -199,12 +199,18 @@ DATA_ENV = "REPARAM_EXPORT_DATA"  # folder of the demo dataset (default: data/sh
 
 def demo_split(name: str, root: Path | None = None) -> Path:
     """The instances json of a demo split, written under `root` on first use (default: the folder
-    named by $REPARAM_EXPORT_DATA, else data/shapes)."""
+    named by $REPARAM_EXPORT_DATA, else data/shapes). Processes that ask for it at once write it once:
+    the others wait for it."""
+    from filelock import FileLock
+
     root = Path(root or os.environ.get(DATA_ENV) or "data/shapes")
     path = root / f"{name}.json"
     if not path.is_file():
-        count, seed = SPLITS[name]
-        write_split(root, name, count, seed)
+        root.mkdir(parents=True, exist_ok=True)
+        with FileLock(root / f".{name}.lock"):
+            if not path.is_file():
+                count, seed = SPLITS[name]
+                write_split(root, name, count, seed)
     return path
 
 
