@@ -44,6 +44,19 @@ def shared_root(tmp_path_factory, worker_id) -> Path:
     return base if worker_id == "master" else base.parent
 
 
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster for every test of this worker that runs Ray tasks, started on first use and
+    stopped with the session: its start and its workers' imports are paid once. Its workers import this
+    checkout's packages, `tests` included (fixture models)."""
+    ray = pytest.importorskip("ray", reason="pip install 'reparam-export[cluster]'")
+    with pytest.MonkeyPatch.context() as patch:  # the workers' environment is the one Ray starts with
+        patch.setenv("PYTHONPATH", str(EMBEDDED.parents[1]))
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
 @contextlib.contextmanager
 def built_once(folder: Path) -> Iterator[bool]:
     """Within the block, whether `folder` has still to be built: the first worker of the session to ask

@@ -4,9 +4,9 @@ a single process builds, a failing model one line in the summary while the other
 import importlib.util
 import json
 import os
+import sys
 from pathlib import Path
-
-import pytest
+from types import SimpleNamespace
 
 from tests.conftest import EMBEDDED
 
@@ -25,7 +25,7 @@ def cells(out):
     return {(c["model"], c["target"], c["precision"]): c for c in found}
 
 
-def test_matrix_builds_every_cell_and_names_the_model_that_failed(run_cli, tmp_path):
+def test_matrix_builds_every_cell_and_names_the_model_that_failed(run_cli, tmp_path, request):
     good, wrong = recipes(tmp_path)
     args = [
         "matrix",
@@ -96,8 +96,7 @@ def test_matrix_builds_every_cell_and_names_the_model_that_failed(run_cli, tmp_p
     assert code == 1 and "good/openvino.fp16" in out and "REGRESSED" in out, out + err
     assert "missing artifact: other" in err, err
 
-    if importlib.util.find_spec("ray") is None:
-        pytest.skip("Ray is not installed: pip install 'reparam-export[cluster]'")
+    request.getfixturevalue("ray_cluster")
     code, _, err = run_cli(*args, "--cluster", "ray", "--out", str(tmp_path / "ray"))
     assert code == 1 and "1 of 2 models failed (wrong)" in err, err
     on_ray = cells(tmp_path / "ray")
@@ -122,9 +121,7 @@ def test_two_recipes_of_one_name_are_refused_before_any_work(run_cli, tmp_path):
     assert code == 2 and "two recipes are named 'good'" in err and not (tmp_path / "m").exists()
 
 
-def test_a_model_whose_ray_worker_dies_is_built_again_to_the_same_bytes(run_cli, tmp_path, monkeypatch):
-    pytest.importorskip("ray", reason="pip install 'reparam-export[cluster]'")
-    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))  # Ray's workers import tests
+def test_a_model_whose_ray_worker_dies_is_built_again_to_the_same_bytes(run_cli, tmp_path, ray_cluster):
     marker = tmp_path / "died"
     recipe = tmp_path / "dies.yaml"
     recipe.write_text(
@@ -183,6 +180,50 @@ def test_a_matrix_scores_on_shards_and_times_each_model_on_a_worker_of_its_own(r
     assert cell["map"] == scored["results"]["onnx.fp32"]["map"] and scored["images"] == 8
     assert cell["p50_ms"] == timed["results"]["onnx.fp32"]["p50_ms"] > 0
     assert f"| {cell['p50_ms']:.2f} |" in (tmp_path / "m" / "matrix.md").read_text()
+
+
+class FakeRay:
+    """Ray's calls that a matrix makes, run here and logged."""
+
+    def __init__(self, initialized: bool):
+        self.initialized, self.log = initialized, []
+
+    def is_initialized(self):
+        return self.initialized
+
+    def init(self, address=None, **_):
+        self.log.append(("init", address))
+        self.initialized = True
+
+    def shutdown(self):
+        self.log.append("shutdown")
+        self.initialized = False
+
+    def cluster_resources(self):
+        return {"CPU": 2.0}
+
+    def remote(self, function):
+        return SimpleNamespace(options=lambda **_: SimpleNamespace(remote=function))
+
+    def get(self, refs):
+        return refs
+
+
+def test_a_matrix_on_ray_joins_the_cluster_it_names_and_leaves_it_or_uses_the_one_held(monkeypatch):
+    from exporter.measure import matrix
+
+    monkeypatch.setattr(matrix, "build_model", lambda *call: [{"call": call}])
+    recipes = [SimpleNamespace(targets=["onnx"])] * 2
+    for cluster, held, address in (
+        ("ray", False, None),  # a local cluster of its own
+        ("ray://head:10001", False, "ray://head:10001"),
+        ("ray", True, None),  # this process's: used, not shut down
+    ):
+        fake = FakeRay(held)
+        monkeypatch.setitem(sys.modules, "ray", fake)
+        found = matrix.on_ray([("a",), ("b",)], recipes, cluster, bench=False)
+        assert found == [[{"call": ("a",)}], [{"call": ("b",)}]]
+        assert fake.log == ([] if held else [("init", address), "shutdown"]), cluster
 
 
 def test_a_benchmark_task_holds_a_whole_node():

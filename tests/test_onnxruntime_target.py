@@ -98,7 +98,7 @@ def test_int8_search_runs_on_its_quantizer_and_times_its_trials(built, run_cli):
     assert set(record["latency_ms"]) == {"fp32", "int8_full", "int8_partial"}
 
 
-def test_trials_scored_at_once_score_as_the_search_scores_them_here(built, tmp_path):
+def test_trials_scored_at_once_score_as_the_search_scores_them_here(built, tmp_path, request):
     """The INT8 search's trials of one round in processes of their own (--trial-workers), or as Ray tasks
     (a matrix on Ray): each trial's mAP is the one this process finds for the same float layers."""
     from exporter.pipeline.builder import Pipeline
@@ -122,10 +122,6 @@ def test_trials_scored_at_once_score_as_the_search_scores_them_here(built, tmp_p
     with scored_at_once(*arguments) as scores:
         assert scores(trials) == here and here[0] > 0.3, "the trained demo: the comparison means something"
         assert scores(trials[::-1]) == here[::-1], "a worker's kept quantizer scores its next trial alike"
-    ray = pytest.importorskip("ray", reason="pip install 'reparam-export[cluster]'")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        with scored_at_once(*arguments, on_ray=True) as scores:
-            assert scores(trials) == here
-    finally:
-        ray.shutdown()
+    request.getfixturevalue("ray_cluster")
+    with scored_at_once(*arguments, on_ray=True) as scores:
+        assert scores(trials) == here
