@@ -230,6 +230,20 @@ def test_doctor_names_the_cpus_instruction_sets_and_native_precisions(
 
 
 @pytest.mark.slow
+def test_the_cli_starts_without_the_libraries_only_its_stages_need(tmp_path):
+    """`--help` and every command's start import no ONNX, onnxruntime, OpenVINO, NNCF, torchvision or
+    Ultralytics (together seconds of a start): each stage imports what it runs."""
+    heavy = ("onnx", "onnxruntime", "onnxsim", "openvino", "nncf", "torchvision", "ultralytics", "ray")
+    script = (
+        "import sys\nfrom exporter.cli import main\n"
+        "assert main(['build', '--help']) == 0\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n"
+    )
+    found = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_console_script_end_to_end(tmp_path):
     """The installed entry point: real process exit codes, no traceback on bad input."""
     exe = Path(sys.executable).with_name("reparam-export")
@@ -239,6 +253,9 @@ def test_console_script_end_to_end(tmp_path):
             "build",
             "--recipe",
             str(REPO / "recipes" / "embedded_demo.yaml"),
+            "--input-size",
+            "64",
+            "64",
             "--run-dir",
             str(tmp_path / "run"),
         ],

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torchvision.ops import batched_nms
 
 from exporter.base.data.coco_map import Detections
 from exporter.base.data.transforms import Resize, to_image
@@ -209,6 +208,8 @@ def multiclass_nms(
     scores: torch.Tensor, boxes: torch.Tensor, score_threshold: float, iou_threshold: float, top_k: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One image: scores (A, C), boxes (A, 4) → kept boxes (K, 4), scores (K,), labels (K,) by score."""
+    from torchvision.ops import batched_nms  # here: importing torchvision takes seconds a CLI start skips
+
     anchor, label = (scores > score_threshold).nonzero(as_tuple=True)
     kept_scores = scores[anchor, label]
     keep = batched_nms(boxes[anchor].float(), kept_scores.float(), label, iou_threshold)[:top_k]

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
 from torch import nn
 
 from exporter.base.errors import CheckFailed, setting
+
+if TYPE_CHECKING:
+    import onnx
 
 OPENVINO_CONVS = ("Convolution", "GroupConvolution")
 OPENVINO_PASS_THROUGH = ("Reshape", "Convert", "Unsqueeze")
@@ -44,6 +46,8 @@ def torch_convs(model: nn.Module) -> dict[str, list[str]]:
 def onnx_convs(model: onnx.ModelProto) -> dict[str, list[str]]:
     """Conv nodes whose weight is an initializer (directly or through Identity, as the exporter
     writes a weight shared with another layer)."""
+    from onnx import numpy_helper  # here: importing onnx takes a second a CLI start skips
+
     weights = {t.name: t for t in model.graph.initializer}
     aliases = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Identity"}
 

@@ -10,7 +10,6 @@ plain (stretch) resize to the input size, values 0–255, no mean/std. The rest 
 from __future__ import annotations
 
 import torch
-from torchvision.ops import batched_nms
 
 STRIDES = (8, 16, 32)
 
@@ -45,6 +44,8 @@ class _NonMaxSuppression(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, boxes, scores, max_per_class: int, iou_threshold: float, score_threshold: float):
+        from torchvision.ops import batched_nms  # here: importing torchvision takes seconds a CLI start skips
+
         rows = []
         for b in range(boxes.shape[0]):
             label, index = (scores[b] > score_threshold).nonzero(as_tuple=True)

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import onnx
 import torch
 
 from exporter.base.errors import UserError, setting
@@ -111,6 +110,8 @@ class ExportRecord(Record):
 
 
 def run(settings: ExportSettings, fused_pt: Path, out: Path) -> ExportRecord:
+    import onnx  # here: importing it takes a second a CLI start skips
+
     model, blob = reference.load_fused(fused_pt)
     probe, outputs = blob["probe"], blob["outputs"]
     akconv = apply_akconv_lowering(model, settings.akconv)

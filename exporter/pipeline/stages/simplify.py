@@ -13,13 +13,14 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import onnx
+from typing import TYPE_CHECKING, Any
 
 from exporter.pipeline.recipe import Recipe
 from exporter.pipeline.stages import reference
 from exporter.pipeline.stages.graph import Record
+
+if TYPE_CHECKING:
+    import onnx
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,8 @@ class SimplifyRecord(Record):
 
 
 def run(settings: SimplifySettings, onnx_path: Path, fused_pt: Path, out: Path) -> SimplifyRecord:
+    import onnx  # here: importing it takes a second a CLI start skips
+
     model = onnx.load(onnx_path)
     simplified, failure, notes = run_onnxsim(model)
     onnx.checker.check_model(simplified, full_check=True)

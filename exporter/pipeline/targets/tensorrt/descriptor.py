@@ -12,7 +12,6 @@ from exporter.pipeline.recipe import Recipe
 from exporter.pipeline.stages.graph import Call, Node, fixed
 from exporter.pipeline.targets.plan import float_nodes
 from exporter.pipeline.targets.target import Target
-from exporter.pipeline.targets.tensorrt import compat as trt_compat
 from exporter.pipeline.targets.tensorrt.section import TensorRTSpec
 
 
@@ -125,6 +124,8 @@ def quantizer(model: Path, calibration, method: str | None, ranges_dir: Path):
 def akconv_auto(opset: int, section: TensorRTSpec) -> Choice:
     """TensorRT runs GridSample natively from 8.5; before, the exact gather decomposition (the
     AKConvSample plugin implements IPluginV3 and so needs TensorRT 10)."""
+    from exporter.pipeline.targets.tensorrt import compat as trt_compat  # reads ONNX: imported when used
+
     trt_version = section.version
     if trt_compat.parse_trt_version(trt_version).version < TRT_GRIDSAMPLE_SINCE:
         return Choice(
