@@ -136,6 +136,10 @@ def test_a_replayed_forward_is_the_whole_forward_and_runs_only_from_its_start():
         assert all(torch.equal(a, b) for a, b in zip(whole, replay.run(start), strict=True)), start
     everything = replay.run(len(replay.calls))
     assert all(a is b for a, b in zip(everything, replay.reference, strict=True)), "nothing ran"
+    held = Replay(model, x, budget=0)  # no output kept: every call runs, the same outputs
+    Counted.runs = 0
+    assert all(torch.equal(a, b) for a, b in zip(whole, held.run(len(held.calls)), strict=True))
+    assert Counted.runs == 7
 
 
 def test_a_forward_that_calls_other_modules_than_recorded_is_refused_and_ranked_whole():

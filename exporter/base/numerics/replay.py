@@ -2,8 +2,9 @@
 on: every call that ended before it returns what it returned when recorded, unrun, so only the modules
 from that call onwards compute. Exact: a call that ended earlier cannot have read anything computed at
 or after the starting call, so it returns what it returned then; a call whose output is not a tensor (or
-a tuple of them), or was changed in place after it returned, always runs; a run whose calls are not the
-recorded ones, or that changes a recorded output in place, is refused (`ReplayRefused`)."""
+a tuple of them), or was changed in place after it returned, or comes after the recording held
+`budget` bytes, always runs; a run whose calls are not the recorded ones, or that changes a recorded
+output in place, is refused (`ReplayRefused`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+KEPT_BYTES = 2**30  # recorded outputs a replay holds at most (beyond them, calls run)
 
 
 class ReplayRefused(RuntimeError):
@@ -53,9 +56,11 @@ class Replay:
     `first_call(module)` is the index of a module's first call (past the last call if it is never
     called: everything replayed)."""
 
-    def __init__(self, model: nn.Module, x: torch.Tensor):
+    def __init__(self, model: nn.Module, x: torch.Tensor, budget: int = KEPT_BYTES):
         self.model, self.x = model, x
         self.calls: list[Call] = []
+        self.held: dict[int, int] = {}  # bytes of each storage a recorded output holds
+        self.budget = budget
         self.start: int | None = None  # None: recording
         self.next = 0
         self.reference = self._forward()
@@ -113,7 +118,7 @@ class Replay:
             if self.start is None:  # recording
                 self.calls.append(Call(module, index, None, ()))
                 output = forward(*args, **kwargs)
-                kept = output if tensors(output) is not None else None
+                kept = output if self._hold(tensors(output)) else None
                 self.calls[index] = Call(module, self.next - 1, kept, versions(output))
                 return output
             recorded = self.calls[index] if index < len(self.calls) else None
@@ -125,3 +130,14 @@ class Replay:
             return forward(*args, **kwargs)
 
         return call
+
+    def _hold(self, found: list[torch.Tensor] | None) -> bool:
+        """Whether an output of these tensors is kept: a tuple of tensors within the budget."""
+        if found is None:
+            return False
+        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in found}
+        new = {ptr: size for ptr, size in storages.items() if ptr not in self.held}
+        if sum(self.held.values()) + sum(new.values()) > self.budget:
+            return False
+        self.held.update(new)
+        return True
