@@ -64,9 +64,8 @@ class Replay:
         self.start: int | None = None  # None: recording
         self.next = 0
         self.reference = self._forward()
-        for call in self.calls:
-            if call.output is not None and versions(call.output) != call.versions:
-                call.output = None  # changed in place by a later call: run it each time
+        for call in self._changed():
+            call.output = None  # changed in place by a later call: run it each time
         self.first: dict[int, int] = {}
         for index, call in enumerate(self.calls):
             self.first.setdefault(id(call.module), index)
@@ -81,10 +80,14 @@ class Replay:
         output = self._forward()
         if self.next != len(self.calls):
             raise ReplayRefused(f"a run made {self.next} module calls, the recording {len(self.calls)}")
-        for call in self.calls:
-            if call.output is not None and versions(call.output) != call.versions:
-                raise ReplayRefused(f"a run changed the recorded output of {type(call.module).__name__}")
+        changed = next(self._changed(), None)
+        if changed is not None:
+            raise ReplayRefused(f"a run changed the recorded output of {type(changed.module).__name__}")
         return output
+
+    def _changed(self) -> Iterator[Call]:
+        """The calls whose kept output was changed in place since it was returned."""
+        return (c for c in self.calls if c.output is not None and versions(c.output) != c.versions)
 
     def _forward(self) -> Any:
         self.next = 0
@@ -93,7 +96,7 @@ class Replay:
 
     @contextlib.contextmanager
     def _wrapped(self) -> Iterator[None]:
-        """Within the block, every module's forward goes through `_call`."""
+        """Within the block, every module's forward goes through `_wrapper`'s call."""
         modules = list(self.model.modules())
         own = [module.__dict__.get("forward") for module in modules]
         try:
