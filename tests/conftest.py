@@ -92,6 +92,22 @@ def run_cli(capsys, monkeypatch, tmp_path):
 
 
 @pytest.fixture
+def scored_images(monkeypatch) -> list[int]:
+    """The number of images of each scoring of a model (exporter.pipeline.stages.scoring), in order."""
+    from exporter.pipeline.stages import scoring
+
+    sizes: list[int] = []
+    detect = scoring.detect
+
+    def counted(dataset, samples, *args):
+        sizes.append(len(samples))
+        return detect(dataset, samples, *args)
+
+    monkeypatch.setattr(scoring, "detect", counted)
+    return sizes
+
+
+@pytest.fixture
 def single_thread():
     """One torch thread for heavy model tests: on a shared 2-core machine two spinning worker threads
     make them several times slower whenever another process is busy."""

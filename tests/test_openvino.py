@@ -386,7 +386,8 @@ def test_side_by_side_alternates_and_takes_the_median(monkeypatch):
 
 
 @pytest.mark.slow
-def test_bench_cpu_times_every_runtime_and_checks_its_goals(calib_json, single_thread):
+def test_bench_cpu_times_every_runtime_and_checks_its_goals(calib_json, single_thread, scored_images):
+    """... and scores each model once, on the first --eval-limit images (its build's evaluation)."""
     from exporter.measure.studies.cpu import bench_recipe, met
     from exporter.pipeline.targets.openvino.runtime import runs_bf16
 
@@ -431,6 +432,8 @@ def test_bench_cpu_times_every_runtime_and_checks_its_goals(calib_json, single_t
     # The demo's RepConvs merge branches: fewer compiled convolutions and less convolution work.
     assert fusion.convs_fused < fusion.convs_unfused and fusion.macs_fused < fusion.macs_unfused
     assert "fusion removes" in fusion.describe()
+    # the torch model and the FP32, FP16 and INT8 IR (and the BF16 IR and INT8 with BF16 float layers)
+    assert scored_images == [8] * (4 + 2 * runs_bf16()), scored_images
 
 
 def test_bench_cpu_times_models_without_calibration_images_of_their_own(tmp_path):

@@ -11,6 +11,7 @@ OpenVINO folds any that is left), so only merging branches (RepConv 1x1, identit
 
 from __future__ import annotations
 
+import json
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -73,8 +74,11 @@ def timed_precisions() -> tuple[str, ...]:
     return ("fp32", "fp16", *(("bf16",) if ov_backend.runs_bf16() else ()), "int8")
 
 
-def timed_recipe(recipe: Recipe, calib_count: int, calibration_folder: Path) -> Recipe:
-    """The recipe built for timing (timed_precisions). A model without calibration images of its own
+def timed_recipe(
+    recipe: Recipe, calib_count: int, calibration_folder: Path, eval_limit: int | None = None
+) -> Recipe:
+    """The recipe built for timing (timed_precisions), its build's evaluation (where the recipe names
+    evaluation data) on the first `eval_limit` images. A model without calibration images of its own
     (DAMO-YOLO's recipes) is calibrated on the demo's: its latency does not depend on them."""
     overrides = {
         "targets": ["openvino"],
@@ -83,6 +87,7 @@ def timed_recipe(recipe: Recipe, calib_count: int, calibration_folder: Path) -> 
         "calibration.source": recipe.calibration.source or "demo",
         "calibration.folder": str(calibration_folder),
         "openvino.int8_float": "f32",  # the INT8 row; its float layers in bf16 are timed beside it
+        "evaluation.limit": eval_limit or recipe.evaluation.limit,
     }
     return recipe_from_dict(recipe.model_dump(mode="json"), recipe.name, overrides)
 
@@ -111,7 +116,7 @@ def bench_recipe(recipe: Recipe, threads: int, min_seconds: float, calib_count: 
         calls["onnxruntime, unfused FP32"] = lambda: ort.infer(batch)
         ov_unfused = ov_backend.load(unfused, "fp32", threads)
         calls["OpenVINO, unfused FP32"] = lambda: ov_unfused.infer(batch)
-        built = timed_recipe(recipe, calib_count, Path(tmp) / "calibration")
+        built = timed_recipe(recipe, calib_count, Path(tmp) / "calibration", eval_limit)
         pipeline = Pipeline(built, Path(tmp) / "run")
         artifacts = pipeline.build()
         runners = {
@@ -130,10 +135,8 @@ def bench_recipe(recipe: Recipe, threads: int, min_seconds: float, calib_count: 
         )
         rounds = rounds_of(calls, ROUNDS, min_seconds)
         accuracy = None
-        if recipe.evaluation.data:
-            from exporter.pipeline.evaluate import evaluate_run
-
-            results = evaluate_run(pipeline.run.root, limit=eval_limit, progress=False)["results"]
+        if recipe.evaluation.data:  # scored by the build (its evaluation stage, reused)
+            results = json.loads(pipeline.evaluate().output.read_text())["results"]
             accuracy = {
                 k: results[k]["map"]
                 for k in ("openvino.fp32", "openvino.int8", "openvino.bf16")
@@ -142,7 +145,7 @@ def bench_recipe(recipe: Recipe, threads: int, min_seconds: float, calib_count: 
             if INT8_BF16 in calls:  # the same INT8 IR, its float layers in bf16, on the same images
                 from exporter.pipeline.stages.scoring import EvaluationSettings, Scorer
 
-                scorer = Scorer(EvaluationSettings.from_recipe(recipe, limit=eval_limit), kept_bytes=0)
+                scorer = Scorer(EvaluationSettings.from_recipe(built), kept_bytes=0)
                 accuracy[INT8_BF16] = scorer(mixed.infer, 8 if recipe.export.dynamic_batch else 1)["map"]
     timings = {name: float(np.median(p50s)) for name, p50s in rounds.items()}
     rows = []
