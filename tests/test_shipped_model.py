@@ -149,7 +149,10 @@ def test_ultralytics_predicts_with_our_artifacts(shipped, artifact, monkeypatch,
 
 
 @pytest.mark.slow
-def test_bench_ultralytics_measures_both_tools_side_by_side(shipped, run_cli, tmp_path, monkeypatch):
+def test_bench_ultralytics_measures_both_tools_side_by_side(
+    shipped, run_cli, tmp_path, monkeypatch, scored_images
+):
+    """... each artifact scored once, by one scorer, on the first --eval-limit images."""
     monkeypatch.syspath_prepend(str(FORK))
     code, out, err = run_cli(
         "bench-ultralytics", "--model", str(SHIPPED), "--trust-module", "shapes_fork",
@@ -172,3 +175,4 @@ def test_bench_ultralytics_measures_both_tools_side_by_side(shipped, run_cli, tm
     assert ours["convolutions"] == theirs["convolutions"] - 2, "the fork's RefConv and RepConv are folded"
     assert ours["map"] == pytest.approx(theirs["map"], abs=1e-6), "the same FP32 model, the same evaluator"
     assert "Ultralytics" in out and "speed" in out
+    assert scored_images == [10] * len(rows), scored_images

@@ -114,9 +114,7 @@ def bench(
         "precisions": ["fp32", "int8"],
         "calibration.source": str(data),
         "calibration.count": calib_count,
-        "evaluation.data": str(data),
-        "evaluation.limit": eval_limit,
-    }
+    }  # no evaluation stage: every artifact of both tools is scored below, by one scorer
     recipe = model_recipe(str(checkpoint), list(trust), overrides)
     pipeline = Pipeline(recipe, run / "ours")
     built = pipeline.build()
