@@ -229,10 +229,9 @@ def test_doctor_names_the_cpus_instruction_sets_and_native_precisions(
         assert "openvino: CPU plugin computes" in cpu["note"] and "FP32" in cpu["note"].split("openvino:")[1]
 
 
-@pytest.mark.slow
 def test_the_cli_starts_without_the_libraries_only_its_stages_need(tmp_path):
-    """`--help` and every command's start import no ONNX, onnxruntime, OpenVINO, NNCF, torchvision or
-    Ultralytics (together seconds of a start): each stage imports what it runs."""
+    """`--help` and every command's start import no ONNX, onnxruntime, onnxsim, OpenVINO, NNCF,
+    torchvision, Ultralytics or Ray (together seconds of a start): each stage imports what it runs."""
     heavy = ("onnx", "onnxruntime", "onnxsim", "openvino", "nncf", "torchvision", "ultralytics", "ray")
     script = (
         "import sys\nfrom exporter.cli import main\n"
@@ -244,6 +243,7 @@ def test_the_cli_starts_without_the_libraries_only_its_stages_need(tmp_path):
     assert found.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.slow
 def test_console_script_end_to_end(tmp_path):
     """The installed entry point: real process exit codes, no traceback on bad input."""
     exe = Path(sys.executable).with_name("reparam-export")
