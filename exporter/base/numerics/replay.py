@@ -59,8 +59,8 @@ class Replay:
     def __init__(self, model: nn.Module, x: torch.Tensor, budget: int = KEPT_BYTES):
         self.model, self.x = model, x
         self.calls: list[Call] = []
-        self.held: dict[int, int] = {}  # bytes of each storage a recorded output holds
-        self.budget = budget
+        self.held: set[int] = set()  # the storages recorded outputs hold
+        self.held_bytes, self.budget = 0, budget
         self.start: int | None = None  # None: recording
         self.next = 0
         self.reference = self._forward()
@@ -140,7 +140,8 @@ class Replay:
             return False
         storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in found}
         new = {ptr: size for ptr, size in storages.items() if ptr not in self.held}
-        if sum(self.held.values()) + sum(new.values()) > self.budget:
+        if self.held_bytes + sum(new.values()) > self.budget:
             return False
         self.held.update(new)
+        self.held_bytes += sum(new.values())
         return True
