@@ -49,16 +49,19 @@ def test_build_makes_and_scores_what_the_cli_does(api_run, run_cli, tmp_path):
 
 def test_evaluation_and_benchmark_are_stages_of_the_run(api_run):
     """Both measurements are nodes run by the stages' runner: in the manifest with the hashes of the files
-    they measured, their typed records holding what eval.json and bench.json hold."""
+    they measured (the evaluation's through a scoring node per model), their typed records holding what
+    eval.json and bench.json hold."""
     from exporter.base.rundir import read_manifest
     from exporter.pipeline.bench import BenchRecord
-    from exporter.pipeline.evaluate import EvaluationRecord
+    from exporter.pipeline.evaluate import EvaluationRecord, ScoreRecord
 
     stages = read_manifest(api_run.root)["stages"]
     hashes = {key: artifact.sha256 for key, artifact in api_run.artifacts.items()}
-    for name in ("eval", "bench"):
-        measured = {key: stages[name]["inputs"][key]["sha256"] for key in hashes}
-        assert measured == hashes, name
+    assert {key: stages["bench"]["inputs"][key]["sha256"] for key in hashes} == hashes
+    assert {key: stages[f"eval.{key}"]["inputs"]["model"]["sha256"] for key in hashes} == hashes
+    assert set(stages["eval"]["inputs"]) == {"torch.fp32", *hashes}, "eval gathers every model's score"
+    for key, artifact in api_run.artifacts.items():
+        assert ScoreRecord.from_json(stages[f"eval.{key}"]).map == artifact.map
     scored = EvaluationRecord.from_json(stages["eval"])
     assert scored.maps == {
         "torch.fp32": api_run.torch_map,

@@ -165,9 +165,10 @@ def test_dataset_errors(tmp_path):
         assert problem in str(info.value)
 
 
-def test_eval_command_scores_torch_and_every_artifact(run_cli, tmp_path):
+def test_eval_command_scores_torch_and_every_artifact(run_cli, tmp_path, scored_images):
     """A real build of the embedded model, evaluated on a small shapes split: the ONNX artifact must
-    score what the fused torch model scores (same outputs up to float error)."""
+    score what the fused torch model scores (same outputs up to float error). Each model is scored once:
+    again only when its images change, or where asked."""
     from exporter.base.data.shapes import write_split
     from tests.conftest import EMBEDDED
 
@@ -189,10 +190,23 @@ def test_eval_command_scores_torch_and_every_artifact(run_cli, tmp_path):
     )
     assert "onnx.fp32" in out
 
-    # the same models, data and settings: reused; an image whose bytes change (blurred, same size): scored
+    assert scored_images == [6, 6]
+
+    # the same models, data and settings: reused; a second target: only its artifact is scored
     scored = (run / "eval.json").read_bytes()
     code, _, err = run_cli("eval", "--artifacts", str(run), "--data", str(data))
-    assert code == 0 and "eval.json reused" in err and (run / "eval.json").read_bytes() == scored
+    assert code == 0 and "scores reused for torch.fp32, onnx.fp32:" in err, err
+    assert (run / "eval.json").read_bytes() == scored and scored_images == [6, 6]
+    added = ("--target", "openvino", "--precision", "fp32", "--eval-data", str(data))
+    code, _, err = run_cli("build", "--recipe", str(EMBEDDED), "--run-dir", str(run), *added)
+    assert code == 0, err
+    assert scored_images == [6, 6, 6], "the fused model and the ONNX were scored again"
+    both = json.loads((run / "eval.json").read_text())["results"]
+    assert set(both) == {"torch.fp32", "onnx.fp32", "openvino.fp32"}
+    assert {k: both[k] for k in report["results"]} == report["results"]
+    assert both["openvino.fp32"]["map"] == pytest.approx(both["torch.fp32"]["map"], abs=1e-3)
+
+    # an image whose bytes change (blurred, same size): every model scored again
     from PIL import Image, ImageFilter
 
     image = data.parent / "val" / content["images"][0]["file_name"]
@@ -201,8 +215,9 @@ def test_eval_command_scores_torch_and_every_artifact(run_cli, tmp_path):
     assert code == 0 and "reused" not in err
     rescored = json.loads((run / "eval.json").read_text())
     assert rescored["data_sha256"] != report["data_sha256"], "the digest covers the images' bytes"
+    assert scored_images == [6] * 6
     code, _, err = run_cli("eval", "--artifacts", str(run), "--data", str(data), "--rescore")
-    assert code == 0 and "reused" not in err
+    assert code == 0 and "reused" not in err and scored_images == [6] * 9
 
 
 def test_eval_needs_data(run_cli, tmp_path):

@@ -59,6 +59,27 @@ def process_pool(workers: int) -> Iterator[Map]:
         yield run
 
 
+class LazyPool:
+    """A process_pool of `workers` started on its first map and kept for every later one until its with
+    block ends: the maps of the block share its processes, and a block that maps nothing starts none."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self._stack = contextlib.ExitStack()
+        self._map: Map | None = None
+
+    def __call__(self, function: Callable[..., Any], calls: Sequence[tuple]) -> list[Any]:
+        if self._map is None:
+            self._map = self._stack.enter_context(process_pool(self.workers))
+        return self._map(function, calls)
+
+    def __enter__(self) -> LazyPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+
 def in_processes(function: Callable[..., Any], calls: Sequence[tuple], workers: int) -> list[Any]:
     """`function(*call)` for every call, in up to `workers` processes of a process_pool of their own."""
     with process_pool(min(workers, len(calls))) as run:

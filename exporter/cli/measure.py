@@ -42,7 +42,11 @@ def print_evaluation(report: dict) -> None:
 @options.option(
     "--limit", field="evaluation.limit", type=click.IntRange(min=1), help="Only the first N images."
 )
-@click.option("--rescore", is_flag=True, help="Score again even where eval.json scored the same models.")
+@click.option(
+    "--rescore",
+    is_flag=True,
+    help="Score every model again, even those scored before with the same files and settings.",
+)
 @options.SHARDS
 def eval_command(run, data, limit, rescore, shards):
     """COCO mAP of the fused torch model and every built artifact of a run (written to RUN/eval.json).
@@ -58,8 +62,8 @@ def eval_command(run, data, limit, rescore, shards):
     report = evaluate_run(run, data, limit, rescore=rescore, shards=shards)
     if report["reused"]:
         say(
-            f"eval: {run / 'eval.json'} reused: the same models, data (images by content), scoring settings "
-            "and libraries were scored before (eval --rescore scores again)"
+            f"eval: scores reused for {', '.join(report['reused'])}: the same files, data (images by "
+            "content), scoring settings and libraries were scored before (eval --rescore scores again)"
         )
     print_evaluation(report)
 

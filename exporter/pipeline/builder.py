@@ -228,7 +228,10 @@ class Pipeline:
 
     def evaluate(self) -> Result:
         """The run's evaluation stage (exporter.pipeline.evaluate) on the recipe's evaluation data: every
-        artifact of the run, the fused model and the CPU stand-ins, written to eval.json."""
+        artifact of the run, the fused model and the CPU stand-ins, each scored once (a stage of its own),
+        written to eval.json."""
+        from exporter.base.workers import LazyPool
         from exporter.pipeline.evaluate import evaluation
 
-        return self.result(evaluation(self.run.root, progress=not self.console.quiet, shards=self.shards))
+        with LazyPool(self.shards) as pool:
+            return self.result(evaluation(self.run.root, progress=not self.console.quiet, pool=pool))

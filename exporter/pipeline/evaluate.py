@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from exporter.base.data.coco_map import shard_bounds
 from exporter.base.errors import UserError, setting
 from exporter.base.numerics.parity import flatten_outputs
 from exporter.base.rundir import RunDir, read_manifest, run_artifacts, verified
-from exporter.base.workers import in_processes, threads_each
+from exporter.base.workers import LazyPool, threads_each
 from exporter.models.heads import Head
 from exporter.pipeline.recipe import Recipe
 from exporter.pipeline.stages.graph import Call, Node, Record, fixed
@@ -83,17 +84,18 @@ def detect_shard(settings: EvaluationSettings, model: Scored, start: int, stop: 
     return scorer.detections(model.infer(threads), model.batch, model.head, start, stop)
 
 
-def score_models(score: Scorer, models: list[Scored], shards: int) -> dict[str, dict[str, Any]]:
-    """COCO stats of each model: in this process, or each model's images split into `shards` runs of whole
-    batches, each detected in a process of its own (one pool for every model), the detections merged in
-    image order and scored once: the same stats, as every batch is the one a single process runs."""
-    if shards == 1:
-        return {m.label: score(m.infer(), m.batch, m.head) for m in models}
-    bounds = {m.label: shard_bounds(score.images, m.batch, shards) for m in models}
-    threads = threads_each(shards)
-    calls = [(score.settings, m, start, stop, threads) for m in models for start, stop in bounds[m.label]]
-    parts = iter(in_processes(detect_shard, calls, shards))
-    return {m.label: score.stats([r for _ in bounds[m.label] for r in next(parts)]) for m in models}
+def score_model(score: Scorer, model: Scored, pool: LazyPool) -> dict[str, Any]:
+    """COCO stats of a model: in this process, or its images split into `pool.workers` runs of whole
+    batches, each detected in a process of the pool, the detections merged in image order and scored once:
+    the same stats, as every batch is the one a single process runs."""
+    if pool.workers == 1:
+        return score(model.infer(), model.batch, model.head)
+    threads = threads_each(pool.workers)
+    calls = [
+        (score.settings, model, a, b, threads)
+        for a, b in shard_bounds(score.images, model.batch, pool.workers)
+    ]
+    return score.stats([record for part in pool(detect_shard, calls) for record in part])
 
 
 INT8_GOAL_POINTS = 0.5  # mAP points an INT8 artifact may lose against the fused FP32 model
@@ -109,6 +111,18 @@ def int8_goal(results: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class ScoreRecord(Record):
+    """One model's COCO stats on the evaluation's images (RUN/scores/<label>.json)."""
+
+    label: str
+    images: int
+    map: float  # mAP@[.5:.95]
+
+    def describe(self) -> str:
+        return f"mAP {self.map:.4f} on {self.images} images"
+
+
+@dataclass(frozen=True)
 class EvaluationRecord(Record):
     images: int
     maps: dict[str, float]  # mAP@[.5:.95] by model label
@@ -118,19 +132,30 @@ class EvaluationRecord(Record):
         return f"mAP on {self.images} images: {scored}"
 
 
+SCORED = "eval."  # a model's scoring stage: 'eval.torch.fp32', 'eval.openvino.int8', …
+
+
+def scores_file(label: str) -> str:
+    """A model's scores in its run: 'scores/torch.fp32.json', 'scores/tensorrt.qdq_onnxruntime.json'."""
+    return f"scores/{re.sub(r'[^A-Za-z0-9.]+', '_', label).strip('_')}.json"
+
+
 def evaluation(
     run: str | Path,
     data: str | Path | None = None,
     limit: int | None = None,
     progress: bool = True,
-    shards: int = 1,
+    pool: LazyPool | None = None,
 ) -> Node:
     """The run's evaluation as a stage: the fused model, artifacts and CPU stand-ins (TensorRT's Q/DQ model
-    under onnxruntime) scored on `data` (default: the recipe's evaluation data) into RUN/eval.json. Its key:
-    the models' and the data's contents (images by content), the scoring settings, the libraries and the
-    host class (INT8 kernels, and their last digits, differ by it). `shards` > 1 splits each model's images
-    over that many local processes (the same stats, so not in the key)."""
+    under onnxruntime) scored on `data` (default: the recipe's evaluation data) into RUN/eval.json. Each
+    model is a stage of its own upstream of it (SCORED + its label), keyed by the model's file, the data's
+    contents (images by content), the scoring settings, the libraries and the host class (INT8 kernels,
+    and their last digits, differ by it): a model scored before is not scored again (a second `build
+    --target` scores only what it adds). `pool` (a LazyPool of more than one worker) splits each model's
+    images over its processes (the same stats, so not in the key); none: this process scores them."""
     run = Path(run)
+    pool = pool or LazyPool(1)
     recipe = run_recipe(run)
     artifacts = run_artifacts(run)  # verified, fused.pt with them, before anything is measured
     skipped = unmeasured_here(artifacts)  # computed in bf16 on a CPU without: never scored as f32
@@ -144,30 +169,53 @@ def evaluation(
                 models[label] = verified(run, stages[stage]["output"]["path"])
     batch = 8 if recipe.export.dynamic_batch else 1
     sections = {key: artifact_target(key).settings(recipe) for key in artifacts}
-    # artifacts with NMS inside output detections (a stand-in, the Q/DQ ONNX run on CPU, does not)
-    heads = {
-        key: score.settings.head.engine_nms()
-        for key, section in sections.items()
-        if artifact_target(key).detections(section)
-    }
+    scoring = {"scoring": score.settings, "data_sha256": score.data_sha256}
 
-    def scored_models(inputs) -> list[Scored]:
-        return [
-            Scored(
-                label,
-                path,
-                8 if label == TORCH else batch,
-                heads.get(label),
-                sections.get(label),
-                stand_in=label not in artifacts and label != TORCH,
+    def versions() -> dict[str, str]:
+        return {**library_versions(), "host_class": host.host_class()}
+
+    def scored(label: str, path: Path) -> Node:
+        section = sections.get(label)
+        # artifacts with NMS inside output detections (a stand-in, the Q/DQ ONNX run on CPU, does not)
+        nms = label in artifacts and artifact_target(label).detections(section)
+        model = Scored(
+            label,
+            path,
+            8 if label == TORCH else batch,
+            score.settings.head.engine_nms() if nms else None,
+            section,
+            stand_in=label not in artifacts and label != TORCH,
+        )
+
+        def run_scoring(call: Call) -> ScoreRecord:
+            stats = score_model(score, model, pool)
+            write_json(
+                call.output, {"label": label, "sha256": sha256_file(call.inputs["model"]), "stats": stats}
             )
-            for label, path in inputs.items()
-        ]
+            return ScoreRecord(label, score.images, stats["map"])
+
+        settings = {
+            **scoring,
+            "label": label,
+            "batch": model.batch,
+            "engine_nms": nms,
+            "section": section.model_dump(mode="json") if section is not None else None,
+        }
+        return Node(
+            SCORED + label,
+            scores_file(label),
+            run_scoring,
+            ScoreRecord,
+            fixed(settings),
+            files={"model": path},
+            versions=versions,
+        )
 
     def run_evaluation(call: Call) -> EvaluationRecord:
-        results = score_models(score, scored_models(call.inputs), shards)
+        found = {label: json.loads(call.inputs[label].read_text()) for label in models}
+        results = {label: each["stats"] for label, each in found.items()}
         for label in artifacts:  # which build was scored (the report ignores older ones)
-            results[label]["sha256"] = sha256_file(call.inputs[label])
+            results[label]["sha256"] = found[label]["sha256"]
         report = {
             "data": str(score.dataset.annotations),
             "data_sha256": score.data_sha256,
@@ -180,22 +228,14 @@ def evaluation(
         write_json(call.output, report)
         return EvaluationRecord(score.images, {label: r["map"] for label, r in results.items()})
 
-    settings = {
-        "scoring": score.settings,
-        "data_sha256": score.data_sha256,
-        "batch": batch,
-        "engine_nms": sorted(heads),
-        "sections": {key: s.model_dump(mode="json") for key, s in sections.items() if s is not None},
-        "not_measured": skipped,
-    }
     return Node(
         "eval",
         "eval.json",
         run_evaluation,
         EvaluationRecord,
-        fixed(settings),
-        files=models,
-        versions=lambda: {**library_versions(), "host_class": host.host_class()},
+        fixed({**scoring, "not_measured": skipped}),
+        reads={label: scored(label, path) for label, path in models.items()},
+        versions=versions,
     )
 
 
@@ -207,12 +247,14 @@ def evaluate_run(
     rescore: bool = False,
     shards: int = 1,
 ) -> dict[str, Any]:
-    """Run the run's `evaluation` stage and return eval.json's report; one scored before under the same
-    key is reused (`reused`: True), unless `rescore`."""
-    node = evaluation(run, data, limit, progress, shards)
-    console = Console(stderr=True, quiet=True)
-    result = Runner(RunDir(run), rescore, console, lambda line: None).result(node)
-    return {**json.loads(result.output.read_text()), "reused": result.cached}
+    """Run the run's `evaluation` stage (each model's images split over `shards` local processes) and
+    return eval.json's report, with `reused`: the models whose scores were found from before (all of
+    them unless `rescore`, where the same files were scored under the same key)."""
+    runner = Runner(RunDir(run), rescore, Console(stderr=True, quiet=True), lambda line: None)
+    with LazyPool(shards) as pool:
+        result = runner.result(evaluation(run, data, limit, progress, pool))
+    reused = [r.record.label for r in runner.results.values() if r.name.startswith(SCORED) and r.cached]
+    return {**json.loads(result.output.read_text()), "reused": reused}
 
 
 def library_versions() -> dict[str, str]:
