@@ -7,8 +7,8 @@ and uv takes the newest release across the indexes, as pip does.
 Usage: python tools/install.py VENV/bin/python REQUIREMENT...  (uv installed in that environment)
 """
 
+import ast
 import os
-import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -33,11 +33,13 @@ def pip_settings(python: str) -> dict[str, str]:
             key, _, value = line.partition("=")
             section, _, name = key.rpartition(".")
             if section == scope:
-                found[name] = " ".join(shlex.split(value))
+                found[name] = ast.literal_eval(value)  # printed as a Python string literal
     return found
 
 
-def main(python: str, *requirements: str) -> int:
+def uv_command(python: str, requirements: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The uv command that installs `requirements` into `python`'s environment as pip would, and its
+    environment."""
     settings = pip_settings(python)
     options = [
         part
@@ -50,9 +52,9 @@ def main(python: str, *requirements: str) -> int:
         environment["SSL_CERT_FILE"] = settings["cert"]
     uv = Path(python).parent / "uv"
     command = [str(uv), "pip", "install", "--quiet", "--python", python, "--compile-bytecode"]
-    command += ["--index-strategy", "unsafe-best-match", *options, *requirements]
-    return subprocess.run(command, env=environment).returncode
+    return [*command, "--index-strategy", "unsafe-best-match", *options, *requirements], environment
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:]))
+    command, environment = uv_command(sys.argv[1], sys.argv[2:])
+    sys.exit(subprocess.run(command, env=environment).returncode)
