@@ -9,8 +9,9 @@ TOOL = Path(__file__).resolve().parents[1] / "tools" / "install.py"
 
 
 def test_the_installer_passes_pips_configuration_to_uv(tmp_path, monkeypatch):
-    """Indexes, find-links, constraints and the CA bundle from pip's files, its PIP_* variables overriding
-    them, and the newest release across indexes (pip's choice), not the first index's."""
+    """Indexes, find-links, constraints, trusted hosts and the CA bundle from pip's files, its PIP_*
+    variables overriding them (find-links, no-index), and the newest release across indexes (pip's
+    choice), not the first index's."""
     spec = importlib.util.spec_from_file_location("install", TOOL)
     install = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(install)
@@ -18,7 +19,7 @@ def test_the_installer_passes_pips_configuration_to_uv(tmp_path, monkeypatch):
     config.write_text(
         "[global]\nindex-url = https://mirror.example/simple\n"
         "extra-index-url = file:///a/simple\n  file:///b/simple\nfind-links = /from-file\ncert = /ca.pem\n"
-        "[install]\nconstraint = /caps.txt\n"
+        "[install]\nconstraint = /caps.txt\ntrusted-host = mirror.example\n"
     )
     for name in [name for name in os.environ if name.startswith("PIP_")]:
         monkeypatch.delenv(name)
@@ -36,5 +37,8 @@ def test_the_installer_passes_pips_configuration_to_uv(tmp_path, monkeypatch):
         ("--index", "file:///b/simple"),
         ("--find-links", "/from-env"),
         ("--constraint", "/caps.txt"),
+        ("--allow-insecure-host", "mirror.example"),
     ]
-    assert environment["SSL_CERT_FILE"] == "/ca.pem"
+    assert environment["SSL_CERT_FILE"] == "/ca.pem" and "--no-index" not in command
+    monkeypatch.setenv("PIP_NO_INDEX", "yes")
+    assert "--no-index" in install.uv_command(sys.executable, ["torch"])[0]

@@ -1,8 +1,8 @@
 """Install requirements into a virtual environment with uv, configured as pip is on this machine.
 
 uv reads none of pip's configuration: what pip is configured with (`pip config list`: its files, then its
-PIP_* variables, which override them) is passed on: the indexes, find-links, constraints and CA bundle;
-and uv takes the newest release across the indexes, as pip does.
+PIP_* variables, which override them) is passed on: the indexes (or none), find-links, constraints,
+trusted hosts and CA bundle; and uv takes the newest release across the indexes, as pip does.
 
 Usage: python tools/install.py VENV/bin/python REQUIREMENT...  (uv installed in that environment)
 """
@@ -18,7 +18,9 @@ FLAGS = {  # pip setting -> uv option
     "extra-index-url": "--index",
     "find-links": "--find-links",
     "constraint": "--constraint",
+    "trusted-host": "--allow-insecure-host",
 }
+TRUE = ("1", "true", "yes", "on")  # how pip spells a flag that is set
 
 
 def pip_settings(python: str) -> dict[str, str]:
@@ -47,6 +49,8 @@ def uv_command(python: str, requirements: list[str]) -> tuple[list[str], dict[st
         for value in settings.get(name, "").split()
         for part in (flag, value)
     ]
+    if settings.get("no-index", "").lower() in TRUE:
+        options.append("--no-index")
     environment = dict(os.environ)
     if "cert" in settings:
         environment["SSL_CERT_FILE"] = settings["cert"]
