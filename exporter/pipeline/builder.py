@@ -18,6 +18,7 @@ from rich.console import Console
 
 from exporter.base.errors import UserError, setting
 from exporter.base.rundir import RunDir
+from exporter.base.workers import LazyPool
 from exporter.models.families import family
 from exporter.pipeline.recipe import Recipe
 from exporter.pipeline.stages.graph import Result
@@ -230,7 +231,6 @@ class Pipeline:
         """The run's evaluation stage (exporter.pipeline.evaluate) on the recipe's evaluation data: every
         artifact of the run, the fused model and the CPU stand-ins, each scored once (a stage of its own),
         written to eval.json."""
-        from exporter.base.workers import LazyPool
         from exporter.pipeline.evaluate import evaluation
 
         with LazyPool(self.shards) as pool:

@@ -140,8 +140,9 @@ class Replay:
             return False
         storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in found}
         new = {ptr: size for ptr, size in storages.items() if ptr not in self.held}
-        if self.held_bytes + sum(new.values()) > self.budget:
+        added = sum(new.values())
+        if self.held_bytes + added > self.budget:
             return False
         self.held.update(new)
-        self.held_bytes += sum(new.values())
+        self.held_bytes += added
         return True
