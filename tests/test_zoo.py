@@ -3,8 +3,10 @@ Ultralytics' YOLOs, fused and proved, leaving no more BatchNorms and convolution
 own deploy path (the same rows `reparam-export bench-fuse --zoo` prints)."""
 
 import pytest
+from rich.console import Console
 
-from exporter.measure.studies.fuse import ZOO, zoo_row
+from exporter.measure.report import tables
+from exporter.measure.studies.fuse import ZOO, ZooRow, zoo_row
 
 
 @pytest.mark.slow
@@ -23,3 +25,13 @@ def test_field_model_is_fused_and_proved(library, name, size, second):
 # every BatchNorm of these follows a convolution (found from the forward, whatever its attribute name,
 # timm's BatchNormAct2d included), so none may be left
 FOLDABLE = {"ese_vovnet19b_dw", "efficientvit_b0", "resnet18", "regnetx_002", "mobilenetv4_conv_small"}
+
+
+def test_the_table_prints_the_cost_in_multiples_of_the_librarys_deploy_and_the_proofs_floor():
+    """0.5 s against the library's 0.1 s is 5×; two float64 passes of 0.02 s are 0.4× (a proof's least)."""
+    row = ZooRow("timm", "resnet18", 64, True, 1e-6, [], 0.5, 0.1, 0.02, (0, 20), (20, 20), (20, 20))
+    assert row.times_library == pytest.approx(5.0) and row.floor_times_library == pytest.approx(0.4)
+    console = Console(width=400, record=True)
+    console.print(tables.zoo("zoo", [row]))
+    header, line = [x for x in console.export_text().splitlines() if "×" in x or "resnet18" in x]
+    assert "× library (floor: 2 float64 passes)" in header and "5.0 (0.4)" in line, line

@@ -78,7 +78,8 @@ def bench_cpu(recipes, threads, min_seconds, calib_count, eval_limit):
     "--zoo",
     is_flag=True,
     help="Instead: fuse the models of timm and Ultralytics the fuser is verified on, against each "
-    "library's own deploy path (BatchNorms and convolutions left, seconds).",
+    "library's own deploy path (BatchNorms and convolutions left, seconds, fuse + proof in multiples of "
+    "the library's time and the least a proof costs, two float64 passes, in the same unit).",
 )
 def bench_fuse(recipes, threads, runs, zoo):
     """Fuse + float64 proof time as forward passes of the model (FP32 and float64), and loading fused.pt
@@ -103,10 +104,9 @@ def bench_fuse(recipes, threads, runs, zoo):
         with timing("bench-fuse --zoo"):
             for entry in ZOO:
                 with console.status(f"fusing {entry[1]}…"):
-                    rows.append(zoo_row(*entry))
-        out_console().print(
-            tables.zoo(f"fusion of the field's models, {cpu_name()}, {threads} threads", rows)
-        )
+                    rows.append(zoo_row(*entry, runs=runs))
+        title = f"fusion of the field's models, {cpu_name()}, {threads} threads, medians of {runs} rounds"
+        out_console().print(tables.zoo(title, rows))
         return
     paths = list(recipes) or [None, REPO_RECIPES / "synthetic" / "damoyolo_s.yaml"]
     say(f"{cpu_name()}, {threads} threads, medians of {runs} alternating rounds")

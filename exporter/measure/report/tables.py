@@ -156,6 +156,7 @@ def zoo(title: str, rows: list) -> Table:
             f"{r.ours_s:.2f}",
             f"{r.ours_s / r.forward64_s:.1f}",
             f"{r.library_s:.2f}",
+            f"{r.times_library:.1f} ({r.floor_times_library:.1f})",
             "; ".join(r.not_fused) or "-",
         ]
         for r in rows
@@ -171,6 +172,7 @@ def zoo(title: str, rows: list) -> Table:
         "fuse + proof s",
         "in float64 passes",
         "library's deploy s",
+        "× library (floor: 2 float64 passes)",
         "not fused",
     )
     return _table(title, columns, cells)

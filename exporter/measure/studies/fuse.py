@@ -118,12 +118,23 @@ class ZooRow:
     ok: bool
     ratio: float  # the float64 proof's error / tolerance
     not_fused: list[str]
-    ours_s: float
-    library_s: float  # the library's own deploy path
+    ours_s: float  # fuse + proof, the median over the rounds
+    library_s: float  # the library's own deploy path, the median over the rounds
     forward64_s: float  # one float64 forward pass of the model on the first input (median of 3)
     left: tuple[int, int]  # BatchNorms and convolutions left by our fusion
     library_left: tuple[int, int]
     before: tuple[int, int]
+
+    @property
+    def times_library(self) -> float:
+        """Fuse + proof in multiples of the library's deploy path."""
+        return self.ours_s / self.library_s
+
+    @property
+    def floor_times_library(self) -> float:
+        """The least a proof of the whole model can cost, two float64 forward passes (the model and its
+        fused form, on the first input), in multiples of the library's deploy path."""
+        return 2 * self.forward64_s / self.library_s
 
 
 def zoo_model(library: str, name: str):
@@ -155,20 +166,22 @@ def _left(model) -> tuple[int, int]:
     return norms, sum(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
-def zoo_row(library: str, name: str, size: int, second: int) -> ZooRow:
+def zoo_row(library: str, name: str, size: int, second: int, runs: int = 1) -> ZooRow:
     """Fuse one zoo model (on two inputs of other sizes and draws, as the fuse stage does) and compare
-    with the library's own deploy path."""
+    with the library's own deploy path, each timed once per round over `runs` alternating rounds."""
     model, deploy = zoo_model(library, name)
     inputs = [
         torch.rand(1, 3, s, s, generator=torch.Generator().manual_seed(i))
         for i, s in enumerate((size, second))
     ]
-    start = time.perf_counter()
-    theirs = deploy(model)
-    library_s = time.perf_counter() - start
-    start = time.perf_counter()
-    fused, report = fuse_model(model, inputs, strict=False)  # a refuted row is tabulated
-    ours_s = time.perf_counter() - start
+    library_s, ours_s = [], []
+    for _ in range(runs):
+        start = time.perf_counter()
+        theirs = deploy(model)
+        library_s.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        fused, report = fuse_model(model, inputs, strict=False)  # a refuted row is tabulated
+        ours_s.append(time.perf_counter() - start)
     model64, x64 = cast(copy.deepcopy(model), torch.float64), inputs[0].double()
     forward64_s = statistics.median(_seconds(torch.no_grad()(lambda: model64(x64))) for _ in range(3))
     not_fused = report.as_dict()["not_fused"]
@@ -180,8 +193,8 @@ def zoo_row(library: str, name: str, size: int, second: int) -> ZooRow:
         report.ok,
         ratio,
         not_fused,
-        ours_s,
-        library_s,
+        statistics.median(ours_s),
+        statistics.median(library_s),
         forward64_s,
         _left(fused),
         _left(theirs),
