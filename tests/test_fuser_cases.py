@@ -402,3 +402,19 @@ def test_a_half_fused_block_is_replayed_as_it_was_applied():
     rebuilt = replay(copy.deepcopy(model), report.fused_steps())
     rebuilt.load_state_dict(fused.state_dict())
     assert torch.equal(rebuilt(x()), fused(x()))
+
+
+@pytest.mark.parametrize("with_block", [False, True])
+def test_the_proof_runs_the_whole_model_five_times_and_once_more_after_blocks_change_it(with_block):
+    """The reference on each probe (the first pass also finds the Conv+BN pairs the forward runs), the
+    fused model in float64 on each, its FP32 rounding on the first (on the second only where rtol alone
+    fails); where a block's deploy method changed the model, one more pass on the small probe finds the
+    pairs it left. The copies of the model carry its hook, so every pass is counted."""
+    block = [FuseReparam(8)] if with_block else []
+    stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+    model = fm.randomized(nn.Sequential(stem, *block))
+    sizes = []
+    model.register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[-1]))
+    _, report = fuse_model(model, [x(32), x(16, seed=1)])
+    assert report.ok and report.counts["Conv+BN"] == 1
+    assert sizes == ([32, 16, 16, 32, 16, 32] if with_block else [32, 16, 32, 16, 32])

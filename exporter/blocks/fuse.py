@@ -23,10 +23,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import itertools
 import json
 import math
+import weakref
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -349,12 +351,12 @@ def plan_blocks(root: nn.Module, done: set[int], report: FuseReport) -> list[Ste
     return steps
 
 
-def plan_conv_bn(root: nn.Module, x: torch.Tensor | None = None) -> list[Step]:
-    """Pass 2: Conv+BN pairs left after pass 1: in an nn.Sequential, as `conv`/`bn` children, and (given
-    an input `x` to watch the forward on) wherever a norm reads exactly a convolution's output."""
+def plan_conv_bn(root: nn.Module, executed: dict[str, list[list[str]]]) -> list[Step]:
+    """Pass 2: Conv+BN pairs left after pass 1: in an nn.Sequential, as `conv`/`bn` children, and wherever
+    a norm reads exactly a convolution's output in a forward pass (`executed`: ExecutedPairs.groups)."""
     steps = _named_pairs(root)
     planned = {s.path for s in steps}
-    for path, pairs in (_executed_pairs(root, x) if x is not None else {}).items():
+    for path, pairs in executed.items():
         pairs = [(c, b) for c, b in pairs if _join(path, b).rpartition(".")[0] not in planned]
         if pairs:
             kind = f"{type(get_module(root, path)).__name__} conv→norm ×{len(pairs)}"
@@ -362,44 +364,60 @@ def plan_conv_bn(root: nn.Module, x: torch.Tensor | None = None) -> list[Step]:
     return steps
 
 
-def _executed_pairs(root: nn.Module, x: torch.Tensor) -> dict[str, list[list[str]]]:
-    """Conv → BatchNorm pairs the forward executes (the norm reads exactly the convolution's output),
-    whatever their attributes are called, grouped by the closest module holding both (paths relative to
-    it). Found on one forward pass; a model that fails on `x` offers none."""
-    outputs: dict[int, tuple[str, nn.Module, torch.Tensor]] = {}
-    found: list[tuple[str, str]] = []
-    handles = []
-    for path, module in root.named_modules():
-        if isinstance(module, CONV_TYPES):
+class ExecutedPairs:
+    """Within `with ExecutedPairs(root) as executed:`, the Conv → BatchNorm pairs the forward passes run
+    (the norm reads exactly the convolution's output), whatever their attributes are called: `groups`
+    holds them by the closest module holding both (paths relative to it)."""
 
-            def produced(m, args, out, path=path):
-                outputs[id(out)] = (path, m, out)
+    def __init__(self, root: nn.Module):
+        self.root = root
+        self.groups: dict[str, list[list[str]]] = {}
+        self._outputs: dict[int, tuple[str, nn.Module, weakref.ref]] = {}
+        self._found: list[tuple[str, str]] = []
+        self._handles: list = []
 
-            handles.append(module.register_forward_hook(produced))
-        elif isinstance(module, _BatchNorm):
+    @classmethod
+    def found(cls, root: nn.Module, x: torch.Tensor) -> ExecutedPairs:
+        """The pairs of one forward pass on `x`; a model that fails on it offers none."""
+        with cls(root) as executed:
+            try:
+                with torch.no_grad():
+                    root(x)
+            except Exception:  # noqa: BLE001 - the whole-model check reports a failing forward
+                executed._found.clear()
+        return executed
 
-            def reads(m, args, path=path):
-                source = outputs.get(id(args[0])) if args else None
-                if source is not None and source[2] is args[0] and _is_conv_bn(source[1], m):
-                    found.append((source[0], path))
+    def __enter__(self) -> ExecutedPairs:
+        for path, module in self.root.named_modules():
+            if isinstance(module, CONV_TYPES):
+                self._handles.append(module.register_forward_hook(self._produced(path)))
+            elif isinstance(module, _BatchNorm):
+                self._handles.append(module.register_forward_pre_hook(self._reads(path)))
+        return self
 
-            handles.append(module.register_forward_pre_hook(reads))
-    try:
-        with torch.no_grad():
-            root(x)
-    except Exception:  # noqa: BLE001 - the reference pass reports a failing forward
-        return {}
-    finally:
-        for handle in handles:
+    def _produced(self, path: str):
+        def hook(module, args, out):
+            self._outputs[id(out)] = (path, module, weakref.ref(out))  # not kept alive: one pass at a time
+
+        return hook
+
+    def _reads(self, path: str):
+        def hook(module, args):
+            source = self._outputs.get(id(args[0])) if args else None
+            if source is not None and source[2]() is args[0] and _is_conv_bn(source[1], module):
+                self._found.append((source[0], path))
+
+        return hook
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
             handle.remove()
-    groups: dict[str, list[list[str]]] = {}
-    for conv, norm in dict.fromkeys(found):
-        a, b = conv.split("."), norm.split(".")
-        common = next((i for i, (p, q) in enumerate(zip(a[:-1], b[:-1], strict=False)) if p != q), None)
-        depth = min(len(a), len(b)) - 1 if common is None else common
-        holder = ".".join(a[:depth])
-        groups.setdefault(holder, []).append([".".join(a[depth:]), ".".join(b[depth:])])
-    return groups
+        for conv, norm in dict.fromkeys(self._found):
+            a, b = conv.split("."), norm.split(".")
+            common = next((i for i, (p, q) in enumerate(zip(a[:-1], b[:-1], strict=False)) if p != q), None)
+            depth = min(len(a), len(b)) - 1 if common is None else common
+            holder = ".".join(a[:depth])
+            self.groups.setdefault(holder, []).append([".".join(a[depth:]), ".".join(b[depth:])])
 
 
 def _named_pairs(root: nn.Module) -> list[Step]:
@@ -457,6 +475,9 @@ class Recording:
     outputs: list[Any]
     picks: list[list]
 
+    def __add__(self, other: Recording) -> Recording:
+        return Recording(self.calls + other.calls, self.outputs + other.outputs, self.picks + other.picks)
+
 
 def record(
     root: nn.Module,
@@ -498,6 +519,16 @@ def record(
     return result
 
 
+def watch(
+    root: nn.Module, paths: Sequence[str], inputs: Sequence[torch.Tensor], watched: Sequence[int] | None
+) -> list[dict[str, tuple]]:
+    """Per input, what the modules at `paths` received and returned (record's calls); the inputs not
+    `watched` (None: all are) are not run, and have none."""
+    indices = range(len(inputs)) if watched is None else watched
+    calls = {i: record(root, paths, inputs[i : i + 1], first=i).calls[0] for i in indices}
+    return [calls.get(i, {}) for i in range(len(inputs))]
+
+
 def _check_running_stats(module: nn.Module, path: str) -> None:
     for name, sub in module.named_modules():
         if isinstance(sub, _BatchNorm):
@@ -532,9 +563,24 @@ def _structure(value: Any) -> list[tuple[int, ...]]:
     return [a.shape for a in flatten_outputs(value)]
 
 
+@dataclass
+class _Proof:
+    """What the rewrites of one fusion share: the tolerance, the report, the modules already given their
+    deploy form (not called again), and each block given to a deploy method with how to get it back as it
+    was and what it received (checked once everything is fused: _name_still_branched)."""
+
+    rtol: float
+    report: FuseReport
+    done: set[int] = field(default_factory=set)
+    methods: list[tuple[StepResult, Callable[[], nn.Module], tuple, dict]] = field(default_factory=list)
+
+
 def _run_steps(
-    root: nn.Module, steps: list[Step], recording: Recording, rtol: float, report: FuseReport, done: set[int]
+    root: nn.Module, steps: list[Step], recording: Recording, proof: _Proof, source: nn.Module | None = None
 ) -> nn.Module:
+    """Each step applied, proved on what its module received, and kept or reverted. `source`: the model
+    the steps' modules are still float64 copies of, where a reverted module is copied from again (a
+    deploy method changes its module in place: otherwise it is copied before the rewrite)."""
     order: dict[str, int] = {}
     for calls in recording.calls:
         for path in calls:
@@ -542,7 +588,7 @@ def _run_steps(
     for step in sorted(steps, key=lambda s: order.get(s.path, len(order))):
         original = get_module(root, step.path)
         _check_running_stats(original, step.path)
-        backup = original if _leaves_as_it_was(original, step.action) else copy.deepcopy(original)
+        restore = _restorer(original, step, source)
         calls = [c[step.path] for c in recording.calls if step.path in c]
         proved_on = "probes" if calls else ""
         if not calls:
@@ -550,7 +596,7 @@ def _run_steps(
             if x is not None:
                 try:
                     with torch.no_grad():
-                        calls = [((x,), {}, backup(x))]
+                        calls = [((x,), {}, original(x))]
                     proved_on = f"a generated {'x'.join(map(str, x.shape))} input"
                 except Exception:  # noqa: BLE001 - the module does not take such an input
                     calls = []
@@ -567,17 +613,16 @@ def _run_steps(
                 else:
                     fused = apply_action(original, action).to(PROOF_DTYPE).eval()
             root = _place(root, step, fused)
-            parity, reshaped = _prove(fused, calls, rtol) if calls else (None, False)
+            parity, reshaped = _prove(fused, calls, proof.rtol) if calls else (None, False)
         except NotAKernel:  # a module holding some 4-D tensor: not a convolution kernel after all
-            root = _place(root, step, backup)
-            done.add(id(backup))
+            root = _keep(root, step, restore(), proof)
             continue
         except Exception as exc:  # noqa: BLE001 - a block the fuser cannot handle is left as it is
-            root = _place(root, step, backup)
-            done.add(id(backup))
+            root = _keep(root, step, restore(), proof)
             text = str(exc).strip().splitlines()
             note = f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__
-            report.steps.append(StepResult(step.path, step.kind, step.action, "failed", None, note=note))
+            failed = StepResult(step.path, step.kind, step.action, "failed", None, note=note)
+            proof.report.steps.append(failed)
             continue
         status, note = "fused", ""
         if parity is None:
@@ -589,15 +634,44 @@ def _run_steps(
             )
         elif not parity.ok:
             status = "mismatch" if step.strict else "reverted"
+        result = StepResult(step.path, step.kind, action, status, parity, proved_on, note, step.aliases)
         if status in ("fused", "mismatch"):
-            done.add(id(fused))
+            proof.done.add(id(fused))
+            if action.startswith("method:") and calls:
+                proof.methods.append((result, restore, *calls[0][:2]))
         else:  # keep the original; walk into it instead
-            root = _place(root, step, backup)
-            done.add(id(backup))
-        report.steps.append(
-            StepResult(step.path, step.kind, action, status, parity, proved_on, note, step.aliases)
-        )
+            root = _keep(root, step, restore(), proof)
+        proof.report.steps.append(result)
     return root
+
+
+def _keep(root: nn.Module, step: Step, original: nn.Module, proof: _Proof) -> nn.Module:
+    """`original` put back in place of its rewrite, to be walked into instead."""
+    proof.done.add(id(original))
+    return _place(root, step, original)
+
+
+def _restorer(original: nn.Module, step: Step, source: nn.Module | None) -> Callable[[], nn.Module]:
+    """How to get `original` back as it is now, once its rewrite has run, at the least cost the rewrite
+    allows: itself where the rewrite makes a new module; its table of children put back where a Conv+BN
+    fold only swaps children; a float64 copy of `source`'s module where there is one; else a copy made
+    now."""
+    if _leaves_as_it_was(original, step.action):
+        return lambda: original
+    if step.action in ("sequential", "attributes") or step.action.startswith("pairs:"):
+        tables = [(module, dict(module._modules)) for module in original.modules()]
+
+        def put_back() -> nn.Module:
+            for module, children in tables:
+                module._modules.clear()
+                module._modules.update(children)
+            return original
+
+        return put_back
+    if source is not None:
+        return lambda: proof_copy(get_module(source, step.path))
+    backup = copy.deepcopy(original)
+    return lambda: backup
 
 
 def _leaves_as_it_was(module: nn.Module, action: str) -> bool:
@@ -645,6 +719,18 @@ def cast(model: nn.Module, dtype: torch.dtype, device: torch.device | None = Non
             if new is not value:
                 setattr(module, name, new)
     return model
+
+
+def proof_copy(model: nn.Module) -> nn.Module:
+    """A float64 copy of `model` on the CPU in eval mode, each parameter and buffer converted as it is
+    copied (not copied, then converted)."""
+    memo: dict[int, Any] = {}
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        dtype = PROOF_DTYPE if tensor.is_floating_point() else None
+        converted = tensor.detach().to(CPU, dtype, copy=True)
+        is_parameter = isinstance(tensor, nn.Parameter)
+        memo[id(tensor)] = nn.Parameter(converted, tensor.requires_grad) if is_parameter else converted
+    return cast(copy.deepcopy(model, memo), PROOF_DTYPE, CPU).eval()
 
 
 def _is_cache(value: Any) -> bool:
@@ -723,35 +809,44 @@ def _fuse_model(
     float64 rounding as it does FP32's)."""
     inputs = [x.detach().cpu() for x in ([probes] if isinstance(probes, torch.Tensor) else probes)]
     dtype, device = model_dtype(model), model_device(model)
-    work = cast(copy.deepcopy(model), PROOF_DTYPE, CPU).eval()
+    work = proof_copy(model)
     inputs64 = [x.to(PROOF_DTYPE) for x in inputs]
     report = FuseReport(
         params_before=count_params(work), inputs=["x".join(map(str, x.shape)) for x in inputs]
     )
-    done: set[int] = set()
-    steps = plan_blocks(work, done, report)
+    proof = _Proof(rtol, report)
+    steps = plan_blocks(work, proof.done, report)
     blocks = [s.path for s in steps]  # and, in the same passes, the Conv+BN pairs no block holds
-    pairs = [s.path for s in plan_conv_bn(work, inputs64[-1]) if not any(_within(s.path, b) for b in blocks)]
     if _holds_tensors(model):  # caches of an earlier call (anchors by input size): made anew in
         record(work, [], inputs64[-1:], first=len(inputs64) - 1)  # float64, as the final check finds them
     watched = None if each_on_all else [len(inputs64) - 1]
-    reference = recording = record(work, blocks + pairs, inputs64, watched=watched)
+    with ExecutedPairs(work) as executed:  # found on the first reference pass where it watches nothing
+        head = record(work, [], inputs64[:1])
+    planned = plan_conv_bn(work, executed.groups)
+    pairs = [s.path for s in planned if not any(_within(s.path, b) for b in blocks)]
+    if watched is None or 0 in watched:
+        reference = record(work, blocks + pairs, inputs64, watched=watched)
+    else:
+        reference = head + record(work, blocks + pairs, inputs64[1:], first=1, watched=watched)
     try:
+        recording, source = reference, model
         for _ in range(MAX_ROUNDS):  # a deploy method may leave blocks behind: walk into what it left
-            work = _run_steps(work, steps, recording, rtol, report, done)
-            steps = plan_blocks(work, done, report)
+            work = _run_steps(work, steps, recording, proof, source)
+            steps, source = plan_blocks(work, proof.done, report), None
             if not steps:
                 break
-            recording = record(work, [s.path for s in steps], inputs64, watched=watched)
-        steps = plan_conv_bn(work, inputs64[-1])
+            recording = Recording(watch(work, [s.path for s in steps], inputs64, watched), [], [])
+        if any(s.status in ("fused", "mismatch") for s in report.steps):  # the model changed: its pairs now
+            executed = ExecutedPairs.found(work, inputs64[-1])
+        steps = plan_conv_bn(work, executed.groups)
         unrecorded = [s.path for s in steps if s.path not in pairs]
         if steps:
             calls = reference.calls
             if unrecorded:  # pairs a deploy method left: their inputs in the model as fused so far
-                found = record(work, unrecorded, inputs64, watched=watched).calls
+                found = watch(work, unrecorded, inputs64, watched)
                 calls = [{**a, **b} for a, b in zip(calls, found, strict=True)]
-            work = _run_steps(work, steps, Recording(calls, [], []), rtol, report, done)
-        _name_still_branched(model, work, reference, report)
+            work = _run_steps(work, steps, Recording(calls, [], []), proof)
+        _name_still_branched(work, proof.methods)
         parities = _whole_model(work, dtype, inputs, reference, rtol, report)
     except ExporterError:
         raise
@@ -776,24 +871,26 @@ def _fuse_model(
         report_scales, errors = scales(report.reference_outputs), report.noise
         worst = max(range(len(errors)), key=lambda i: errors[i] / max(1.0, report_scales[i]))
         report.drift = Parity(errors[worst], report_scales[worst], 0.0, worst)
-    return cast(work, dtype, device), report
+    if model_dtype(work) != dtype or device != CPU:  # else _whole_model left it so
+        work = cast(work, dtype, device)
+    return work, report
 
 
-def _name_still_branched(model: nn.Module, work: nn.Module, reference: Recording, report: FuseReport) -> None:
+def _name_still_branched(
+    work: nn.Module, methods: list[tuple[StepResult, Callable[[], nn.Module], tuple, dict]]
+) -> None:
     """A block given to its own deploy method that, once everything inside it is fused too, runs as many
-    convolutions of its input as `model`'s block did (two or more) was not re-parameterized: named, not
-    counted as fused (a shortcut convolution beside a merged branch is one fewer, and passes)."""
-    for step in report.steps:
-        if step.status != "fused" or not step.action.startswith("method:"):
+    convolutions of its input as it did before its method (two or more) was not re-parameterized: named,
+    not counted as fused (a shortcut convolution beside a merged branch is one fewer, and passes)."""
+    for step, original, args, kwargs in methods:
+        if step.status != "fused":
             continue
-        calls = [c[step.path] for c in reference.calls if step.path in c]
-        if not calls:
-            continue
-        original = cast(copy.deepcopy(get_module(model, step.path)), PROOF_DTYPE, CPU).eval()
         with torch.no_grad():
-            before = convolutions_of_input(original, *calls[0][:2])
-            after = convolutions_of_input(get_module(work, step.path), *calls[0][:2])
-        if after > 1 and after >= before:
+            after = convolutions_of_input(get_module(work, step.path), args, kwargs)
+            if after < 2:
+                continue
+            before = convolutions_of_input(original(), args, kwargs)
+        if after >= before:
             step.status = "still branched"
             method = step.action.removeprefix("method:")
             step.note = f"after {method}() it still runs {after} convolutions of its input, as before it"
@@ -817,7 +914,8 @@ def _whole_model(
     a 1-ulp nudge of the input (a chaotic model amplifies float64 rounding as it amplifies the nudge).
     A wrong rewrite adds its error to that rounding too, but scaled by eps64/eps32 (2e-9) it stays far
     below the error itself. `work` is left in `dtype`; the report gets its rounding on the probe (noise)
-    and its complexity."""
+    and its complexity. The rounding is measured on the first input, and on another only where rtol
+    alone does not hold there."""
     ratio = torch.finfo(PROOF_DTYPE).eps / torch.finfo(ROUNDING_DTYPE).eps
     outputs, responses = [], []
     for x, expected, picks in zip(inputs, reference.outputs, reference.picks, strict=True):
@@ -838,14 +936,17 @@ def _whole_model(
     with Counting(rounding_model) as counting:
         rounding = [_rounding(rounding_model, *runs[0])]
     report.complexity, report.noise = counting.result(), rounding[0]
-    rounding += [_rounding(rounding_model, *run) for run in runs[1:]]
+    rounding += [  # on the other inputs, only where rtol alone does not hold
+        _rounding(rounding_model, *run) if response is not None else None
+        for run, response in zip(runs[1:], responses[1:], strict=True)
+    ]
     parities = []
     for expected, output, errors, response in zip(
         reference.outputs, outputs, rounding, responses, strict=True
     ):
         bounds = [  # a rounding that is not finite (folded weights past FP16's range) bounds nothing
             max(rtol * max(1.0, scale), CONDITION_MARGIN * ratio * error if math.isfinite(error) else 0.0)
-            for scale, error in zip(scales(expected), errors, strict=True)
+            for scale, error in zip(scales(expected), errors or [0.0] * len(scales(expected)), strict=True)
         ]
         parity = compare_within(expected, output, bounds)
         if not parity.ok and response is not None:

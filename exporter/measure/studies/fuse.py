@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from exporter.blocks.fuse import cast, fuse_model
+from exporter.blocks.fuse import cast, fuse_model, proof_copy
 from exporter.pipeline.recipe import Recipe
 from exporter.pipeline.stages import fuse, reference
 
@@ -182,7 +182,7 @@ def zoo_row(library: str, name: str, size: int, second: int, runs: int = 1) -> Z
         start = time.perf_counter()
         fused, report = fuse_model(model, inputs, strict=False)  # a refuted row is tabulated
         ours_s.append(time.perf_counter() - start)
-    model64, x64 = cast(copy.deepcopy(model), torch.float64), inputs[0].double()
+    model64, x64 = proof_copy(model), inputs[0].double()
     forward64_s = statistics.median(_seconds(torch.no_grad()(lambda: model64(x64))) for _ in range(3))
     not_fused = report.as_dict()["not_fused"]
     ratio = report.model_parity.ratio
