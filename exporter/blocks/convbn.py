@@ -61,13 +61,12 @@ def conv_with(template: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -> 
         "padding_mode": template.padding_mode,
     }
     place = {"device": template.weight.device, "dtype": template.weight.dtype}
-    if kind in CONV_TYPES:  # torch's own: no random initialisation, the weights are set below
-        conv = nn.utils.skip_init(kind, *args, **geometry, **place)
+    if kind in CONV_TYPES:  # torch's own: made without storage, then given the weights below
+        conv = kind(*args, **geometry, device="meta")
     else:  # a subclass may set more in its constructor, or take no device
-        conv = kind(*args, **geometry).to(**place)
-    with torch.no_grad():
-        conv.weight.copy_(weight)
-        conv.bias.copy_(bias)
+        conv = kind(*args, **geometry)
+    conv.weight = nn.Parameter(weight.detach().to(**place, copy=True))
+    conv.bias = nn.Parameter(bias.detach().to(**place, copy=True))
     return conv.eval()
 
 

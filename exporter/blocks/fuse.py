@@ -896,6 +896,12 @@ def _name_still_branched(
             step.note = f"after {method}() it still runs {after} convolutions of its input, as before it"
 
 
+def replaying(picks: list) -> contextlib.AbstractContextManager[Selections]:
+    """The reference's selections replayed; where it made none, no mode at all (nothing to replay, and
+    the mode's cost on every operation is saved)."""
+    return Selections(replay=picks) if picks else contextlib.nullcontext(Selections(replay=picks))
+
+
 def _pairs(a: Any, b: Any):
     return zip(flatten_outputs(a), flatten_outputs(b), strict=True)
 
@@ -920,11 +926,11 @@ def _whole_model(
     outputs, responses = [], []
     for x, expected, picks in zip(inputs, reference.outputs, reference.picks, strict=True):
         x = x.to(PROOF_DTYPE)
-        with torch.no_grad(), Selections(replay=picks) as replayed:
+        with torch.no_grad(), replaying(picks) as replayed:
             output = work(x)
         response = None
         if not compare_within(expected, output, [rtol * max(1.0, s) for s in scales(expected)]).ok:
-            with torch.no_grad(), Selections(replay=picks):  # kept in case the rounding bound fails too
+            with torch.no_grad(), replaying(picks):  # kept in case the rounding bound fails too
                 nudged = work(x * (1 + torch.finfo(PROOF_DTYPE).eps))
             response = [float(np.abs(a - b).max()) if a.size else 0.0 for a, b in _pairs(output, nudged)]
         outputs.append(output)
@@ -965,7 +971,7 @@ def _in_rounding_dtype(model: nn.Module) -> nn.Module:
 
 def _rounding(model: nn.Module, x: torch.Tensor, expected: Any, picks: list) -> list[float]:
     """Per output, max|y − y_float64| of `model` in its dtype, the reference's selections replayed."""
-    with torch.no_grad(), Selections(replay=picks):
+    with torch.no_grad(), replaying(picks):
         output = model(x.to(model_dtype(model)))
     pairs = zip(flatten_outputs(expected), flatten_outputs(output), strict=True)
     return [float(np.abs(r - c).max()) if r.size else 0.0 for r, c in pairs]
