@@ -3,8 +3,9 @@
 Pass 1 fuses re-parameterizable blocks: ours by type, foreign ones by protocol (the first of
 PROTOCOL_METHODS a module defines, callable without arguments; never the whole model's own method),
 then walks into what a deploy method left for blocks it did not fuse. Pass 2 folds every remaining
-Conv+BN: adjacent pairs in an nn.Sequential, and modules holding `conv` and `bn` children (a guess,
-kept only when proved).
+Conv+BN: adjacent pairs in an nn.Sequential and, as guesses kept only when proved, modules holding
+`conv` and `bn` children and wherever a norm reads exactly a convolution's output in the first
+reference pass.
 
 The proof is of the algebra, so it runs in float64 on a copy: the reference forward passes (one per
 probe input: the model's own size and a second, smaller size and draw) record what every rewritten
