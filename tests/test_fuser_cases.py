@@ -418,3 +418,27 @@ def test_the_proof_runs_the_whole_model_five_times_and_once_more_after_blocks_ch
     _, report = fuse_model(model, [x(32), x(16, seed=1)])
     assert report.ok and report.counts["Conv+BN"] == 1
     assert sizes == ([32, 16, 16, 32, 16, 32] if with_block else [32, 16, 32, 16, 32])
+
+
+class MaskedConv(nn.Conv2d):
+    """A convolution returning its output with a mask (partial convolutions do): no tensor to pair."""
+
+    def forward(self, x):
+        return super().forward(x), torch.ones_like(x[:, :1])
+
+
+class MaskedStem(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.norm = MaskedConv(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+
+    def forward(self, x):
+        y, mask = self.conv(x)
+        return self.norm(y) * mask
+
+
+def test_a_convolution_that_returns_a_tuple_is_run_and_proved_not_paired():
+    model = fm.randomized(nn.Sequential(MaskedStem(), nn.Conv2d(8, 4, 1), nn.BatchNorm2d(4)))
+    fused, report = fuse_model(model, [x(32), x(16, seed=1)])
+    assert report.ok and report.counts == {"Conv+BN": 1}
+    assert isinstance(fused[0].norm, nn.BatchNorm2d), "its norm reads a tuple's part: left as it is"

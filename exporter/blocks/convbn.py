@@ -64,7 +64,7 @@ def conv_with(template: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -> 
     if kind in CONV_TYPES:  # torch's own: made without storage, then given the weights below
         conv = kind(*args, **geometry, device="meta")
     else:  # a subclass may set more in its constructor, or take no device
-        conv = kind(*args, **geometry)
+        conv = kind(*args, **geometry).to(**place)
     conv.weight = nn.Parameter(weight.detach().to(**place, copy=True))
     conv.bias = nn.Parameter(bias.detach().to(**place, copy=True))
     return conv.eval()

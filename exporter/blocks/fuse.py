@@ -4,8 +4,8 @@ Pass 1 fuses re-parameterizable blocks: ours by type, foreign ones by protocol (
 PROTOCOL_METHODS a module defines, callable without arguments; never the whole model's own method),
 then walks into what a deploy method left for blocks it did not fuse. Pass 2 folds every remaining
 Conv+BN: adjacent pairs in an nn.Sequential and, as guesses kept only when proved, modules holding
-`conv` and `bn` children and wherever a norm reads exactly a convolution's output in the first
-reference pass.
+`conv` and `bn` children and wherever a norm reads exactly a convolution's output in a forward pass
+(the first reference pass where no block changed the model, else one more pass).
 
 The proof is of the algebra, so it runs in float64 on a copy: the reference forward passes (one per
 probe input: the model's own size and a second, smaller size and draw) record what every rewritten
@@ -398,7 +398,8 @@ class ExecutedPairs:
 
     def _produced(self, path: str):
         def hook(module, args, out):
-            self._outputs[id(out)] = (path, module, weakref.ref(out))  # not kept alive: one pass at a time
+            if isinstance(out, torch.Tensor):  # not kept alive: the pass frees what it no longer reads
+                self._outputs[id(out)] = (path, module, weakref.ref(out))
 
         return hook
 
@@ -413,6 +414,7 @@ class ExecutedPairs:
     def __exit__(self, *exc) -> None:
         for handle in self._handles:
             handle.remove()
+        self._outputs.clear()  # the model's modules as they were: not kept past the pass
         for conv, norm in dict.fromkeys(self._found):
             a, b = conv.split("."), norm.split(".")
             common = next((i for i, (p, q) in enumerate(zip(a[:-1], b[:-1], strict=False)) if p != q), None)
@@ -655,7 +657,8 @@ def _keep(root: nn.Module, step: Step, original: nn.Module, proof: _Proof) -> nn
 def _restorer(original: nn.Module, step: Step, source: nn.Module | None) -> Callable[[], nn.Module]:
     """How to get `original` back as it is now, once its rewrite has run, at the least cost the rewrite
     allows: itself where the rewrite makes a new module; its table of children put back where a Conv+BN
-    fold only swaps children; a float64 copy of `source`'s module where there is one; else a copy made
+    fold only swaps children; a float64 copy of `source`'s module where `original` is still one and
+    keeps no tensors of an earlier call (those of `source` were made on other inputs); else a copy made
     now."""
     if _leaves_as_it_was(original, step.action):
         return lambda: original
@@ -669,7 +672,7 @@ def _restorer(original: nn.Module, step: Step, source: nn.Module | None) -> Call
             return original
 
         return put_back
-    if source is not None:
+    if source is not None and not _holds_tensors(original):
         return lambda: proof_copy(get_module(source, step.path))
     backup = copy.deepcopy(original)
     return lambda: backup
@@ -823,7 +826,8 @@ def _fuse_model(
     watched = None if each_on_all else [len(inputs64) - 1]
     with ExecutedPairs(work) as executed:  # found on the first reference pass where it watches nothing
         head = record(work, [], inputs64[:1])
-    planned = plan_conv_bn(work, executed.groups)
+    executed_pairs = executed.groups
+    planned = plan_conv_bn(work, executed_pairs)
     pairs = [s.path for s in planned if not any(_within(s.path, b) for b in blocks)]
     if watched is None or 0 in watched:
         reference = record(work, blocks + pairs, inputs64, watched=watched)
@@ -838,8 +842,8 @@ def _fuse_model(
                 break
             recording = Recording(watch(work, [s.path for s in steps], inputs64, watched), [], [])
         if any(s.status in ("fused", "mismatch") for s in report.steps):  # the model changed: its pairs now
-            executed = ExecutedPairs.found(work, inputs64[-1])
-        steps = plan_conv_bn(work, executed.groups)
+            executed_pairs = ExecutedPairs.found(work, inputs64[-1]).groups
+        steps = plan_conv_bn(work, executed_pairs)
         unrecorded = [s.path for s in steps if s.path not in pairs]
         if steps:
             calls = reference.calls
@@ -897,12 +901,6 @@ def _name_still_branched(
             step.note = f"after {method}() it still runs {after} convolutions of its input, as before it"
 
 
-def replaying(picks: list) -> contextlib.AbstractContextManager[Selections]:
-    """The reference's selections replayed; where it made none, no mode at all (nothing to replay, and
-    the mode's cost on every operation is saved)."""
-    return Selections(replay=picks) if picks else contextlib.nullcontext(Selections(replay=picks))
-
-
 def _pairs(a: Any, b: Any):
     return zip(flatten_outputs(a), flatten_outputs(b), strict=True)
 
@@ -927,11 +925,11 @@ def _whole_model(
     outputs, responses = [], []
     for x, expected, picks in zip(inputs, reference.outputs, reference.picks, strict=True):
         x = x.to(PROOF_DTYPE)
-        with torch.no_grad(), replaying(picks) as replayed:
+        with torch.no_grad(), Selections(replay=picks) as replayed:
             output = work(x)
         response = None
         if not compare_within(expected, output, [rtol * max(1.0, s) for s in scales(expected)]).ok:
-            with torch.no_grad(), replaying(picks):  # kept in case the rounding bound fails too
+            with torch.no_grad(), Selections(replay=picks):  # kept in case the rounding bound fails too
                 nudged = work(x * (1 + torch.finfo(PROOF_DTYPE).eps))
             response = [float(np.abs(a - b).max()) if a.size else 0.0 for a, b in _pairs(output, nudged)]
         outputs.append(output)
@@ -972,7 +970,7 @@ def _in_rounding_dtype(model: nn.Module) -> nn.Module:
 
 def _rounding(model: nn.Module, x: torch.Tensor, expected: Any, picks: list) -> list[float]:
     """Per output, max|y − y_float64| of `model` in its dtype, the reference's selections replayed."""
-    with torch.no_grad(), replaying(picks):
+    with torch.no_grad(), Selections(replay=picks):
         output = model(x.to(model_dtype(model)))
     pairs = zip(flatten_outputs(expected), flatten_outputs(output), strict=True)
     return [float(np.abs(r - c).max()) if r.size else 0.0 for r, c in pairs]

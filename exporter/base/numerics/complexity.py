@@ -47,7 +47,11 @@ class Counting:
         self.counts = {"macs": 0, "bias_adds": 0, "norm_elements": 0}
         self.handles: list[Any] = []
 
-    def _on_layer(self, module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+    def _on_layer(self, module: nn.Module, _inputs: Any, output: Any) -> None:
+        if isinstance(output, (tuple, list)):  # a subclass returning more (a partial conv's mask): its first
+            output = next((o for o in output if isinstance(o, torch.Tensor)), None)
+        if not isinstance(output, torch.Tensor):
+            return
         per_image = output.numel() // output.shape[0]
         if isinstance(module, _BatchNorm):
             self.counts["norm_elements"] += per_image
