@@ -404,20 +404,48 @@ def test_a_half_fused_block_is_replayed_as_it_was_applied():
     assert torch.equal(rebuilt(x()), fused(x()))
 
 
-@pytest.mark.parametrize("with_block", [False, True])
-def test_the_proof_runs_the_whole_model_five_times_and_once_more_after_blocks_change_it(with_block):
+class LeavesANorm(nn.Module):
+    """Two convolutions summed, then a norm: its deploy method merges them into one and keeps the norm,
+    which then reads a convolution's output (a pair the first pass could not see)."""
+
+    def __init__(self, channels=8):
+        super().__init__()
+        self.a, self.b = (
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.Conv2d(channels, channels, 3, padding=1),
+        )
+        self.norm = nn.BatchNorm2d(channels)
+
+    def forward(self, x):
+        return self.norm(self.a(x) + self.b(x) if self.b is not None else self.a(x))
+
+    def switch_to_deploy(self):
+        self.a.weight.data += self.b.weight.data
+        self.a.bias.data += self.b.bias.data
+        self.b = None
+
+
+@pytest.mark.parametrize(
+    ("block", "passes"),
+    [
+        (None, [32, 16, 32, 16, 32]),
+        (FuseReparam, [32, 16, 32, 16, 32]),
+        (LeavesANorm, [32, 16, 16, 16, 32, 16, 32]),
+    ],
+)
+def test_the_proof_runs_the_whole_model_five_times_and_once_more_where_a_block_leaves_a_norm(block, passes):
     """The reference on each probe (the first pass also finds the Conv+BN pairs the forward runs), the
     fused model in float64 on each, its FP32 rounding on the first (on the second only where rtol alone
-    fails); where a block's deploy method changed the model, one more pass on the small probe finds the
-    pairs it left. The copies of the model carry its hook, so every pass is counted."""
-    block = [FuseReparam(8)] if with_block else []
+    fails); where a block's deploy method leaves a norm, one more pass on the small probe finds the pair
+    it may now form and one more records what that pair receives. The copies of the model carry its
+    hook, so every pass is counted."""
     stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
-    model = fm.randomized(nn.Sequential(stem, *block))
+    model = fm.randomized(nn.Sequential(stem, *([block(8)] if block else [])))
     sizes = []
     model.register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[-1]))
-    _, report = fuse_model(model, [x(32), x(16, seed=1)])
-    assert report.ok and report.counts["Conv+BN"] == 1
-    assert sizes == ([32, 16, 16, 32, 16, 32] if with_block else [32, 16, 32, 16, 32])
+    fused, report = fuse_model(model, [x(32), x(16, seed=1)])
+    assert report.ok and report.counts["Conv+BN"] == 1 and norms(fused) == 0, report.counts
+    assert sizes == passes
 
 
 class MaskedConv(nn.Conv2d):

@@ -5,7 +5,7 @@ PROTOCOL_METHODS a module defines, callable without arguments; never the whole m
 then walks into what a deploy method left for blocks it did not fuse. Pass 2 folds every remaining
 Conv+BN: adjacent pairs in an nn.Sequential and, as guesses kept only when proved, modules holding
 `conv` and `bn` children and wherever a norm reads exactly a convolution's output in a forward pass
-(the first reference pass where no block changed the model, else one more pass).
+(the first reference pass; one more where a block's deploy method left a norm not paired there).
 
 The proof is of the algebra, so it runs in float64 on a copy: the reference forward passes (one per
 probe input: the model's own size and a second, smaller size and draw) record what every rewritten
@@ -421,6 +421,23 @@ class ExecutedPairs:
             depth = min(len(a), len(b)) - 1 if common is None else common
             holder = ".".join(a[:depth])
             self.groups.setdefault(holder, []).append([".".join(a[depth:]), ".".join(b[depth:])])
+
+
+def _standing_pairs(
+    root: nn.Module, executed: dict[str, list[list[str]]], changed: list[str]
+) -> dict[str, list[list[str]]] | None:
+    """The pairs found before the blocks at `changed` were rewritten, where they are all the model has
+    now: every norm in it lies outside those blocks, paired with a convolution outside them (what it
+    reads is unchanged, and a norm reads one input, so no new pair can form); else None."""
+    norms = {path for path, module in root.named_modules() if isinstance(module, _BatchNorm)}
+    standing: dict[str, list[list[str]]] = {}
+    for holder, pairs in executed.items():
+        for conv, norm in pairs:
+            paths = (_join(holder, conv), _join(holder, norm))
+            if paths[1] in norms and not any(_within(p, block) for p in paths for block in changed):
+                standing.setdefault(holder, []).append([conv, norm])
+    paired = {_join(holder, norm) for holder, pairs in standing.items() for _, norm in pairs}
+    return standing if paired == norms else None
 
 
 def _named_pairs(root: nn.Module) -> list[Step]:
@@ -841,8 +858,12 @@ def _fuse_model(
             if not steps:
                 break
             recording = Recording(watch(work, [s.path for s in steps], inputs64, watched), [], [])
-        if any(s.status in ("fused", "mismatch") for s in report.steps):  # the model changed: its pairs now
-            executed_pairs = ExecutedPairs.found(work, inputs64[-1]).groups
+        changed = [s.path for s in report.steps if s.status in ("fused", "mismatch")]
+        if changed:  # the pairs of the model as it is now
+            standing = _standing_pairs(work, executed_pairs, changed)
+            executed_pairs = (
+                standing if standing is not None else ExecutedPairs.found(work, inputs64[-1]).groups
+            )
         steps = plan_conv_bn(work, executed_pairs)
         unrecorded = [s.path for s in steps if s.path not in pairs]
         if steps:
