@@ -470,3 +470,51 @@ def test_a_convolution_that_returns_a_tuple_is_run_and_proved_not_paired():
     fused, report = fuse_model(model, [x(32), x(16, seed=1)])
     assert report.ok and report.counts == {"Conv+BN": 1}
     assert isinstance(fused[0].norm, nn.BatchNorm2d), "its norm reads a tuple's part: left as it is"
+
+
+class _Hooked(nn.Module):
+    """Children shared twice, a tensor and a list kept as plain attributes, a hook bound to itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.again = self.conv
+        self.anchors = [torch.zeros(2)]
+        self.calls = 0
+        self.register_forward_hook(self.count)
+
+    def count(self, module, args, output):
+        self.calls += 1
+
+    def forward(self, x):
+        return self.again(x)
+
+
+class _OwnCopy(nn.Module):
+    """A class that copies itself its own way."""
+
+    def __deepcopy__(self, memo):
+        copied = _OwnCopy()
+        copied.made_by_its_deepcopy = True
+        return copied
+
+
+def test_a_model_is_copied_as_deepcopy_copies_it():
+    from exporter.blocks.copies import copy_module
+
+    torch.manual_seed(0)
+    model = nn.Sequential(_Hooked(), _OwnCopy())
+    model[0].cache = torch.ones(3)
+    copied = copy_module(model)
+    hooked = copied[0]
+    assert type(hooked) is _Hooked and hooked.again is hooked.conv  # sharing kept
+    assert hooked.conv.weight is not model[0].conv.weight and torch.equal(
+        hooked.conv.weight, model[0].conv.weight
+    )
+    assert hooked.anchors is not model[0].anchors and hooked.cache is not model[0].cache
+    assert hooked._forward_hooks is not model[0]._forward_hooks
+    hooked(torch.rand(1, 3, 8, 8))
+    assert (hooked.calls, model[0].calls) == (1, 0)  # the hook is bound to the copy
+    assert copied[1].made_by_its_deepcopy
+    hooked.anchors.append(1)
+    assert len(model[0].anchors) == 1

@@ -22,7 +22,6 @@ model's own dtype, with its drift from the float64 reference (rounding, not a fu
 from __future__ import annotations
 
 import contextlib
-import copy
 import inspect
 import itertools
 import json
@@ -45,6 +44,7 @@ from exporter.base.numerics.selections import Selections
 from exporter.blocks import OUR_BLOCKS
 from exporter.blocks.akconv import AKConv, looks_like_akconv, why_not_akconv
 from exporter.blocks.convbn import CONV_TYPES, fold_conv_bn, require_running_stats
+from exporter.blocks.copies import copy_module
 from exporter.blocks.kernels import (
     Geometry,
     NotAKernel,
@@ -691,7 +691,7 @@ def _restorer(original: nn.Module, step: Step, source: nn.Module | None) -> Call
         return put_back
     if source is not None and not _holds_tensors(original):
         return lambda: proof_copy(get_module(source, step.path))
-    backup = copy.deepcopy(original)
+    backup = copy_module(original)
     return lambda: backup
 
 
@@ -727,7 +727,11 @@ def cast(model: nn.Module, dtype: torch.dtype, device: torch.device | None = Non
     """`model` in `dtype` (and on `device`, if given): its parameters and buffers, and the tensors modules
     keep as plain attributes, alone or in a list or tuple (caches such as anchors or YOLOv5's grids made
     on an earlier call, which would otherwise keep their precision and device)."""
-    model = model.to(device=device, dtype=dtype)
+    return _cast_caches(model.to(device=device, dtype=dtype), dtype, device)
+
+
+def _cast_caches(model: nn.Module, dtype: torch.dtype, device: torch.device | None) -> nn.Module:
+    """`model` with the tensors its modules keep as plain attributes (cast) in `dtype` and on `device`."""
 
     def moved(value: Any) -> Any:
         if isinstance(value, torch.Tensor):
@@ -751,7 +755,7 @@ def proof_copy(model: nn.Module) -> nn.Module:
         converted = tensor.detach().to(CPU, dtype, copy=True)
         is_parameter = isinstance(tensor, nn.Parameter)
         memo[id(tensor)] = nn.Parameter(converted, tensor.requires_grad) if is_parameter else converted
-    return cast(copy.deepcopy(model, memo), PROOF_DTYPE, CPU).eval()
+    return _cast_caches(copy_module(model, memo), PROOF_DTYPE, CPU).eval()
 
 
 def _is_cache(value: Any) -> bool:
@@ -986,7 +990,7 @@ def _in_rounding_dtype(model: nn.Module) -> nn.Module:
     """`model` itself where it is already an FP32 model on the CPU in eval mode, else such a copy of it."""
     if not model.training and model_dtype(model) == ROUNDING_DTYPE and model_device(model) == CPU:
         return model
-    return cast(copy.deepcopy(model), ROUNDING_DTYPE, CPU).eval()
+    return cast(copy_module(model), ROUNDING_DTYPE, CPU).eval()
 
 
 def _rounding(model: nn.Module, x: torch.Tensor, expected: Any, picks: list) -> list[float]:
