@@ -6,7 +6,7 @@ import pytest
 from rich.console import Console
 
 from exporter.measure.report import tables
-from exporter.measure.studies.fuse import ZOO, ZooRow, zoo_row
+from exporter.measure.studies.fuse import ZOO, ZooRow, zoo_row, zoo_summary
 
 
 @pytest.mark.slow
@@ -35,3 +35,15 @@ def test_the_table_prints_the_cost_in_multiples_of_the_librarys_deploy_and_the_p
     console.print(tables.zoo("zoo", [row]))
     header, line = [x for x in console.export_text().splitlines() if "×" in x or "resnet18" in x]
     assert "× library (floor: 2 float64 passes)" in header and "5.0 (0.4)" in line, line
+
+
+def test_the_summary_says_where_the_goal_holds_and_where_the_floor_alone_misses_it():
+    """2× and 6× the library; the second's floor alone is 4×: one of two within 3×, one floor over it."""
+    rows = [
+        ZooRow("timm", "a", 64, True, 1e-6, [], 0.2, 0.1, 0.01, (0, 1), (0, 1), (1, 1)),
+        ZooRow("timm", "b", 64, True, 1e-6, [], 0.6, 0.1, 0.2, (0, 1), (0, 1), (1, 1)),
+    ]
+    assert zoo_summary(rows) == (
+        "fuse + proof 2.0–6.0× (median 4.0×) the library's deploy time, within 3× on 1 of 2; the floor "
+        "alone over 3× on 1 (b 4.0×); fuse + proof 1.5–10.0× (median 5.8×) the floor"
+    )

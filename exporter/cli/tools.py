@@ -95,7 +95,7 @@ def bench_fuse(recipes, threads, runs, zoo):
 
     from exporter.base.host import cpu_name
     from exporter.measure.report import tables
-    from exporter.measure.studies.fuse import ZOO, measure, zoo_row
+    from exporter.measure.studies.fuse import ZOO, measure, zoo_row, zoo_summary
     from exporter.pipeline.recipe import load_recipe
 
     torch.set_num_threads(threads)
@@ -107,6 +107,7 @@ def bench_fuse(recipes, threads, runs, zoo):
                     rows.append(zoo_row(*entry, runs=runs))
         title = f"fusion of the field's models, {cpu_name()}, {threads} threads, medians of {runs} rounds"
         out_console().print(tables.zoo(title, rows))
+        click.echo(zoo_summary(rows))
         return
     paths = list(recipes) or [None, REPO_RECIPES / "synthetic" / "damoyolo_s.yaml"]
     say(f"{cpu_name()}, {threads} threads, medians of {runs} alternating rounds")

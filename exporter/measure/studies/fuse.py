@@ -137,6 +137,26 @@ class ZooRow:
         return 2 * self.forward64_s / self.library_s
 
 
+GOAL = 3.0  # fuse + proof within this many times the library's deploy time
+
+
+def zoo_summary(rows: list[ZooRow]) -> str:
+    """The cost over the zoo in one line: in multiples of the library's deploy time against GOAL, the
+    models whose floor alone is over GOAL, and in multiples of the floor."""
+
+    def spread(values: list[float]) -> str:
+        return f"{min(values):.1f}–{max(values):.1f}× (median {statistics.median(values):.1f}×)"
+
+    within = sum(r.times_library <= GOAL for r in rows)
+    over = [f"{r.model} {r.floor_times_library:.1f}×" for r in rows if r.floor_times_library > GOAL]
+    return (
+        f"fuse + proof {spread([r.times_library for r in rows])} the library's deploy time, within "
+        f"{GOAL:g}× on {within} of {len(rows)}; the floor alone over {GOAL:g}× on {len(over)}"
+        + (f" ({', '.join(over)})" if over else "")
+        + f"; fuse + proof {spread([r.times_library / r.floor_times_library for r in rows])} the floor"
+    )
+
+
 def zoo_model(library: str, name: str):
     """(model in eval mode with randomized BatchNorm statistics, the library's own deploy function)."""
     from exporter.models.embedded import randomize_batchnorm
