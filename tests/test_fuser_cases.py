@@ -518,3 +518,26 @@ def test_a_model_is_copied_as_deepcopy_copies_it():
     assert copied[1].made_by_its_deepcopy
     hooked.anchors.append(1)
     assert len(model[0].anchors) == 1
+
+
+class _Endless(nn.Module):
+    """A block whose deploy method hands back another block like it inside a Sequential, every time."""
+
+    def __init__(self, conv=None):
+        super().__init__()
+        self.conv = conv or nn.Conv2d(3, 3, 1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+    def switch_to_deploy(self):
+        return nn.Sequential(_Endless(self.conv))
+
+
+def test_a_block_left_after_the_last_round_of_deploy_methods_is_named():
+    torch.manual_seed(0)
+    fused, report = fuse_model(nn.Sequential(_Endless()).eval(), torch.rand(1, 3, 8, 8))
+    assert report.ok
+    assert report.as_dict()["not_fused"] == [
+        "0.0.0.0: _Endless.switch_to_deploy() not called: each of 3 rounds of deploy methods left a block to fuse"
+    ]

@@ -855,13 +855,18 @@ def _fuse_model(
     else:
         reference = head + record(work, blocks + pairs, inputs64[1:], first=1, watched=watched)
     try:
-        recording, source = reference, model
-        for _ in range(MAX_ROUNDS):  # a deploy method may leave blocks behind: walk into what it left
-            work = _run_steps(work, steps, recording, proof, source)
-            steps, source = plan_blocks(work, proof.done, report), None
+        recording = reference
+        for depth in range(MAX_ROUNDS):  # a deploy method may leave blocks behind: walk into what it left
             if not steps:
                 break
-            recording = Recording(watch(work, [s.path for s in steps], inputs64, watched), [], [])
+            if depth:
+                recording = Recording(watch(work, [s.path for s in steps], inputs64, watched), [], [])
+            work = _run_steps(work, steps, recording, proof, None if depth else model)
+            steps = plan_blocks(work, proof.done, report)
+        report.skipped += [
+            f"{s.path}: {s.kind} not called: each of {MAX_ROUNDS} rounds of deploy methods left a block to fuse"
+            for s in steps
+        ]
         changed = [s.path for s in report.steps if s.status in ("fused", "mismatch")]
         if changed:  # the pairs of the model as it is now
             standing = _standing_pairs(work, executed_pairs, changed)
