@@ -207,8 +207,10 @@ def _join(path: str, name: str) -> str:
 
 def protocol_method(module: nn.Module) -> tuple[str | None, str | None]:
     """(the first deploy method the module defines that takes no arguments, the first that needs some)."""
-    needs = None
+    needs, cls, own = None, type(module), vars(module)
     for name in PROTOCOL_METHODS:
+        if not hasattr(cls, name) and name not in own:  # (nn.Module's lookup of a missing name is slow)
+            continue
         method = getattr(module, name, None)
         if not inspect.ismethod(method):
             continue
