@@ -107,6 +107,7 @@ ZOO = [
     ("ultralytics", "yolov8n", 64, 32),
     ("ultralytics", "yolo11n", 64, 32),
     ("ultralytics", "yolov9t", 64, 32),
+    ("ultralytics", "rtdetr-l", 64, 32),
 ]
 
 
@@ -167,9 +168,9 @@ def zoo_model(library: str, name: str):
 
         model, deploy = timm.create_model(name, pretrained=False, num_classes=10), reparameterize_model
     else:
-        from ultralytics import YOLO
+        from ultralytics import RTDETR, YOLO
 
-        model = YOLO(f"{name}.yaml").model
+        model = (RTDETR if name.startswith("rtdetr") else YOLO)(f"{name}.yaml").model
 
         def deploy(m):
             return copy.deepcopy(m).fuse(verbose=False)
