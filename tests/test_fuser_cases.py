@@ -539,5 +539,6 @@ def test_a_block_left_after_the_last_round_of_deploy_methods_is_named():
     fused, report = fuse_model(nn.Sequential(_Endless()).eval(), torch.rand(1, 3, 8, 8))
     assert report.ok
     assert report.as_dict()["not_fused"] == [
-        "0.0.0.0: _Endless.switch_to_deploy() not called: each of 3 rounds of deploy methods left a block to fuse"
+        "0.0.0.0: _Endless.switch_to_deploy() not called: each of 3 rounds of deploy methods left a "
+        "block to fuse"
     ]

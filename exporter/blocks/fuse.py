@@ -866,7 +866,8 @@ def _fuse_model(
             work = _run_steps(work, steps, recording, proof, None if depth else model)
             steps = plan_blocks(work, proof.done, report)
         report.skipped += [
-            f"{s.path}: {s.kind} not called: each of {MAX_ROUNDS} rounds of deploy methods left a block to fuse"
+            f"{s.path}: {s.kind} not called: each of {MAX_ROUNDS} rounds of deploy methods left a block "
+            "to fuse"
             for s in steps
         ]
         changed = [s.path for s in report.steps if s.status in ("fused", "mismatch")]
