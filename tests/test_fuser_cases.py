@@ -425,20 +425,41 @@ class LeavesANorm(nn.Module):
         self.b = None
 
 
+class LeavesANamedPair(nn.Module):
+    """The same, with the convolution and the norm it keeps named `conv` and `bn`: a pair by name."""
+
+    def __init__(self, channels=8):
+        super().__init__()
+        self.conv, self.b = (
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.Conv2d(channels, channels, 3, padding=1),
+        )
+        self.bn = nn.BatchNorm2d(channels)
+
+    def forward(self, x):
+        return self.bn(self.conv(x) + self.b(x) if self.b is not None else self.conv(x))
+
+    def switch_to_deploy(self):
+        self.conv.weight.data += self.b.weight.data
+        self.conv.bias.data += self.b.bias.data
+        self.b = None
+
+
 @pytest.mark.parametrize(
     ("block", "passes"),
     [
         (None, [32, 16, 32, 16, 32]),
         (FuseReparam, [32, 16, 32, 16, 32]),
         (LeavesANorm, [32, 16, 16, 16, 32, 16, 32]),
+        (LeavesANamedPair, [32, 16, 16, 32, 16, 32]),
     ],
 )
-def test_the_proof_runs_the_whole_model_five_times_and_once_more_where_a_block_leaves_a_norm(block, passes):
+def test_the_proof_runs_the_whole_model_five_times_and_more_where_a_block_leaves_a_norm(block, passes):
     """The reference on each probe (the first pass also finds the Conv+BN pairs the forward runs), the
     fused model in float64 on each, its FP32 rounding on the first (on the second only where rtol alone
     fails); where a block's deploy method leaves a norm, one more pass on the small probe finds the pair
-    it may now form and one more records what that pair receives. The copies of the model carry its
-    hook, so every pass is counted."""
+    it may now form (not where it is a pair by name) and one more records what that pair receives. The
+    copies of the model carry its hook, so every pass is counted."""
     stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
     model = fm.randomized(nn.Sequential(stem, *([block(8)] if block else [])))
     sizes = []

@@ -428,9 +428,10 @@ class ExecutedPairs:
 def _standing_pairs(
     root: nn.Module, executed: dict[str, list[list[str]]], changed: list[str]
 ) -> dict[str, list[list[str]]] | None:
-    """The pairs found before the blocks at `changed` were rewritten, where they are all the model has
-    now: every norm in it lies outside those blocks, paired with a convolution outside them (what it
-    reads is unchanged, and a norm reads one input, so no new pair can form); else None."""
+    """The pairs found before the blocks at `changed` were rewritten, where they are all the model needs
+    now: every norm in it folds by name (_named_pairs) or lies outside those blocks, paired with a
+    convolution outside them (what it reads is unchanged, and a norm reads one input, so no new pair
+    can form); else None."""
     norms = {path for path, module in root.named_modules() if isinstance(module, _BatchNorm)}
     standing: dict[str, list[list[str]]] = {}
     for holder, pairs in executed.items():
@@ -439,7 +440,20 @@ def _standing_pairs(
             if paths[1] in norms and not any(_within(p, block) for p in paths for block in changed):
                 standing.setdefault(holder, []).append([conv, norm])
     paired = {_join(holder, norm) for holder, pairs in standing.items() for _, norm in pairs}
-    return standing if paired == norms else None
+    return standing if norms - _named_norms(root) <= paired else None
+
+
+def _named_norms(root: nn.Module) -> set[str]:
+    """The paths of the norms the Conv+BN pairs of _named_pairs fold."""
+    found = set()
+    for step in _named_pairs(root):
+        if step.action == "attributes":
+            found.add(_join(step.path, "bn"))
+            continue
+        children = list(get_module(root, step.path).named_children())
+        pairs = zip(children, children[1:], strict=False)
+        found |= {_join(step.path, name) for (_, conv), (name, bn) in pairs if _is_conv_bn(conv, bn)}
+    return found
 
 
 def _named_pairs(root: nn.Module) -> list[Step]:
