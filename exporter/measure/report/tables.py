@@ -12,8 +12,8 @@ from exporter.pipeline.stages.partial_int8 import SearchRecord
 
 def _table(title: str, columns: list[str] | tuple[str, ...], rows: list[list[str]]) -> Table:
     table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
+    for index, column in enumerate(columns):
+        table.add_column(column, no_wrap=index == 0)  # a row's name whole, however narrow the rest
     for row in rows:
         table.add_row(*row)
     return table
