@@ -2,11 +2,14 @@
 Ultralytics' YOLOs, fused and proved, leaving no more BatchNorms and convolutions than each library's
 own deploy path (the same rows `reparam-export bench-fuse --zoo` prints)."""
 
+import re
+
 import pytest
 from rich.console import Console
 
+from exporter.base.errors import UserError
 from exporter.measure.report import tables
-from exporter.measure.studies.fuse import ZOO, ZooRow, zoo_row, zoo_summary
+from exporter.measure.studies.fuse import ZOO, ZooRow, zoo_entries, zoo_row, zoo_summary
 
 
 @pytest.mark.slow
@@ -50,3 +53,38 @@ def test_the_summary_says_where_the_goal_holds_and_where_the_floor_alone_misses_
         "fuse + proof 2.0–6.0× (median 4.0×) the library's deploy time, within 3× on 1 of 2; the floor "
         "alone over 3× on 1 (b 4.0×); fuse + proof 1.5–10.0× (median 5.8×) the floor"
     )
+
+
+def test_the_zoo_at_a_detectors_own_size_takes_the_fuse_stages_second_input():
+    assert zoo_entries(("yolo11n", "rtdetr-l"), 640) == [
+        ("ultralytics", "yolo11n", 640, 64),
+        ("ultralytics", "rtdetr-l", 640, 64),
+    ]
+    assert zoo_entries(("repvgg_a0",)) == [("timm", "repvgg_a0", 64, 32)], "each model's own sizes"
+    for names, size, message in [
+        (("tiny_vit_5m_224", "yolo11n"), 640, "tiny_vit_5m_224 takes 224 only: leave --input-size out"),
+        (("yolo12n",), None, "--model yolo12n is not in the zoo: name one of repvgg_a0, "),
+        (("yolo11n",), 100, "--input-size 100 is not a multiple of 32"),
+    ]:
+        with pytest.raises(UserError, match=re.escape(message)):
+            zoo_entries(names, size)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--model", "yolo11n"), "--model and --input-size choose the zoo's models: add --zoo"),
+        (("--zoo", "--model", "yolo12n"), "--model yolo12n is not in the zoo"),
+    ],
+)
+def test_bench_fuse_refuses_zoo_options_it_cannot_use_in_one_line(run_cli, args, message):
+    code, out, err = run_cli("bench-fuse", *args)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_bench_fuse_prints_the_zoo_rows_asked_for_and_the_goal(run_cli):
+    pytest.importorskip("ultralytics", reason="pip install ultralytics (a test dependency)")
+    code, out, err = run_cli("bench-fuse", "--zoo", "--model", "yolov8n", "--input-size", "64", "--runs", "1")
+    assert code == 0, err
+    assert "ultralytics yolov8n" in out and "yolo11n" not in out
+    assert "the library's deploy time, within 3× on " in out and " of 1; the floor alone over 3×" in out, out

@@ -81,7 +81,20 @@ def bench_cpu(recipes, threads, min_seconds, calib_count, eval_limit):
     "library's own deploy path (BatchNorms and convolutions left, seconds, fuse + proof in multiples of "
     "the library's time and the least a proof costs, two float64 passes, in the same unit).",
 )
-def bench_fuse(recipes, threads, runs, zoo):
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    help="With --zoo: only this model of the zoo (timm's or Ultralytics' name, as the table prints it); "
+    "repeatable (default: all).",
+)
+@click.option(
+    "--input-size",
+    type=click.IntRange(min=32),
+    help="With --zoo: the first input's side (the second as the fuse stage takes it), for the cost at a "
+    "detector's own size (default: each model's small size).",
+)
+def bench_fuse(recipes, threads, runs, zoo, models, input_size):
     """Fuse + float64 proof time as forward passes of the model (FP32 and float64), and loading fused.pt
     against building the model.
 
@@ -90,19 +103,22 @@ def bench_fuse(recipes, threads, runs, zoo):
       reparam-export bench-fuse
       reparam-export bench-fuse --recipe recipes/damoyolo_l.yaml --threads 1
       reparam-export bench-fuse --zoo
+      reparam-export bench-fuse --zoo --model rtdetr-l --model yolo11n --input-size 640 --runs 1
     """
     import torch
 
     from exporter.base.host import cpu_name
     from exporter.measure.report import tables
-    from exporter.measure.studies.fuse import ZOO, measure, zoo_row, zoo_summary
+    from exporter.measure.studies.fuse import measure, zoo_entries, zoo_row, zoo_summary
     from exporter.pipeline.recipe import load_recipe
 
+    if (models or input_size) and not zoo:
+        raise click.UsageError("--model and --input-size choose the zoo's models: add --zoo")
     torch.set_num_threads(threads)
     if zoo:
-        rows = []
+        entries, rows = zoo_entries(models, input_size), []
         with timing("bench-fuse --zoo"):
-            for entry in ZOO:
+            for entry in entries:
                 with console.status(f"fusing {entry[1]}…"):
                     rows.append(zoo_row(*entry, runs=runs))
         title = f"fusion of the field's models, {cpu_name()}, {threads} threads, medians of {runs} rounds"

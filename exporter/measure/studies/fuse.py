@@ -14,12 +14,13 @@ import copy
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from exporter.base.errors import UserError
 from exporter.blocks.fuse import cast, fuse_model, proof_copy
 from exporter.pipeline.recipe import Recipe
 from exporter.pipeline.stages import fuse, reference
@@ -81,7 +82,7 @@ def measure(recipe: Recipe, runs: int = 3) -> FuseCost:
 
 
 # Models of the field's libraries, built without weights: (library, name, input size, second input
-# size; the vision transformers take one size only)
+# size; the vision transformers of ONE_SIZE take one size only)
 ZOO = [
     ("timm", "repvgg_a0", 64, 32),
     ("timm", "mobileone_s0", 64, 32),
@@ -109,6 +110,28 @@ ZOO = [
     ("ultralytics", "yolov9t", 64, 32),
     ("ultralytics", "rtdetr-l", 64, 32),
 ]
+
+ONE_SIZE = {"levit_128s": 224, "tiny_vit_5m_224": 224, "efficientvit_m0": 224}
+
+
+def zoo_entries(names: Sequence[str] = (), size: int | None = None) -> list[tuple[str, str, int, int]]:
+    """The ZOO entries of `names` (all where none is given), at `size` and the fuse stage's second size
+    for it where a size is given (UserError for a name not in ZOO, a size not a multiple of the models'
+    stride 32, or a model that takes one size only)."""
+    unknown = [name for name in names if name not in {entry[1] for entry in ZOO}]
+    if unknown:
+        known = ", ".join(entry[1] for entry in ZOO)
+        raise UserError(f"--model {unknown[0]} is not in the zoo: name one of {known}")
+    entries = [entry for entry in ZOO if not names or entry[1] in names]
+    if size is None:
+        return entries
+    if size % 32:
+        raise UserError(f"--input-size {size} is not a multiple of 32 (the models' stride): pass one that is")
+    fixed = [f"{entry[1]} takes {ONE_SIZE[entry[1]]}" for entry in entries if entry[1] in ONE_SIZE]
+    if fixed:
+        raise UserError(f"{'; '.join(fixed)} only: leave --input-size out, or name other models with --model")
+    second = fuse.second_size((size,))[0]
+    return [(library, name, size, second) for library, name, _, _ in entries]
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ input of another size and draw, so a rewrite that only holds at one size or for 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,10 +59,14 @@ class FuseSettings:
         return probe_input(self.input_size, self.preprocess, self.seed, batch or self.batch)
 
     def second_probe(self) -> torch.Tensor:
-        """One image of another draw and a smaller size, as the proof's second input: a tenth of each side
-        in multiples of 32 but at least 64 (stride-32 features 2×2: every tap of a 3×3 kernel at work)."""
-        size = tuple(min(d, max(64, d // 320 * 32)) for d in self.input_size)
-        return probe_input(size, self.preprocess, self.seed + 1, 1)
+        """One image of another draw and a smaller size, as the proof's second input (second_size)."""
+        return probe_input(second_size(self.input_size), self.preprocess, self.seed + 1, 1)
+
+
+def second_size(input_size: Sequence[int]) -> tuple[int, ...]:
+    """The size of the proof's second input: a tenth of each side in multiples of 32 but at least 64
+    (stride-32 features 2×2: every tap of a 3×3 kernel at work), and never more than the first."""
+    return tuple(min(d, max(64, d // 320 * 32)) for d in input_size)
 
 
 def fuse(settings: FuseSettings) -> tuple[nn.Module, FuseReport, torch.Tensor]:
