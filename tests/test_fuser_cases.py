@@ -408,41 +408,30 @@ class LeavesANorm(nn.Module):
     """Two convolutions summed, then a norm: its deploy method merges them into one and keeps the norm,
     which then reads a convolution's output (a pair the first pass could not see)."""
 
+    names = ("a", "norm")  # the convolution it keeps and the norm
+
     def __init__(self, channels=8):
         super().__init__()
-        self.a, self.b = (
-            nn.Conv2d(channels, channels, 3, padding=1),
-            nn.Conv2d(channels, channels, 3, padding=1),
-        )
-        self.norm = nn.BatchNorm2d(channels)
+        conv, norm = self.names
+        setattr(self, conv, nn.Conv2d(channels, channels, 3, padding=1))
+        self.b = nn.Conv2d(channels, channels, 3, padding=1)
+        setattr(self, norm, nn.BatchNorm2d(channels))
 
     def forward(self, x):
-        return self.norm(self.a(x) + self.b(x) if self.b is not None else self.a(x))
+        conv, norm = (getattr(self, name) for name in self.names)
+        return norm(conv(x) + self.b(x) if self.b is not None else conv(x))
 
     def switch_to_deploy(self):
-        self.a.weight.data += self.b.weight.data
-        self.a.bias.data += self.b.bias.data
+        conv = getattr(self, self.names[0])
+        conv.weight.data += self.b.weight.data
+        conv.bias.data += self.b.bias.data
         self.b = None
 
 
-class LeavesANamedPair(nn.Module):
+class LeavesANamedPair(LeavesANorm):
     """The same, with the convolution and the norm it keeps named `conv` and `bn`: a pair by name."""
 
-    def __init__(self, channels=8):
-        super().__init__()
-        self.conv, self.b = (
-            nn.Conv2d(channels, channels, 3, padding=1),
-            nn.Conv2d(channels, channels, 3, padding=1),
-        )
-        self.bn = nn.BatchNorm2d(channels)
-
-    def forward(self, x):
-        return self.bn(self.conv(x) + self.b(x) if self.b is not None else self.conv(x))
-
-    def switch_to_deploy(self):
-        self.conv.weight.data += self.b.weight.data
-        self.conv.bias.data += self.b.bias.data
-        self.b = None
+    names = ("conv", "bn")
 
 
 @pytest.mark.parametrize(
