@@ -513,9 +513,11 @@ def test_a_model_is_copied_as_deepcopy_copies_it():
     from exporter.blocks.copies import copy_module
 
     torch.manual_seed(0)
-    model = nn.Sequential(_Hooked(), _OwnCopy())
+    model = nn.Sequential(_Hooked(), _OwnCopy(), nn.Identity())
     model[0].cache = torch.ones(3)
+    model[0].registry = model[2].registry = {}  # empty now, filled by a forward later
     copied = copy_module(model)
+    assert copied[0].registry is copied[2].registry and copied[0].registry is not model[0].registry
     hooked = copied[0]
     assert type(hooked) is _Hooked and hooked.again is hooked.conv  # sharing kept
     assert hooked.conv.weight is not model[0].conv.weight and torch.equal(
@@ -552,3 +554,50 @@ def test_a_block_left_after_the_last_round_of_deploy_methods_is_named():
         "0.0.0.0: _Endless.switch_to_deploy() not called: each of 3 rounds of deploy methods left a "
         "block to fuse"
     ]
+
+
+class _DropsItsCache(nn.Module):
+    """Keeps what a forward computed in a dict, dropped by its own conversion (`_apply`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.cache = nn.Conv2d(3, 3, 1), {}
+
+    def forward(self, x):
+        self.cache.setdefault("scale", torch.ones(1))
+        return self.conv(x) * self.cache["scale"]
+
+    def _apply(self, fn, *args, **kwargs):
+        self.cache.clear()
+        return super()._apply(fn, *args, **kwargs)
+
+
+def test_the_proof_copy_gives_a_module_its_own_conversion():
+    from exporter.blocks.fuse import proof_copy
+
+    model = _DropsItsCache().eval()
+    model(torch.rand(1, 3, 4, 4))
+    copied = proof_copy(model)
+    assert copied.cache == {} and model.cache, "a float32 cache never reaches the float64 proof"
+    assert copied.conv.weight.dtype == torch.float64
+
+
+class _Delegating(nn.Module):
+    """A wrapper whose class finds names on an object it is not a parent of."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.__dict__["inner"] = inner
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["inner"], name)
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+def test_a_deploy_method_a_class_finds_its_own_way_is_found():
+    from exporter.blocks.fuse import protocol_method
+
+    assert protocol_method(_Delegating(FuseReparam(3))) == ("fuse_reparam", None)
+    assert protocol_method(nn.Conv2d(3, 3, 1)) == (None, None)

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from exporter.base.errors import UserError
 from exporter.measure.report import tables
-from exporter.measure.studies.fuse import ZOO, ZooRow, zoo_entries, zoo_row, zoo_summary
+from exporter.measure.studies.fuse import ONE_SIZE, ZOO, ZooRow, zoo_entries, zoo_row, zoo_summary
 
 
 @pytest.mark.slow
@@ -56,11 +56,15 @@ def test_the_summary_says_where_the_goal_holds_and_where_the_floor_alone_misses_
 
 
 def test_the_zoo_at_a_detectors_own_size_takes_the_fuse_stages_second_input():
-    assert zoo_entries(("yolo11n", "rtdetr-l"), 640) == [
-        ("ultralytics", "yolo11n", 640, 64),
-        ("ultralytics", "rtdetr-l", 640, 64),
-    ]
-    assert zoo_entries(("repvgg_a0",)) == [("timm", "repvgg_a0", 64, 32)], "each model's own sizes"
+    assert zoo_entries(("yolo11n", "rtdetr-l"), 640) == (
+        [("ultralytics", "yolo11n", 640, 64), ("ultralytics", "rtdetr-l", 640, 64)],
+        [],
+    )
+    assert zoo_entries(("repvgg_a0",)) == ([("timm", "repvgg_a0", 64, 32)], []), "each model's own sizes"
+    assert zoo_entries(("levit_128s",), 224) == ([("timm", "levit_128s", 224, 224)], []), "its one size"
+    entries, left_out = zoo_entries((), 640)
+    assert len(entries) == len(ZOO) - 3 and all(e[2:] == (640, 64) for e in entries)
+    assert left_out == [f"{name} takes 224 only" for name in ONE_SIZE], "named: one size only"
     for names, size, message in [
         (("tiny_vit_5m_224", "yolo11n"), 640, "tiny_vit_5m_224 takes 224 only: leave --input-size out"),
         (("yolo12n",), None, "--model yolo12n is not in the zoo: name one of repvgg_a0, "),

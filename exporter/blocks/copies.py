@@ -10,6 +10,7 @@ directly (its children by this walk, its empty tables made anew, every other val
 from __future__ import annotations
 
 import copy
+import copyreg
 from collections import OrderedDict
 from typing import Any
 
@@ -18,11 +19,15 @@ from torch import nn
 _EMPTY_TABLES = (dict, OrderedDict, set)
 
 
-def _plain(cls: type) -> bool:
-    """Whether `cls` copies as nn.Module does: made by `cls.__new__(cls)`, given a copy of its `__dict__`
-    by its `__setstate__` (no __deepcopy__, __reduce__, __getnewargs__ or __getstate__ of its own)."""
+def _plain(module: nn.Module) -> bool:
+    """Whether `module` copies as nn.Module does: made by `cls.__new__(cls)`, given a copy of its
+    `__dict__` by its `__setstate__` (no __deepcopy__, __reduce__, __getnewargs__ or __getstate__ of its
+    class's own or its own, and no entry in copyreg's table)."""
+    cls = type(module)
     return (
         not any(hasattr(cls, name) for name in ("__deepcopy__", "__getnewargs__", "__getnewargs_ex__"))
+        and "__deepcopy__" not in module.__dict__
+        and cls not in copyreg.dispatch_table
         and cls.__reduce_ex__ is object.__reduce_ex__
         and cls.__reduce__ is object.__reduce__
         and cls.__getstate__ is nn.Module.__getstate__
@@ -36,17 +41,18 @@ def copy_module(module: nn.Module, memo: dict[int, Any] | None = None) -> nn.Mod
     done = memo.get(id(module))
     if done is not None:
         return done
-    cls = type(module)
-    if not _plain(cls):
+    if not _plain(module):
         return copy.deepcopy(module, memo)
+    cls = type(module)
     new = cls.__new__(cls)
     memo[id(module)] = new
     state = {}
     for key, value in module.__dict__.items():
         if key == "_modules":
-            state[key] = {n: None if m is None else copy_module(m, memo) for n, m in value.items()}
-        elif type(value) in _EMPTY_TABLES and not value:
-            state[key] = type(value)()
+            children = ((n, None if m is None else copy_module(m, memo)) for n, m in value.items())
+            state[key] = type(value)(children)
+        elif type(value) in _EMPTY_TABLES and not value:  # shared where the model shares it
+            state[key] = memo.setdefault(id(value), type(value)())
         elif key != "_compiled_call_impl":  # as nn.Module.__getstate__ leaves it out
             state[key] = copy.deepcopy(value, memo)
     new.__setstate__(state)

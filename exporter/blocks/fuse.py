@@ -208,9 +208,10 @@ def _join(path: str, name: str) -> str:
 def protocol_method(module: nn.Module) -> tuple[str | None, str | None]:
     """(the first deploy method the module defines that takes no arguments, the first that needs some)."""
     needs, cls, own = None, type(module), vars(module)
+    delegates = cls.__getattr__ is not nn.Module.__getattr__  # a class that finds names its own way
     for name in PROTOCOL_METHODS:
-        if not hasattr(cls, name) and name not in own:  # (nn.Module's lookup of a missing name is slow)
-            continue
+        if not (delegates or hasattr(cls, name) or name in own):  # nn.Module's lookup of a missing name
+            continue  # is slow, and finds no method
         method = getattr(module, name, None)
         if not inspect.ismethod(method):
             continue
@@ -764,14 +765,18 @@ def _cast_caches(model: nn.Module, dtype: torch.dtype, device: torch.device | No
 
 def proof_copy(model: nn.Module) -> nn.Module:
     """A float64 copy of `model` on the CPU in eval mode, each parameter and buffer converted as it is
-    copied (not copied, then converted)."""
+    copied (not copied, then converted); a module with a conversion of its own (`_apply`: Ultralytics'
+    models move their anchors, others drop caches) is given it too."""
     memo: dict[int, Any] = {}
     for tensor in itertools.chain(model.parameters(), model.buffers()):
         dtype = PROOF_DTYPE if tensor.is_floating_point() else None
         converted = tensor.detach().to(CPU, dtype, copy=True)
         is_parameter = isinstance(tensor, nn.Parameter)
         memo[id(tensor)] = nn.Parameter(converted, tensor.requires_grad) if is_parameter else converted
-    return _cast_caches(copy_module(model, memo), PROOF_DTYPE, CPU).eval()
+    copied = copy_module(model, memo)
+    if any(type(m)._apply is not nn.Module._apply for m in copied.modules()):
+        copied.to(device=CPU, dtype=PROOF_DTYPE)
+    return _cast_caches(copied, PROOF_DTYPE, CPU).eval()
 
 
 def _is_cache(value: Any) -> bool:

@@ -114,24 +114,26 @@ ZOO = [
 ONE_SIZE = {"levit_128s": 224, "tiny_vit_5m_224": 224, "efficientvit_m0": 224}
 
 
-def zoo_entries(names: Sequence[str] = (), size: int | None = None) -> list[tuple[str, str, int, int]]:
-    """The ZOO entries of `names` (all where none is given), at `size` and the fuse stage's second size
-    for it where a size is given (UserError for a name not in ZOO, a size not a multiple of the models'
-    stride 32, or a model that takes one size only)."""
+def zoo_entries(names: Sequence[str] = (), size: int | None = None) -> tuple[list[tuple], list[str]]:
+    """The ZOO entries of `names` (all where none is given) at `size` and the fuse stage's second size
+    for it where a size is given, and the models of ONE_SIZE left out as they take another size only
+    (UserError for a name not in ZOO, a size not a multiple of the models' stride 32, or a model named
+    that takes another size only)."""
     unknown = [name for name in names if name not in {entry[1] for entry in ZOO}]
     if unknown:
         known = ", ".join(entry[1] for entry in ZOO)
         raise UserError(f"--model {unknown[0]} is not in the zoo: name one of {known}")
     entries = [entry for entry in ZOO if not names or entry[1] in names]
     if size is None:
-        return entries
+        return entries, []
     if size % 32:
         raise UserError(f"--input-size {size} is not a multiple of 32 (the models' stride): pass one that is")
-    fixed = [f"{entry[1]} takes {ONE_SIZE[entry[1]]}" for entry in entries if entry[1] in ONE_SIZE]
-    if fixed:
-        raise UserError(f"{'; '.join(fixed)} only: leave --input-size out, or name other models with --model")
+    other = [f"{e[1]} takes {ONE_SIZE[e[1]]}" for e in entries if ONE_SIZE.get(e[1], size) != size]
+    if other and names:
+        raise UserError(f"{'; '.join(other)} only: leave --input-size out, or name other models with --model")
     second = fuse.second_size((size,))[0]
-    return [(library, name, size, second) for library, name, _, _ in entries]
+    kept = [(e[0], e[1], size, second if e[1] not in ONE_SIZE else size) for e in entries]
+    return [e for e in kept if ONE_SIZE.get(e[1], size) == size], [f"{o} only" for o in other]
 
 
 @dataclass(frozen=True)
