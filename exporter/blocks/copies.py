@@ -1,10 +1,10 @@
 """A module tree copied as `copy.deepcopy` copies it, in one walk that is about twice as fast.
 
 `copy.deepcopy` reduces every module and every one of its (mostly empty) hook tables through the
-generic pickle protocol; the fuser copies whole models several times per proof, so that is a tenth of
-its time. Here a module whose class keeps nn.Module's own copy protocol is rebuilt from its `__dict__`
-directly (its children by this walk, its empty tables made anew, every other value by
-`copy.deepcopy` with the shared memo); a class with a protocol of its own is copied by `copy.deepcopy`.
+generic pickle protocol; the fuser copies whole models more than once per proof. Here a module that
+keeps nn.Module's own copy protocol is rebuilt from its `__dict__` by its `__setstate__` (its children
+by this walk, its empty tables made anew, once each as the memo records them, every other value by
+`copy.deepcopy` with the shared memo); one with a protocol of its own is copied by `copy.deepcopy`.
 """
 
 from __future__ import annotations
