@@ -116,9 +116,10 @@ def bench_fuse(recipes, threads, runs, zoo, models, input_size):
         raise click.UsageError("--model and --input-size choose the zoo's models: add --zoo")
     torch.set_num_threads(threads)
     if zoo:
-        (entries, left_out), rows = zoo_entries(models, input_size), []
+        entries, left_out = zoo_entries(models, input_size)
         if left_out:
             say(f"left out: {'; '.join(left_out)}")
+        rows = []
         with timing("bench-fuse --zoo"):
             for entry in entries:
                 with console.status(f"fusing {entry[1]}…"):

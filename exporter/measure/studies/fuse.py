@@ -111,7 +111,7 @@ ZOO = [
     ("ultralytics", "rtdetr-l", 64, 32),
 ]
 
-ONE_SIZE = {"levit_128s": 224, "tiny_vit_5m_224": 224, "efficientvit_m0": 224}
+ONE_SIZE = ("levit_128s", "tiny_vit_5m_224", "efficientvit_m0")  # taking their ZOO size only
 
 
 def zoo_entries(names: Sequence[str] = (), size: int | None = None) -> tuple[list[tuple], list[str]]:
@@ -128,12 +128,16 @@ def zoo_entries(names: Sequence[str] = (), size: int | None = None) -> tuple[lis
         return entries, []
     if size % 32:
         raise UserError(f"--input-size {size} is not a multiple of 32 (the models' stride): pass one that is")
-    other = [f"{e[1]} takes {ONE_SIZE[e[1]]}" for e in entries if ONE_SIZE.get(e[1], size) != size]
+    other = [f"{name} takes {own} only" for _, name, own, _ in entries if name in ONE_SIZE and own != size]
     if other and names:
-        raise UserError(f"{'; '.join(other)} only: leave --input-size out, or name other models with --model")
+        raise UserError(f"{'; '.join(other)}: leave --input-size out, or name other models with --model")
     second = fuse.second_size((size,))[0]
-    kept = [(e[0], e[1], size, second if e[1] not in ONE_SIZE else size) for e in entries]
-    return [e for e in kept if ONE_SIZE.get(e[1], size) == size], [f"{o} only" for o in other]
+    kept = [
+        (library, name, size, size if name in ONE_SIZE else second)
+        for library, name, own, _ in entries
+        if name not in ONE_SIZE or own == size
+    ]
+    return kept, other
 
 
 @dataclass(frozen=True)
